@@ -1,0 +1,68 @@
+"""Text to BM25 terms. Analyzers are named (see ``finerank.registry.ANALYZERS``) and the name
+is stored in an index, so queries are analyzed exactly as its documents were.
+
+- ``english``: Unicode word tokens, lowercased, English stopwords removed, Snowball stemming.
+- ``chinese``: jieba word segmentation (search mode), lowercased, punctuation dropped.
+- ``auto``: runs of CJK characters are segmented by jieba, everything else goes through
+  ``english``; on text without CJK characters it equals ``english``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from typing import Callable
+
+Analyzer = Callable[[str], list[str]]
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_CJK_RUN = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]+)")
+
+# Lucene's English stopwords plus the common function words of the Snowball list.
+ENGLISH_STOPWORDS = frozenset(
+    """a an and are as at be but by for if in into is it no not of on or such that the their then
+    there these they this to was will with i me my we our you your he him his she her its them what which
+    who whom am were been being have has had having do does did doing would should could can from up down
+    out off over under again further once here when where why how all any both each few more most other
+    some own same so than too very s t just don now""".split()
+)
+CHINESE_STOPWORDS = frozenset(
+    "的 了 和 是 在 有 与 及 或 之 也 都 而 就 被 把 对 从 这 那 个 吗 呢 吧 啊 着 过 等 如何 怎么 怎样 什么 为什么 哪些 哪个".split()
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer  # PyStemmer: Snowball stemmers in C
+
+    return Stemmer.Stemmer("english")
+
+
+@functools.lru_cache(maxsize=1)
+def _jieba():
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)  # jieba's own logger announces its dictionary at INFO
+    jieba.initialize()
+    return jieba
+
+
+def english(text: str) -> list[str]:
+    words = [w for w in _WORD.findall(text.lower()) if w not in ENGLISH_STOPWORDS]
+    return _stemmer().stemWords(words)
+
+
+def chinese(text: str) -> list[str]:
+    words = _jieba().lcut_for_search(text.lower())
+    return [w for w in words if _WORD.search(w) and not w.isspace() and w not in CHINESE_STOPWORDS]
+
+
+def auto(text: str) -> list[str]:
+    parts = _CJK_RUN.split(text)  # odd positions are CJK runs
+    if len(parts) == 1:
+        return english(text)
+    terms: list[str] = []
+    for i, part in enumerate(parts):
+        terms.extend(chinese(part) if i % 2 else english(part))
+    return terms

@@ -1,0 +1,218 @@
+"""The finerank command: argument parsing and printing only; the work is done by the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import unicodedata
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+from . import BM25Index, Document, Pipeline, __version__, load_reranker, read_corpus, rerank
+from .errors import FinerankError, MissingDependencyError
+from .registry import ANALYZERS, BACKENDS, DEFAULT_RERANKER, MODELS
+from .types import Hit, Ranking
+
+logger = logging.getLogger("finerank")
+
+DEMO_QUERIES = ("如何治疗感冒？", "How do I read a CSV file in Python?")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = logging.ERROR if args.quiet else max(logging.DEBUG, logging.WARNING - 10 * args.verbose)
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # weight-loading bars of transformers
+    try:
+        return args.run(args)
+    except (FinerankError, KeyError, ValueError, OSError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"finerank: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finerank", description="Coarse recall, then fine ranking.")
+    parser.add_argument("--version", action="version", version=f"finerank {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, errors only")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="build a BM25 index from a corpus")
+    p.add_argument("corpus", help="JSONL file, BEIR folder, CSV/TSV file or folder of .txt/.md files")
+    p.add_argument("--out", required=True, help="index folder (written atomically)")
+    p.add_argument("--analyzer", default="auto", choices=sorted(ANALYZERS))
+    p.add_argument("--k1", type=float, default=0.9)
+    p.add_argument("--b", type=float, default=0.4)
+    p.add_argument("--skip-invalid", action="store_true", help="skip bad records (reported) instead of stopping")
+    p.set_defaults(run=_index)
+
+    p = sub.add_parser("search", help="search an index: BM25 candidates, then rerank")
+    p.add_argument("index")
+    p.add_argument("query")
+    p.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank (default 100)")
+    p.add_argument("--top-k", type=int, default=3)
+    _reranker_options(p, allow_none=True)
+    p.set_defaults(run=_search)
+
+    p = sub.add_parser("rerank", help="rerank documents from a file or stdin against a query")
+    p.add_argument("--query", required=True)
+    p.add_argument("--docs", required=True, help="JSONL/CSV/TSV corpus file, a text file with one document per line, or - for stdin")
+    p.add_argument("--top-k", type=int, default=None)
+    _reranker_options(p, allow_none=False)
+    p.set_defaults(run=_rerank)
+
+    p = sub.add_parser("demo", help="the idea in two examples: first-stage order beside reranked order")
+    _reranker_options(p, allow_none=False)
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
+    p.add_argument("--reranker", default=None, help=f"model name ({', '.join(MODELS)}), local model folder or hub id (default {DEFAULT_RERANKER})")
+    p.add_argument("--kind", default="cross-encoder", choices=("cross-encoder", "bi-encoder"), help="what a model folder holds")
+    p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--max-length", type=int, default=512)
+    if allow_none:
+        p.add_argument("--no-rerank", action="store_true", help="first stage only")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _load(args: argparse.Namespace):
+    options = {"backend": args.backend, "precision": args.precision}
+    if args.reranker is None:
+        return load_reranker(DEFAULT_RERANKER, **options)
+    return load_reranker(args.reranker, kind=args.kind, max_length=args.max_length, **options)
+
+
+def _index(args: argparse.Namespace) -> int:
+    index = BM25Index.build(
+        read_corpus(args.corpus, skip_invalid=args.skip_invalid), analyzer=args.analyzer, k1=args.k1, b=args.b, show_progress=not args.quiet
+    )
+    index.save(args.out)
+    print(f"indexed {len(index)} documents into {args.out} ({index.name})")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    index = BM25Index.load(args.index)
+    reranker = None
+    if not args.no_rerank:
+        try:
+            reranker = _load(args)
+        except MissingDependencyError as err:
+            if args.reranker is not None:
+                raise
+            logger.warning("no reranker: %s (showing the first stage only; --no-rerank hides this)", err)
+    ranking = Pipeline(index, reranker, candidates=args.candidates, top_k=args.top_k).search(args.query)
+    if args.json:
+        print(json.dumps(_ranking_json(ranking), ensure_ascii=False, indent=2))
+    else:
+        stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in ranking.timings.items())
+        print(f"first stage: {ranking.first_stage}; reranker: {ranking.reranker or 'none'} ({stages})")
+        _print_hits(ranking.hits)
+    return 0
+
+
+def _rerank(args: argparse.Namespace) -> int:
+    documents = _read_documents(args.docs)
+    reranker = _load(args)
+    hits = rerank(reranker, args.query, documents, args.top_k)
+    if args.json:
+        print(json.dumps({"query": args.query, "reranker": reranker.name, "hits": [_hit_json(h) for h in hits]}, ensure_ascii=False, indent=2))
+    else:
+        print(f"reranker: {reranker!r}")
+        _print_hits(hits)
+    return 0
+
+
+def _read_documents(source: str) -> list[Document]:
+    path = Path(source)
+    if source != "-" and path.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
+        return list(read_corpus(path))
+    lines = sys.stdin.read().splitlines() if source == "-" else path.read_text(encoding="utf-8").splitlines()
+    if source == "-" and lines and lines[0].lstrip().startswith("{"):
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", encoding="utf-8", delete=False) as f:
+            f.write("\n".join(lines))
+        try:
+            return list(read_corpus(f.name))
+        finally:
+            Path(f.name).unlink()
+    documents = [Document(id=str(i), text=line) for i, line in enumerate(lines) if line.strip()]
+    if not documents:
+        raise ValueError(f"no documents in {'stdin' if source == '-' else source}")
+    return documents
+
+
+def _demo(args: argparse.Namespace) -> int:
+    corpus = resources.files("finerank") / "data" / "demo.jsonl"
+    with resources.as_file(corpus) as path:
+        index = BM25Index.build(read_corpus(path))
+    reranker = _load(args)
+    results = []
+    for query in DEMO_QUERIES:
+        candidates = index.search(query, k=10)
+        results.append((query, candidates[:5], rerank(reranker, query, candidates, top_k=5)))
+    if args.json:
+        out = [{"query": q, "first_stage": [_hit_json(h) for h in f], "reranked": [_hit_json(h) for h in r]} for q, f, r in results]
+        print(json.dumps({"reranker": reranker.name, "examples": out}, ensure_ascii=False, indent=2))
+        return 0
+    print(f"finerank demo: BM25 recalls 10 candidates from {len(index)} shipped documents, then {reranker!r} reorders them.")
+    if args.reranker is None:
+        print(f"(default second stage: {MODELS[DEFAULT_RERANKER].description}; pass --reranker MODEL_DIR for a cross-encoder)")
+    for query, first, reranked in results:
+        print(f"\nquery: {query}")
+        print(f"  {_pad('BM25 (first stage)', 48)}  reranked")
+        for a, b in zip(first, reranked):
+            left = f"{a.rank}. {_snippet(a.document.text, 42)}"
+            right = f"{b.rank}. {_snippet(b.document.text, 42)}  ({_was(b)}, score {b.score:.3f})"
+            print(f"  {_pad(left, 48)}  {right}")
+    return 0
+
+
+def _was(hit: Hit) -> str:
+    return "same" if hit.rank == hit.original_rank else f"was {hit.original_rank}"
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _width(text))
+
+
+def _snippet(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    if _width(text) <= width:
+        return text
+    while _width(text) > width - 1:
+        text = text[:-1]
+    return text + "…"
+
+
+def _print_hits(hits: Sequence[Hit]) -> None:
+    print(f"{'rank':<12} {'score':>8}  {'id':<14} snippet")
+    for h in hits:
+        rank = f"{h.rank} ({'same' if h.rank == h.original_rank else f'was {h.original_rank}'})"
+        print(f"{rank:<12} {h.score:>8.4f}  {_snippet(h.id, 14):<14} {_snippet(h.document.content, 70)}")
+
+
+def _hit_json(h: Hit) -> dict:
+    d = h.document
+    return {"id": d.id, "rank": h.rank, "original_rank": h.original_rank, "score": h.score, "title": d.title, "text": d.text, "metadata": dict(d.metadata)}
+
+
+def _ranking_json(r: Ranking) -> dict:
+    return {"query": r.query, "first_stage": r.first_stage, "reranker": r.reranker, "timings_ms": {k: v * 1000 for k, v in r.timings.items()}, "hits": [_hit_json(h) for h in r.hits]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

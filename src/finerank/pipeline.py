@@ -1,0 +1,46 @@
+"""Coarse recall, then fine ranking: a first stage recalls candidates, a reranker reorders them."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol, Sequence, runtime_checkable
+
+from .rerank import Reranker, rerank
+from .types import Hit, Ranking
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """A first stage: BM25 here; dense, hybrid and external engines implement the same two calls."""
+
+    name: str
+
+    def search(self, query: str, k: int = 10) -> list[Hit]: ...
+
+    def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]: ...
+
+
+class Pipeline:
+    """``first_stage`` recalls ``candidates`` documents, ``reranker`` reorders them, the best
+    ``top_k`` are returned. Without a reranker the first stage's top ``top_k`` come back as is."""
+
+    def __init__(self, first_stage: Retriever, reranker: Reranker | None = None, *, candidates: int = 100, top_k: int = 3):
+        if candidates < 1 or top_k < 1:
+            raise ValueError(f"candidates and top_k must be at least 1, got {candidates} and {top_k}")
+        self.first_stage, self.reranker = first_stage, reranker
+        self.candidates, self.top_k = candidates, top_k
+
+    def search(self, query: str) -> Ranking:
+        if not query.strip():
+            raise ValueError("the query is empty")
+        start = time.perf_counter()
+        hits = self.first_stage.search(query, self.candidates if self.reranker else self.top_k)
+        timings = {"first_stage": time.perf_counter() - start}
+        if self.reranker is not None:
+            start = time.perf_counter()
+            hits = rerank(self.reranker, query, hits, self.top_k)
+            timings["rerank"] = time.perf_counter() - start
+        return Ranking(query, tuple(hits[: self.top_k]), timings, self.first_stage.name, getattr(self.reranker, "name", None))
+
+    def batch_search(self, queries: Sequence[str]) -> list[Ranking]:
+        return [self.search(q) for q in queries]

@@ -1,0 +1,300 @@
+"""What the transformer rerankers share: finding a model, tokenizing (query once, documents
+truncated, never the query), length-bucketed batches, and the torch / onnxruntime backends.
+
+Backends take padded numpy batches and return the model's output as float32 numpy:
+logits for a classification head, the last hidden state for an encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import InputTooLongError, MissingDependencyError, ModelError
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """A local model directory, or a Hugging Face hub id downloaded (or found in the cache)."""
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        if str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1:
+            raise ModelError(f"no such model directory: {name_or_path}")
+        try:
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(str(name_or_path)))
+        except Exception as err:  # offline, unknown repository, no permission: all say the same to the user
+            raise ModelError(
+                f"cannot load model {str(name_or_path)!r}: it is not a local directory and fetching it from "
+                f"the Hugging Face hub failed ({type(err).__name__}: {err})"
+            ) from None
+    if not path.is_dir():
+        raise ModelError(f"{path} is not a model directory")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} is not a Hugging Face model directory: it has no config.json")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise ModelError(f"{path} has no model weights (none of {', '.join(WEIGHT_FILES)})")
+    return path
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError as err:
+        raise ModelError(f"{path} is not valid JSON: {err}") from None
+
+
+@dataclass(frozen=True)
+class Batch:
+    positions: np.ndarray  # which inputs, in the caller's order
+    feeds: dict[str, np.ndarray]  # input_ids, attention_mask, token_type_ids: int64 [n, length]
+
+
+class TextEncoder:
+    """Tokenizes with the model's own (Rust) tokenizer and packs inputs into length-sorted batches."""
+
+    def __init__(self, model_dir: Path, max_length: int):
+        from tokenizers import Tokenizer
+
+        file = model_dir / "tokenizer.json"
+        if file.is_file():
+            tokenizer = Tokenizer.from_file(str(file))
+        elif importlib.util.find_spec("transformers"):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True).backend_tokenizer
+        else:
+            raise ModelError(f"{model_dir} has no tokenizer.json (a model without one needs transformers: pip install 'finerank[torch]')")
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        self.tokenizer = tokenizer
+        config = read_json(model_dir / "config.json")
+        limits = [max_length, config.get("max_position_embeddings", max_length)]
+        model_max = read_json(model_dir / "tokenizer_config.json").get("model_max_length")
+        if isinstance(model_max, int) and model_max < 10**6:
+            limits.append(model_max)
+        self.max_length = min(limits)
+        processor = tokenizer.post_processor
+        self._pair_specials = processor.num_special_tokens_to_add(True) if processor else 0
+        self._single_specials = processor.num_special_tokens_to_add(False) if processor else 0
+
+    def pairs(self, query: str, texts: Sequence[str]) -> list:
+        """Encodings of (query, text) pairs; each text is cut to fit, the query never is."""
+        tok = self.tokenizer
+        q = tok.encode(query, add_special_tokens=False)
+        budget = self.max_length - len(q.ids) - self._pair_specials
+        if budget < 1:
+            raise InputTooLongError(
+                f"the query is {len(q.ids)} tokens; with room for a document it must be under {self.max_length - self._pair_specials} (max_length {self.max_length})"
+            )
+        docs = tok.encode_batch(list(texts), add_special_tokens=False)
+        for d in docs:
+            d.truncate(budget)
+        return [tok.post_process(q, d, add_special_tokens=True) for d in docs]
+
+    def singles(self, texts: Sequence[str]) -> list:
+        tok = self.tokenizer
+        encodings = tok.encode_batch(list(texts), add_special_tokens=False)
+        for e in encodings:
+            e.truncate(self.max_length - self._single_specials)
+        return [tok.post_process(e, None, add_special_tokens=True) for e in encodings]
+
+
+def batches(encodings: list, batch_size: int, max_tokens: int) -> list[Batch]:
+    """Sort by length (longest first) and cut into batches of at most ``batch_size`` inputs and
+    ``max_tokens`` padded tokens, so little compute goes to padding."""
+    lengths = np.array([len(e.ids) for e in encodings])
+    order = np.argsort(-lengths, kind="stable")
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and len(groups[-1]) < batch_size and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_tokens:
+            groups[-1].append(int(i))
+        else:
+            groups.append([int(i)])
+    result = []
+    for group in groups:
+        width = lengths[group[0]]
+        feeds = {name: np.zeros((len(group), width), dtype=np.int64) for name in INPUT_NAMES}
+        for row, i in enumerate(group):
+            e, n = encodings[i], lengths[i]
+            feeds["input_ids"][row, :n] = e.ids
+            feeds["attention_mask"][row, :n] = e.attention_mask
+            feeds["token_type_ids"][row, :n] = e.type_ids
+        result.append(Batch(np.array(group), feeds))
+    return result
+
+
+def run_batches(backend: Callable[[dict], np.ndarray], encodings: list, batch_size: int, max_tokens: int, reduce: Callable) -> np.ndarray:
+    """Run every batch through the backend, apply ``reduce(output, feeds)`` and restore input order."""
+    out: np.ndarray | None = None
+    for batch in batches(encodings, batch_size, max_tokens):
+        rows = reduce(backend(batch.feeds), batch.feeds)
+        if out is None:
+            out = np.empty((len(encodings),) + rows.shape[1:], dtype=np.float32)
+        out[batch.positions] = rows
+    return out if out is not None else np.empty((0,), dtype=np.float32)
+
+
+# --- backends ---------------------------------------------------------------------------------
+
+HEADS = ("classification", "encoder")
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def _torch_available() -> bool:
+    return bool(importlib.util.find_spec("torch") and importlib.util.find_spec("transformers"))
+
+
+def choose_backend(backend: str, precision: str) -> tuple[str, str]:
+    """Resolve ``auto``: torch (bf16 autocast on CPUs with bf16 units, ~3x onnxruntime fp32 here)
+    when torch is installed, else onnxruntime fp32."""
+    if backend == "auto":
+        backend = "torch" if _torch_available() else "onnx"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} or auto")
+    if precision == "auto":
+        precision = "bf16" if backend == "torch" and _cpu_has_bf16() else "fp32"
+    if precision not in BACKENDS[backend].precisions:
+        raise ValueError(f"backend {backend!r} runs {'/'.join(BACKENDS[backend].precisions)}, not {precision!r}")
+    return backend, precision
+
+
+def _load_torch_model(model_dir: Path, head: str):
+    if not _torch_available():
+        raise MissingDependencyError("torch (with transformers)", "torch")
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    cls = AutoModelForSequenceClassification if head == "classification" else AutoModel
+    try:
+        return cls.from_pretrained(model_dir).eval()
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelError(f"cannot load {model_dir} as a {head} model: {err}") from None
+
+
+def model_inputs(model) -> list[str]:
+    """The inputs among input_ids / attention_mask / token_type_ids that the model's forward takes."""
+    parameters = inspect.signature(model.forward).parameters
+    return [n for n in INPUT_NAMES if n in parameters]
+
+
+class TorchBackend:
+    precisions = ("fp32", "bf16")
+
+    def __init__(self, model_dir: Path, head: str, precision: str = "fp32", threads: int | None = None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self.model = _load_torch_model(model_dir, head)
+        self.head, self.bf16 = head, precision == "bf16"
+        self.inputs = model_inputs(self.model)
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(**{n: torch.from_numpy(feeds[n]) for n in self.inputs})
+            result = out.logits if self.head == "classification" else out.last_hidden_state
+            return result.float().numpy()
+
+
+class OnnxBackend:
+    precisions = ("fp32",)
+
+    def __init__(self, model_dir: Path, head: str, precision: str = "fp32", threads: int | None = None):
+        import onnxruntime as ort
+
+        path = onnx_file(model_dir, head)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or 0
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {n: feeds[n] for n in self.inputs})[0].astype(np.float32, copy=False)
+
+
+BACKENDS = {"torch": TorchBackend, "onnx": OnnxBackend}
+
+
+def onnx_file(model_dir: Path, head: str) -> Path:
+    """The ONNX export of a model, made from its torch weights once and cached next to the model
+    (or under ~/.cache/finerank/onnx when the model's folder is read-only)."""
+    name = f"finerank-{head}.onnx"
+    for candidate in (model_dir / "onnx" / name, _cache_dir(model_dir) / name):
+        if candidate.is_file() and candidate.stat().st_mtime >= _weights_mtime(model_dir):
+            return candidate
+    target = model_dir / "onnx" / name
+    if not os.access(model_dir, os.W_OK):
+        target = _cache_dir(model_dir) / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("exporting %s to ONNX (once): %s", model_dir, target)
+    export_onnx(model_dir, head, target)
+    return target
+
+
+def _weights_mtime(model_dir: Path) -> float:
+    return max((model_dir / f).stat().st_mtime for f in WEIGHT_FILES if (model_dir / f).is_file())
+
+
+def _cache_dir(model_dir: Path) -> Path:
+    key = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(os.environ.get("FINERANK_CACHE", Path.home() / ".cache" / "finerank")) / "onnx" / key
+
+
+def export_onnx(model_dir: Path, head: str, target: Path) -> None:
+    """Export a model's torch weights to ONNX with dynamic batch and sequence axes (atomic write)."""
+    if not _torch_available() or not importlib.util.find_spec("onnx"):
+        raise MissingDependencyError("torch and onnx (to export the model to ONNX once)", "torch")
+    import torch
+
+    model = _load_torch_model(model_dir, head)
+    inputs = model_inputs(model)
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            out = self.model(**dict(zip(inputs, args)))
+            return out.logits if head == "classification" else out.last_hidden_state
+
+    example = tuple(torch.ones((2, 8), dtype=torch.int64) for _ in inputs)
+    axes = {n: {0: "batch", 1: "sequence"} for n in inputs}
+    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        torch.onnx.export(
+            Wrapper().eval(), example, tmp, input_names=inputs, output_names=["output"],
+            dynamic_axes=axes | {"output": {0: "batch"} if head == "classification" else {0: "batch", 1: "sequence"}}, opset_version=17, dynamo=False,
+        )
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

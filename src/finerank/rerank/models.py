@@ -1,0 +1,113 @@
+"""The transformer rerankers: a cross-encoder (reads query and document together) and a
+bi-encoder (embeds them apart and compares). Both score with ``score(query, texts)``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ModelError
+from ._runtime import BACKENDS, TextEncoder, choose_backend, read_json, resolve_model, run_batches
+
+logger = logging.getLogger(__name__)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class _TransformerReranker:
+    head: str
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        backend: str = "auto",
+        precision: str = "auto",
+        max_length: int = 512,
+        batch_size: int = 32,
+        max_batch_tokens: int = 8192,
+        threads: int | None = None,
+        name: str | None = None,
+    ):
+        self.model_dir = resolve_model(model)
+        self.name = name or str(model)
+        self.backend_name, self.precision = choose_backend(backend, precision)
+        self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
+        self.config = read_json(self.model_dir / "config.json")
+        self._check_config()
+        self.encoder = TextEncoder(self.model_dir, max_length)
+        self.backend = BACKENDS[self.backend_name](self.model_dir, self.head, self.precision, threads)
+        logger.info("loaded %s (%s, %s %s)", self.name, type(self).__name__, self.backend_name, self.precision)
+
+    def _check_config(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, backend={self.backend_name!r}, precision={self.precision!r})"
+
+
+class CrossEncoder(_TransformerReranker):
+    """A Hugging Face sequence-classification model that scores (query, document) pairs.
+
+    One label: the relevance is the sigmoid of the logit. Two labels: the softmax probability
+    of label 1. ``raw=True`` returns the logit (for two labels, logit 1 minus logit 0, whose
+    sigmoid is that probability). Documents are cut to ``max_length`` tokens with the query;
+    the query is never cut (a query too long for any document raises InputTooLongError).
+    """
+
+    head = "classification"
+
+    def _check_config(self) -> None:
+        labels = self.config.get("num_labels") or len(self.config.get("id2label") or {}) or 2
+        if labels not in (1, 2):
+            raise ModelError(f"{self.model_dir} has {labels} labels; a cross-encoder needs 1 (relevance logit) or 2 (irrelevant/relevant)")
+        self.num_labels = labels
+
+    def score(self, query: str, texts: Sequence[str], *, raw: bool = False) -> np.ndarray:
+        if not texts:
+            return np.empty((0,), dtype=np.float32)
+        pairs = self.encoder.pairs(query, texts)
+        logits = run_batches(self.backend, pairs, self.batch_size, self.max_batch_tokens, lambda out, feeds: out)
+        logit = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+        return logit if raw else sigmoid(logit)
+
+
+class BiEncoder(_TransformerReranker):
+    """A sentence-transformers-style encoder that rescores candidates by cosine similarity of
+    pooled embeddings (mean or CLS pooling, read from the model's pooling config).
+
+    The relevance is (cosine + 1) / 2; ``raw=True`` returns the cosine.
+    """
+
+    head = "encoder"
+
+    def __init__(self, model: str | os.PathLike, *, max_length: int | None = None, **options):
+        model_dir = resolve_model(model)
+        st_config = read_json(model_dir / "sentence_bert_config.json")
+        pooling = read_json(model_dir / "1_Pooling" / "config.json")
+        self.cls_pooling = bool(pooling.get("pooling_mode_cls_token")) and not pooling.get("pooling_mode_mean_tokens")
+        super().__init__(model, max_length=max_length or st_config.get("max_seq_length", 512), **options)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length embeddings, one row per text."""
+        encodings = self.encoder.singles(texts)
+        pooled = run_batches(self.backend, encodings, self.batch_size, self.max_batch_tokens, self._pool)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+    def _pool(self, hidden: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if self.cls_pooling:
+            return hidden[:, 0]
+        mask = feeds["attention_mask"][:, :, None].astype(np.float32)
+        return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+
+    def score(self, query: str, texts: Sequence[str], *, raw: bool = False) -> np.ndarray:
+        if not texts:
+            return np.empty((0,), dtype=np.float32)
+        vectors = self.embed([query, *texts])
+        cosine = vectors[1:] @ vectors[0]
+        return cosine if raw else (cosine + 1.0) / 2.0

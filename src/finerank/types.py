@@ -1,0 +1,51 @@
+"""The values finerank passes around: documents, hits and rankings (frozen, never mutated)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Document:
+    """One retrievable unit. Fields other than id, title and text live in ``metadata``."""
+
+    id: str
+    text: str
+    title: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def content(self) -> str:
+        """Title and text as one string: what BM25 indexes and what a reranker reads."""
+        return f"{self.title}\n{self.text}" if self.title else self.text
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A document at a position in a ranking.
+
+    ``rank`` is the 1-based position in this ranking; ``original_rank`` the 1-based
+    position the document had in the list that was reranked (equal to ``rank`` for a
+    first stage).
+    """
+
+    document: Document
+    score: float
+    rank: int
+    original_rank: int
+
+    @property
+    def id(self) -> str:
+        return self.document.id
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """What a pipeline returns for one query: the hits, and seconds spent per stage."""
+
+    query: str
+    hits: tuple[Hit, ...]
+    timings: Mapping[str, float]
+    first_stage: str
+    reranker: str | None = None

@@ -1,0 +1,127 @@
+import math
+
+import numpy as np
+import pytest
+
+from finerank import BM25Index, Document, IndexFormatError, read_corpus, read_qrels, read_queries
+from finerank.evaluate import mean_scores
+from finerank.lexical import DocumentStore
+
+FOUR = [
+    Document("d1", "apple banana apple"),
+    Document("d2", "banana cherry"),
+    Document("d3", "cherry date egg fig"),
+    Document("d4", "apple"),
+]
+
+
+def lucene_bm25(tf, df, dl, n=4, avgdl=2.5, k1=0.9, b=0.4):
+    idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+    return idf * tf / (tf + k1 * (1 - b + b * dl / avgdl))
+
+
+def test_scores_equal_hand_computed_lucene_bm25():
+    index = BM25Index.build(FOUR, analyzer="english")
+    hits = index.search("apple", k=10)
+    assert [h.id for h in hits] == ["d1", "d4"]  # two occurrences beat a short document; zero scores are left out
+    assert hits[0].score == pytest.approx(lucene_bm25(2, 2, 3), rel=1e-5)
+    assert hits[1].score == pytest.approx(lucene_bm25(1, 2, 1), rel=1e-5)
+    scores = index.scores("banana cherry")
+    expected = [lucene_bm25(1, 2, 3), lucene_bm25(1, 2, 2) + lucene_bm25(1, 2, 2), lucene_bm25(1, 2, 4), 0.0]
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+    custom = BM25Index.build(FOUR, analyzer="english", k1=1.2, b=0.75)
+    assert custom.search("apple", 1)[0].score == pytest.approx(lucene_bm25(1, 2, 1, k1=1.2, b=0.75), rel=1e-5)
+
+
+def test_search_contract():
+    index = BM25Index.build(FOUR)
+    hits = index.search("banana", k=1)
+    assert len(hits) == 1 and hits[0].rank == hits[0].original_rank == 1
+    assert index.search("zebra unknown", k=5) == [] and index.search("the of and", k=5) == []
+    assert [[h.id for h in hs] for hs in index.batch_search(["apple", "fig"], k=2)] == [["d1", "d4"], ["d3"]]
+    with pytest.raises(ValueError):
+        index.search("apple", k=0)
+    tied = BM25Index.build([Document(str(i), "same words here") for i in range(20)])
+    assert [h.id for h in tied.search("words", k=5)] == ["0", "1", "2", "3", "4"]
+
+
+def test_save_load_roundtrip_memory_mapped(tmp_path):
+    index = BM25Index.build(FOUR + [Document("zh", "感冒的治疗方法", metadata={"lang": "zh"})])
+    index.save(tmp_path / "idx")
+    loaded = BM25Index.load(tmp_path / "idx")
+    assert isinstance(loaded.documents._blob, np.memmap)
+    assert loaded.params == index.params and loaded.name == index.name
+    for q in ("apple", "cherry fig", "感冒治疗"):
+        assert [(h.id, h.score) for h in loaded.search(q)] == [(h.id, h.score) for h in index.search(q)]
+    zh = loaded.search("治疗")[0].document
+    assert zh == Document("zh", "感冒的治疗方法", "", {"lang": "zh"})
+    assert loaded.documents[loaded.documents.position("d3")].text == "cherry date egg fig"
+    with pytest.raises(KeyError, match="unknown document id 'nope'"):
+        loaded.documents.position("nope")
+
+
+def test_crash_mid_save_leaves_old_index_intact(tmp_path, monkeypatch):
+    path = tmp_path / "idx"
+    BM25Index.build(FOUR).save(path)
+
+    def crash(self, folder):
+        (folder / "documents.jsonl").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(DocumentStore, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        BM25Index.build([Document("new", "other text")]).save(path)
+    loaded = BM25Index.load(path)
+    assert len(loaded) == 4 and loaded.search("apple")[0].id == "d1"
+    assert len(list(path.glob("gen-*"))) == 1
+
+
+def test_bad_index_folders(tmp_path):
+    with pytest.raises(IndexFormatError, match="not a finerank index"):
+        BM25Index.load(tmp_path)
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(IndexFormatError, match="refusing to write"):
+        BM25Index.build(FOUR).save(tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+    path = tmp_path / "idx"
+    BM25Index.build(FOUR).save(path)
+    meta = next(path.glob("gen-*")) / "meta.json"
+    meta.write_text(meta.read_text().replace('"format_version": 1', '"format_version": 99'))
+    with pytest.raises(IndexFormatError, match="format 99"):
+        BM25Index.load(path)
+    meta.write_text("{not json")
+    with pytest.raises(IndexFormatError, match="cannot read meta.json"):
+        BM25Index.load(path)
+    (path / "CURRENT").write_text("gen-missing")
+    with pytest.raises(IndexFormatError, match="gen-missing, which is missing"):
+        BM25Index.load(path)
+    with pytest.raises(ValueError, match="unknown analyzer"):
+        BM25Index.build(FOUR, analyzer="klingon")
+
+
+def bm25_scores(datasets, name, docs=None):
+    index = BM25Index.build(docs if docs is not None else read_corpus(datasets / name))
+    queries = read_queries(datasets / name / "queries.jsonl")
+    qrels = read_qrels(datasets / name / "qrels" / "test.tsv")
+    run = {q: [h.id for h in index.search(queries[q], 100)] for q in qrels}
+    return mean_scores(run, qrels)
+
+
+def test_scifact_matches_published_bm25(datasets, scifact_docs):
+    scores = bm25_scores(datasets, "scifact", scifact_docs)
+    assert 0.655 <= scores["ndcg@10"] <= 0.689, scores  # published 0.665 (multifield) - 0.679 (flat), +-0.01
+    assert scores["recall@100"] >= 0.90, scores
+
+
+def test_nfcorpus_matches_published_bm25(datasets):
+    scores = bm25_scores(datasets, "nfcorpus")
+    assert 0.312 <= scores["ndcg@10"] <= 0.335, scores  # published 0.322 (flat) - 0.325 (multifield), +-0.01
+
+
+def test_chinese_retrieval_smoke(datasets):
+    index = BM25Index.build(read_corpus(datasets / "cmrc2018-dev-retrieval"), analyzer="auto")
+    queries = read_queries(datasets / "cmrc2018-dev-retrieval" / "queries.jsonl")
+    qrels = read_qrels(datasets / "cmrc2018-dev-retrieval" / "qrels" / "test.tsv")
+    sample = dict(list(qrels.items())[:400])
+    run = {q: [h.id for h in index.search(queries[q], 10)] for q in sample}
+    assert mean_scores(run, sample)["ndcg@10"] > 0.9
