@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -290,10 +291,13 @@ def export_onnx(model_dir: Path, head: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
     os.close(fd)
     try:
-        torch.onnx.export(
-            Wrapper().eval(), example, tmp, input_names=inputs, output_names=["output"],
-            dynamic_axes=axes | {"output": {0: "batch"} if head == "classification" else {0: "batch", 1: "sequence"}}, opset_version=17, dynamo=False,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on shapes it treats as constant (parity is tested)
+            torch.onnx.export(
+                Wrapper().eval(), example, tmp, input_names=inputs, output_names=["output"],
+                dynamic_axes=axes | {"output": {0: "batch"} if head == "classification" else {0: "batch", 1: "sequence"}},
+                opset_version=17, dynamo=False,
+            )
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,47 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import finerank
+from finerank import registry
+
+
+def test_every_analyzer_is_named_and_works():
+    assert set(registry.ANALYZERS) == {"auto", "chinese", "english"}
+    for name, analyze in registry.ANALYZERS.items():
+        assert registry.analyzer(name) is analyze
+        assert "fractur" in analyze("fractures") or "fractures" in analyze("fractures")
+        assert analyze("") == []
+
+
+def test_every_backend_runs_the_same_model(tiny_ce):
+    scores = {}
+    for name in registry.BACKENDS:
+        reranker = registry.load_reranker(tiny_ce, backend=name, precision="fp32")
+        assert reranker.backend_name == name
+        scores[name] = reranker.score("query", ["a document", "another one"], raw=True)
+    np.testing.assert_allclose(scores["onnx"], scores["torch"], atol=1e-4)
+    bf16 = registry.load_reranker(tiny_ce, backend="torch", precision="bf16")
+    np.testing.assert_allclose(bf16.score("query", ["a document"], raw=True), scores["torch"][:1], atol=0.1)
+
+
+def test_every_shipped_model_loads(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert registry.DEFAULT_RERANKER in registry.MODELS
+    for name, spec in registry.MODELS.items():
+        assert (spec.locate() / "config.json").is_file()
+        reranker = registry.load_reranker(name)
+        assert isinstance(reranker, registry.KINDS[spec.kind]) and isinstance(reranker, finerank.Reranker)
+        scores = reranker.score("bone fractures", ["vitamin D and bone fractures", "stock market prices"])
+        assert scores[0] > scores[1]
+    with pytest.raises(finerank.ModelError, match="unknown reranker kind"):
+        registry.load_reranker("somewhere", kind="colbert")
+
+
+def test_public_surface_is_sorted_and_import_is_light():
+    assert finerank.__all__ == sorted(finerank.__all__)
+    assert all(hasattr(finerank, name) for name in finerank.__all__)
+    code = "import sys, finerank; print(sorted(m for m in ('torch','onnxruntime','transformers','jieba','bm25s') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -1,0 +1,126 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from finerank import CrossEncoder, Document, Hit, InputTooLongError, ModelError, load_reranker, rerank
+
+QUERY = "vitamin D supplementation reduces fractures"
+
+
+@pytest.fixture(scope="module")
+def passages(scifact_docs):
+    return [d.content for d in scifact_docs[:40]]
+
+
+@pytest.fixture(scope="module")
+def ce_torch(tiny_ce):
+    return CrossEncoder(tiny_ce, backend="torch", precision="fp32", max_length=128)
+
+
+def test_torch_and_onnx_agree_for_one_and_two_labels(tiny_ce, tiny_ce2, passages):
+    for model in (tiny_ce, tiny_ce2):
+        t = CrossEncoder(model, backend="torch", precision="fp32", max_length=128)
+        o = CrossEncoder(model, backend="onnx", max_length=128)
+        raw_t, raw_o = t.score(QUERY, passages, raw=True), o.score(QUERY, passages, raw=True)
+        assert raw_t.std() > 0.01  # the scores differ between passages, so agreement means something
+        np.testing.assert_allclose(raw_o, raw_t, atol=1e-4)
+        np.testing.assert_allclose(o.score(QUERY, passages), t.score(QUERY, passages), atol=1e-4)
+    assert (tiny_ce / "onnx" / "finerank-classification.onnx").is_file()  # exported once, cached beside the model
+
+
+def test_relevance_is_sigmoid_of_logit_or_softmax_of_two_labels(tiny_ce, tiny_ce2, passages):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    for model_dir, labels in ((tiny_ce, 1), (tiny_ce2, 2)):
+        ce = CrossEncoder(model_dir, backend="torch", precision="fp32", max_length=128)
+        assert ce.num_labels == labels
+        hf = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        batch = tok([QUERY] * 3, passages[:3], truncation="only_second", max_length=128, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = hf(**batch).logits
+        expected = torch.sigmoid(logits[:, 0]) if labels == 1 else torch.softmax(logits, -1)[:, 1]
+        np.testing.assert_allclose(ce.score(QUERY, passages[:3]), expected.numpy(), atol=1e-5)
+
+
+def test_scores_do_not_depend_on_batch_size_or_neighbours(ce_torch, passages, tiny_ce):
+    reference = ce_torch.score(QUERY, passages)
+    for batch_size in (1, 3, 64):
+        other = CrossEncoder(tiny_ce, backend="torch", precision="fp32", max_length=128, batch_size=batch_size)
+        np.testing.assert_allclose(other.score(QUERY, passages), reference, atol=1e-4)
+    alone = np.array([ce_torch.score(QUERY, [p])[0] for p in passages[:5]])
+    np.testing.assert_allclose(alone, reference[:5], atol=1e-4)
+    short_neighbours = ce_torch.score(QUERY, [passages[0], "short", "tiny text"])
+    assert short_neighbours[0] == pytest.approx(reference[0], abs=1e-4)
+
+
+def test_document_is_truncated_never_the_query(ce_torch):
+    long_doc = " ".join(["fracture"] * 400)
+    pair = ce_torch.encoder.pairs(QUERY, [long_doc])[0]
+    query_ids = ce_torch.encoder.tokenizer.encode(QUERY, add_special_tokens=False).ids
+    assert len(pair.ids) == 128
+    assert pair.ids[1 : 1 + len(query_ids)] == query_ids and pair.ids[-1] == 102  # [CLS] query [SEP] doc... [SEP]
+    with pytest.raises(InputTooLongError, match="the query is"):
+        ce_torch.score(" ".join(["word"] * 200), ["doc"])
+
+
+def test_rerank_maps_original_ranks_and_leaves_input_alone(ce_torch, passages):
+    hits = [Hit(Document(str(i), p), 10.0 - i, i + 1, i + 1) for i, p in enumerate(passages[:10])]
+    before = list(hits)
+    out = rerank(ce_torch, QUERY, hits, top_k=4)
+    assert hits == before
+    scores = ce_torch.score(QUERY, passages[:10])
+    order = np.argsort(-scores, kind="stable")[:4]
+    assert [h.original_rank for h in out] == [int(i) + 1 for i in order]
+    assert [h.rank for h in out] == [1, 2, 3, 4]
+    assert [h.id for h in out] == [str(i) for i in order]
+    np.testing.assert_allclose([h.score for h in out], scores[order], atol=1e-6)
+    strings = rerank(ce_torch, QUERY, passages[:3])
+    assert sorted(h.id for h in strings) == ["0", "1", "2"] and all(h.document.text == passages[int(h.id)] for h in strings)
+    assert rerank(ce_torch, QUERY, []) == []
+    with pytest.raises(ValueError, match="empty"):
+        rerank(ce_torch, "  ", passages[:2])
+    with pytest.raises(TypeError, match="candidate 1 is a int"):
+        rerank(ce_torch, QUERY, ["ok", 5])
+
+
+def test_model_directories_that_are_not_models(tmp_path, tiny_ce):
+    with pytest.raises(ModelError, match="no such model directory"):
+        CrossEncoder(tmp_path / "missing")
+    with pytest.raises(ModelError, match="no config.json"):
+        CrossEncoder(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelError, match="no model weights"):
+        CrossEncoder(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_ce, broken, ignore=shutil.ignore_patterns("onnx"))
+    (broken / "config.json").write_text("{oops")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        CrossEncoder(broken)
+    config = json.loads((tiny_ce / "config.json").read_text())
+    config["id2label"] = {str(i): f"L{i}" for i in range(3)}
+    config.pop("num_labels", None)
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="has 3 labels"):
+        CrossEncoder(broken)
+    with pytest.raises(ModelError, match="fetching it from the Hugging Face hub failed"):
+        CrossEncoder("finerank-test/no-such-model-anywhere")
+    with pytest.raises(ValueError, match="unknown backend"):
+        CrossEncoder(tiny_ce, backend="tensorrt")
+    with pytest.raises(ValueError, match="not 'bf16'"):
+        CrossEncoder(tiny_ce, backend="onnx", precision="bf16")
+
+
+def test_default_reranker_loads_offline_and_ranks_the_demo_sensibly(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    reranker = load_reranker()
+    docs = ["Use pd.read_csv() to read the data", "Reading Excel files in Java", "Pandas basics tutorial"]
+    hits = rerank(reranker, "How do I read a CSV file in Python?", docs)
+    assert hits[0].document.text == docs[0]
+    assert all(0.0 <= h.score <= 1.0 for h in hits)
+    fp32 = load_reranker(backend="torch", precision="fp32")
+    onnx = load_reranker(backend="onnx")
+    np.testing.assert_allclose(onnx.score("csv in python", docs, raw=True), fp32.score("csv in python", docs, raw=True), atol=1e-4)
