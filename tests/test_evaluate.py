@@ -42,3 +42,80 @@ def test_missing_relevant_documents_count_as_misses():
     judged = {"a": 1, "b": 1}
     assert ndcg(["a"], judged) < 1.0 and ndcg(["b", "a"], judged) == pytest.approx(1.0)
     assert mean_scores({}, {"q": judged})["ndcg@10"] == 0.0  # a query with no ranking scores zero
+
+
+# --- the harness ------------------------------------------------------------------------------
+
+import json  # noqa: E402
+
+from finerank import CorpusError, CrossEncoder, read_corpus, read_run  # noqa: E402
+from finerank.cli import main  # noqa: E402
+from finerank.evaluate import evaluate, load_dataset, randomization_test  # noqa: E402
+
+DL19 = "trec-dl-2019-passage-pool"
+
+
+def test_bm25_reproduces_published_numbers(datasets, scifact_docs):
+    scifact = evaluate(load_dataset(datasets / "scifact"), BM25Index.build(scifact_docs))
+    assert 0.655 <= scifact.scores["first_stage"]["ndcg@10"] <= 0.689  # published 0.665-0.679, +-0.01
+    assert scifact.scores["first_stage"]["recall@100"] >= 0.90
+    assert scifact.queries == 300 and scifact.skipped == 0 and scifact.reranker is None and scifact.scores["reranked"] is None
+    nfcorpus_set = load_dataset(datasets / "nfcorpus")
+    assert (nfcorpus_set.judged, nfcorpus_set.skipped) == (323, 3237 - 323)  # queries without test judgements are counted
+    nfcorpus = evaluate(nfcorpus_set, BM25Index.build(read_corpus(datasets / "nfcorpus")))
+    assert 0.312 <= nfcorpus.scores["first_stage"]["ndcg@10"] <= 0.335  # published 0.322-0.325, +-0.01
+
+
+def test_official_dl19_bm25_run_gives_trec_eval_number(datasets):
+    ev = evaluate(load_dataset(datasets / DL19), read_run(datasets / DL19 / "runs" / "BM25.top100.trec"))
+    assert ev.scores["first_stage"]["ndcg@10"] == pytest.approx(0.506, abs=0.001)
+
+
+def test_reranked_side_by_side_with_cost(datasets, tiny_ce):
+    dataset = load_dataset(datasets / DL19, max_queries=3)
+    documents = {d.id: d for d in read_corpus(datasets / DL19)}
+    run = read_run(datasets / DL19 / "runs" / "BM25.top100.trec")
+    ev = evaluate(dataset, run, CrossEncoder(tiny_ce, backend="onnx", max_length=128), documents=documents, candidates=50)
+    assert ev.queries == 3 and ev.judged == 43
+    assert ev.scores["first_stage"]["recall@100"] == ev.scores["reranked"]["recall@100"]  # same candidates, reordered
+    assert 0 < ev.p_value <= 1 and ev.pairs_per_s > 0 and ev.peak_rss_mb > 0
+    assert set(ev.latency_ms) == {"rerank"} and ev.latency_ms["rerank"]["p95"] >= ev.latency_ms["rerank"]["p50"]
+    relevant = sum(1 for q in dataset.qrels for g in dataset.qrels[q].values() if g > 0)
+    assert len(ev.moves) == relevant and all((a == 0) == (b is None) for a, b in ev.moves)
+    out = ev.to_json()
+    for key in ("dataset", "split", "queries", "first_stage", "reranked", "p_value", "latency_ms"):
+        assert key in out
+    assert set(out["reranked"]) == {"ndcg@10", "mrr@10", "recall@100", "map@100", "hit@1", "hit@3"}
+    first_query = next(iter(dataset.queries))
+    run[first_query] = {"no-such-passage": 1.0, **run[first_query]}
+    with pytest.raises(CorpusError, match="1 document.* not in the corpus: no-such-passage"):
+        evaluate(dataset, run, CrossEncoder(tiny_ce, backend="onnx"), documents=documents)
+
+
+def test_randomization_test():
+    a = [0.1 * (i % 7) for i in range(40)]
+    assert randomization_test(a, a) == 1.0
+    assert randomization_test(a, [x + 0.05 for x in a]) < 0.001
+    noisy = [x + (0.05 if i % 2 else -0.05) for i, x in enumerate(a)]
+    assert randomization_test(a, noisy) > 0.5
+
+
+def test_cli_eval_json_report_figure_and_all(datasets, tmp_path, tiny_ce, capsys):
+    args = ["--max-queries", "4", "--reranker", str(tiny_ce), "--backend", "onnx", "--max-length", "128", "--candidates", "20"]
+    assert main(["-q", "eval", str(datasets / "scifact"), "--json", "--report", str(tmp_path / "r.md"), "--figure", str(tmp_path / "f.png"), *args]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dataset"] == "scifact" and result["queries"] == 4 and result["reranked"] is not None
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG" and "| ndcg@10 |" in (tmp_path / "r.md").read_text()
+    assert main(["-q", "eval", str(datasets / DL19), "--run", "runs/BM25.top100.trec", "--no-rerank", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["reranked"] is None
+    root = tmp_path / "sets"
+    root.mkdir()
+    for name in ("scifact", DL19):
+        (root / name).symlink_to(datasets / name)
+    out = tmp_path / "docs" / "results.md"
+    assert main(["-q", "eval", "--all", str(root), "--out", str(out), *args]) == 0
+    page = out.read_text()
+    assert "| scifact | 4 |" in page and f"| {DL19} | 4 | run BM25.top100.trec |" in page
+    assert (out.parent / "results-scifact.png").is_file()
+    assert main(["-q", "eval", str(datasets / "scifact"), "--run", "nope.trec", "--no-rerank"]) == 1
+    assert "no such run file" in capsys.readouterr().err

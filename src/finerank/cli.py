@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # weight-loading bars of transformers
     try:
-        return args.run(args)
+        return args.run_command(args)
     except (FinerankError, KeyError, ValueError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"finerank: error: {message}", file=sys.stderr)
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--k1", type=float, default=0.9)
     p.add_argument("--b", type=float, default=0.4)
     p.add_argument("--skip-invalid", action="store_true", help="skip bad records (reported) instead of stopping")
-    p.set_defaults(run=_index)
+    p.set_defaults(run_command=_index)
 
     p = sub.add_parser("search", help="search an index: BM25 candidates, then rerank")
     p.add_argument("index")
@@ -57,18 +57,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank (default 100)")
     p.add_argument("--top-k", type=int, default=3)
     _reranker_options(p, allow_none=True)
-    p.set_defaults(run=_search)
+    p.set_defaults(run_command=_search)
 
     p = sub.add_parser("rerank", help="rerank documents from a file or stdin against a query")
     p.add_argument("--query", required=True)
     p.add_argument("--docs", required=True, help="JSONL/CSV/TSV corpus file, a text file with one document per line, or - for stdin")
     p.add_argument("--top-k", type=int, default=None)
     _reranker_options(p, allow_none=False)
-    p.set_defaults(run=_rerank)
+    p.set_defaults(run_command=_rerank)
+
+    p = sub.add_parser("eval", help="first stage vs reranked on a BEIR dataset: quality and cost")
+    p.add_argument("dataset", nargs="?", help="BEIR folder (with --all: a folder of them, default ../shared/datasets)")
+    p.add_argument("--all", action="store_true", help="every dataset in the folder; writes --out")
+    p.add_argument("--split", default="test")
+    p.add_argument("--run", help="rerank this TREC run (path, or relative to the dataset) instead of BM25")
+    p.add_argument("--index", help="an existing index of the dataset's corpus (default: build BM25 in memory)")
+    p.add_argument("--analyzer", default="auto", choices=sorted(ANALYZERS))
+    p.add_argument("--candidates", type=int, default=100, help="first-stage depth that is reranked and evaluated (default 100)")
+    p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+    p.add_argument("--report", help="write a Markdown report here")
+    p.add_argument("--figure", help="write a PNG figure here (per-query nDCG@10 change, moves of relevant documents)")
+    p.add_argument("--out", default="docs/results.md", help="with --all: the results page to write (default docs/results.md)")
+    _reranker_options(p, allow_none=True)
+    p.set_defaults(run_command=_eval)
 
     p = sub.add_parser("demo", help="the idea in two examples: first-stage order beside reranked order")
     _reranker_options(p, allow_none=False)
-    p.set_defaults(run=_demo)
+    p.set_defaults(run_command=_demo)
     return parser
 
 
@@ -81,6 +96,61 @@ def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
     if allow_none:
         p.add_argument("--no-rerank", action="store_true", help="first stage only")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, load_dataset
+    from .report import figure, markdown, results_page, table
+
+    reranker = None if args.no_rerank else _load(args)
+    if args.all:
+        root = Path(args.dataset or "../shared/datasets")
+        folders = sorted(f for f in root.iterdir() if (f / "qrels" / f"{args.split}.tsv").is_file())
+        if not folders:
+            raise ValueError(f"no datasets with a {args.split} split in {root}")
+        evaluations = [_eval_one(args, folder, reranker, evaluate, load_dataset) for folder in folders]
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sections = []
+        for ev in evaluations:
+            if ev.scores["reranked"]:
+                figure(ev, out.parent / f"results-{ev.dataset}.png")
+            sections.append(markdown(ev, f"results-{ev.dataset}.png" if ev.scores["reranked"] else None).replace("# ", "## ", 1))
+        command = "finerank eval --all " + " ".join(sys.argv[3:] if args.dataset else sys.argv[2:]).replace("--all", "").strip()
+        out.write_text(results_page(evaluations, command.strip()) + "\n" + "\n".join(sections), encoding="utf-8")
+        if args.json:
+            print(json.dumps([ev.to_json() for ev in evaluations], indent=2))
+        else:
+            print("\n\n".join(table(ev) for ev in evaluations))
+            print(f"\nwrote {out}")
+        return 0
+    if not args.dataset:
+        raise ValueError("name a dataset folder, or use --all")
+    ev = _eval_one(args, Path(args.dataset), reranker, evaluate, load_dataset)
+    figure_name = None
+    if args.figure:
+        figure_name = str(figure(ev, args.figure))
+    if args.report:
+        Path(args.report).write_text(markdown(ev, figure_name), encoding="utf-8")
+    print(json.dumps(ev.to_json(), indent=2) if args.json else table(ev))
+    return 0
+
+
+def _eval_one(args, folder: Path, reranker, evaluate, load_dataset):
+    dataset = load_dataset(folder, args.split, args.max_queries)
+    run_file = Path(args.run) if args.run else folder / "runs" / "BM25.top100.trec" if args.all else None
+    if run_file is not None and not run_file.is_file() and (folder / run_file).is_file():
+        run_file = folder / run_file
+    if run_file is not None and run_file.is_file():
+        from .corpus import read_run
+
+        documents = {d.id: d for d in read_corpus(folder)} if reranker is not None else None
+        return evaluate(dataset, read_run(run_file), reranker, documents=documents, candidates=args.candidates,
+                        first_stage_name=f"run {run_file.name}", show_progress=not args.quiet)
+    if run_file is not None and args.run:
+        raise FileNotFoundError(f"no such run file: {args.run}")
+    index = BM25Index.load(args.index) if args.index else BM25Index.build(read_corpus(folder), analyzer=args.analyzer)
+    return evaluate(dataset, index, reranker, candidates=args.candidates, show_progress=not args.quiet)
 
 
 def _load(args: argparse.Namespace):

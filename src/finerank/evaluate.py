@@ -1,4 +1,5 @@
-"""Ranking metrics as pure functions, following trec_eval's definitions.
+"""Ranking metrics (pure functions, following trec_eval) and the evaluation harness that
+reports a first stage and its reranked result side by side.
 
 nDCG uses trec_eval's linear gain (the grade itself, not 2^grade - 1) and a log2(rank + 1)
 discount; the ideal ranking is built from every judged document. A document counts as
@@ -9,7 +10,21 @@ misses (they are never dropped), and a query with no ranking scores zero.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+
+from .corpus import read_qrels, read_queries
+from .errors import CorpusError
+from .rerank import Reranker, rerank
+from .types import Document, Hit
+
+if TYPE_CHECKING:
+    from .pipeline import Retriever
 
 Qrels = Mapping[str, Mapping[str, int]]
 
@@ -62,4 +77,154 @@ def per_query(run: Mapping[str, Sequence[str]], qrels: Qrels) -> dict[str, dict[
 
 def mean_scores(run: Mapping[str, Sequence[str]], qrels: Qrels) -> dict[str, float]:
     """metric -> mean over the judged queries (see :func:`per_query`)."""
-    return {name: sum(v.values()) / len(v) if v else 0.0 for name, v in per_query(run, qrels).items()}
+    return _means(per_query(run, qrels))
+
+
+def randomization_test(a: Sequence[float], b: Sequence[float], trials: int = 10_000, seed: int = 0) -> float:
+    """Two-sided paired randomization (sign-flip) test of mean(b - a); returns the p-value."""
+    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    if len(diff) == 0 or not diff.any():
+        return 1.0
+    observed = abs(diff.mean())
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, trials, 1000):
+        signs = rng.choice((-1.0, 1.0), size=(min(1000, trials - start), len(diff)))
+        hits += int((np.abs((signs * diff).mean(axis=1)) >= observed - 1e-12).sum())
+    return (hits + 1) / (trials + 1)
+
+
+# --- the harness: first stage and reranked, side by side ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The judged queries of one split of a BEIR folder."""
+
+    name: str
+    folder: Path
+    split: str
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    skipped: int  # queries without a relevant judgement in this split (or without text)
+    judged: int  # judged queries in all (``queries`` may hold fewer, see max_queries)
+
+
+def load_dataset(folder: str | Path, split: str = "test", max_queries: int | None = None) -> Dataset:
+    """Queries with at least one relevant judgement in ``qrels/<split>.tsv``, in file order;
+    ``max_queries`` keeps the first N of them (the rest count as skipped)."""
+    folder = Path(folder)
+    qrels_file = folder / "qrels" / f"{split}.tsv"
+    if not qrels_file.is_file():
+        raise CorpusError(f"no judgements for split {split!r} (expected {qrels_file})", folder)
+    all_queries = read_queries(folder / "queries.jsonl")
+    qrels = read_qrels(qrels_file)
+    judged = [q for q in all_queries if any(g > 0 for g in qrels.get(q, {}).values())]
+    kept = judged[:max_queries] if max_queries else judged
+    return Dataset(
+        name=folder.name, folder=folder, split=split,
+        queries={q: all_queries[q] for q in kept}, qrels={q: qrels[q] for q in kept},
+        skipped=len(set(all_queries) | set(qrels)) - len(judged), judged=len(judged),
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """First stage and reranked metrics for one dataset, with what the rerank stage cost."""
+
+    dataset: str
+    split: str
+    queries: int
+    judged: int
+    skipped: int
+    first_stage: str
+    reranker: str | None
+    candidates: int
+    scores: dict[str, dict[str, float] | None]  # "first_stage" / "reranked" -> metric -> mean
+    per_query: dict[str, dict[str, dict[str, float]] | None]  # stage -> metric -> query id -> value
+    p_value: float | None  # paired randomization test on nDCG@10, first stage vs reranked
+    latency_ms: dict[str, dict[str, float]]  # stage -> p50 / p95 / mean per query
+    pairs_per_s: float | None
+    peak_rss_mb: float
+    moves: tuple[tuple[int, int | None], ...]  # per relevant document: (first-stage rank or 0 if missed, reranked rank)
+
+    def to_json(self) -> dict:
+        return {
+            "dataset": self.dataset, "split": self.split, "queries": self.queries, "judged_queries": self.judged, "skipped_queries": self.skipped,
+            "first_stage_name": self.first_stage, "reranker_name": self.reranker, "candidates": self.candidates,
+            "metric_notes": "nDCG@10 with trec_eval's linear gain; relevant = grade > 0; relevant documents the first stage missed count as misses",
+            "first_stage": self.scores["first_stage"], "reranked": self.scores["reranked"],
+            "p_value": self.p_value, "latency_ms": self.latency_ms, "pairs_per_s": self.pairs_per_s, "peak_rss_mb": self.peak_rss_mb,
+        }
+
+
+def evaluate(
+    dataset: Dataset,
+    first_stage: "Retriever | Mapping[str, Mapping[str, float]]",
+    reranker: Reranker | None = None,
+    *,
+    documents: Mapping[str, Document] | None = None,
+    candidates: int = 100,
+    first_stage_name: str | None = None,
+    show_progress: bool = False,
+) -> Evaluation:
+    """Run the first stage (a Retriever, or a run: query id -> {doc id: score}) over the dataset's
+    judged queries, rerank its top ``candidates`` if a reranker is given, and score both lists.
+
+    Reranking a run needs ``documents`` (id -> Document); a run that names a document missing
+    from them raises CorpusError naming it.
+    """
+    from tqdm.auto import tqdm
+
+    is_run = isinstance(first_stage, Mapping)
+    if is_run and reranker is not None:
+        unknown = sorted({d for q in dataset.queries for d in first_stage.get(q, {})} - set(documents or {}))
+        if unknown:
+            raise CorpusError(f"the run names {len(unknown)} document(s) not in the corpus: {', '.join(unknown[:5])}")
+    first_run, reranked_run = {}, {}
+    times: dict[str, list[float]] = {"first_stage": [], "rerank": []}
+    pairs = 0
+    for qid, text in tqdm(dataset.queries.items(), desc=dataset.name, unit=" queries", disable=not show_progress):
+        start = time.perf_counter()
+        if is_run:
+            scored = first_stage.get(qid, {})
+            ranked = sorted(scored, key=lambda d: (scored[d], d), reverse=True)[:candidates]  # trec_eval's order
+            hits = [Hit(documents[d] if documents else Document(d, ""), scored[d], r, r) for r, d in enumerate(ranked, 1)]
+        else:
+            hits = first_stage.search(text, candidates)
+            times["first_stage"].append(time.perf_counter() - start)
+        first_run[qid] = [h.id for h in hits]
+        if reranker is not None:
+            start = time.perf_counter()
+            reranked_run[qid] = [h.id for h in rerank(reranker, text, hits)]
+            times["rerank"].append(time.perf_counter() - start)
+            pairs += len(hits)
+    first_per_query = per_query(first_run, dataset.qrels)
+    reranked_per_query = per_query(reranked_run, dataset.qrels) if reranker is not None else None
+    moves = []
+    if reranker is not None:
+        for qid, judged in dataset.qrels.items():
+            first_pos = {d: i for i, d in enumerate(first_run[qid], 1)}
+            new_pos = {d: i for i, d in enumerate(reranked_run[qid], 1)}
+            moves += [(first_pos.get(d, 0), new_pos.get(d)) for d, g in judged.items() if g > 0]
+    return Evaluation(
+        dataset=dataset.name, split=dataset.split, queries=len(dataset.queries), judged=dataset.judged, skipped=dataset.skipped,
+        first_stage=first_stage_name or ("run" if is_run else first_stage.name),
+        reranker=getattr(reranker, "name", None), candidates=candidates,
+        scores={"first_stage": _means(first_per_query), "reranked": _means(reranked_per_query) if reranked_per_query else None},
+        per_query={"first_stage": first_per_query, "reranked": reranked_per_query},
+        p_value=randomization_test(*(list(p["ndcg@10"].values()) for p in (first_per_query, reranked_per_query))) if reranked_per_query else None,
+        latency_ms={stage: _percentiles(t) for stage, t in times.items() if t},
+        pairs_per_s=pairs / sum(times["rerank"]) if times["rerank"] and sum(times["rerank"]) > 0 else None,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        moves=tuple(moves),
+    )
+
+
+def _means(values: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {name: float(np.mean(list(v.values()))) if v else 0.0 for name, v in values.items()}
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000
+    return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "mean": float(ms.mean())}

@@ -86,18 +86,29 @@ class BiEncoder(_TransformerReranker):
 
     head = "encoder"
 
-    def __init__(self, model: str | os.PathLike, *, max_length: int | None = None, **options):
+    def __init__(self, model: str | os.PathLike, *, max_length: int | None = None, cache_size: int = 100_000, **options):
         model_dir = resolve_model(model)
+        self.cache_size = cache_size
+        self._cache: dict[str, np.ndarray] = {}  # text -> embedding; a document met again is not encoded again
         st_config = read_json(model_dir / "sentence_bert_config.json")
         pooling = read_json(model_dir / "1_Pooling" / "config.json")
         self.cls_pooling = bool(pooling.get("pooling_mode_cls_token")) and not pooling.get("pooling_mode_mean_tokens")
         super().__init__(model, max_length=max_length or st_config.get("max_seq_length", 512), **options)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length embeddings, one row per text."""
-        encodings = self.encoder.singles(texts)
-        pooled = run_batches(self.backend, encodings, self.batch_size, self.max_batch_tokens, self._pool)
-        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        """Unit-length embeddings, one row per text (the last ``cache_size`` texts are remembered)."""
+        fresh: dict[str, np.ndarray] = {}
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            pooled = run_batches(self.backend, self.encoder.singles(missing), self.batch_size, self.max_batch_tokens, self._pool)
+            fresh = dict(zip(missing, pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)))
+        rows = np.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
+        self._cache.update(fresh)
+        excess = len(self._cache) - self.cache_size
+        if excess > 0:
+            for stale in list(self._cache)[:excess]:
+                del self._cache[stale]
+        return rows
 
     def _pool(self, hidden: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if self.cls_pooling:
