@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import unicodedata
 from importlib import resources
@@ -23,7 +24,9 @@ DEMO_QUERIES = ("如何治疗感冒？", "How do I read a CSV file in Python?")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    args.command_line = shlex.join(["finerank", *argv])
     level = logging.ERROR if args.quiet else max(logging.DEBUG, logging.WARNING - 10 * args.verbose)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # weight-loading bars of transformers
@@ -99,58 +102,29 @@ def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, load_dataset
-    from .report import figure, markdown, results_page, table
+    from .evaluate import evaluate_folder
+    from .report import figure, markdown, table, write_results
 
     reranker = None if args.no_rerank else _load(args)
+    options = dict(split=args.split, run=args.run, index=args.index, analyzer=args.analyzer, candidates=args.candidates,
+                   max_queries=args.max_queries, show_progress=not args.quiet)
     if args.all:
         root = Path(args.dataset or "../shared/datasets")
         folders = sorted(f for f in root.iterdir() if (f / "qrels" / f"{args.split}.tsv").is_file())
         if not folders:
             raise ValueError(f"no datasets with a {args.split} split in {root}")
-        evaluations = [_eval_one(args, folder, reranker, evaluate, load_dataset) for folder in folders]
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        sections = []
-        for ev in evaluations:
-            if ev.scores["reranked"]:
-                figure(ev, out.parent / f"results-{ev.dataset}.png")
-            sections.append(markdown(ev, f"results-{ev.dataset}.png" if ev.scores["reranked"] else None).replace("# ", "## ", 1))
-        command = "finerank eval --all " + " ".join(sys.argv[3:] if args.dataset else sys.argv[2:]).replace("--all", "").strip()
-        out.write_text(results_page(evaluations, command.strip()) + "\n" + "\n".join(sections), encoding="utf-8")
-        if args.json:
-            print(json.dumps([ev.to_json() for ev in evaluations], indent=2))
-        else:
-            print("\n\n".join(table(ev) for ev in evaluations))
-            print(f"\nwrote {out}")
+        evaluations = [evaluate_folder(f, reranker, official_run=True, **options) for f in folders]
+        write_results(evaluations, Path(args.out), args.command_line)
+        print(json.dumps([ev.to_json() for ev in evaluations], indent=2) if args.json else "\n\n".join(map(table, evaluations)))
         return 0
     if not args.dataset:
         raise ValueError("name a dataset folder, or use --all")
-    ev = _eval_one(args, Path(args.dataset), reranker, evaluate, load_dataset)
-    figure_name = None
-    if args.figure:
-        figure_name = str(figure(ev, args.figure))
+    ev = evaluate_folder(Path(args.dataset), reranker, **options)
+    figure_path = figure(ev, args.figure) if args.figure else None
     if args.report:
-        Path(args.report).write_text(markdown(ev, figure_name), encoding="utf-8")
+        Path(args.report).write_text(markdown(ev, str(figure_path) if figure_path else None), encoding="utf-8")
     print(json.dumps(ev.to_json(), indent=2) if args.json else table(ev))
     return 0
-
-
-def _eval_one(args, folder: Path, reranker, evaluate, load_dataset):
-    dataset = load_dataset(folder, args.split, args.max_queries)
-    run_file = Path(args.run) if args.run else folder / "runs" / "BM25.top100.trec" if args.all else None
-    if run_file is not None and not run_file.is_file() and (folder / run_file).is_file():
-        run_file = folder / run_file
-    if run_file is not None and run_file.is_file():
-        from .corpus import read_run
-
-        documents = {d.id: d for d in read_corpus(folder)} if reranker is not None else None
-        return evaluate(dataset, read_run(run_file), reranker, documents=documents, candidates=args.candidates,
-                        first_stage_name=f"run {run_file.name}", show_progress=not args.quiet)
-    if run_file is not None and args.run:
-        raise FileNotFoundError(f"no such run file: {args.run}")
-    index = BM25Index.load(args.index) if args.index else BM25Index.build(read_corpus(folder), analyzer=args.analyzer)
-    return evaluate(dataset, index, reranker, candidates=args.candidates, show_progress=not args.quiet)
 
 
 def _load(args: argparse.Namespace):

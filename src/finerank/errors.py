@@ -26,6 +26,14 @@ class ModelError(FinerankError, ValueError):
 class InputTooLongError(FinerankError, ValueError):
     """A request larger than the limits allow (a query longer than the model's max_length, ...)."""
 
+    def __init__(self, message: str, field: str | None = None):
+        self.field = field
+        super().__init__(message)
+
+
+class NotFoundError(FinerankError, LookupError):
+    """Something named in a request does not exist: a model name, a document id, a served index."""
+
 
 class MissingDependencyError(FinerankError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""

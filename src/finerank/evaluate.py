@@ -221,6 +221,41 @@ def evaluate(
     )
 
 
+def evaluate_folder(
+    folder: str | Path,
+    reranker: Reranker | None = None,
+    *,
+    split: str = "test",
+    run: str | Path | None = None,
+    official_run: bool = False,
+    index: str | Path | None = None,
+    analyzer: str = "auto",
+    candidates: int = 100,
+    max_queries: int | None = None,
+    show_progress: bool = False,
+) -> Evaluation:
+    """Evaluate a BEIR folder. The first stage is, in this order: ``run`` (a TREC run file, as a
+    path or relative to the folder); with ``official_run``, the folder's ``runs/BM25.top100.trec``
+    if it has one; an existing ``index``; else a BM25 index built from the folder's corpus."""
+    from .corpus import read_corpus, read_run
+    from .lexical import BM25Index
+
+    folder = Path(folder)
+    dataset = load_dataset(folder, split, max_queries)
+    if run is not None:
+        run_file = Path(run) if Path(run).is_file() else folder / run
+        if not run_file.is_file():
+            raise FileNotFoundError(f"no such run file: {run}")
+    else:
+        run_file = folder / "runs" / "BM25.top100.trec" if official_run else None
+    if run_file is not None and run_file.is_file():
+        documents = {d.id: d for d in read_corpus(folder)} if reranker is not None else None
+        return evaluate(dataset, read_run(run_file), reranker, documents=documents, candidates=candidates,
+                        first_stage_name=f"run {run_file.name}", show_progress=show_progress)
+    first_stage = BM25Index.load(index) if index else BM25Index.build(read_corpus(folder), analyzer=analyzer)
+    return evaluate(dataset, first_stage, reranker, candidates=candidates, show_progress=show_progress)
+
+
 def _means(values: dict[str, dict[str, float]]) -> dict[str, float]:
     return {name: float(np.mean(list(v.values()))) if v else 0.0 for name, v in values.items()}
 

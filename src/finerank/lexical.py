@@ -6,11 +6,11 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import registry
+from . import filters, registry
 from ._storage import live_generation, new_generation
 from .errors import CorpusError, IndexFormatError
 from .types import Document, Hit
@@ -44,6 +44,9 @@ class DocumentStore:
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
 
     def __getitem__(self, position: int) -> Document:
         start, end = self._offsets[position], self._offsets[position + 1]
@@ -148,11 +151,20 @@ class BM25Index:
             return np.zeros(len(self), dtype=np.float32)
         return self._model.get_scores(ids)
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        """The top ``k`` documents with a positive score, best first (ties by index order)."""
+    def search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[Hit]:
+        """The top ``k`` documents with a positive score, best first (ties by index order).
+
+        With ``filter`` (see :mod:`finerank.filters`), only matching documents are ranked, so
+        k results come back whenever k matching documents have a positive score.
+        """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         scores = self.scores(query)
+        if filter:
+            filters.validate(filter)
+            candidates = np.flatnonzero(scores > 0)
+            keep = [i for i in candidates if filters.matches(self.documents[int(i)], filter)]
+            scores = np.where(np.isin(np.arange(len(scores)), keep), scores, 0)
         top = top_k(scores, k)
         return [Hit(self.documents[int(i)], float(scores[i]), r, r) for r, i in enumerate(top, 1)]
 

@@ -140,6 +140,19 @@ def figure(ev: Evaluation, path: str | Path) -> Path:
     return path
 
 
+def write_results(evaluations: Sequence[Evaluation], out: Path, command: str) -> None:
+    """Write the results page, with one section and one figure (beside it) per dataset."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for ev in evaluations:
+        name = None
+        if ev.scores["reranked"]:
+            name = f"{out.stem}-{ev.dataset}.png"
+            figure(ev, out.parent / name)
+        sections.append(markdown(ev, name).replace("# ", "## ", 1))
+    out.write_text(results_page(evaluations, command) + "\n" + "\n".join(sections), encoding="utf-8")
+
+
 def results_page(evaluations: Sequence[Evaluation], command: str) -> str:
     """The Markdown results page over several datasets."""
     lines = [

@@ -33,6 +33,12 @@ def rerank(reranker: Reranker, query: str, candidates: Sequence[Hit | Document |
     """
     if not isinstance(query, str) or not query.strip():
         raise ValueError("the query is empty")
+    documents, original = as_documents(candidates)
+    return rank(documents, original, reranker.score(query, [d.content for d in documents]), top_k)
+
+
+def as_documents(candidates: Sequence[Hit | Document | str]) -> tuple[list[Document], list[int]]:
+    """The candidates as Documents, with each one's original (1-based) rank."""
     documents: list[Document] = []
     original: list[int] = []
     for position, candidate in enumerate(candidates):
@@ -47,11 +53,13 @@ def rerank(reranker: Reranker, query: str, candidates: Sequence[Hit | Document |
             original.append(position + 1)
         else:
             raise TypeError(f"candidate {position} is a {type(candidate).__name__}; expected a Hit, Document or str")
-    scores = reranker.score(query, [d.content for d in documents])
-    order = sorted(range(len(documents)), key=lambda j: (-scores[j], original[j]))
-    if top_k is not None:
-        order = order[:top_k]
-    return [Hit(documents[j], float(scores[j]), rank, original[j]) for rank, j in enumerate(order, 1)]
+    return documents, original
 
 
-__all__ = ["BiEncoder", "CrossEncoder", "Reranker", "rerank"]
+def rank(documents: Sequence[Document], original: Sequence[int], scores: Sequence[float], top_k: int | None = None) -> list[Hit]:
+    """Hits ordered by score (ties by original rank), cut to ``top_k``."""
+    order = sorted(range(len(documents)), key=lambda j: (-scores[j], original[j]))[:top_k]
+    return [Hit(documents[j], float(scores[j]), new_rank, original[j]) for new_rank, j in enumerate(order, 1)]
+
+
+__all__ = ["BiEncoder", "CrossEncoder", "Reranker", "as_documents", "rank", "rerank"]

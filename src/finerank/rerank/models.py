@@ -47,6 +47,24 @@ class _TransformerReranker:
     def _check_config(self) -> None:
         pass
 
+    def score(self, query: str, texts: Sequence[str], *, raw: bool = False) -> np.ndarray:
+        """One score per text: a relevance in [0, 1], or the model's raw score with ``raw=True``."""
+        return self.score_many([(query, texts)], raw=raw)[0]
+
+    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]], *, raw: bool = False) -> list[np.ndarray]:
+        """Score several (query, texts) requests in shared batches (the server batches across clients)."""
+        if not any(texts for _, texts in requests):
+            return [np.empty((0,), dtype=np.float32) for _ in requests]
+        scores = np.split(self._raw_scores(requests), np.cumsum([len(t) for _, t in requests])[:-1])
+        return scores if raw else [self.calibrate(s) for s in scores]
+
+    def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
+        raise NotImplementedError
+
+    @staticmethod
+    def calibrate(raw: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, backend={self.backend_name!r}, precision={self.precision!r})"
 
@@ -68,13 +86,14 @@ class CrossEncoder(_TransformerReranker):
             raise ModelError(f"{self.model_dir} has {labels} labels; a cross-encoder needs 1 (relevance logit) or 2 (irrelevant/relevant)")
         self.num_labels = labels
 
-    def score(self, query: str, texts: Sequence[str], *, raw: bool = False) -> np.ndarray:
-        if not texts:
-            return np.empty((0,), dtype=np.float32)
-        pairs = self.encoder.pairs(query, texts)
+    def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
+        pairs = [pair for query, texts in requests for pair in self.encoder.pairs(query, texts)]
         logits = run_batches(self.backend, pairs, self.batch_size, self.max_batch_tokens, lambda out, feeds: out)
-        logit = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
-        return logit if raw else sigmoid(logit)
+        return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+
+    @staticmethod
+    def calibrate(raw: np.ndarray) -> np.ndarray:
+        return sigmoid(raw)
 
 
 class BiEncoder(_TransformerReranker):
@@ -86,17 +105,18 @@ class BiEncoder(_TransformerReranker):
 
     head = "encoder"
 
-    def __init__(self, model: str | os.PathLike, *, max_length: int | None = None, cache_size: int = 100_000, **options):
+    def __init__(self, model: str | os.PathLike, *, max_length: int | None = None, cache_size: int = 0, **options):
         model_dir = resolve_model(model)
         self.cache_size = cache_size
-        self._cache: dict[str, np.ndarray] = {}  # text -> embedding; a document met again is not encoded again
+        self._cache: dict[str, np.ndarray] = {}  # text -> embedding, for callers that meet the same documents again
         st_config = read_json(model_dir / "sentence_bert_config.json")
         pooling = read_json(model_dir / "1_Pooling" / "config.json")
         self.cls_pooling = bool(pooling.get("pooling_mode_cls_token")) and not pooling.get("pooling_mode_mean_tokens")
         super().__init__(model, max_length=max_length or st_config.get("max_seq_length", 512), **options)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length embeddings, one row per text (the last ``cache_size`` texts are remembered)."""
+        """Unit-length embeddings, one row per text. With ``cache_size`` > 0 the embeddings of the
+        last ``cache_size`` texts are remembered (off by default, so measured latency is honest)."""
         fresh: dict[str, np.ndarray] = {}
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
@@ -116,9 +136,14 @@ class BiEncoder(_TransformerReranker):
         mask = feeds["attention_mask"][:, :, None].astype(np.float32)
         return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
 
-    def score(self, query: str, texts: Sequence[str], *, raw: bool = False) -> np.ndarray:
-        if not texts:
-            return np.empty((0,), dtype=np.float32)
-        vectors = self.embed([query, *texts])
-        cosine = vectors[1:] @ vectors[0]
-        return cosine if raw else (cosine + 1.0) / 2.0
+    def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
+        vectors = self.embed([text for query, texts in requests for text in (query, *texts)])
+        cosines, start = [], 0
+        for _, texts in requests:
+            cosines.append(vectors[start + 1 : start + 1 + len(texts)] @ vectors[start])
+            start += 1 + len(texts)
+        return np.concatenate(cosines)
+
+    @staticmethod
+    def calibrate(raw: np.ndarray) -> np.ndarray:
+        return (raw + 1.0) / 2.0
