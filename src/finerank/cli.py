@@ -84,6 +84,18 @@ def _parser() -> argparse.ArgumentParser:
     _reranker_options(p, allow_none=True)
     p.set_defaults(run_command=_eval)
 
+    p = sub.add_parser("serve", help="HTTP service: Cohere/Jina/TEI/Infinity rerank APIs and search")
+    p.add_argument("--index", help="an index folder to search and administer over HTTP")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("FINERANK_API_KEY"), help="require 'Authorization: Bearer KEY' (default $FINERANK_API_KEY)")
+    p.add_argument("--max-documents", type=int, default=1000, help="documents per rerank request")
+    p.add_argument("--max-document-tokens", type=int, default=8192)
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a request waits to share a batch (0: no cross-request batching)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting to be scored before 429")
+    _reranker_options(p, allow_none=False)
+    p.set_defaults(run_command=_serve)
+
     p = sub.add_parser("demo", help="the idea in two examples: first-stage order beside reranked order")
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_demo)
@@ -124,6 +136,20 @@ def _eval(args: argparse.Namespace) -> int:
     if args.report:
         Path(args.report).write_text(markdown(ev, str(figure_path) if figure_path else None), encoding="utf-8")
     print(json.dumps(ev.to_json(), indent=2) if args.json else table(ev))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .server import Limits, create_app
+    except ImportError as err:
+        raise MissingDependencyError(f"the server dependencies ({err.name})", "server") from None
+    limits = Limits(max_documents=args.max_documents, max_document_tokens=args.max_document_tokens,
+                    batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
+    app = create_app(_load(args), index=args.index, api_key=args.api_key, limits=limits)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
     return 0
 
 

@@ -1,0 +1,190 @@
+"""The ASGI app: ``create_app()`` loads the model and index once (lifespan), routes map the
+de-facto rerank APIs and finerank's search onto :class:`~finerank.server.backend.Service`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import PlainTextResponse
+
+from .. import __version__
+from ..registry import DEFAULT_RERANKER, load_reranker
+from ..types import Document
+from . import errors
+from .backend import InvalidRequest, Limits, Service
+from .schemas import (
+    DeleteRequest, Health, IndexChange, InfinityRerankResponse, SearchRequest, SearchResponse, StoredDocument,
+    TEIResult, TextRerankRequest, UpsertRequest, V1RerankRequest, V1RerankResponse, V2RerankRequest, V2RerankResponse,
+)
+
+
+
+class Unauthorized(Exception):
+    """No or a wrong API key (401)."""
+
+
+def create_app(
+    reranker: Any = DEFAULT_RERANKER,
+    *,
+    index: str | os.PathLike | None = None,
+    api_key: str | None = None,
+    limits: Limits = Limits(),
+    reranker_options: dict | None = None,
+) -> FastAPI:
+    """The finerank service. ``reranker`` is a model name/path (loaded at start-up) or a loaded
+    reranker; ``index`` an index folder to search and administer; with ``api_key`` every
+    route but health, metrics and the docs needs ``Authorization: Bearer <api_key>``."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        model = load_reranker(reranker, **(reranker_options or {})) if isinstance(reranker, (str, os.PathLike)) else reranker
+        service = await asyncio.to_thread(Service, model, index=index, limits=limits)
+        service.batcher.start()
+        app.state.service = service
+        yield
+        await service.batcher.stop()
+
+    app = FastAPI(title="finerank", version=__version__, lifespan=lifespan,
+                  description="Rerank (Cohere v1/v2, Jina, TEI, Infinity shapes) and two-stage search.")
+    errors.install(app)
+
+    @app.middleware("http")
+    async def limit_and_measure(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limits.max_body_bytes:
+            return errors.error_response(413, f"body: {length} bytes; at most {limits.max_body_bytes}", "body")
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        service = getattr(request.app.state, "service", None)
+        if service is not None:
+            service.observe(getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - start)
+        return response
+
+    async def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), api_key):
+            raise Unauthorized()
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(request: Request, error: Unauthorized):
+        response = errors.error_response(401, "missing or wrong API key (Authorization: Bearer <key>)", "authorization")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    app.include_router(_routes(), dependencies=[Depends(authorize)])
+
+    @app.get("/health", response_model=Health)
+    async def health(request: Request) -> Health:
+        service: Service = request.app.state.service
+        return Health(status="ok", model=service.model_name, index_documents=len(service.index) if service.index else None)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(request: Request) -> str:
+        return request.app.state.service.metrics()
+
+    return app
+
+
+def _document_text(document: str | dict, rank_fields: list[str] | None, i: int) -> str:
+    if isinstance(document, str):
+        return document
+    fields = rank_fields or ["text"]
+    values = [document[f] for f in fields if isinstance(document.get(f), str)]
+    if not values:
+        raise InvalidRequest(f"documents[{i}]", f"an object document needs a string field among {fields}")
+    return "\n".join(values)
+
+
+def _routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/rerank", response_model=V1RerankResponse, response_model_exclude_none=True)
+    async def rerank_v1(body: V1RerankRequest, request: Request) -> dict:
+        service: Service = request.app.state.service
+        service.check_model(body.model)
+        texts = [_document_text(d, body.rank_fields, i) for i, d in enumerate(body.documents)]
+        scored = await service.rerank(body.query, texts, top_n=body.top_n, raw=body.raw_scores)
+        results = []
+        for i in scored.order:
+            result = {"index": i, "relevance_score": float(scored.scores[i])}
+            if body.return_documents:
+                document = body.documents[i]
+                result["document"] = {"text": document} if isinstance(document, str) else document
+            results.append(result)
+        return {
+            "id": uuid.uuid4().hex, "model": service.model_name, "results": results,
+            "meta": {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}},
+            "usage": {"total_tokens": scored.tokens, "prompt_tokens": scored.tokens},
+        }
+
+    @router.post("/v2/rerank", response_model=V2RerankResponse)
+    async def rerank_v2(body: V2RerankRequest, request: Request) -> dict:
+        service: Service = request.app.state.service
+        service.check_model(body.model)
+        scored = await service.rerank(body.query, body.documents, top_n=body.top_n, raw=body.raw_scores, max_tokens_per_doc=body.max_tokens_per_doc)
+        return {
+            "id": uuid.uuid4().hex,
+            "results": [{"index": i, "relevance_score": float(scored.scores[i])} for i in scored.order],
+            "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}, "tokens": {"input_tokens": scored.tokens}},
+        }
+
+    @router.post("/rerank", response_model=list[TEIResult] | InfinityRerankResponse, response_model_exclude_none=True)
+    async def rerank_text(body: TextRerankRequest, request: Request):
+        service: Service = request.app.state.service
+        service.check_model(body.model)
+        if (body.texts is None) == (body.documents is None):
+            raise InvalidRequest("texts", "give exactly one of 'texts' (TEI) or 'documents' (Infinity)")
+        texts = body.texts or body.documents
+        scored = await service.rerank(body.query, texts, top_n=body.top_n, raw=body.raw_scores)
+        if body.texts is not None:  # TEI: a bare list, best first
+            return [{"index": i, "score": float(scored.scores[i]), **({"text": texts[i]} if body.return_text else {})} for i in scored.order]
+        return {
+            "id": uuid.uuid4().hex, "created": int(time.time()), "model": service.model_name,
+            "results": [{"index": i, "relevance_score": float(scored.scores[i]), **({"document": texts[i]} if body.return_documents else {})} for i in scored.order],
+            "usage": {"total_tokens": scored.tokens, "prompt_tokens": scored.tokens},
+        }
+
+    @router.post("/v1/search", response_model=SearchResponse)
+    async def search(body: SearchRequest, request: Request) -> dict:
+        service: Service = request.app.state.service
+        hits, timings = await service.search(body.query, candidates=body.candidates, top_n=body.top_n, filter=body.filter, rerank=body.rerank)
+        return {
+            "query": body.query, "first_stage": service.index.name, "reranker": service.model_name if body.rerank else None,
+            "results": [{"id": h.id, "score": h.score, "rank": h.rank, "original_rank": h.original_rank, "document": _stored(h.document)} for h in hits],
+            "timings_ms": {k: v * 1000 for k, v in timings.items()},
+        }
+
+    @router.get("/v1/documents/{doc_id}", response_model=StoredDocument)
+    async def get_document(doc_id: str, request: Request) -> dict:
+        return _stored(request.app.state.service.document(doc_id))
+
+    @router.post("/v1/documents", response_model=IndexChange)
+    async def upsert(body: UpsertRequest, request: Request) -> dict:
+        documents = [Document(d.id, d.text, d.title, d.metadata) for d in body.documents]
+        for i, d in enumerate(documents):
+            if not d.content.strip():
+                raise InvalidRequest(f"documents[{i}]", "has no text")
+        total = await asyncio.to_thread(request.app.state.service.upsert, documents)
+        return {"changed": len(documents), "documents": total}
+
+    @router.post("/v1/documents/delete", response_model=IndexChange)
+    async def delete(body: DeleteRequest, request: Request) -> dict:
+        total = await asyncio.to_thread(request.app.state.service.delete, body.ids)
+        return {"changed": len(set(body.ids)), "documents": total}
+
+    return router
+
+
+def _stored(document: Document) -> dict:
+    return {"id": document.id, "title": document.title, "text": document.text, "metadata": dict(document.metadata)}
+

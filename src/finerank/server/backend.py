@@ -1,0 +1,192 @@
+"""The service behind the HTTP layer: the reranker, the served index, limits and batching.
+
+No web-framework code here; ``errors.py`` maps the exceptions raised here to HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import CorpusError, FinerankError, InputTooLongError, NotFoundError
+from ..lexical import BM25Index
+from ..rerank import as_documents, rank
+from ..types import Document, Hit
+from .batching import Batcher
+
+
+class InvalidRequest(FinerankError, ValueError):
+    """A request field with a value the service cannot use (422)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_documents: int = 1000  # documents per rerank request
+    max_document_tokens: int = 8192  # tokens per document; longer documents are refused
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_candidates: int = 1000  # first-stage depth of a search request
+    batch_wait_ms: float = 5.0  # how long a request may wait for others to share its batch
+    max_batch_pairs: int = 256
+    max_queue: int = 64  # requests waiting to be scored; beyond this: 429
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A rerank request's answer: input indexes best first, their scores, and the tokens read."""
+
+    order: list[int]
+    scores: np.ndarray
+    texts: list[str]
+    tokens: int
+
+
+class Service:
+    def __init__(self, reranker, *, index: str | Path | None = None, limits: Limits = Limits()):
+        self.reranker, self.limits = reranker, limits
+        self.model_name = reranker.name
+        self.index_path = Path(index) if index else None
+        self.index = BM25Index.load(self.index_path) if self.index_path else None
+        self.batcher = Batcher(reranker, max_wait_ms=limits.batch_wait_ms, max_pairs=limits.max_batch_pairs, max_queue=limits.max_queue)
+        self._write_lock = threading.Lock()
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.latency: Counter[str] = Counter()
+        self.pairs_scored = 0
+
+    # --- reranking -------------------------------------------------------------------------
+
+    def check_model(self, name: str | None) -> None:
+        if name and name not in (self.model_name, "default"):
+            raise NotFoundError(f"model: unknown model {name!r}; this server serves {self.model_name!r}")
+
+    def prepare(self, query: str, documents: Sequence[str], max_tokens_per_doc: int | None = None) -> tuple[list[str], int]:
+        """Check a rerank request against the limits; cut documents to ``max_tokens_per_doc``.
+        Returns the texts to score and the number of tokens the model will read."""
+        if not query.strip():
+            raise InvalidRequest("query", "must not be empty")
+        if not documents:
+            raise InvalidRequest("documents", "must not be empty")
+        if len(documents) > self.limits.max_documents:
+            raise InputTooLongError(f"documents: {len(documents)} documents; at most {self.limits.max_documents} per request", "documents")
+        tokenizer = self.reranker.encoder.tokenizer
+        query_tokens = len(tokenizer.encode(query, add_special_tokens=False).ids)
+        texts, tokens = [], 0
+        for i, (text, encoding) in enumerate(zip(documents, tokenizer.encode_batch(list(documents), add_special_tokens=False))):
+            n = len(encoding.ids)
+            if n > self.limits.max_document_tokens:
+                raise InputTooLongError(f"documents[{i}]: {n} tokens; at most {self.limits.max_document_tokens} per document", f"documents[{i}]")
+            if max_tokens_per_doc is not None and n > max_tokens_per_doc:
+                text, n = text[: encoding.offsets[max_tokens_per_doc - 1][1]], max_tokens_per_doc
+            texts.append(text)
+            tokens += min(query_tokens + n, self.reranker.encoder.max_length)
+        return texts, tokens
+
+    async def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None, raw: bool = False,
+                     max_tokens_per_doc: int | None = None) -> Scored:
+        texts, tokens = self.prepare(query, documents, max_tokens_per_doc)
+        raw_scores = await self.batcher.score(query, texts)
+        self.pairs_scored += len(texts)
+        scores = raw_scores if raw else self.reranker.calibrate(raw_scores)
+        order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:top_n]
+        return Scored(order, scores, texts, tokens)
+
+    # --- search and index administration ---------------------------------------------------------
+
+    def _served_index(self) -> BM25Index:
+        if self.index is None:
+            raise NotFoundError("no index is served (start the server with --index DIR)")
+        return self.index
+
+    async def search(self, query: str, *, candidates: int, top_n: int, filter: Mapping[str, Any] | None, rerank: bool) -> tuple[list[Hit], dict[str, float]]:
+        if not query.strip():
+            raise InvalidRequest("query", "must not be empty")
+        if candidates > self.limits.max_candidates:
+            raise InputTooLongError(f"candidates: at most {self.limits.max_candidates}", "candidates")
+        index = self._served_index()
+        start = time.perf_counter()
+        try:
+            hits = await asyncio.to_thread(index.search, query, candidates if rerank else top_n, filter=filter)
+        except ValueError as err:
+            raise InvalidRequest("filter", str(err)) from None
+        timings = {"first_stage": time.perf_counter() - start}
+        if rerank and hits:
+            start = time.perf_counter()
+            documents, original = as_documents(hits)
+            raw_scores = await self.batcher.score(query, [d.content for d in documents])
+            self.pairs_scored += len(documents)
+            hits = rank(documents, original, self.reranker.calibrate(raw_scores), top_n)
+            timings["rerank"] = time.perf_counter() - start
+        return hits[:top_n], timings
+
+    def document(self, doc_id: str) -> Document:
+        index = self._served_index()
+        try:
+            return index.documents[index.documents.position(doc_id)]
+        except KeyError as err:
+            raise NotFoundError(f"id: {err.args[0]}") from None
+
+    def upsert(self, documents: Sequence[Document]) -> int:
+        """Add or replace documents by id; the new index is saved atomically, then served."""
+        with self._write_lock:
+            index = self._served_index()
+            current = {d.id: d for d in index.documents}
+            current.update((d.id, d) for d in documents)
+            return self._replace(index, current)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete documents by id; an unknown id deletes nothing and raises NotFoundError."""
+        with self._write_lock:
+            index = self._served_index()
+            current = {d.id: d for d in index.documents}
+            unknown = [i for i in ids if i not in current]
+            if unknown:
+                raise NotFoundError(f"ids: unknown document id(s) {', '.join(map(repr, unknown[:5]))}; nothing was deleted")
+            for i in set(ids):
+                del current[i]
+            if not current:
+                raise InvalidRequest("ids", "cannot delete every document of the index")
+            return self._replace(index, current)
+
+    def _replace(self, index: BM25Index, documents: dict[str, Document]) -> int:
+        p = index.params
+        try:
+            new = BM25Index.build(documents.values(), analyzer=p["analyzer"], k1=p["k1"], b=p["b"], method=p["method"])
+        except CorpusError as err:
+            raise InvalidRequest("documents", str(err)) from None
+        new.save(self.index_path)
+        self.index = new  # one reference swap: a search sees the old index or the new one, whole
+        return len(new)
+
+    # --- metrics ------------------------------------------------------------------------------
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        self.requests[(route, status)] += 1
+        self.latency[route] += seconds
+
+    def metrics(self) -> str:
+        """Prometheus text exposition."""
+        lines = ["# HELP finerank_requests_total HTTP requests by route and status.", "# TYPE finerank_requests_total counter"]
+        lines += [f'finerank_requests_total{{route="{r}",status="{s}"}} {n}' for (r, s), n in sorted(self.requests.items())]
+        lines += ["# HELP finerank_request_seconds_total Seconds spent answering, by route.", "# TYPE finerank_request_seconds_total counter"]
+        lines += [f'finerank_request_seconds_total{{route="{r}"}} {t:.6f}' for r, t in sorted(self.latency.items())]
+        lines += [
+            "# HELP finerank_pairs_scored_total (query, document) pairs scored.", "# TYPE finerank_pairs_scored_total counter",
+            f"finerank_pairs_scored_total {self.pairs_scored}",
+            "# HELP finerank_batches_total Scoring calls (each may hold several requests).", "# TYPE finerank_batches_total counter",
+            f"finerank_batches_total {self.batcher.batches}",
+            "# HELP finerank_queue_depth Requests waiting to be scored.", "# TYPE finerank_queue_depth gauge",
+            f"finerank_queue_depth {self.batcher.depth}",
+            "# HELP finerank_index_documents Documents in the served index.", "# TYPE finerank_index_documents gauge",
+            f"finerank_index_documents {len(self.index) if self.index else 0}",
+        ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,44 @@
+"""The one place that maps finerank's errors to HTTP statuses, with a JSON body naming the field."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ..errors import CorpusError, FinerankError, InputTooLongError, ModelError, NotFoundError
+from .backend import InvalidRequest
+from .batching import Overloaded
+
+STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (NotFoundError, 404),
+    (InputTooLongError, 413),
+    (Overloaded, 429),
+    (InvalidRequest, 422),
+    (CorpusError, 422),
+    (ModelError, 422),
+    (FinerankError, 400),
+)
+
+
+def status_of(error: Exception) -> int:
+    return next(code for kind, code in STATUS if isinstance(error, kind))
+
+
+def error_response(status: int, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"message": message, "field": field}, status_code=status)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(FinerankError)
+    async def finerank_error(request: Request, error: FinerankError) -> JSONResponse:
+        field = getattr(error, "field", None)
+        if field is None and ": " in str(error) and isinstance(error, (NotFoundError, InputTooLongError)):
+            field = str(error).split(": ", 1)[0]
+        return error_response(status_of(error), str(error), field)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        field = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+        return error_response(422, f"{field}: {first['msg']}", field)

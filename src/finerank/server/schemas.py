@@ -1,0 +1,158 @@
+"""Request and response bodies of the rerank APIs finerank speaks (Cohere v1/v2, Jina, TEI,
+Infinity) and of its own search and index endpoints."""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Document = Union[str, dict[str, Any]]
+
+
+class V1RerankRequest(BaseModel):
+    """Cohere v1 and Jina: documents are strings or objects with a ``text`` (or ``rank_fields``)."""
+
+    model: str | None = None
+    query: str = Field(min_length=1)
+    documents: list[Document] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+    rank_fields: list[str] | None = None
+    raw_scores: bool = False
+
+
+class V2RerankRequest(BaseModel):
+    """Cohere v2: documents are strings; ``max_tokens_per_doc`` cuts each one."""
+
+    model: str | None = None
+    query: str = Field(min_length=1)
+    documents: list[str] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1)
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+    raw_scores: bool = False
+
+
+class TextRerankRequest(BaseModel):
+    """TEI (``texts``, answered with a bare list) or Infinity (``documents``, answered with an object)."""
+
+    model: str | None = None
+    query: str = Field(min_length=1)
+    texts: list[str] | None = Field(None, min_length=1)
+    documents: list[str] | None = Field(None, min_length=1)
+    top_n: int | None = Field(None, ge=1)
+    raw_scores: bool = False
+    return_text: bool = False
+    return_documents: bool = False
+    truncate: bool = True
+
+
+class DocumentText(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    text: str
+
+
+class V1Result(BaseModel):
+    index: int
+    relevance_score: float
+    document: DocumentText | None = None
+
+
+class Usage(BaseModel):
+    total_tokens: int
+    prompt_tokens: int | None = None
+
+
+class V1RerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[V1Result]
+    meta: dict[str, Any]
+    usage: Usage
+
+
+class V2Result(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class V2RerankResponse(BaseModel):
+    id: str
+    results: list[V2Result]
+    meta: dict[str, Any]
+
+
+class TEIResult(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class InfinityResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: str | None = None
+
+
+class InfinityRerankResponse(BaseModel):
+    object: str = "rerank"
+    id: str
+    created: int
+    model: str
+    results: list[InfinityResult]
+    usage: Usage
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1)
+    candidates: int = Field(100, ge=1)
+    top_n: int = Field(3, ge=1)
+    filter: dict[str, Any] | None = None
+    rerank: bool = True
+
+
+class StoredDocument(BaseModel):
+    id: str = Field(min_length=1)
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchResult(BaseModel):
+    id: str
+    score: float
+    rank: int
+    original_rank: int
+    document: StoredDocument
+
+
+class SearchResponse(BaseModel):
+    query: str
+    first_stage: str
+    reranker: str | None
+    results: list[SearchResult]
+    timings_ms: dict[str, float]
+
+
+class UpsertRequest(BaseModel):
+    documents: list[StoredDocument] = Field(min_length=1)
+
+
+class DeleteRequest(BaseModel):
+    ids: list[str] = Field(min_length=1)
+
+
+class IndexChange(BaseModel):
+    changed: int
+    documents: int
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    index_documents: int | None
+
+
+class ErrorBody(BaseModel):
+    message: str
+    field: str | None = None

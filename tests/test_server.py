@@ -1,0 +1,260 @@
+"""The HTTP service over a real loopback socket: official clients, raw shapes, limits, the index
+administration under concurrency, and the OpenAPI spec fuzzed."""
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import cohere
+import httpx
+import numpy as np
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, settings
+
+from finerank import BM25Index, Document, load_reranker
+from finerank.server import Limits, create_app
+from finerank.server.batching import Batcher, Overloaded
+
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+QUERY = "How do I read a CSV file in Python?"
+DOCS = ["Reading Excel files in Java", "Use pd.read_csv() to read the data", "Pandas basics tutorial", "Bake bread at 220 degrees"]
+
+
+class LiveServer:
+    def __init__(self, app):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.time() + 60
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory, scifact_docs):
+    docs = [Document(d.id, d.text, d.title, {"group": i % 3}) for i, d in enumerate(scifact_docs[:300])]
+    path = tmp_path_factory.mktemp("served") / "idx"
+    BM25Index.build(docs).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_reranker(precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def live(index_dir, reference):
+    limits = Limits(max_documents=50, max_document_tokens=300, max_body_bytes=300_000)
+    with LiveServer(create_app(reference, index=index_dir, api_key=KEY, limits=limits)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(live):
+    with httpx.Client(base_url=live.url, headers=AUTH, timeout=60) as c:
+        yield c
+
+
+def test_cohere_sdk_v1_and_v2(live, reference):
+    expected = reference.score(QUERY, DOCS)
+    order = list(np.argsort(-expected, kind="stable"))
+    assert order[0] == 1  # pd.read_csv is the answer
+    v1 = cohere.Client(api_key=KEY, base_url=live.url).rerank(model="all-minilm-l6-v2", query=QUERY, documents=DOCS, top_n=3, return_documents=True)
+    assert [r.index for r in v1.results] == order[:3]
+    assert [r.document.text for r in v1.results] == [DOCS[i] for i in order[:3]]
+    np.testing.assert_allclose([r.relevance_score for r in v1.results], expected[order[:3]], atol=1e-4)
+    v2 = cohere.ClientV2(api_key=KEY, base_url=live.url).rerank(model="all-minilm-l6-v2", query=QUERY, documents=DOCS, top_n=2)
+    assert [r.index for r in v2.results] == order[:2]
+    with pytest.raises(cohere.errors.UnauthorizedError):
+        cohere.ClientV2(api_key="wrong", base_url=live.url).rerank(model="all-minilm-l6-v2", query=QUERY, documents=DOCS)
+    with pytest.raises(cohere.errors.NotFoundError):
+        cohere.ClientV2(api_key=KEY, base_url=live.url).rerank(model="rerank-v3.5", query=QUERY, documents=DOCS)
+
+
+def test_tei_infinity_and_jina_shapes(client, reference):
+    expected = reference.score(QUERY, DOCS)
+    raw = reference.score(QUERY, DOCS, raw=True)
+    tei = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "return_text": True}).json()
+    assert isinstance(tei, list) and [r["index"] for r in tei] == list(np.argsort(-expected, kind="stable"))
+    assert all(r["text"] == DOCS[r["index"]] for r in tei)
+    tei_raw = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True}).json()
+    np.testing.assert_allclose([r["score"] for r in tei_raw], np.sort(raw)[::-1], atol=1e-4)
+    assert "text" not in tei_raw[0]
+    infinity = client.post("/rerank", json={"query": QUERY, "documents": DOCS, "return_documents": True, "top_n": 2}).json()
+    assert infinity["object"] == "rerank" and [r["document"] for r in infinity["results"]] == [DOCS[1], DOCS[infinity["results"][1]["index"]]]
+    jina = client.post("/v1/rerank", json={"model": "all-minilm-l6-v2", "query": QUERY, "documents": [{"text": d, "source": i} for i, d in enumerate(DOCS)], "return_documents": True}).json()
+    assert jina["usage"]["total_tokens"] > 0 and jina["results"][0]["document"] == {"text": DOCS[1], "source": 1}
+    assert all(0 <= r["relevance_score"] <= 1 for r in jina["results"])
+    v2_cut = client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS, "max_tokens_per_doc": 2}).json()
+    assert v2_cut["meta"]["tokens"]["input_tokens"] < jina["usage"]["total_tokens"]
+
+
+@pytest.mark.parametrize(
+    "path, body, status, field",
+    [
+        ("/v1/rerank", {"query": "", "documents": ["a"]}, 422, "query"),
+        ("/v1/rerank", {"query": "q", "documents": []}, 422, "documents"),
+        ("/v1/rerank", {"query": "q", "documents": [1, 2]}, 422, "documents.0.str"),
+        ("/v1/rerank", {"documents": ["a"]}, 422, "query"),
+        ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, 422, "top_n"),
+        ("/v1/rerank", {"query": "q", "documents": [{"title": "no text"}]}, 422, "documents[0]"),
+        ("/v1/rerank", {"query": "   ", "documents": ["a"]}, 422, "query"),
+        ("/v2/rerank", {"query": "q", "documents": ["a"], "model": "nope"}, 404, "model"),
+        ("/v2/rerank", {"query": "q", "documents": ["a"] * 51}, 413, "documents"),
+        ("/v2/rerank", {"query": "q", "documents": ["ok", "word " * 400]}, 413, "documents[1]"),
+        ("/rerank", {"query": "q"}, 422, "texts"),
+        ("/rerank", {"query": "q", "texts": ["a"], "documents": ["b"]}, 422, "texts"),
+        ("/v1/search", {"query": "q", "candidates": 5000}, 413, "candidates"),
+        ("/v1/search", {"query": "q", "filter": {"group": {"near": 1}}}, 422, "filter"),
+        ("/v1/documents/delete", {"ids": ["no-such-doc"]}, 404, "ids"),
+        ("/v1/documents", {"documents": [{"id": "x", "text": " "}]}, 422, "documents[0]"),
+    ],
+)
+def test_bad_requests_get_a_4xx_naming_the_field(client, path, body, status, field):
+    response = client.post(path, json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["field"] == field, response.json()
+
+
+def test_oversized_body_and_missing_key(client, live):
+    big = client.post("/v1/rerank", json={"query": "q", "documents": ["x" * 1000] * 400})
+    assert big.status_code == 413 and big.json()["field"] == "body"
+    assert httpx.post(f"{live.url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401
+    assert httpx.get(f"{live.url}/health").json()["status"] == "ok"  # health and metrics stay open
+    metrics = httpx.get(f"{live.url}/metrics").text
+    assert 'finerank_requests_total{route="/v1/rerank",status="401"}' in metrics and "finerank_pairs_scored_total" in metrics
+    assert httpx.get(f"{live.url}/docs").status_code == 200
+
+
+def test_search_filters_and_index_administration(client, index_dir):
+    found = client.post("/v1/search", json={"query": "vitamin D bone fractures", "candidates": 30, "top_n": 5}).json()
+    assert [r["rank"] for r in found["results"]] == [1, 2, 3, 4, 5] and set(found["timings_ms"]) == {"first_stage", "rerank"}
+    first = {h.id: h.rank for h in BM25Index.load(index_dir).search("vitamin D bone fractures", 30)}
+    assert all(first[r["id"]] == r["original_rank"] for r in found["results"])
+    filtered = client.post("/v1/search", json={"query": "cells", "top_n": 7, "filter": {"group": [1]}, "rerank": False}).json()
+    assert len(filtered["results"]) == 7 and all(r["document"]["metadata"]["group"] == 1 for r in filtered["results"])
+
+    doc = {"id": "new-1", "title": "Zebrafish fin regeneration", "text": "Zebrafish regenerate fins through blastema formation.", "metadata": {"group": 9}}
+    assert client.post("/v1/documents", json={"documents": [doc]}).json() == {"changed": 1, "documents": 301}
+    hits = client.post("/v1/search", json={"query": "zebrafish fin blastema", "top_n": 1}).json()["results"]
+    assert hits[0]["id"] == "new-1" and hits[0]["document"]["metadata"] == {"group": 9}
+    assert client.get("/v1/documents/new-1").json()["title"] == doc["title"]
+    assert BM25Index.load(index_dir).search("zebrafish blastema", 1)[0].id == "new-1"  # persisted
+    assert client.post("/v1/documents/delete", json={"ids": ["new-1"]}).json() == {"changed": 1, "documents": 300}
+    assert client.get("/v1/documents/new-1").status_code == 404
+    assert "new-1" not in [h.id for h in BM25Index.load(index_dir).search("zebrafish blastema", 5)]
+
+
+def test_concurrent_add_delete_search_loses_nothing(client, index_dir):
+    before = len(BM25Index.load(index_dir))
+    victims = [h.id for h in BM25Index.load(index_dir).search("cancer", 6)]
+
+    def add(worker):
+        for j in range(4):
+            d = {"id": f"w{worker}-{j}", "text": f"concurrency marker{worker} item{j} text"}
+            assert client.post("/v1/documents", json={"documents": [d]}).status_code == 200
+
+    def remove(doc_id):
+        assert client.post("/v1/documents/delete", json={"ids": [doc_id]}).status_code == 200
+
+    def search(_):
+        for _ in range(5):
+            assert client.post("/v1/search", json={"query": "cancer cells", "top_n": 3, "candidates": 10}).status_code == 200
+
+    with ThreadPoolExecutor(8) as pool:
+        jobs = [pool.submit(add, w) for w in range(4)] + [pool.submit(remove, v) for v in victims] + [pool.submit(search, s) for s in range(3)]
+        for job in jobs:
+            job.result()
+    on_disk = BM25Index.load(index_dir)
+    assert len(on_disk) == before + 16 - len(victims)
+    ids = {d.id for d in on_disk.documents}
+    assert all(f"w{w}-{j}" in ids for w in range(4) for j in range(4)) and not ids & set(victims)
+    assert client.get("/health").json()["index_documents"] == len(on_disk)
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_scores(client, reference):
+    queries = [f"{QUERY} {i}" for i in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda q: client.post("/v2/rerank", json={"query": q, "documents": DOCS, "raw_scores": True}).json(), queries))
+    for q, answer in zip(queries, answers):
+        got = {r["index"]: r["relevance_score"] for r in answer["results"]}
+        np.testing.assert_allclose([got[i] for i in range(len(DOCS))], reference.score(q, DOCS, raw=True), atol=1e-4)
+    metrics = client.get("/metrics").text
+    requests = sum(int(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("finerank_requests_total") and '"200"' in line)
+    batches = int(next(line for line in metrics.splitlines() if line.startswith("finerank_batches_total")).rsplit(" ", 1)[1])
+    assert batches < requests  # some requests were scored together
+
+
+class SlowScorer:
+    """A fake reranker for the batcher's plumbing: records each call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def score_many(self, requests, raw=True):
+        self.calls.append(len(requests))
+        time.sleep(0.05)
+        return [np.full(len(texts), float(len(query))) for query, texts in requests]
+
+
+def test_batcher_groups_requests_and_refuses_when_full():
+    async def scenario():
+        scorer = SlowScorer()
+        batcher = Batcher(scorer, max_wait_ms=20, max_pairs=100, max_queue=50)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.score("q" * n, ["a", "b"]) for n in range(1, 11)))
+        assert [r.tolist() for r in results] == [[float(n), float(n)] for n in range(1, 11)]
+        assert sum(scorer.calls) == 10 and len(scorer.calls) < 10
+        small = Batcher(SlowScorer(), max_wait_ms=0, max_queue=2)
+        small.start()
+        outcomes = await asyncio.gather(*(small.score("q", ["a"]) for _ in range(8)), return_exceptions=True)
+        assert any(isinstance(o, Overloaded) for o in outcomes) and any(isinstance(o, np.ndarray) for o in outcomes)
+        await batcher.stop()
+        await small.stop()
+
+    asyncio.run(scenario())
+
+
+def test_full_queue_answers_429(reference):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(reference, limits=Limits(max_queue=0))) as test_client:
+        response = test_client.post("/v1/rerank", json={"query": "q", "documents": ["a"]})
+    assert response.status_code == 429 and "queue is full" in response.json()["message"]
+
+
+def test_openapi_fuzz_never_500(live):
+    """Every operation but the index administration (covered above), fuzzed from the served spec."""
+    from hypothesis import given
+
+    schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    fuzzed = [op for op in operations if not op.path.startswith("/v1/documents")]
+    assert {op.path for op in fuzzed} >= {"/v1/rerank", "/v2/rerank", "/rerank", "/v1/search", "/health"}
+    for operation in fuzzed:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def check(case):
+            case.call_and_validate(base_url=live.url, headers=AUTH, checks=[schemathesis.checks.not_a_server_error])
+
+        check()
