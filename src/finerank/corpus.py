@@ -159,16 +159,22 @@ def read_queries(path: str | Path) -> dict[str, str]:
     return queries
 
 
+def _fields(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, whitespace-separated fields) of each non-blank line."""
+    for number, text in _decoded_lines(path):
+        if isinstance(text, CorpusError):
+            raise text
+        if text.strip():
+            yield number, text.split()
+
+
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     """Judgements from a BEIR ``qrels/*.tsv`` (header, then qid, docid, grade) or TREC qrels
     (``qid 0 docid grade``)."""
     path = Path(path)
     qrels: dict[str, dict[str, int]] = {}
-    for number, text in _decoded_lines(path):
-        if isinstance(text, CorpusError):
-            raise text
-        fields = text.split()
-        if not fields or (number == 1 and fields[0] == "query-id"):
+    for number, fields in _fields(path):
+        if number == 1 and fields[0] == "query-id":
             continue
         if len(fields) not in (3, 4):
             raise CorpusError(f"expected 3 (BEIR) or 4 (TREC) fields, got {len(fields)}", path, number)
@@ -184,12 +190,7 @@ def read_run(path: str | Path) -> dict[str, dict[str, float]]:
     """A first-stage run in TREC format (``qid Q0 docid rank score tag``): qid -> {docid: score}."""
     path = Path(path)
     run: dict[str, dict[str, float]] = {}
-    for number, text in _decoded_lines(path):
-        if isinstance(text, CorpusError):
-            raise text
-        fields = text.split()
-        if not fields:
-            continue
+    for number, fields in _fields(path):
         if len(fields) != 6:
             raise CorpusError(f"expected 6 fields (qid Q0 docid rank score tag), got {len(fields)}", path, number)
         try:

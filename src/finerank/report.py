@@ -27,13 +27,18 @@ def table(ev: Evaluation) -> str:
         if reranked:
             row += f" {reranked[name]:>9.4f} {reranked[name] - first[name]:>+8.4f}"
         lines.append(row)
+    return "\n".join(lines + _findings(ev))
+
+
+def _findings(ev: Evaluation) -> list[str]:
+    """The significance test and the cost, one line each."""
+    lines = []
     if ev.p_value is not None:
-        lines.append(f"paired randomization test on nDCG@10 (10,000 trials): p = {ev.p_value:.4f}")
-    for stage, t in ev.latency_ms.items():
-        lines.append(f"{stage} latency per query: p50 {t['p50']:.1f} ms, p95 {t['p95']:.1f} ms")
+        lines.append(f"paired randomization test on per-query nDCG@10 (10,000 trials): p = {ev.p_value:.4f}")
+    lines += [f"{stage} latency per query: p50 {t['p50']:.1f} ms, p95 {t['p95']:.1f} ms" for stage, t in ev.latency_ms.items()]
     if ev.pairs_per_s:
         lines.append(f"rerank throughput: {ev.pairs_per_s:.1f} pairs/s; peak memory {ev.peak_rss_mb:.0f} MB")
-    return "\n".join(lines)
+    return lines
 
 
 def markdown(ev: Evaluation, figure: str | None = None) -> str:
@@ -52,13 +57,7 @@ def markdown(ev: Evaluation, figure: str | None = None) -> str:
     ]
     for name in METRICS:
         lines.append(f"| {name} | {first[name]:.4f} |" + (f" {reranked[name]:.4f} | {reranked[name] - first[name]:+.4f} |" if reranked else ""))
-    lines.append("")
-    if ev.p_value is not None:
-        lines.append(f"Paired randomization test on per-query nDCG@10: p = {ev.p_value:.4f}.")
-    for stage, t in ev.latency_ms.items():
-        lines.append(f"- {stage}: p50 {t['p50']:.1f} ms, p95 {t['p95']:.1f} ms per query")
-    if ev.pairs_per_s:
-        lines.append(f"- rerank throughput {ev.pairs_per_s:.1f} pairs/s; peak memory {ev.peak_rss_mb:.0f} MB")
+    lines += [""] + [f"- {line}" for line in _findings(ev)]
     if ev.moves:
         lines += ["", "Where relevant documents moved (rows: first-stage rank, columns: reranked rank):", "", _moves_markdown(ev)]
     if figure:
