@@ -4,6 +4,7 @@ import json
 import pytest
 
 from finerank.cli import main
+from finerank.registry import DEFAULT_RERANKER
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def test_index_then_search_table_and_json(scifact_idx, capsys):
     capsys.readouterr()
     assert main(["search", str(scifact_idx), "vitamin D supplementation reduces fractures", "--candidates", "30", "--top-k", "3"]) == 0
     out = capsys.readouterr().out
-    assert "reranker: all-minilm-l6-v2" in out and "first_stage" in out and out.count("\n") == 5
+    assert f"reranker: {DEFAULT_RERANKER}" in out and "first_stage" in out and out.count("\n") == 5
     assert main(["search", str(scifact_idx), "vitamin D fractures", "--top-k", "4", "--json", "--no-rerank"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["reranker"] is None and [h["rank"] for h in result["hits"]] == [1, 2, 3, 4]
@@ -39,7 +40,7 @@ def test_rerank_from_file_and_stdin(tmp_path, capsys, monkeypatch, tiny_ce):
 def test_demo_shows_both_orders(capsys):
     assert main(["demo", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["reranker"] == "all-minilm-l6-v2"
+    assert result["reranker"] == DEFAULT_RERANKER
     english = result["examples"][1]
     assert english["query"] == "How do I read a CSV file in Python?"
     assert english["reranked"][0]["id"] in ("en-1", "en-4") and len(english["first_stage"]) == 5

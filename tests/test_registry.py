@@ -31,11 +31,16 @@ def test_every_shipped_model_loads(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert registry.DEFAULT_RERANKER in registry.MODELS
     for name, spec in registry.MODELS.items():
-        assert (spec.locate() / "config.json").is_file()
+        if isinstance(spec, registry.PackagedModel):
+            assert (spec.locate() / "config.json").is_file()
+        else:
+            assert spec.base in registry.MODELS and spec.method in ("rrf", "minmax")
         reranker = registry.load_reranker(name)
-        assert isinstance(reranker, registry.KINDS[spec.kind]) and isinstance(reranker, finerank.Reranker)
+        expected = finerank.FusedReranker if spec.kind == "fused" else registry.KINDS[spec.kind]
+        assert isinstance(reranker, expected) and isinstance(reranker, finerank.Reranker) and reranker.name == name
+        # both candidates in first-stage order: the relevant one first, as BM25 would put it
         scores = reranker.score("bone fractures", ["vitamin D and bone fractures", "stock market prices"])
-        assert scores[0] > scores[1]
+        assert scores[0] > scores[1] and all(0 <= s <= 1 for s in scores)
     with pytest.raises(finerank.ModelError, match="unknown reranker kind"):
         registry.load_reranker("somewhere", kind="colbert")
 

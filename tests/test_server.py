@@ -58,7 +58,7 @@ def index_dir(tmp_path_factory, scifact_docs):
 
 @pytest.fixture(scope="module")
 def reference():
-    return load_reranker(precision="fp32")
+    return load_reranker("all-minilm-l6-v2", precision="fp32")
 
 
 @pytest.fixture(scope="module")

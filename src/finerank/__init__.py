@@ -10,7 +10,7 @@ from .errors import CorpusError, FinerankError, IndexFormatError, InputTooLongEr
 from .lexical import BM25Index
 from .pipeline import Pipeline, Retriever
 from .registry import DEFAULT_RERANKER, load_reranker
-from .rerank import BiEncoder, CrossEncoder, Reranker, rerank
+from .rerank import BiEncoder, CrossEncoder, FusedReranker, Reranker, rerank
 from .types import Document, Hit, Ranking
 
 __version__ = "0.1.0"
@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_RERANKER",
     "Document",
     "FinerankError",
+    "FusedReranker",
     "Hit",
     "IndexFormatError",
     "InputTooLongError",

@@ -256,6 +256,37 @@ def evaluate_folder(
     return evaluate(dataset, first_stage, reranker, candidates=candidates, show_progress=show_progress)
 
 
+def fit_fusion(
+    dataset: Dataset,
+    first_stage: "Retriever",
+    second: Reranker,
+    *,
+    candidates: int = 100,
+    weights: Sequence[float] = tuple(np.round(np.linspace(0, 1, 11), 2)),
+    show_progress: bool = False,
+) -> list[tuple[str, float, float]]:
+    """Learn how to fuse ``second`` with the first stage on a (dev) split: nDCG@10 of every
+    fusion method and second-stage weight, best first, as (method, weight, nDCG@10) rows.
+    The second stage scores each query's candidates once."""
+    from tqdm.auto import tqdm
+
+    from .fusion import METHODS, fuse
+
+    scored = []
+    for qid, text in tqdm(dataset.queries.items(), desc=f"fit {dataset.name}", unit=" queries", disable=not show_progress):
+        hits = first_stage.search(text, candidates)
+        scored.append((qid, hits, second.score(text, [h.document.content for h in hits], raw=True)))
+    rows = []
+    for method in METHODS:
+        for weight in weights:
+            run = {}
+            for qid, hits, second_scores in scored:
+                fused = fuse(method, float(weight), second_scores, [h.rank for h in hits], [h.score for h in hits])
+                run[qid] = [hits[i].id for i in np.argsort(-fused, kind="stable")]
+            rows.append((method, float(weight), mean_scores(run, dataset.qrels)["ndcg@10"]))
+    return sorted(rows, key=lambda r: -r[2])
+
+
 def _means(values: dict[str, dict[str, float]]) -> dict[str, float]:
     return {name: float(np.mean(list(v.values()))) if v else 0.0 for name, v in values.items()}
 

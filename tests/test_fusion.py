@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from finerank import BM25Index, Document, Hit, load_reranker, read_corpus, rerank
+from finerank.evaluate import fit_fusion, load_dataset, mean_scores
+from finerank.fusion import fuse, minmax, ranks, rrf
+from finerank.rerank import FusedReranker
+
+
+def test_pure_functions():
+    np.testing.assert_array_equal(ranks(np.array([0.2, 0.9, 0.2, 0.5])), [3, 1, 4, 2])  # ties by position
+    np.testing.assert_allclose(rrf([np.array([1, 2]), np.array([2, 1])], k=60), [1 / 61 + 1 / 62] * 2)
+    np.testing.assert_allclose(rrf([np.array([1, 2]), np.array([1, 2])], [0.25, 0.75]), [1 / 61, 1 / 62])
+    np.testing.assert_allclose(minmax(np.array([3.0, 1.0, 2.0])), [1.0, 0.0, 0.5])
+    np.testing.assert_allclose(minmax(np.array([4.0, 4.0])), [1.0, 1.0])
+    second = np.array([0.1, 0.9, 0.5])
+    np.testing.assert_array_equal(np.argsort(-fuse("rrf", 0.0, second), kind="stable"), [0, 1, 2])  # first stage only
+    np.testing.assert_array_equal(np.argsort(-fuse("rrf", 1.0, second), kind="stable"), [1, 2, 0])  # second stage only
+    np.testing.assert_allclose(fuse("minmax", 0.5, second, first_scores=[10.0, 0.0, 5.0]), [0.5 * 1 + 0.5 * 0, 0.5 * 0 + 0.5 * 1, 0.5 * 0.5 + 0.5 * 0.5])
+    with pytest.raises(ValueError, match="unknown fusion method"):
+        fuse("borda", 0.5, second)
+
+
+@pytest.fixture(scope="module")
+def bi():
+    return load_reranker("all-minilm-l6-v2", precision="fp32")
+
+
+def test_fused_reranker_reads_first_stage_ranks_and_scores(bi):
+    texts = ["Reading Excel files in Java", "Use pd.read_csv() to read the data", "Pandas basics tutorial", "Baking bread"]
+    hits = [Hit(Document(str(i), t), 10.0 - i, i + 1, i + 1) for i, t in enumerate(texts)]
+    query = "How do I read a CSV file in Python?"
+    for method in ("rrf", "minmax"):
+        fused = FusedReranker(bi, method=method, weight=0.5)
+        in_order = rerank(fused, query, hits)
+        shuffled = rerank(fused, query, hits[::-1])  # hits carry their ranks: input order does not matter
+        assert [h.id for h in in_order] == [h.id for h in shuffled]
+        assert all(0.0 <= h.score <= 1.0 for h in in_order)
+        np.testing.assert_allclose([h.score for h in in_order], [h.score for h in shuffled])
+    first_only = rerank(FusedReranker(bi, weight=0.0), query, hits)
+    assert [h.id for h in first_only] == ["0", "1", "2", "3"]
+    second_only = rerank(FusedReranker(bi, weight=1.0), query, hits)
+    assert [h.id for h in second_only] == [h.id for h in rerank(bi, query, hits)]
+    raw = FusedReranker(bi).score_many([(query, texts)], raw=True)[0]  # server path: input order is the first stage
+    np.testing.assert_allclose(raw, FusedReranker(bi).score(query, texts, raw=True, first_ranks=[1, 2, 3, 4]))
+    with pytest.raises(ValueError, match="weight must lie"):
+        FusedReranker(bi, weight=1.5)
+
+
+def test_fit_fusion_on_a_dev_split(datasets, bi):
+    dataset = load_dataset(datasets / "nfcorpus", "dev", max_queries=15)
+    index = BM25Index.build(read_corpus(datasets / "nfcorpus"))
+    rows = fit_fusion(dataset, index, bi, candidates=30, weights=(0.0, 0.5, 1.0))
+    assert len(rows) == 6 and rows == sorted(rows, key=lambda r: -r[2])
+    bm25 = mean_scores({q: [h.id for h in index.search(t, 30)] for q, t in dataset.queries.items()}, dataset.qrels)["ndcg@10"]
+    assert dict(((m, w), n) for m, w, n in rows)[("rrf", 0.0)] == pytest.approx(bm25)
