@@ -67,7 +67,7 @@ class Batch:
 
 
 class TextEncoder:
-    """Tokenizes with the model's own (Rust) tokenizer and packs inputs into length-sorted batches."""
+    """Tokenizes with the model's own (Rust) tokenizer: (query, document) pairs or single texts."""
 
     def __init__(self, model_dir: Path, max_length: int):
         from tokenizers import Tokenizer

@@ -112,7 +112,8 @@ class BiEncoder(_TransformerReranker):
         st_config = read_json(model_dir / "sentence_bert_config.json")
         pooling = read_json(model_dir / "1_Pooling" / "config.json")
         self.cls_pooling = bool(pooling.get("pooling_mode_cls_token")) and not pooling.get("pooling_mode_mean_tokens")
-        super().__init__(model, max_length=max_length or st_config.get("max_seq_length", 512), **options)
+        options.setdefault("name", str(model))
+        super().__init__(model_dir, max_length=max_length or st_config.get("max_seq_length", 512), **options)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length embeddings, one row per text. With ``cache_size`` > 0 the embeddings of the
