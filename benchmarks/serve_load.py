@@ -41,8 +41,8 @@ async def client_loop(url: str, bodies: list[dict], stop_at: float, latencies: l
             i += 1
 
 
-def run(config: str, wait_ms: float, reranker, bodies: list[dict], clients: int, seconds: float) -> dict:
-    app = create_app(reranker, limits=Limits(batch_wait_ms=wait_ms, max_queue=4 * clients))
+def run(config: str, wait_ms: float, max_pairs: int, reranker, bodies: list[dict], clients: int, seconds: float) -> dict:
+    app = create_app(reranker, limits=Limits(batch_wait_ms=wait_ms, max_batch_pairs=max_pairs, max_queue=4 * clients))
     with LiveServer(app) as server:
         latencies: list[float] = []
         errors: list[int] = []
@@ -77,8 +77,8 @@ def main() -> None:
     queries = list(read_queries(DATASETS / "scifact" / "queries.jsonl").values())[:40]
     bodies = [{"query": q, "documents": passages[i * args.docs % 390:][: args.docs]} for i, q in enumerate(queries)]
     reranker = load_reranker()
-    rows = [run("single-request batches", 0.0, reranker, bodies, args.clients, args.seconds),
-            run("cross-request batching", 5.0, reranker, bodies, args.clients, args.seconds)]
+    rows = [run("one request per batch", 0.0, 1, reranker, bodies, args.clients, args.seconds),
+            run("cross-request batching", 5.0, 256, reranker, bodies, args.clients, args.seconds)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
