@@ -96,6 +96,26 @@ def _parser() -> argparse.ArgumentParser:
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_serve)
 
+    p = sub.add_parser("train", help="fine-tune a cross-encoder (labelled, self-supervised or distilled)")
+    p.add_argument("data", help="a BEIR folder (labelled: with qrels/<split>.tsv) or any corpus (--data-kind self)")
+    p.add_argument("--out", required=True, help="output model folder (Hugging Face + ONNX + model card; checkpoints inside)")
+    p.add_argument("--base", default="all-minilm-l6-v2", help="pretrained encoder: registry name, local folder or hub id")
+    p.add_argument("--data-kind", default="labelled", choices=("labelled", "self"), help="judged queries, or title -> text pairs")
+    p.add_argument("--split", default="train")
+    p.add_argument("--teacher", help="distil from this reranker's scores (loss kl), e.g. minilm-fused")
+    p.add_argument("--loss", choices=("listwise", "bce", "kl"), help="default: listwise (kl with --teacher)")
+    p.add_argument("--group-size", type=int, default=8, help="texts per group: 1 positive + negatives")
+    p.add_argument("--batch-groups", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--lr", type=float, default=4e-5)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--max-queries", type=int, help="use only the first N queries (or documents, for self)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.set_defaults(run_command=_train)
+
     p = sub.add_parser("demo", help="the idea in two examples: first-stage order beside reranked order")
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_demo)
@@ -150,6 +170,36 @@ def _serve(args: argparse.Namespace) -> int:
                     batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
     app = create_app(_load(args), index=args.index, api_key=args.api_key, limits=limits)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import train
+    from .registry import PackagedModel
+
+    spec = MODELS.get(args.base)
+    base = str(spec.locate()) if isinstance(spec, PackagedModel) else args.base
+    index = BM25Index.build(read_corpus(args.data), show_progress=not args.quiet)
+    if args.data_kind == "self":
+        groups = train.self_supervised_groups(index, group_size=args.group_size, max_documents=args.max_queries, seed=args.seed)
+    else:
+        groups = train.labelled_groups(args.data, index, split=args.split, group_size=args.group_size, max_queries=args.max_queries, seed=args.seed)
+    if args.teacher:
+        groups = train.with_teacher(groups, load_reranker(args.teacher))
+    config = train.TrainConfig(
+        base=base, output=args.out, loss=args.loss or ("kl" if args.teacher else "listwise"), epochs=args.epochs,
+        max_steps=args.max_steps, batch_groups=args.batch_groups, learning_rate=args.lr, max_length=args.max_length,
+        seed=args.seed, checkpoint_every=args.checkpoint_every,
+    )
+    print(f"training on {len(groups)} groups of {args.group_size} from {args.data} ({args.data_kind}{', distilled from ' + args.teacher if args.teacher else ''})")
+    try:
+        result = train.train(groups, config, resume=args.resume, show_progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"interrupted: the checkpoint in {args.out}/checkpoint is kept; continue with --resume", file=sys.stderr)
+        return 130
+    out = train.export(config, result, f"{args.data} ({args.data_kind}, split {args.split}, {len(groups)} groups)")
+    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min ({result.pairs_per_s:.1f} pairs/s on {result.device}); "
+          f"loss {result.losses[0]:.4f} -> {sum(result.losses[-20:]) / len(result.losses[-20:]):.4f}; model in {out}")
     return 0
 
 

@@ -127,17 +127,18 @@ def batches(encodings: list, batch_size: int, max_tokens: int) -> list[Batch]:
             groups[-1].append(int(i))
         else:
             groups.append([int(i)])
-    result = []
-    for group in groups:
-        width = lengths[group[0]]
-        feeds = {name: np.zeros((len(group), width), dtype=np.int64) for name in INPUT_NAMES}
-        for row, i in enumerate(group):
-            e, n = encodings[i], lengths[i]
-            feeds["input_ids"][row, :n] = e.ids
-            feeds["attention_mask"][row, :n] = e.attention_mask
-            feeds["token_type_ids"][row, :n] = e.type_ids
-        result.append(Batch(np.array(group), feeds))
-    return result
+    return [Batch(np.array(group), pad([encodings[i] for i in group])) for group in groups]
+
+
+def pad(encodings: list) -> dict[str, np.ndarray]:
+    """input_ids / attention_mask / token_type_ids, padded to the longest encoding."""
+    width = max(len(e.ids) for e in encodings)
+    feeds = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in INPUT_NAMES}
+    for row, e in enumerate(encodings):
+        feeds["input_ids"][row, : len(e.ids)] = e.ids
+        feeds["attention_mask"][row, : len(e.ids)] = e.attention_mask
+        feeds["token_type_ids"][row, : len(e.ids)] = e.type_ids
+    return feeds
 
 
 def run_batches(backend: Callable[[dict], np.ndarray], encodings: list, batch_size: int, max_tokens: int, reduce: Callable) -> np.ndarray:

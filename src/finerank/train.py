@@ -1,0 +1,288 @@
+"""Fine-tune a cross-encoder from a pretrained encoder, on a CPU (or a GPU when there is one).
+
+Training data are *groups*: a query and candidate texts. For labelled and self-supervised data
+the first text is the positive and the rest are mined negatives; for distillation every text
+carries a teacher score. Losses: listwise softmax cross-entropy over a group (default), BCE on
+single pairs, or KL divergence to the teacher's distribution over the group.
+
+What makes this run on a CPU (measured on the project's 2-core machine; see docs/training.md):
+bf16 autocast on CPUs with bf16 units, dropout off, word embeddings frozen, pre-tokenised pairs,
+and batches of groups of similar length padded only to their own longest pair.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .corpus import read_qrels, read_queries
+from .errors import CorpusError
+from .lexical import BM25Index
+from .rerank import Reranker
+from .rerank._runtime import TextEncoder, _cpu_has_bf16, export_onnx, model_inputs, pad, resolve_model
+
+logger = logging.getLogger(__name__)
+
+LOSSES = ("listwise", "bce", "kl")
+
+
+@dataclass(frozen=True)
+class Group:
+    query: str
+    texts: tuple[str, ...]  # the positive first (labelled / self-supervised data)
+    targets: tuple[float, ...] | None = None  # teacher scores, for distillation
+
+
+# --- training data --------------------------------------------------------------------------
+
+
+def labelled_groups(folder: str | Path, index: BM25Index, *, split: str = "train", group_size: int = 8, candidates: int = 100,
+                    skip_unjudged: int = 3, max_positives: int = 2, max_queries: int | None = None, seed: int = 0) -> list[Group]:
+    """Groups from judged queries: a relevant document the first stage found, and negatives
+    mined from the same first-stage list. Guard against false negatives: a document judged
+    relevant is never a negative, and the ``skip_unjudged`` highest-ranked unjudged documents
+    (likely relevant but unjudged) are left out; documents judged irrelevant are always fair
+    negatives. Positives come from the first stage's list, so the model learns to reorder what it
+    will be given (on NFCorpus, positives from outside it taught nothing)."""
+    folder = Path(folder)
+    queries, qrels = read_queries(folder / "queries.jsonl"), read_qrels(folder / "qrels" / f"{split}.tsv")
+    rng = random.Random(seed)
+    groups = []
+    for qid in list(qrels)[:max_queries]:
+        if qid not in queries:
+            continue
+        judged = qrels[qid]
+        hits = index.search(queries[qid], candidates)
+        positives = [h for h in hits if judged.get(h.id, 0) > 0][:max_positives]
+        unjudged = [h for h in hits if h.id not in judged][skip_unjudged:]
+        negatives = [h for h in hits if judged.get(h.id) == 0] + unjudged
+        for positive in positives:
+            if len(negatives) >= group_size - 1:
+                chosen = rng.sample(negatives, group_size - 1)
+                groups.append(Group(queries[qid], tuple(d.document.content for d in (positive, *chosen))))
+    if not groups:
+        raise CorpusError(f"no training groups: no judged query in {split} has a relevant document among the first stage's {candidates}", folder)
+    return groups
+
+
+def self_supervised_groups(index: BM25Index, *, group_size: int = 8, max_documents: int | None = None, seed: int = 0) -> list[Group]:
+    """Groups from an unlabelled corpus: a document's title is the query, its text the positive,
+    and the first stage's other hits for the title the negatives."""
+    rng = random.Random(seed)
+    groups = []
+    for doc in index.documents:
+        if max_documents is not None and len(groups) >= max_documents:
+            break
+        if not doc.title.strip() or not doc.text.strip():
+            continue
+        negatives = [h.document.text for h in index.search(doc.title, 4 * group_size) if h.id != doc.id and h.document.text.strip()]
+        if len(negatives) >= group_size - 1:
+            groups.append(Group(doc.title, (doc.text, *rng.sample(negatives, group_size - 1))))
+    if not groups:
+        raise CorpusError("no self-supervised groups: the corpus needs documents with a title and a text")
+    return groups
+
+
+def with_teacher(groups: Sequence[Group], teacher: Reranker) -> list[Group]:
+    """The same groups with the teacher's raw scores as targets (for ``loss="kl"``)."""
+    return [Group(g.query, g.texts, tuple(float(s) for s in teacher.score(g.query, list(g.texts), raw=True))) for g in groups]
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    base: str  # a local Hugging Face directory or hub id (a registry name is resolved by the caller)
+    output: str
+    loss: str = "listwise"
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_groups: int = 4
+    learning_rate: float = 4e-5
+    warmup: float = 0.1
+    max_length: int = 256
+    temperature: float = 1.0  # of the teacher's distribution (kl)
+    seed: int = 0
+    precision: str = "auto"  # bf16 autocast where the hardware has it
+    freeze_embeddings: bool = True
+    dropout: float = 0.0
+    checkpoint_every: int = 200
+    threads: int | None = None
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    pairs_per_s: float = 0.0
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def train(groups: Sequence[Group], config: TrainConfig, *, resume: bool = False, show_progress: bool = False) -> TrainResult:
+    """Train and checkpoint into ``config.output/checkpoint``; returns the loss per step.
+
+    Deterministic for a seed; ``resume=True`` continues from the checkpoint to the same state an
+    uninterrupted run reaches; Ctrl-C saves a checkpoint before stopping."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForSequenceClassification
+
+    if config.loss not in LOSSES:
+        raise ValueError(f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
+    if config.loss == "kl" and any(g.targets is None for g in groups):
+        raise ValueError("loss 'kl' needs teacher scores on every group (see with_teacher)")
+    if len({len(g.texts) for g in groups}) != 1:
+        raise ValueError("every group must have the same number of texts")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and (device == "cuda" or _cpu_has_bf16()))
+    base = resolve_model(config.base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=1, hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout, ignore_mismatched_sizes=True
+    ).to(device)
+    model.train()
+    if config.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    encoder = TextEncoder(base, config.max_length)
+    encoded = [encoder.pairs(g.query, g.texts) for g in groups]  # tokenised once
+    batches_per_epoch = math.ceil(len(groups) / config.batch_groups)
+    total = config.max_steps or batches_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    warmup = max(1, int(config.warmup * total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    checkpoint = Path(config.output) / "checkpoint"
+    result = TrainResult(steps=0, device=device)
+    if resume:
+        state = torch.load(checkpoint / "state.pt", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        result.steps, result.losses = state["step"], state["losses"]
+    size = len(groups[0].texts)
+    inputs = set(model_inputs(model))
+    bar = tqdm(total=total, initial=result.steps, desc="training", unit=" steps", disable=not show_progress)
+    start, pairs, epoch, order = time.perf_counter(), 0, -1, []
+    try:
+        while result.steps < total:
+            if result.steps // batches_per_epoch != epoch:
+                epoch = result.steps // batches_per_epoch
+                order = _epoch_batches(encoded, config.batch_groups, config.seed + epoch)
+            batch = order[result.steps % batches_per_epoch]
+            feeds = pad([e for i in batch for e in encoded[i]])
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(**{k: torch.from_numpy(v).to(device) for k, v in feeds.items() if k in inputs}).logits
+            scores = logits.float().view(len(batch), size)
+            loss = _loss(config, scores, [groups[i] for i in batch], torch)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.steps += 1
+            result.losses.append(loss.item())
+            pairs += len(batch) * size
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(result.losses[-20:]):.4f}", pairs_s=f"{pairs / (time.perf_counter() - start):.1f}")
+            if result.steps % config.checkpoint_every == 0 or result.steps == total:
+                _save_checkpoint(checkpoint, model, optimizer, scheduler, result, torch)
+    except KeyboardInterrupt:
+        logger.warning("interrupted at step %d: saving a checkpoint (continue with --resume)", result.steps)
+        _save_checkpoint(checkpoint, model, optimizer, scheduler, result, torch)
+        raise
+    finally:
+        bar.close()
+    result.seconds = time.perf_counter() - start
+    result.pairs_per_s = pairs / result.seconds if result.seconds else 0.0
+    return result
+
+
+def _epoch_batches(encoded: list, batch_groups: int, seed: int) -> list[list[int]]:
+    """A seeded epoch order: shuffle, sort within windows of 32 batches by length (so a batch
+    pads little), cut into batches, shuffle the batches."""
+    rng = random.Random(seed)
+    order = list(range(len(encoded)))
+    rng.shuffle(order)
+    window = 32 * batch_groups
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: max(len(e.ids) for e in encoded[i]))
+        batches += [chunk[j : j + batch_groups] for j in range(0, len(chunk), batch_groups)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _loss(config: TrainConfig, scores, groups: list[Group], torch):
+    if config.loss == "listwise":
+        return torch.nn.functional.cross_entropy(scores, torch.zeros(len(groups), dtype=torch.long, device=scores.device))
+    if config.loss == "bce":
+        labels = torch.zeros_like(scores)
+        labels[:, 0] = 1.0
+        return torch.nn.functional.binary_cross_entropy_with_logits(scores, labels)
+    targets = torch.tensor([g.targets for g in groups], dtype=torch.float32, device=scores.device) / config.temperature
+    return torch.nn.functional.kl_div(torch.log_softmax(scores, -1), torch.log_softmax(targets, -1), log_target=True, reduction="batchmean")
+
+
+def _save_checkpoint(folder: Path, model, optimizer, scheduler, result: TrainResult, torch) -> None:
+    """Write the checkpoint beside the old one, then swap: a crash never leaves half a checkpoint."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "step": result.steps, "losses": result.losses}, tmp / "state.pt")
+    model.save_pretrained(tmp / "model")
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def export(config: TrainConfig, result: TrainResult, data: str, evaluation: str | None = None) -> Path:
+    """Write ``config.output`` as a Hugging Face model folder (weights, config, tokenizer), its
+    ONNX export (onnx/finerank-classification.onnx) and a model card (README.md)."""
+    base = resolve_model(config.base)
+    out = Path(config.output)
+    model_dir = out / "checkpoint" / "model"
+    for file in model_dir.iterdir():
+        shutil.copy(file, out / file.name)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "sentencepiece.bpe.model"):
+        if (base / name).is_file():
+            shutil.copy(base / name, out / name)
+    (out / "onnx").mkdir(exist_ok=True)
+    export_onnx(out, "classification", out / "onnx" / "finerank-classification.onnx")
+    card = [
+        f"# Cross-encoder fine-tuned by finerank from {config.base}",
+        "",
+        f"- data: {data}",
+        f"- steps: {result.steps} ({result.seconds / 60:.1f} min on {result.device}, {result.pairs_per_s:.1f} pairs/s)",
+        f"- loss: {config.loss}; final mean loss (last 20 steps) {np.mean(result.losses[-20:]):.4f}",
+        "- head: one logit (relevance = sigmoid(logit))",
+        "",
+        "## Training configuration",
+        "",
+        "```json",
+        json.dumps(asdict(config), indent=2),
+        "```",
+    ]
+    if evaluation:
+        card += ["", "## Evaluation", "", evaluation]
+    (out / "README.md").write_text("\n".join(card) + "\n", encoding="utf-8")
+    return out

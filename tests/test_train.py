@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import torch
+
+from finerank import BM25Index, CrossEncoder, load_reranker, read_corpus, read_qrels, read_queries
+from finerank import train as training
+from finerank.cli import main
+
+
+@pytest.fixture(scope="module")
+def nf_index(datasets):
+    return BM25Index.build(read_corpus(datasets / "nfcorpus"))
+
+
+@pytest.fixture(scope="module")
+def groups(datasets, nf_index):
+    return training.labelled_groups(datasets / "nfcorpus", nf_index, group_size=4, max_queries=12, seed=0)
+
+
+def config(tmp_path, base, **overrides):
+    values = dict(base=str(base), output=str(tmp_path / "model"), batch_groups=4, learning_rate=1e-3, max_length=128, checkpoint_every=100)
+    return training.TrainConfig(**(values | overrides))
+
+
+def test_labelled_groups_never_use_a_relevant_document_as_negative(datasets, nf_index, groups):
+    qrels = read_qrels(datasets / "nfcorpus" / "qrels" / "train.tsv")
+    qid_of = {text: qid for qid, text in read_queries(datasets / "nfcorpus" / "queries.jsonl").items() if qid in qrels}
+    by_content = {d.content: d.id for d in nf_index.documents}
+    assert len(groups) >= 8 and all(len(g.texts) == 4 for g in groups)
+    for g in groups:
+        judged = qrels[qid_of[g.query]]
+        positive, *negatives = [by_content[t] for t in g.texts]
+        assert judged[positive] > 0
+        assert all(judged.get(n, 0) <= 0 for n in negatives)
+
+
+def test_self_supervised_groups_pair_titles_with_their_text(scifact_docs):
+    index = BM25Index.build(scifact_docs[:400])
+    groups = training.self_supervised_groups(index, group_size=4, max_documents=10)
+    texts = {d.title: d.text for d in scifact_docs[:400]}
+    assert len(groups) == 10
+    for g in groups:
+        assert g.texts[0] == texts[g.query] and texts[g.query] not in g.texts[1:]
+
+
+def test_training_lowers_the_loss_and_exports(tmp_path, tiny_ce, groups):
+    cfg = config(tmp_path, tiny_ce, epochs=8)
+    result = training.train(groups, cfg)
+    per_epoch = np.array(result.losses).reshape(8, -1).mean(axis=1)
+    assert result.steps == 8 * -(-len(groups) // 4) and per_epoch[-1] < per_epoch[0] * 0.8, per_epoch
+    out = training.export(cfg, result, "nfcorpus train (12 queries)")
+    torch_scores = CrossEncoder(out, backend="torch", precision="fp32").score(groups[0].query, list(groups[0].texts), raw=True)
+    onnx_scores = CrossEncoder(out, backend="onnx").score(groups[0].query, list(groups[0].texts), raw=True)
+    np.testing.assert_allclose(onnx_scores, torch_scores, atol=1e-4)
+    card = (out / "README.md").read_text()
+    assert str(tiny_ce) in card and f"steps: {result.steps}" in card
+
+
+def test_interrupted_training_resumes_to_the_same_state(tmp_path, tiny_ce, groups, monkeypatch):
+    straight = config(tmp_path / "a", tiny_ce, max_steps=6, batch_groups=2)
+    training.train(groups, straight)
+    calls = {"n": 0}
+    real_loss = training._loss
+
+    def interrupt_after_three(*args):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    resumed = config(tmp_path / "b", tiny_ce, max_steps=6, batch_groups=2)
+    monkeypatch.setattr(training, "_loss", interrupt_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(groups, resumed)
+    monkeypatch.setattr(training, "_loss", real_loss)
+    assert torch.load(tmp_path / "b" / "model" / "checkpoint" / "state.pt", weights_only=False)["step"] == 3  # Ctrl-C kept it
+    result = training.train(groups, resumed, resume=True)
+    assert result.steps == 6 and len(result.losses) == 6
+    a = torch.load(tmp_path / "a" / "model" / "checkpoint" / "state.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "model" / "checkpoint" / "state.pt", weights_only=False)
+    np.testing.assert_allclose(a["losses"], b["losses"], rtol=1e-5)
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_distillation_from_a_teacher(tmp_path, tiny_ce, groups):
+    taught = training.with_teacher(groups[:4], load_reranker("all-minilm-l6-v2", precision="fp32"))
+    assert all(len(g.targets) == 4 for g in taught)
+    result = training.train(taught, config(tmp_path, tiny_ce, loss="kl", epochs=3))
+    assert result.steps == 3 and all(np.isfinite(result.losses))
+    with pytest.raises(ValueError, match="needs teacher scores"):
+        training.train(groups, config(tmp_path, tiny_ce, loss="kl"))
+
+
+def test_cli_train(tmp_path, tiny_ce, datasets, capsys):
+    out = tmp_path / "cli-model"
+    assert main(["-q", "train", str(datasets / "nfcorpus"), "--base", str(tiny_ce), "--out", str(out), "--max-steps", "2",
+                 "--max-queries", "6", "--group-size", "4", "--max-length", "64"]) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    assert (out / "onnx" / "finerank-classification.onnx").is_file() and (out / "config.json").is_file()
