@@ -28,7 +28,8 @@ import numpy as np
 from .corpus import read_qrels, read_queries
 from .errors import CorpusError
 from .lexical import BM25Index
-from .rerank import Reranker
+from .fusion import ranks
+from .rerank import FusedReranker, Reranker
 from .rerank._runtime import TextEncoder, _cpu_has_bf16, export_onnx, model_inputs, pad, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ LOSSES = ("listwise", "bce", "kl")
 class Group:
     query: str
     texts: tuple[str, ...]  # the positive first (labelled / self-supervised data)
+    first_scores: tuple[float, ...]  # the first stage's score of each text (a fused teacher reads them)
     targets: tuple[float, ...] | None = None  # teacher scores, for distillation
 
 
@@ -50,7 +52,7 @@ def labelled_groups(folder: str | Path, index: BM25Index, *, split: str = "train
                     skip_unjudged: int = 3, max_positives: int = 2, max_queries: int | None = None, seed: int = 0) -> list[Group]:
     """Groups from judged queries: a relevant document the first stage found, and negatives
     mined from the same first-stage list. Guard against false negatives: a document judged
-    relevant is never a negative, and the ``skip_unjudged`` highest-ranked unjudged documents
+    relevant (or a copy of one) is never a negative, and the ``skip_unjudged`` highest-ranked unjudged documents
     (likely relevant but unjudged) are left out; documents judged irrelevant are always fair
     negatives. Positives come from the first stage's list, so the model learns to reorder what it
     will be given (on NFCorpus, positives from outside it taught nothing)."""
@@ -63,13 +65,17 @@ def labelled_groups(folder: str | Path, index: BM25Index, *, split: str = "train
             continue
         judged = qrels[qid]
         hits = index.search(queries[qid], candidates)
-        positives = [h for h in hits if judged.get(h.id, 0) > 0][:max_positives]
+        relevant = [h for h in hits if judged.get(h.id, 0) > 0]
+        relevant_texts = {h.document.content for h in relevant}  # a duplicate of a relevant document is no negative
         unjudged = [h for h in hits if h.id not in judged][skip_unjudged:]
-        negatives = [h for h in hits if judged.get(h.id) == 0] + unjudged
+        judged_irrelevant = [h for h in hits if judged.get(h.id) == 0]
+        negatives = [h for h in judged_irrelevant + unjudged if h.document.content not in relevant_texts]
+        positives = relevant[:max_positives]
         for positive in positives:
             if len(negatives) >= group_size - 1:
                 chosen = rng.sample(negatives, group_size - 1)
-                groups.append(Group(queries[qid], tuple(d.document.content for d in (positive, *chosen))))
+                hits_in_group = (positive, *chosen)
+                groups.append(Group(queries[qid], tuple(h.document.content for h in hits_in_group), tuple(h.score for h in hits_in_group)))
     if not groups:
         raise CorpusError(f"no training groups: no judged query in {split} has a relevant document among the first stage's {candidates}", folder)
     return groups
@@ -85,17 +91,29 @@ def self_supervised_groups(index: BM25Index, *, group_size: int = 8, max_documen
             break
         if not doc.title.strip() or not doc.text.strip():
             continue
-        negatives = [h.document.text for h in index.search(doc.title, 4 * group_size) if h.id != doc.id and h.document.text.strip()]
+        hits = index.search(doc.title, 4 * group_size)
+        own = next((h.score for h in hits if h.id == doc.id), 0.0)
+        negatives = [h for h in hits if h.id != doc.id and h.document.text.strip()]
         if len(negatives) >= group_size - 1:
-            groups.append(Group(doc.title, (doc.text, *rng.sample(negatives, group_size - 1))))
+            chosen = rng.sample(negatives, group_size - 1)
+            groups.append(Group(doc.title, (doc.text, *(h.document.text for h in chosen)), (own, *(h.score for h in chosen))))
     if not groups:
         raise CorpusError("no self-supervised groups: the corpus needs documents with a title and a text")
     return groups
 
 
 def with_teacher(groups: Sequence[Group], teacher: Reranker) -> list[Group]:
-    """The same groups with the teacher's raw scores as targets (for ``loss="kl"``)."""
-    return [Group(g.query, g.texts, tuple(float(s) for s in teacher.score(g.query, list(g.texts), raw=True))) for g in groups]
+    """The same groups with the teacher's raw scores as targets (for ``loss="kl"``). A fused
+    teacher is given the first stage's scores and ranks, not the group order (which would tell
+    it which text is the positive)."""
+    taught = []
+    for g in groups:
+        if isinstance(teacher, FusedReranker):
+            scores = teacher.score(g.query, list(g.texts), raw=True, first_ranks=ranks(np.array(g.first_scores)), first_scores=g.first_scores)
+        else:
+            scores = teacher.score(g.query, list(g.texts), raw=True)
+        taught.append(Group(g.query, g.texts, g.first_scores, tuple(float(s) for s in scores)))
+    return taught
 
 
 # --- training ---------------------------------------------------------------------------------
