@@ -127,7 +127,7 @@ def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
     p.add_argument("--kind", default="cross-encoder", choices=("cross-encoder", "bi-encoder"), help="what a model folder holds")
     p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--max-length", type=int, help="tokens per (query, document) pair (default: the model's own limit, at most 512)")
     if allow_none:
         p.add_argument("--no-rerank", action="store_true", help="first stage only")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -185,7 +185,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         groups = train.labelled_groups(args.data, index, split=args.split, group_size=args.group_size, max_queries=args.max_queries, seed=args.seed)
     if args.teacher:
-        groups = train.with_teacher(groups, load_reranker(args.teacher))
+        groups = train.with_teacher(groups, load_reranker(args.teacher), show_progress=not args.quiet)
     config = train.TrainConfig(
         base=base, output=args.out, loss=args.loss or ("kl" if args.teacher else "listwise"), epochs=args.epochs,
         max_steps=args.max_steps, batch_groups=args.batch_groups, learning_rate=args.lr, max_length=args.max_length,
@@ -205,9 +205,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace):
     options = {"backend": args.backend, "precision": args.precision}
-    if args.reranker is None:
-        return load_reranker(DEFAULT_RERANKER, **options)
-    return load_reranker(args.reranker, kind=args.kind, max_length=args.max_length, **options)
+    if args.max_length:
+        options["max_length"] = args.max_length
+    return load_reranker(args.reranker or DEFAULT_RERANKER, kind=args.kind, **options)
 
 
 def _index(args: argparse.Namespace) -> int:

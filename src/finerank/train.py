@@ -102,12 +102,14 @@ def self_supervised_groups(index: BM25Index, *, group_size: int = 8, max_documen
     return groups
 
 
-def with_teacher(groups: Sequence[Group], teacher: Reranker) -> list[Group]:
+def with_teacher(groups: Sequence[Group], teacher: Reranker, *, show_progress: bool = False) -> list[Group]:
     """The same groups with the teacher's raw scores as targets (for ``loss="kl"``). A fused
     teacher is given the first stage's scores and ranks, not the group order (which would tell
     it which text is the positive)."""
+    from tqdm.auto import tqdm
+
     taught = []
-    for g in groups:
+    for g in tqdm(groups, desc="teacher scores", unit=" groups", disable=not show_progress):
         if isinstance(teacher, FusedReranker):
             scores = teacher.score(g.query, list(g.texts), raw=True, first_ranks=ranks(np.array(g.first_scores)), first_scores=g.first_scores)
         else:
@@ -130,7 +132,7 @@ class TrainConfig:
     learning_rate: float = 4e-5
     warmup: float = 0.1
     max_length: int = 256
-    temperature: float = 1.0  # of the teacher's distribution (kl)
+    temperature: float = 0.5  # of the teacher's distribution (kl), over per-group standardised scores
     seed: int = 0
     precision: str = "auto"  # bf16 autocast where the hardware has it
     freeze_embeddings: bool = True
@@ -250,7 +252,9 @@ def _loss(config: TrainConfig, scores, groups: list[Group], torch):
         labels = torch.zeros_like(scores)
         labels[:, 0] = 1.0
         return torch.nn.functional.binary_cross_entropy_with_logits(scores, labels)
-    targets = torch.tensor([g.targets for g in groups], dtype=torch.float32, device=scores.device) / config.temperature
+    targets = torch.tensor([g.targets for g in groups], dtype=torch.float32, device=scores.device)
+    # standardise each group's teacher scores, so the temperature means the same for any teacher's scale
+    targets = (targets - targets.mean(-1, keepdim=True)) / (targets.std(-1, keepdim=True) + 1e-6) / config.temperature
     return torch.nn.functional.kl_div(torch.log_softmax(scores, -1), torch.log_softmax(targets, -1), log_target=True, reduction="batchmean")
 
 
