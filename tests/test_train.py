@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from finerank import BM25Index, CrossEncoder, load_reranker, read_corpus, read_qrels, read_queries
+from finerank import BM25Index, CrossEncoder, Document, load_reranker, read_corpus, read_qrels, read_queries
 from finerank import train as training
 from finerank.cli import main
 
@@ -45,6 +45,10 @@ def test_self_supervised_groups_pair_titles_with_their_text(scifact_docs):
     assert len(groups) == 10
     for g in groups:
         assert g.texts[0] == texts[g.query] and texts[g.query] not in g.texts[1:]
+    untitled = BM25Index.build([Document(d.id, d.text) for d in scifact_docs[:400]])
+    for g in training.self_supervised_groups(untitled, group_size=4, max_documents=5):
+        source = next(d.text for d in scifact_docs[:400] if d.text.startswith(g.query + ". "))
+        assert g.texts[0] == source[len(g.query) + 2 :].strip() and g.texts[0] not in g.texts[1:]
 
 
 def test_training_lowers_the_loss_and_exports(tmp_path, tiny_ce, groups):
@@ -104,6 +108,8 @@ def test_distillation_from_a_teacher(tmp_path, tiny_ce, groups):
 def test_cli_train(tmp_path, tiny_ce, datasets, capsys):
     out = tmp_path / "cli-model"
     assert main(["-q", "train", str(datasets / "nfcorpus"), "--base", str(tiny_ce), "--out", str(out), "--max-steps", "2",
-                 "--max-queries", "6", "--group-size", "4", "--max-length", "64"]) == 0
+                 "--max-queries", "6", "--group-size", "4", "--max-length", "64", "--eval", str(datasets / "scifact"), "--eval-queries", "3"]) == 0
     assert "trained 2 steps" in capsys.readouterr().out
     assert (out / "onnx" / "finerank-classification.onnx").is_file() and (out / "config.json").is_file()
+    card = (out / "README.md").read_text()
+    assert "steps: 2" in card and "## Evaluation" in card and "| ndcg@10 |" in card and "the first 3 of 300 judged queries" in card

@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="a BEIR folder (labelled: with qrels/<split>.tsv) or any corpus (--data-kind self)")
     p.add_argument("--out", required=True, help="output model folder (Hugging Face + ONNX + model card; checkpoints inside)")
     p.add_argument("--base", default="all-minilm-l6-v2", help="pretrained encoder: registry name, local folder or hub id")
-    p.add_argument("--data-kind", default="labelled", choices=("labelled", "self"), help="judged queries, or title -> text pairs")
+    p.add_argument("--data-kind", default="labelled", choices=("labelled", "self"), help="judged queries, or title -> text (first sentence -> rest) pairs")
     p.add_argument("--split", default="train")
     p.add_argument("--teacher", help="distil from this reranker's scores (loss kl), e.g. minilm-fused")
     p.add_argument("--loss", choices=("listwise", "bce", "kl"), help="default: listwise (kl with --teacher)")
@@ -113,7 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queries", type=int, help="use only the first N queries (or documents, for self)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--threads", type=int, help="CPU threads for training (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--eval", help="after training, evaluate on this BEIR folder and add the table to the model card")
+    p.add_argument("--eval-split", default="test")
+    p.add_argument("--eval-queries", type=int, default=100, help="judged queries to evaluate (default 100)")
     p.set_defaults(run_command=_train)
 
     p = sub.add_parser("demo", help="the idea in two examples: first-stage order beside reranked order")
@@ -189,7 +193,7 @@ def _train(args: argparse.Namespace) -> int:
     config = train.TrainConfig(
         base=base, output=args.out, loss=args.loss or ("kl" if args.teacher else "listwise"), epochs=args.epochs,
         max_steps=args.max_steps, batch_groups=args.batch_groups, learning_rate=args.lr, max_length=args.max_length,
-        seed=args.seed, checkpoint_every=args.checkpoint_every,
+        seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
     )
     print(f"training on {len(groups)} groups of {args.group_size} from {args.data} ({args.data_kind}{', distilled from ' + args.teacher if args.teacher else ''})")
     try:
@@ -198,6 +202,15 @@ def _train(args: argparse.Namespace) -> int:
         print(f"interrupted: the checkpoint in {args.out}/checkpoint is kept; continue with --resume", file=sys.stderr)
         return 130
     out = train.export(config, result, f"{args.data} ({args.data_kind}, split {args.split}, {len(groups)} groups)")
+    if args.eval:
+        from .evaluate import evaluate_folder
+        from .report import markdown, table
+
+        ev = evaluate_folder(args.eval, load_reranker(out, max_length=args.max_length), split=args.eval_split,
+                             max_queries=args.eval_queries, show_progress=not args.quiet)
+        with open(out / "README.md", "a", encoding="utf-8") as card:
+            card.write("\n## Evaluation\n\n" + markdown(ev).replace("# ", "### ", 1))
+        print(table(ev))
     print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min ({result.pairs_per_s:.1f} pairs/s on {result.device}); "
           f"loss {result.losses[0]:.4f} -> {sum(result.losses[-20:]) / len(result.losses[-20:]):.4f}; model in {out}")
     return 0

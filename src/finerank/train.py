@@ -65,7 +65,7 @@ def labelled_groups(folder: str | Path, index: BM25Index, *, split: str = "train
             continue
         judged = qrels[qid]
         hits = index.search(queries[qid], candidates)
-        relevant = [h for h in hits if judged.get(h.id, 0) > 0]
+        relevant = sorted((h for h in hits if judged.get(h.id, 0) > 0), key=lambda h: -judged[h.id])  # highest grade first
         relevant_texts = {h.document.content for h in relevant}  # a duplicate of a relevant document is no negative
         unjudged = [h for h in hits if h.id not in judged][skip_unjudged:]
         judged_irrelevant = [h for h in hits if judged.get(h.id) == 0]
@@ -82,23 +82,28 @@ def labelled_groups(folder: str | Path, index: BM25Index, *, split: str = "train
 
 
 def self_supervised_groups(index: BM25Index, *, group_size: int = 8, max_documents: int | None = None, seed: int = 0) -> list[Group]:
-    """Groups from an unlabelled corpus: a document's title is the query, its text the positive,
-    and the first stage's other hits for the title the negatives."""
+    """Groups from an unlabelled corpus: a document's title is the query and its text the
+    positive (a document without a title: its first sentence, and the rest); the first stage's
+    other hits for that query are the negatives."""
     rng = random.Random(seed)
     groups = []
     for doc in index.documents:
         if max_documents is not None and len(groups) >= max_documents:
             break
-        if not doc.title.strip() or not doc.text.strip():
+        query, positive = doc.title.strip(), doc.text.strip()
+        if not query:
+            first, _, rest = positive.partition(". ")
+            query, positive = first, rest.strip()
+        if len(query) < 10 or not positive:
             continue
-        hits = index.search(doc.title, 4 * group_size)
+        hits = index.search(query, 4 * group_size)
         own = next((h.score for h in hits if h.id == doc.id), 0.0)
         negatives = [h for h in hits if h.id != doc.id and h.document.text.strip()]
         if len(negatives) >= group_size - 1:
             chosen = rng.sample(negatives, group_size - 1)
-            groups.append(Group(doc.title, (doc.text, *(h.document.text for h in chosen)), (own, *(h.score for h in chosen))))
+            groups.append(Group(query, (positive, *(h.document.text for h in chosen)), (own, *(h.score for h in chosen))))
     if not groups:
-        raise CorpusError("no self-supervised groups: the corpus needs documents with a title and a text")
+        raise CorpusError("no self-supervised groups: the corpus needs documents with a title, or with more than one sentence")
     return groups
 
 
@@ -277,7 +282,7 @@ def _save_checkpoint(folder: Path, model, optimizer, scheduler, result: TrainRes
 # --- export -----------------------------------------------------------------------------------
 
 
-def export(config: TrainConfig, result: TrainResult, data: str, evaluation: str | None = None) -> Path:
+def export(config: TrainConfig, result: TrainResult, data: str) -> Path:
     """Write ``config.output`` as a Hugging Face model folder (weights, config, tokenizer), its
     ONNX export (onnx/finerank-classification.onnx) and a model card (README.md)."""
     base = resolve_model(config.base)
@@ -304,7 +309,5 @@ def export(config: TrainConfig, result: TrainResult, data: str, evaluation: str 
         json.dumps(asdict(config), indent=2),
         "```",
     ]
-    if evaluation:
-        card += ["", "## Evaluation", "", evaluation]
     (out / "README.md").write_text("\n".join(card) + "\n", encoding="utf-8")
     return out
