@@ -106,3 +106,20 @@ def test_chinese_retrieval_smoke(datasets):
     sample = dict(list(qrels.items())[:400])
     run = {q: [h.id for h in index.search(queries[q], 10)] for q in sample}
     assert mean_scores(run, sample)["ndcg@10"] > 0.9
+
+
+def test_filtered_search_still_returns_k_matching_documents(scifact_docs):
+    docs = [Document(d.id, d.text, d.title, {"year": 2000 + i % 20, "lang": "en" if i % 2 else "de"}) for i, d in enumerate(scifact_docs[:500])]
+    index = BM25Index.build(docs)
+    for spec, check in [
+        ({"lang": "de"}, lambda m: m["lang"] == "de"),
+        ({"year": [2003, 2005]}, lambda m: m["year"] in (2003, 2005)),
+        ({"year": {"gte": 2010, "lt": 2012}, "lang": "en"}, lambda m: 2010 <= m["year"] < 2012 and m["lang"] == "en"),
+    ]:
+        hits = index.search("cells", k=10, filter=spec)
+        assert len(hits) == 10 and all(check(h.document.metadata) for h in hits)
+        matching = [h for h in index.search("cells", k=500) if check(h.document.metadata)][:10]
+        assert [h.id for h in hits] == [h.id for h in matching]  # the same order as filtering afterwards, but full
+    assert index.search("cells", k=5, filter={"missing": 1}) == []
+    with pytest.raises(ValueError, match="a range uses"):
+        index.search("cells", filter={"year": {"near": 3}})

@@ -2,7 +2,6 @@
 administration under concurrency, and the OpenAPI spec fuzzed."""
 
 import asyncio
-import json
 import socket
 import threading
 import time

@@ -162,9 +162,10 @@ class BM25Index:
         scores = self.scores(query)
         if filter:
             filters.validate(filter)
-            candidates = np.flatnonzero(scores > 0)
-            keep = [i for i in candidates if filters.matches(self.documents[int(i)], filter)]
-            scores = np.where(np.isin(np.arange(len(scores)), keep), scores, 0)
+            keep = np.zeros(len(scores), dtype=bool)
+            for i in np.flatnonzero(scores > 0):
+                keep[i] = filters.matches(self.documents[int(i)], filter)
+            scores = np.where(keep, scores, 0)
         top = top_k(scores, k)
         return [Hit(self.documents[int(i)], float(scores[i]), r, r) for r, i in enumerate(top, 1)]
 
