@@ -34,6 +34,10 @@ class InputTooLongError(FinerankError, ValueError):
 class NotFoundError(FinerankError, LookupError):
     """Something named in a request does not exist: a model name, a document id, a served index."""
 
+    def __init__(self, message: str, field: str | None = None):
+        self.field = field
+        super().__init__(message)
+
 
 class MissingDependencyError(FinerankError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""

@@ -47,7 +47,6 @@ class Scored:
 
     order: list[int]
     scores: np.ndarray
-    texts: list[str]
     tokens: int
 
 
@@ -67,7 +66,7 @@ class Service:
 
     def check_model(self, name: str | None) -> None:
         if name and name not in (self.model_name, "default"):
-            raise NotFoundError(f"model: unknown model {name!r}; this server serves {self.model_name!r}")
+            raise NotFoundError(f"model: unknown model {name!r}; this server serves {self.model_name!r}", "model")
 
     def prepare(self, query: str, documents: Sequence[str], max_tokens_per_doc: int | None = None) -> tuple[list[str], int]:
         """Check a rerank request against the limits; cut documents to ``max_tokens_per_doc``.
@@ -98,7 +97,7 @@ class Service:
         self.pairs_scored += len(texts)
         scores = raw_scores if raw else self.reranker.calibrate(raw_scores)
         order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:top_n]
-        return Scored(order, scores, texts, tokens)
+        return Scored(order, scores, tokens)
 
     # --- search and index administration ---------------------------------------------------------
 
@@ -133,7 +132,7 @@ class Service:
         try:
             return index.documents[index.documents.position(doc_id)]
         except KeyError as err:
-            raise NotFoundError(f"id: {err.args[0]}") from None
+            raise NotFoundError(f"id: {err.args[0]}", "id") from None
 
     def upsert(self, documents: Sequence[Document]) -> int:
         """Add or replace documents by id; the new index is saved atomically, then served."""
@@ -150,7 +149,7 @@ class Service:
             current = {d.id: d for d in index.documents}
             unknown = [i for i in ids if i not in current]
             if unknown:
-                raise NotFoundError(f"ids: unknown document id(s) {', '.join(map(repr, unknown[:5]))}; nothing was deleted")
+                raise NotFoundError(f"ids: unknown document id(s) {', '.join(map(repr, unknown[:5]))}; nothing was deleted", "ids")
             for i in set(ids):
                 del current[i]
             if not current:

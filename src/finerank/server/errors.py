@@ -32,10 +32,7 @@ def error_response(status: int, message: str, field: str | None = None) -> JSONR
 def install(app: FastAPI) -> None:
     @app.exception_handler(FinerankError)
     async def finerank_error(request: Request, error: FinerankError) -> JSONResponse:
-        field = getattr(error, "field", None)
-        if field is None and ": " in str(error) and isinstance(error, (NotFoundError, InputTooLongError)):
-            field = str(error).split(": ", 1)[0]
-        return error_response(status_of(error), str(error), field)
+        return error_response(status_of(error), str(error), getattr(error, "field", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
