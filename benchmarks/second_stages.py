@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finerank import BM25Index, Document, Hit, load_reranker, read_corpus, read_run
+from finerank import Index, Document, Hit, load_reranker, read_corpus, read_run
 from finerank.evaluate import load_dataset, mean_scores
 from finerank.fusion import fuse
 
@@ -31,7 +31,7 @@ def candidates(name: str, dataset, documents: dict[str, Document]) -> dict[str, 
         run = read_run(DATASETS / name / "runs" / "BM25.top100.trec")
         ordered = {q: sorted(run[q], key=lambda d: (run[q][d], d), reverse=True) for q in dataset.queries}
         return {q: [Hit(documents[d], run[q][d], r, r) for r, d in enumerate(ordered[q], 1)] for q in dataset.queries}
-    index = BM25Index.build(documents.values())
+    index = Index.build(documents.values())
     return {q: index.search(text, 100) for q, text in dataset.queries.items()}
 
 

@@ -12,7 +12,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from finerank import BM25Index, read_corpus
+from finerank import Index, read_corpus
 from finerank import train as training
 from finerank.registry import MODELS
 
@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
-    index = BM25Index.build(read_corpus(DATASETS / "nfcorpus"))
+    index = Index.build(read_corpus(DATASETS / "nfcorpus"))
     groups = training.labelled_groups(DATASETS / "nfcorpus", index, group_size=8, max_queries=200)
     base = str(MODELS["all-minilm-l6-v2"].locate())
     rows = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from finerank import BM25Index, load_reranker, read_corpus
+from finerank import Index, load_reranker, read_corpus
 from finerank.evaluate import fit_fusion, load_dataset
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--reranker", default="all-minilm-l6-v2")
     args = parser.parse_args()
     dataset = load_dataset(DATASETS / args.dataset, args.split)
-    index = BM25Index.build(read_corpus(DATASETS / args.dataset))
+    index = Index.build(read_corpus(DATASETS / args.dataset))
     rows = fit_fusion(dataset, index, load_reranker(args.reranker), show_progress=True)
     print(f"{args.dataset} {args.split}: {len(dataset.queries)} queries, BM25 top 100 fused with {args.reranker}")
     print(f"{'method':<8} {'weight':>6} {'nDCG@10':>8}")

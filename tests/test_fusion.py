@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from finerank import BM25Index, Document, Hit, load_reranker, read_corpus, rerank
+from finerank import Index, Document, Hit, load_reranker, read_corpus, rerank
 from finerank.evaluate import fit_fusion, load_dataset, mean_scores
 from finerank.fusion import fuse, minmax, ranks, rrf
 from finerank.rerank import FusedReranker
@@ -49,7 +49,7 @@ def test_fused_reranker_reads_first_stage_ranks_and_scores(bi):
 
 def test_fit_fusion_on_a_dev_split(datasets, bi):
     dataset = load_dataset(datasets / "nfcorpus", "dev", max_queries=15)
-    index = BM25Index.build(read_corpus(datasets / "nfcorpus"))
+    index = Index.build(read_corpus(datasets / "nfcorpus"))
     rows = fit_fusion(dataset, index, bi, candidates=30, weights=(0.0, 0.5, 1.0))
     assert len(rows) == 6 and rows == sorted(rows, key=lambda r: -r[2])
     bm25 = mean_scores({q: [h.id for h in index.search(t, 30)] for q, t in dataset.queries.items()}, dataset.qrels)["ndcg@10"]

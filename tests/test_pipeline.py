@@ -1,12 +1,12 @@
 import pytest
 
-from finerank import BM25Index, Pipeline, Ranking, Retriever, load_reranker, read_corpus, read_qrels, read_queries, read_run, rerank
+from finerank import Index, Pipeline, Ranking, Retriever, load_reranker, read_corpus, read_qrels, read_queries, read_run, rerank
 from finerank.evaluate import mean_scores
 
 
 @pytest.fixture(scope="module")
 def scifact_index(scifact_docs):
-    return BM25Index.build(scifact_docs)
+    return Index.build(scifact_docs)
 
 
 @pytest.fixture(scope="module")

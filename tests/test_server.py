@@ -15,7 +15,7 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
 
-from finerank import BM25Index, Document, load_reranker
+from finerank import Index, Document, load_reranker
 from finerank.server import Limits, create_app
 from finerank.server.batching import Batcher, Overloaded
 
@@ -51,7 +51,7 @@ class LiveServer:
 def index_dir(tmp_path_factory, scifact_docs):
     docs = [Document(d.id, d.text, d.title, {"group": i % 3}) for i, d in enumerate(scifact_docs[:300])]
     path = tmp_path_factory.mktemp("served") / "idx"
-    BM25Index.build(docs).save(path)
+    Index.build(docs).save(path)
     return path
 
 
@@ -147,7 +147,7 @@ def test_oversized_body_and_missing_key(client, live):
 def test_search_filters_and_index_administration(client, index_dir):
     found = client.post("/v1/search", json={"query": "vitamin D bone fractures", "candidates": 30, "top_n": 5}).json()
     assert [r["rank"] for r in found["results"]] == [1, 2, 3, 4, 5] and set(found["timings_ms"]) == {"first_stage", "rerank"}
-    first = {h.id: h.rank for h in BM25Index.load(index_dir).search("vitamin D bone fractures", 30)}
+    first = {h.id: h.rank for h in Index.load(index_dir).search("vitamin D bone fractures", 30)}
     assert all(first[r["id"]] == r["original_rank"] for r in found["results"])
     filtered = client.post("/v1/search", json={"query": "cells", "top_n": 7, "filter": {"group": [1]}, "rerank": False}).json()
     assert len(filtered["results"]) == 7 and all(r["document"]["metadata"]["group"] == 1 for r in filtered["results"])
@@ -157,15 +157,15 @@ def test_search_filters_and_index_administration(client, index_dir):
     hits = client.post("/v1/search", json={"query": "zebrafish fin blastema", "top_n": 1}).json()["results"]
     assert hits[0]["id"] == "new-1" and hits[0]["document"]["metadata"] == {"group": 9}
     assert client.get("/v1/documents/new-1").json()["title"] == doc["title"]
-    assert BM25Index.load(index_dir).search("zebrafish blastema", 1)[0].id == "new-1"  # persisted
+    assert Index.load(index_dir).search("zebrafish blastema", 1)[0].id == "new-1"  # persisted
     assert client.post("/v1/documents/delete", json={"ids": ["new-1"]}).json() == {"changed": 1, "documents": 300}
     assert client.get("/v1/documents/new-1").status_code == 404
-    assert "new-1" not in [h.id for h in BM25Index.load(index_dir).search("zebrafish blastema", 5)]
+    assert "new-1" not in [h.id for h in Index.load(index_dir).search("zebrafish blastema", 5)]
 
 
 def test_concurrent_add_delete_search_loses_nothing(client, index_dir):
-    before = len(BM25Index.load(index_dir))
-    victims = [h.id for h in BM25Index.load(index_dir).search("cancer", 6)]
+    before = len(Index.load(index_dir))
+    victims = [h.id for h in Index.load(index_dir).search("cancer", 6)]
 
     def add(worker):
         for j in range(4):
@@ -183,7 +183,7 @@ def test_concurrent_add_delete_search_loses_nothing(client, index_dir):
         jobs = [pool.submit(add, w) for w in range(4)] + [pool.submit(remove, v) for v in victims] + [pool.submit(search, s) for s in range(3)]
         for job in jobs:
             job.result()
-    on_disk = BM25Index.load(index_dir)
+    on_disk = Index.load(index_dir)
     assert len(on_disk) == before + 16 - len(victims)
     ids = {d.id for d in on_disk.documents}
     assert all(f"w{w}-{j}" in ids for w in range(4) for j in range(4)) and not ids & set(victims)

@@ -2,14 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from finerank import BM25Index, CrossEncoder, Document, load_reranker, read_corpus, read_qrels, read_queries
+from finerank import Index, CrossEncoder, Document, load_reranker, read_corpus, read_qrels, read_queries
 from finerank import train as training
 from finerank.cli import main
 
 
 @pytest.fixture(scope="module")
 def nf_index(datasets):
-    return BM25Index.build(read_corpus(datasets / "nfcorpus"))
+    return Index.build(read_corpus(datasets / "nfcorpus"))
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +39,13 @@ def test_labelled_groups_never_use_a_relevant_document_as_negative(datasets, nf_
 
 
 def test_self_supervised_groups_pair_titles_with_their_text(scifact_docs):
-    index = BM25Index.build(scifact_docs[:400])
+    index = Index.build(scifact_docs[:400])
     groups = training.self_supervised_groups(index, group_size=4, max_documents=10)
     texts = {d.title: d.text for d in scifact_docs[:400]}
     assert len(groups) == 10
     for g in groups:
         assert g.texts[0] == texts[g.query] and texts[g.query] not in g.texts[1:]
-    untitled = BM25Index.build([Document(d.id, d.text) for d in scifact_docs[:400]])
+    untitled = Index.build([Document(d.id, d.text) for d in scifact_docs[:400]])
     for g in training.self_supervised_groups(untitled, group_size=4, max_documents=5):
         source = next(d.text for d in scifact_docs[:400] if d.text.startswith(g.query + ". "))
         assert g.texts[0] == source[len(g.query) + 2 :].strip() and g.texts[0] not in g.texts[1:]

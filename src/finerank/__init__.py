@@ -1,13 +1,15 @@
 """finerank: coarse recall, then fine ranking.
 
-A fast first stage (BM25) recalls candidates, a reranker reads each (query, document) pair
+A fast first stage (BM25, dense vectors, or both fused) recalls candidates, a reranker reads each (query, document) pair
 and reorders them. Heavy frameworks (torch, onnxruntime, transformers) load only when a
 reranker is built, never at import.
 """
 
 from .corpus import read_corpus, read_qrels, read_queries, read_run
 from .errors import CorpusError, FinerankError, IndexFormatError, InputTooLongError, MissingDependencyError, ModelError
-from .lexical import BM25Index
+from .dense import DenseRetriever
+from .hybrid import HybridRetriever
+from .index import Index
 from .pipeline import Pipeline, Retriever
 from .registry import DEFAULT_RERANKER, load_reranker
 from .rerank import BiEncoder, CrossEncoder, FusedReranker, Reranker, rerank
@@ -16,15 +18,17 @@ from .types import Document, Hit, Ranking
 __version__ = "0.1.0"
 
 __all__ = [
-    "BM25Index",
     "BiEncoder",
     "CorpusError",
     "CrossEncoder",
     "DEFAULT_RERANKER",
+    "DenseRetriever",
     "Document",
     "FinerankError",
     "FusedReranker",
     "Hit",
+    "HybridRetriever",
+    "Index",
     "IndexFormatError",
     "InputTooLongError",
     "MissingDependencyError",

@@ -13,9 +13,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from . import BM25Index, Document, Pipeline, __version__, load_reranker, read_corpus, rerank
+from . import Document, Index, Pipeline, __version__, load_reranker, read_corpus, rerank
 from .errors import FinerankError, MissingDependencyError
-from .registry import ANALYZERS, BACKENDS, DEFAULT_RERANKER, MODELS
+from .dense import ANN
+from .index import FIRST_STAGES
+from .registry import ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, MODELS, load_encoder
 from .types import Hit, Ranking
 
 logger = logging.getLogger("finerank")
@@ -45,18 +47,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    p = sub.add_parser("index", help="build a BM25 index from a corpus")
-    p.add_argument("corpus", help="JSONL file, BEIR folder, CSV/TSV file or folder of .txt/.md files")
+    p = sub.add_parser("index", help="build an index (BM25, and dense vectors with --dense), or update one (--add, --delete)")
+    p.add_argument("corpus", nargs="?", help="JSONL file, BEIR folder, CSV/TSV file or folder of .txt/.md files")
     p.add_argument("--out", required=True, help="index folder (written atomically)")
     p.add_argument("--analyzer", default="auto", choices=sorted(ANALYZERS))
     p.add_argument("--k1", type=float, default=0.9)
     p.add_argument("--b", type=float, default=0.4)
+    p.add_argument("--dense", nargs="?", const=DEFAULT_ENCODER, help=f"also store dense vectors from this encoder (default {DEFAULT_ENCODER})")
+    p.add_argument("--ann", default="auto", choices=ANN, help="dense search: exact, hnsw, or auto (hnsw from 100,000 documents)")
+    p.add_argument("--query-prefix", help="prepended to queries before encoding (e5-style models: 'query: ')")
+    p.add_argument("--document-prefix", help="prepended to documents before encoding (e5-style models: 'passage: ')")
+    p.add_argument("--add", help="update the index in --out: add (or replace, by id) the documents of this corpus")
+    p.add_argument("--delete", nargs="+", default=[], metavar="ID", help="update the index in --out: delete these document ids")
     p.add_argument("--skip-invalid", action="store_true", help="skip bad records (reported) instead of stopping")
     p.set_defaults(run_command=_index)
 
-    p = sub.add_parser("search", help="search an index: BM25 candidates, then rerank")
+    p = sub.add_parser("search", help="search an index: first-stage candidates, then rerank")
     p.add_argument("index")
     p.add_argument("query")
+    p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="dense and hybrid need an index built with --dense")
+    p.add_argument("--filter", type=json.loads, help='metadata filter as JSON, e.g. \'{"year": {"gte": 2015}, "lang": ["en", "zh"]}\'')
     p.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank (default 100)")
     p.add_argument("--top-k", type=int, default=3)
     _reranker_options(p, allow_none=True)
@@ -74,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every dataset in the folder; writes --out")
     p.add_argument("--split", default="test")
     p.add_argument("--run", help="rerank this TREC run (path, or relative to the dataset) instead of BM25")
-    p.add_argument("--index", help="an existing index of the dataset's corpus (default: build BM25 in memory)")
+    p.add_argument("--index", help="an existing index of the dataset's corpus (default: build one in memory)")
+    p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="bm25, dense (all-MiniLM-L6-v2 unless the index says otherwise) or hybrid (RRF)")
     p.add_argument("--analyzer", default="auto", choices=sorted(ANALYZERS))
     p.add_argument("--candidates", type=int, default=100, help="first-stage depth that is reranked and evaluated (default 100)")
     p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
@@ -86,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="HTTP service: Cohere/Jina/TEI/Infinity rerank APIs and search")
     p.add_argument("--index", help="an index folder to search and administer over HTTP")
+    p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="first stage of /v1/search")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("FINERANK_API_KEY"), help="require 'Authorization: Bearer KEY' (default $FINERANK_API_KEY)")
@@ -130,7 +142,7 @@ def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
     p.add_argument("--reranker", default=None, help=f"model name ({', '.join(MODELS)}), local model folder or hub id (default {DEFAULT_RERANKER})")
     p.add_argument("--kind", default="cross-encoder", choices=("cross-encoder", "bi-encoder"), help="what a model folder holds")
     p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"), help="int8: onnx backend only")
     p.add_argument("--max-length", type=int, help="tokens per (query, document) pair (default: the model's own limit, at most 512)")
     if allow_none:
         p.add_argument("--no-rerank", action="store_true", help="first stage only")
@@ -143,13 +155,13 @@ def _eval(args: argparse.Namespace) -> int:
 
     reranker = None if args.no_rerank else _load(args)
     options = dict(split=args.split, run=args.run, index=args.index, analyzer=args.analyzer, candidates=args.candidates,
-                   max_queries=args.max_queries, show_progress=not args.quiet)
+                   max_queries=args.max_queries, first_stage=args.first_stage, show_progress=not args.quiet)
     if args.all:
         root = Path(args.dataset or "../shared/datasets")
         folders = sorted(f for f in root.iterdir() if (f / "qrels" / f"{args.split}.tsv").is_file())
         if not folders:
             raise ValueError(f"no datasets with a {args.split} split in {root}")
-        evaluations = [evaluate_folder(f, reranker, official_run=True, **options) for f in folders]
+        evaluations = [evaluate_folder(f, reranker, official_run=args.first_stage == "bm25", **options) for f in folders]
         write_results(evaluations, Path(args.out), args.command_line)
         print(json.dumps([ev.to_json() for ev in evaluations], indent=2) if args.json else "\n\n".join(map(table, evaluations)))
         return 0
@@ -172,7 +184,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise MissingDependencyError(f"the server dependencies ({err.name})", "server") from None
     limits = Limits(max_documents=args.max_documents, max_document_tokens=args.max_document_tokens,
                     batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
-    app = create_app(_load(args), index=args.index, api_key=args.api_key, limits=limits)
+    app = create_app(_load(args), index=args.index, first_stage=args.first_stage, api_key=args.api_key, limits=limits)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
     return 0
 
@@ -183,7 +195,7 @@ def _train(args: argparse.Namespace) -> int:
 
     spec = MODELS.get(args.base)
     base = str(spec.locate()) if isinstance(spec, PackagedModel) else args.base
-    index = BM25Index.build(read_corpus(args.data), show_progress=not args.quiet)
+    index = Index.build(read_corpus(args.data), show_progress=not args.quiet)
     if args.data_kind == "self":
         groups = train.self_supervised_groups(index, group_size=args.group_size, max_documents=args.max_queries, seed=args.seed)
     else:
@@ -224,16 +236,33 @@ def _load(args: argparse.Namespace):
 
 
 def _index(args: argparse.Namespace) -> int:
-    index = BM25Index.build(
-        read_corpus(args.corpus, skip_invalid=args.skip_invalid), analyzer=args.analyzer, k1=args.k1, b=args.b, show_progress=not args.quiet
+    if args.add or args.delete:
+        if args.corpus:
+            raise ValueError("give a corpus to build an index, or --add/--delete to update the one in --out, not both")
+        index = Index.load(args.out)
+        added = list(read_corpus(args.add, skip_invalid=args.skip_invalid)) if args.add else []
+        new = index.update(add=added, delete=args.delete, show_progress=not args.quiet)
+        new.save(args.out)
+        print(f"updated {args.out}: {len(index)} -> {len(new)} documents ({len(added)} added or replaced, {len(args.delete)} deleted)")
+        return 0
+    if not args.corpus:
+        raise ValueError("name a corpus to index (or use --add/--delete to update an index)")
+    encoder = None
+    if args.dense:
+        encoder = load_encoder(args.dense, query_prefix=args.query_prefix, document_prefix=args.document_prefix)
+    index = Index.build(
+        read_corpus(args.corpus, skip_invalid=args.skip_invalid), analyzer=args.analyzer, k1=args.k1, b=args.b,
+        encoder=encoder, ann=args.ann, show_progress=not args.quiet,
     )
     index.save(args.out)
-    print(f"indexed {len(index)} documents into {args.out} ({index.name})")
+    dense = f" + {index.vectors.ann} {index.vectors.dimension}-d vectors from {encoder.name}" if encoder else ""
+    print(f"indexed {len(index)} documents into {args.out} ({index.name}{dense})")
     return 0
 
 
 def _search(args: argparse.Namespace) -> int:
-    index = BM25Index.load(args.index)
+    index = Index.load(args.index)
+    first_stage = index.first_stage(args.first_stage)
     reranker = None
     if not args.no_rerank:
         try:
@@ -242,7 +271,7 @@ def _search(args: argparse.Namespace) -> int:
             if args.reranker is not None:
                 raise
             logger.warning("no reranker: %s (showing the first stage only; --no-rerank hides this)", err)
-    ranking = Pipeline(index, reranker, candidates=args.candidates, top_k=args.top_k).search(args.query)
+    ranking = Pipeline(first_stage, reranker, candidates=args.candidates, top_k=args.top_k).search(args.query, filter=args.filter)
     if args.json:
         print(json.dumps(_ranking_json(ranking), ensure_ascii=False, indent=2))
     else:
@@ -287,7 +316,7 @@ def _read_documents(source: str) -> list[Document]:
 def _demo(args: argparse.Namespace) -> int:
     corpus = resources.files("finerank") / "data" / "demo.jsonl"
     with resources.as_file(corpus) as path:
-        index = BM25Index.build(read_corpus(path))
+        index = Index.build(read_corpus(path))
     reranker = _load(args)
     results = []
     for query in DEMO_QUERIES:

@@ -232,13 +232,18 @@ def evaluate_folder(
     analyzer: str = "auto",
     candidates: int = 100,
     max_queries: int | None = None,
+    first_stage: str = "bm25",
+    encoder=None,
     show_progress: bool = False,
 ) -> Evaluation:
     """Evaluate a BEIR folder. The first stage is, in this order: ``run`` (a TREC run file, as a
     path or relative to the folder); with ``official_run``, the folder's ``runs/BM25.top100.trec``
-    if it has one; an existing ``index``; else a BM25 index built from the folder's corpus."""
+    if it has one; else ``first_stage`` (bm25, dense or hybrid) over an existing ``index`` or
+    one built from the folder's corpus (with ``encoder``, default all-MiniLM-L6-v2, for dense
+    and hybrid)."""
     from .corpus import read_corpus, read_run
-    from .lexical import BM25Index
+    from .index import Index
+    from .registry import load_encoder
 
     folder = Path(folder)
     dataset = load_dataset(folder, split, max_queries)
@@ -252,8 +257,14 @@ def evaluate_folder(
         documents = {d.id: d for d in read_corpus(folder)} if reranker is not None else None
         return evaluate(dataset, read_run(run_file), reranker, documents=documents, candidates=candidates,
                         first_stage_name=f"run {run_file.name}", show_progress=show_progress)
-    first_stage = BM25Index.load(index) if index else BM25Index.build(read_corpus(folder), analyzer=analyzer)
-    return evaluate(dataset, first_stage, reranker, candidates=candidates, show_progress=show_progress)
+    if index:
+        loaded = Index.load(index)
+    else:
+        if first_stage != "bm25" and encoder is None:
+            encoder = load_encoder()
+        loaded = Index.build(read_corpus(folder), analyzer=analyzer, encoder=encoder if first_stage != "bm25" else None, show_progress=show_progress)
+    retriever = loaded.first_stage(first_stage, encoder)
+    return evaluate(dataset, retriever, reranker, candidates=candidates, show_progress=show_progress)
 
 
 def fit_fusion(

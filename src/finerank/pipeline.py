@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from .rerank import Reranker, rerank
 from .types import Hit, Ranking
@@ -11,11 +11,12 @@ from .types import Hit, Ranking
 
 @runtime_checkable
 class Retriever(Protocol):
-    """A first stage: BM25 here; dense, hybrid and external engines implement the same two calls."""
+    """A first stage: BM25 (:class:`finerank.Index`), dense, hybrid; external engines implement
+    the same two calls. ``filter`` (see :mod:`finerank.filters`) is optional to implement."""
 
     name: str
 
-    def search(self, query: str, k: int = 10) -> list[Hit]: ...
+    def search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[Hit]: ...
 
     def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]: ...
 
@@ -30,11 +31,13 @@ class Pipeline:
         self.first_stage, self.reranker = first_stage, reranker
         self.candidates, self.top_k = candidates, top_k
 
-    def search(self, query: str) -> Ranking:
+    def search(self, query: str, *, filter: Mapping[str, Any] | None = None) -> Ranking:
+        """``filter``: see :mod:`finerank.filters` (passed to the first stage)."""
         if not query.strip():
             raise ValueError("the query is empty")
         start = time.perf_counter()
-        hits = self.first_stage.search(query, self.candidates if self.reranker else self.top_k)
+        k = self.candidates if self.reranker else self.top_k
+        hits = self.first_stage.search(query, k, filter=filter) if filter else self.first_stage.search(query, k)
         timings = {"first_stage": time.perf_counter() - start}
         if self.reranker is not None:
             start = time.perf_counter()

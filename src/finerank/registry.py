@@ -88,6 +88,9 @@ DEFAULT_RERANKER = "minilm-fused"
 
 KINDS = {"cross-encoder": CrossEncoder, "bi-encoder": BiEncoder}
 
+# The encoder of the dense first stage when none is named.
+DEFAULT_ENCODER = "all-minilm-l6-v2"
+
 
 def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "cross-encoder", **options) -> Reranker:
     """A reranker by registry name, or a cross-encoder (``kind``) from a local directory or hub id.
@@ -107,4 +110,14 @@ def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "c
     return KINDS[kind](model, **options)
 
 
-__all__ = ["ANALYZERS", "BACKENDS", "DEFAULT_RERANKER", "MODELS", "FusedModel", "PackagedModel", "analyzer", "load_reranker"]
+def load_encoder(model: str | os.PathLike = DEFAULT_ENCODER, **options) -> BiEncoder:
+    """A dense encoder by registry name (a bi-encoder entry), or from a sentence-transformers
+    directory or hub id. ``options`` go to :class:`finerank.BiEncoder` (backend, precision,
+    max_length, query_prefix, document_prefix, ...)."""
+    spec = MODELS.get(str(model))
+    if spec is not None and spec.kind != "bi-encoder":
+        raise ModelError(f"{model!r} is a {spec.kind} model, not an encoder; encoders: {', '.join(n for n, m in MODELS.items() if m.kind == 'bi-encoder')}")
+    return BiEncoder(spec.locate() if spec else model, name=str(model), **options)
+
+
+__all__ = ["ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "MODELS", "load_encoder", "FusedModel", "PackagedModel", "analyzer", "load_reranker"]

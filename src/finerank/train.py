@@ -27,7 +27,7 @@ import numpy as np
 
 from .corpus import read_qrels, read_queries
 from .errors import CorpusError
-from .lexical import BM25Index
+from .index import Index
 from .fusion import ranks
 from .rerank import FusedReranker, Reranker
 from .rerank._runtime import TextEncoder, _cpu_has_bf16, export_onnx, model_inputs, pad, resolve_model
@@ -48,7 +48,7 @@ class Group:
 # --- training data --------------------------------------------------------------------------
 
 
-def labelled_groups(folder: str | Path, index: BM25Index, *, split: str = "train", group_size: int = 8, candidates: int = 100,
+def labelled_groups(folder: str | Path, index: Index, *, split: str = "train", group_size: int = 8, candidates: int = 100,
                     skip_unjudged: int = 3, max_positives: int = 2, max_queries: int | None = None, seed: int = 0) -> list[Group]:
     """Groups from judged queries: a relevant document the first stage found, and negatives
     mined from the same first-stage list. Guard against false negatives: a document judged
@@ -81,7 +81,7 @@ def labelled_groups(folder: str | Path, index: BM25Index, *, split: str = "train
     return groups
 
 
-def self_supervised_groups(index: BM25Index, *, group_size: int = 8, max_documents: int | None = None, seed: int = 0) -> list[Group]:
+def self_supervised_groups(index: Index, *, group_size: int = 8, max_documents: int | None = None, seed: int = 0) -> list[Group]:
     """Groups from an unlabelled corpus: a document's title is the query and its text the
     positive (a document without a title: its first sentence, and the rest); the first stage's
     other hits for that query are the negatives."""

@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -223,12 +224,12 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    precisions = ("fp32",)
+    precisions = ("fp32", "int8")
 
     def __init__(self, model_dir: Path, head: str, precision: str = "fp32", threads: int | None = None):
         import onnxruntime as ort
 
-        path = onnx_file(model_dir, head)
+        path = onnx_file(model_dir, head, precision)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or 0
@@ -244,10 +245,11 @@ class OnnxBackend:
 BACKENDS = {"torch": TorchBackend, "onnx": OnnxBackend}
 
 
-def onnx_file(model_dir: Path, head: str) -> Path:
+def onnx_file(model_dir: Path, head: str, precision: str = "fp32") -> Path:
     """The ONNX export of a model, made from its torch weights once and cached next to the model
-    (or under ~/.cache/finerank/onnx when the model's folder is read-only)."""
-    name = f"finerank-{head}.onnx"
+    (or under ~/.cache/finerank/onnx when the model's folder is read-only). ``int8``: the export
+    with dynamic int8 quantization of its matrix products (per-channel weights)."""
+    name = f"finerank-{head}.onnx" if precision == "fp32" else f"finerank-{head}-{precision}.onnx"
     for candidate in (model_dir / "onnx" / name, _cache_dir(model_dir) / name):
         if candidate.is_file() and candidate.stat().st_mtime >= _weights_mtime(model_dir):
             return candidate
@@ -255,9 +257,32 @@ def onnx_file(model_dir: Path, head: str) -> Path:
     if not os.access(model_dir, os.W_OK):
         target = _cache_dir(model_dir) / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("exporting %s to ONNX (once): %s", model_dir, target)
-    export_onnx(model_dir, head, target)
+    logger.info("exporting %s to ONNX %s (once): %s", model_dir, precision, target)
+    if precision == "fp32":
+        export_onnx(model_dir, head, target)
+    else:
+        quantize_onnx(onnx_file(model_dir, head), target)
     return target
+
+
+def quantize_onnx(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _temporary(target) as tmp:
+        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True)
+
+
+@contextmanager
+def _temporary(target: Path):
+    """A temporary file beside ``target`` that replaces it when the block succeeds."""
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _weights_mtime(model_dir: Path) -> float:
@@ -289,17 +314,10 @@ def export_onnx(model_dir: Path, head: str, target: Path) -> None:
 
     example = tuple(torch.ones((2, 8), dtype=torch.int64) for _ in inputs)
     axes = {n: {0: "batch", 1: "sequence"} for n in inputs}
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on shapes it treats as constant (parity is tested)
-            torch.onnx.export(
-                Wrapper().eval(), example, tmp, input_names=inputs, output_names=["output"],
-                dynamic_axes=axes | {"output": {0: "batch"} if head == "classification" else {0: "batch", 1: "sequence"}},
-                opset_version=17, dynamo=False,
-            )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with _temporary(target) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shapes it treats as constant (parity is tested)
+        torch.onnx.export(
+            Wrapper().eval(), example, tmp, input_names=inputs, output_names=["output"],
+            dynamic_axes=axes | {"output": {0: "batch"} if head == "classification" else {0: "batch", 1: "sequence"}},
+            opset_version=17, dynamo=False,
+        )

@@ -30,7 +30,7 @@ class _TransformerReranker:
         precision: str = "auto",
         max_length: int = 512,
         batch_size: int = 32,
-        max_batch_tokens: int = 8192,
+        max_batch_tokens: int = 4096,
         threads: int | None = None,
         name: str | None = None,
     ):
@@ -97,32 +97,66 @@ class CrossEncoder(_TransformerReranker):
 
 
 class BiEncoder(_TransformerReranker):
-    """A sentence-transformers-style encoder that rescores candidates by cosine similarity of
-    pooled embeddings (mean or CLS pooling, read from the model's pooling config).
+    """A sentence-transformers-style encoder: embeds texts (pooling, normalisation, prefixes read
+    from the model's config) for dense retrieval, and rescores candidates by the similarity of
+    query and document embeddings.
 
-    The relevance is (cosine + 1) / 2; ``raw=True`` returns the cosine.
+    ``query_prefix`` / ``document_prefix`` are prepended before encoding (e5-style models need
+    "query: " / "passage: "); by default they come from the model's ``prompts`` config, if any.
+    As a reranker the relevance is (cosine + 1) / 2; ``raw=True`` returns the cosine (the dot
+    product for a model without normalisation).
     """
 
     head = "encoder"
 
-    def __init__(self, model: str | os.PathLike, *, max_length: int | None = None, cache_size: int = 0, **options):
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        max_length: int | None = None,
+        query_prefix: str | None = None,
+        document_prefix: str | None = None,
+        cache_size: int = 0,
+        **options,
+    ):
         model_dir = resolve_model(model)
         self.cache_size = cache_size
         self._cache: dict[str, np.ndarray] = {}  # text -> embedding, for callers that meet the same documents again
         st_config = read_json(model_dir / "sentence_bert_config.json")
         pooling = read_json(model_dir / "1_Pooling" / "config.json")
         self.cls_pooling = bool(pooling.get("pooling_mode_cls_token")) and not pooling.get("pooling_mode_mean_tokens")
+        modules = read_json(model_dir / "modules.json") or []
+        st_model = read_json(model_dir / "config_sentence_transformers.json")
+        self.normalize = any(m.get("type", "").endswith("Normalize") for m in modules) or st_model.get("similarity_fn_name", "cosine") == "cosine"
+        prompts = st_model.get("prompts") or {}
+        self.query_prefix = prompts.get("query", "") if query_prefix is None else query_prefix
+        self.document_prefix = prompts.get("document", prompts.get("passage", "")) if document_prefix is None else document_prefix
         options.setdefault("name", str(model))
         super().__init__(model_dir, max_length=max_length or st_config.get("max_seq_length", 512), **options)
 
+    @property
+    def dimension(self) -> int:
+        return int(self.config["hidden_size"])
+
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        return self.embed([self.query_prefix + q for q in queries])
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed([self.document_prefix + t for t in texts])
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length embeddings, one row per text. With ``cache_size`` > 0 the embeddings of the
-        last ``cache_size`` texts are remembered (off by default, so measured latency is honest)."""
+        """Embeddings (unit length when the model normalises), one float32 row per text, as is
+        (no prefix). With ``cache_size`` > 0 the embeddings of the last ``cache_size`` texts are
+        remembered (off by default, so measured latency is honest)."""
         fresh: dict[str, np.ndarray] = {}
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
             pooled = run_batches(self.backend, self.encoder.singles(missing), self.batch_size, self.max_batch_tokens, self._pool)
-            fresh = dict(zip(missing, pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)))
+            if self.normalize:
+                pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            fresh = dict(zip(missing, pooled))
+        if not texts:
+            return np.empty((0, self.dimension), dtype=np.float32)
         rows = np.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
         self._cache.update(fresh)
         excess = len(self._cache) - self.cache_size
@@ -138,7 +172,7 @@ class BiEncoder(_TransformerReranker):
         return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
 
     def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
-        vectors = self.embed([text for query, texts in requests for text in (query, *texts)])
+        vectors = self.embed([text for query, texts in requests for text in (self.query_prefix + query, *(self.document_prefix + t for t in texts))])
         cosines, start = [], 0
         for _, texts in requests:
             cosines.append(vectors[start + 1 : start + 1 + len(texts)] @ vectors[start])

@@ -34,18 +34,20 @@ def create_app(
     reranker: Any = DEFAULT_RERANKER,
     *,
     index: str | os.PathLike | None = None,
+    first_stage: str = "bm25",
     api_key: str | None = None,
     limits: Limits = Limits(),
     reranker_options: dict | None = None,
 ) -> FastAPI:
     """The finerank service. ``reranker`` is a model name/path (loaded at start-up) or a loaded
-    reranker; ``index`` an index folder to search and administer; with ``api_key`` every
+    reranker; ``index`` an index folder to search (with ``first_stage`` bm25, dense or hybrid)
+    and administer; with ``api_key`` every
     route but health, metrics and the docs needs ``Authorization: Bearer <api_key>``."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         model = load_reranker(reranker, **(reranker_options or {})) if isinstance(reranker, (str, os.PathLike)) else reranker
-        service = await asyncio.to_thread(Service, model, index=index, limits=limits)
+        service = await asyncio.to_thread(Service, model, index=index, first_stage=first_stage, limits=limits)
         service.batcher.start()
         app.state.service = service
         yield
@@ -159,7 +161,7 @@ def _routes() -> APIRouter:
         service: Service = request.app.state.service
         hits, timings = await service.search(body.query, candidates=body.candidates, top_n=body.top_n, filter=body.filter, rerank=body.rerank)
         return {
-            "query": body.query, "first_stage": service.index.name, "reranker": service.model_name if body.rerank else None,
+            "query": body.query, "first_stage": service.first_stage.name, "reranker": service.model_name if body.rerank else None,
             "results": [{"id": h.id, "score": h.score, "rank": h.rank, "original_rank": h.original_rank, "document": _stored(h.document)} for h in hits],
             "timings_ms": {k: v * 1000 for k, v in timings.items()},
         }

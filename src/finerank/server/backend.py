@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import CorpusError, FinerankError, InputTooLongError, NotFoundError
-from ..lexical import BM25Index
+from ..index import Index
 from ..rerank import as_documents, rank
 from ..types import Document, Hit
 from .batching import Batcher
@@ -51,11 +51,14 @@ class Scored:
 
 
 class Service:
-    def __init__(self, reranker, *, index: str | Path | None = None, limits: Limits = Limits()):
+    def __init__(self, reranker, *, index: str | Path | None = None, first_stage: str = "bm25", limits: Limits = Limits()):
         self.reranker, self.limits = reranker, limits
         self.model_name = reranker.name
         self.index_path = Path(index) if index else None
-        self.index = BM25Index.load(self.index_path) if self.index_path else None
+        self.index = Index.load(self.index_path) if self.index_path else None
+        self.first_stage_kind = first_stage
+        self.encoder = self.index.load_encoder() if self.index is not None and self.index.vectors is not None else None
+        self.first_stage = self.index.first_stage(first_stage, self.encoder) if self.index is not None else None
         self.batcher = Batcher(reranker, max_wait_ms=limits.batch_wait_ms, max_pairs=limits.max_batch_pairs, max_queue=limits.max_queue)
         self._write_lock = threading.Lock()
         self.requests: Counter[tuple[str, int]] = Counter()
@@ -101,7 +104,7 @@ class Service:
 
     # --- search and index administration ---------------------------------------------------------
 
-    def _served_index(self) -> BM25Index:
+    def _served_index(self) -> Index:
         if self.index is None:
             raise NotFoundError("no index is served (start the server with --index DIR)")
         return self.index
@@ -111,10 +114,10 @@ class Service:
             raise InvalidRequest("query", "must not be empty")
         if candidates > self.limits.max_candidates:
             raise InputTooLongError(f"candidates: at most {self.limits.max_candidates}", "candidates")
-        index = self._served_index()
+        self._served_index()
         start = time.perf_counter()
         try:
-            hits = await asyncio.to_thread(index.search, query, candidates if rerank else top_n, filter=filter)
+            hits = await asyncio.to_thread(self.first_stage.search, query, candidates if rerank else top_n, filter=filter)
         except ValueError as err:
             raise InvalidRequest("filter", str(err)) from None
         timings = {"first_stage": time.perf_counter() - start}
@@ -136,35 +139,23 @@ class Service:
 
     def upsert(self, documents: Sequence[Document]) -> int:
         """Add or replace documents by id; the new index is saved atomically, then served."""
-        with self._write_lock:
-            index = self._served_index()
-            current = {d.id: d for d in index.documents}
-            current.update((d.id, d) for d in documents)
-            return self._replace(index, current)
+        return self._update(add=documents)
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id; an unknown id deletes nothing and raises NotFoundError."""
-        with self._write_lock:
-            index = self._served_index()
-            current = {d.id: d for d in index.documents}
-            unknown = [i for i in ids if i not in current]
-            if unknown:
-                raise NotFoundError(f"ids: unknown document id(s) {', '.join(map(repr, unknown[:5]))}; nothing was deleted", "ids")
-            for i in set(ids):
-                del current[i]
-            if not current:
-                raise InvalidRequest("ids", "cannot delete every document of the index")
-            return self._replace(index, current)
+        return self._update(delete=ids)
 
-    def _replace(self, index: BM25Index, documents: dict[str, Document]) -> int:
-        p = index.params
-        try:
-            new = BM25Index.build(documents.values(), analyzer=p["analyzer"], k1=p["k1"], b=p["b"], method=p["method"])
-        except CorpusError as err:
-            raise InvalidRequest("documents", str(err)) from None
-        new.save(self.index_path)
-        self.index = new  # one reference swap: a search sees the old index or the new one, whole
-        return len(new)
+    def _update(self, **change) -> int:
+        with self._write_lock:
+            try:
+                new = self._served_index().update(**change, encoder=self.encoder)
+            except CorpusError as err:
+                raise InvalidRequest("ids" if "delete" in change else "documents", str(err)) from None
+            new.save(self.index_path)
+            # one reference swap each: a search sees the old index or the new one, whole
+            self.first_stage = new.first_stage(self.first_stage_kind, self.encoder)
+            self.index = new
+            return len(new)
 
     # --- metrics ------------------------------------------------------------------------------
 

@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from finerank import BM25Index, Document, IndexFormatError, read_corpus, read_qrels, read_queries
+from finerank import Index, Document, IndexFormatError, read_corpus, read_qrels, read_queries
 from finerank.evaluate import mean_scores
-from finerank.lexical import DocumentStore
+from finerank.index import DocumentStore
 
 FOUR = [
     Document("d1", "apple banana apple"),
@@ -21,7 +21,7 @@ def lucene_bm25(tf, df, dl, n=4, avgdl=2.5, k1=0.9, b=0.4):
 
 
 def test_scores_equal_hand_computed_lucene_bm25():
-    index = BM25Index.build(FOUR, analyzer="english")
+    index = Index.build(FOUR, analyzer="english")
     hits = index.search("apple", k=10)
     assert [h.id for h in hits] == ["d1", "d4"]  # two occurrences beat a short document; zero scores are left out
     assert hits[0].score == pytest.approx(lucene_bm25(2, 2, 3), rel=1e-5)
@@ -29,26 +29,26 @@ def test_scores_equal_hand_computed_lucene_bm25():
     scores = index.scores("banana cherry")
     expected = [lucene_bm25(1, 2, 3), lucene_bm25(1, 2, 2) + lucene_bm25(1, 2, 2), lucene_bm25(1, 2, 4), 0.0]
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
-    custom = BM25Index.build(FOUR, analyzer="english", k1=1.2, b=0.75)
+    custom = Index.build(FOUR, analyzer="english", k1=1.2, b=0.75)
     assert custom.search("apple", 1)[0].score == pytest.approx(lucene_bm25(1, 2, 1, k1=1.2, b=0.75), rel=1e-5)
 
 
 def test_search_contract():
-    index = BM25Index.build(FOUR)
+    index = Index.build(FOUR)
     hits = index.search("banana", k=1)
     assert len(hits) == 1 and hits[0].rank == hits[0].original_rank == 1
     assert index.search("zebra unknown", k=5) == [] and index.search("the of and", k=5) == []
     assert [[h.id for h in hs] for hs in index.batch_search(["apple", "fig"], k=2)] == [["d1", "d4"], ["d3"]]
     with pytest.raises(ValueError):
         index.search("apple", k=0)
-    tied = BM25Index.build([Document(str(i), "same words here") for i in range(20)])
+    tied = Index.build([Document(str(i), "same words here") for i in range(20)])
     assert [h.id for h in tied.search("words", k=5)] == ["0", "1", "2", "3", "4"]
 
 
 def test_save_load_roundtrip_memory_mapped(tmp_path):
-    index = BM25Index.build(FOUR + [Document("zh", "感冒的治疗方法", metadata={"lang": "zh"})])
+    index = Index.build(FOUR + [Document("zh", "感冒的治疗方法", metadata={"lang": "zh"})])
     index.save(tmp_path / "idx")
-    loaded = BM25Index.load(tmp_path / "idx")
+    loaded = Index.load(tmp_path / "idx")
     assert isinstance(loaded.documents._blob, np.memmap)
     assert loaded.params == index.params and loaded.name == index.name
     for q in ("apple", "cherry fig", "感冒治疗"):
@@ -62,7 +62,7 @@ def test_save_load_roundtrip_memory_mapped(tmp_path):
 
 def test_crash_mid_save_leaves_old_index_intact(tmp_path, monkeypatch):
     path = tmp_path / "idx"
-    BM25Index.build(FOUR).save(path)
+    Index.build(FOUR).save(path)
 
     def crash(self, folder):
         (folder / "documents.jsonl").write_bytes(b"half")
@@ -70,37 +70,37 @@ def test_crash_mid_save_leaves_old_index_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(DocumentStore, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        BM25Index.build([Document("new", "other text")]).save(path)
-    loaded = BM25Index.load(path)
+        Index.build([Document("new", "other text")]).save(path)
+    loaded = Index.load(path)
     assert len(loaded) == 4 and loaded.search("apple")[0].id == "d1"
     assert len(list(path.glob("gen-*"))) == 1
 
 
 def test_bad_index_folders(tmp_path):
     with pytest.raises(IndexFormatError, match="not a finerank index"):
-        BM25Index.load(tmp_path)
+        Index.load(tmp_path)
     (tmp_path / "mine.txt").write_text("precious")
     with pytest.raises(IndexFormatError, match="refusing to write"):
-        BM25Index.build(FOUR).save(tmp_path)
+        Index.build(FOUR).save(tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "precious"
     path = tmp_path / "idx"
-    BM25Index.build(FOUR).save(path)
+    Index.build(FOUR).save(path)
     meta = next(path.glob("gen-*")) / "meta.json"
-    meta.write_text(meta.read_text().replace('"format_version": 1', '"format_version": 99'))
+    meta.write_text(meta.read_text().replace('"format_version": 2', '"format_version": 99'))
     with pytest.raises(IndexFormatError, match="format 99"):
-        BM25Index.load(path)
+        Index.load(path)
     meta.write_text("{not json")
     with pytest.raises(IndexFormatError, match="cannot read meta.json"):
-        BM25Index.load(path)
+        Index.load(path)
     (path / "CURRENT").write_text("gen-missing")
     with pytest.raises(IndexFormatError, match="gen-missing, which is missing"):
-        BM25Index.load(path)
+        Index.load(path)
     with pytest.raises(ValueError, match="unknown analyzer"):
-        BM25Index.build(FOUR, analyzer="klingon")
+        Index.build(FOUR, analyzer="klingon")
 
 
 def test_chinese_retrieval_smoke(datasets):
-    index = BM25Index.build(read_corpus(datasets / "cmrc2018-dev-retrieval"), analyzer="auto")
+    index = Index.build(read_corpus(datasets / "cmrc2018-dev-retrieval"), analyzer="auto")
     queries = read_queries(datasets / "cmrc2018-dev-retrieval" / "queries.jsonl")
     qrels = read_qrels(datasets / "cmrc2018-dev-retrieval" / "qrels" / "test.tsv")
     sample = dict(list(qrels.items())[:400])
@@ -110,7 +110,7 @@ def test_chinese_retrieval_smoke(datasets):
 
 def test_filtered_search_still_returns_k_matching_documents(scifact_docs):
     docs = [Document(d.id, d.text, d.title, {"year": 2000 + i % 20, "lang": "en" if i % 2 else "de"}) for i, d in enumerate(scifact_docs[:500])]
-    index = BM25Index.build(docs)
+    index = Index.build(docs)
     for spec, check in [
         ({"lang": "de"}, lambda m: m["lang"] == "de"),
         ({"year": [2003, 2005]}, lambda m: m["year"] in (2003, 2005)),

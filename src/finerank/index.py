@@ -1,0 +1,296 @@
+"""The index: documents, their analyzed tokens, BM25 and (when built with an encoder) dense
+vectors, in one folder with one format version. Saves are atomic (see ``_storage``); loads
+memory-map the arrays and documents.
+
+Updates (:meth:`Index.update`) analyze and encode only the documents they add. BM25's
+statistics are recomputed from the stored tokens, so scores equal a full rebuild's; vectors and
+the HNSW graph keep their unchanged rows and nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import filters, registry
+from ._storage import live_generation, new_generation
+from .dense import DenseRetriever, VectorIndex
+from .errors import CorpusError, IndexFormatError, NotFoundError
+from .lexical import bm25_model, load_bm25, top_k
+from .types import Document, Hit
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2
+FIRST_STAGES = ("bm25", "dense", "hybrid")
+
+
+class DocumentStore:
+    """Documents as JSON lines in one byte buffer (in memory or memory-mapped) plus offsets."""
+
+    def __init__(self, blob: bytes | np.ndarray, offsets: np.ndarray):
+        self._blob, self._offsets = blob, offsets
+        self._positions: dict[str, int] | None = None
+
+    @classmethod
+    def from_lines(cls, lines: Sequence[bytes]) -> "DocumentStore":
+        offsets = np.zeros(len(lines) + 1, dtype=np.int64)
+        np.cumsum([len(line) for line in lines], out=offsets[1:])
+        return cls(b"".join(lines), offsets)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def line(self, position: int) -> bytes:
+        return bytes(self._blob[self._offsets[position] : self._offsets[position + 1]])
+
+    def __getitem__(self, position: int) -> Document:
+        record = json.loads(self.line(position))
+        return Document(record["id"], record["text"], record["title"], record["metadata"])
+
+    def __contains__(self, doc_id: str) -> bool:
+        return doc_id in self._ids()
+
+    def position(self, doc_id: str) -> int:
+        """The position of a document id; KeyError naming the id if the index lacks it."""
+        try:
+            return self._ids()[doc_id]
+        except KeyError:
+            raise KeyError(f"unknown document id {doc_id!r}") from None
+
+    def _ids(self) -> dict[str, int]:
+        if self._positions is None:
+            self._positions = {self[i].id: i for i in range(len(self))}
+        return self._positions
+
+    def save(self, folder: Path) -> None:
+        (folder / "documents.jsonl").write_bytes(bytes(self._blob))
+        np.save(folder / "offsets.npy", self._offsets)
+
+    @classmethod
+    def load(cls, folder: Path, mmap: bool = True) -> "DocumentStore":
+        blob = np.memmap(folder / "documents.jsonl", dtype=np.uint8, mode="r") if mmap else (folder / "documents.jsonl").read_bytes()
+        return cls(blob, np.load(folder / "offsets.npy", mmap_mode="r" if mmap else None))
+
+
+def encode(doc: Document) -> bytes:
+    record = {"id": doc.id, "title": doc.title, "text": doc.text, "metadata": dict(doc.metadata)}
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+class Index:
+    """Documents with BM25 (Lucene's variant by default: k1=0.9, b=0.4) over title + text, and
+    dense vectors when built with an encoder.
+
+    The index itself is the BM25 first stage (:class:`finerank.Retriever`: ``search``,
+    ``batch_search``); :meth:`dense` and :meth:`hybrid` give the other two.
+    """
+
+    def __init__(self, documents: DocumentStore, tokens: np.ndarray, token_offsets: np.ndarray, keys: np.ndarray,
+                 bm25, params: dict, vectors: VectorIndex | None = None):
+        self.documents, self.keys, self.params, self.vectors = documents, keys, params, vectors
+        self._tokens, self._token_offsets, self._bm25 = tokens, token_offsets, bm25
+        self.analyzer = registry.analyzer(params["analyzer"])
+        self.name = f"bm25({params['method']}, k1={params['k1']}, b={params['b']}, {params['analyzer']})"
+
+    @classmethod
+    def build(
+        cls,
+        documents: Iterable[Document],
+        *,
+        analyzer: str = "auto",
+        k1: float = 0.9,
+        b: float = 0.4,
+        method: str = "lucene",
+        encoder=None,
+        ann: str = "auto",
+        show_progress: bool = False,
+    ) -> "Index":
+        """Index ``documents``; with ``encoder`` (a :class:`finerank.BiEncoder`) also their vectors,
+        searched exactly or through HNSW (``ann``: auto picks HNSW from 100,000 documents)."""
+        from tqdm.auto import tqdm
+
+        docs = list(tqdm(documents, desc="reading", unit=" docs", disable=not show_progress))
+        if not docs:
+            raise CorpusError("cannot build an index from an empty corpus")
+        _check_unique(docs)
+        params = {"format_version": FORMAT_VERSION, "analyzer": analyzer, "k1": k1, "b": b, "method": method}
+        vocab: dict[str, int] = {"": 0}
+        analyze = registry.analyzer(analyzer)
+        token_lists = [_token_ids(analyze, d, vocab) for d in tqdm(docs, desc="analyzing", unit=" docs", disable=not show_progress)]
+        tokens, offsets = _flatten(token_lists)
+        keys = np.arange(len(docs), dtype=np.int64)
+        vectors = None
+        if encoder is not None:
+            params["dense"] = _encoder_params(encoder)
+            vectors = VectorIndex.build(_embed(encoder, docs, show_progress), keys, ann)
+            params["dense"]["ann"] = vectors.ann
+        index = cls(DocumentStore.from_lines([encode(d) for d in docs]), tokens, offsets, keys,
+                    bm25_model(token_lists, vocab, params), params | {"documents": len(docs), "next_key": len(docs)}, vectors)
+        logger.info("indexed %d documents, %d terms%s", len(docs), len(vocab), f", {vectors.ann} vectors" if vectors else "")
+        return index
+
+    def update(self, add: Iterable[Document] = (), delete: Iterable[str] = (), *, encoder=None, show_progress: bool = False) -> "Index":
+        """A new index with ``add`` added (a document whose id exists replaces it) and the ids in
+        ``delete`` removed; this one is left as it was. Only added documents are analyzed and
+        encoded. An unknown id in ``delete`` raises NotFoundError and changes nothing."""
+        add, delete = list(add), list(dict.fromkeys(delete))
+        _check_unique(add)
+        unknown = [i for i in delete if i not in self.documents]
+        if unknown:
+            raise NotFoundError(f"unknown document id(s) {', '.join(map(repr, unknown[:5]))}; nothing was changed", "ids")
+        keep = np.ones(len(self), dtype=bool)
+        for doc_id in [*delete, *(d.id for d in add if d.id in self.documents)]:
+            keep[self.documents.position(doc_id)] = False
+        if not keep.any() and not add:
+            raise CorpusError("an update cannot delete every document of the index")
+        kept = np.flatnonzero(keep)
+        vocab = dict(self._bm25.vocab_dict)
+        analyze = self.analyzer
+        token_lists = [self._tokens[self._token_offsets[i] : self._token_offsets[i + 1]].tolist() for i in kept]
+        token_lists += [_token_ids(analyze, d, vocab) for d in add]
+        tokens, offsets = _flatten(token_lists)
+        new_keys = np.arange(self.params["next_key"], self.params["next_key"] + len(add), dtype=np.int64)
+        vectors = None
+        if self.vectors is not None:
+            new_vectors = _embed(encoder or self.load_encoder(), add, show_progress) if add else np.empty((0, self.vectors.dimension), np.float32)
+            vectors = self.vectors.updated(keep, new_vectors, new_keys)
+        documents = DocumentStore.from_lines([self.documents.line(int(i)) for i in kept] + [encode(d) for d in add])
+        params = self.params | {"documents": len(documents), "next_key": self.params["next_key"] + len(add)}
+        logger.info("updated index: %d kept, %d added, %d deleted", len(kept), len(add), len(delete))
+        return Index(documents, tokens, offsets, np.concatenate([self.keys[keep], new_keys]), bm25_model(token_lists, vocab, params), params, vectors)
+
+    def save(self, path: str | Path) -> None:
+        """Write the index to ``path`` atomically (the old index stays intact until the new one is complete)."""
+        with new_generation(path) as folder:
+            self._bm25.save(folder / "bm25", show_progress=False)
+            self.documents.save(folder)
+            np.save(folder / "tokens.npy", np.asarray(self._tokens))
+            np.save(folder / "token_offsets.npy", np.asarray(self._token_offsets))
+            np.save(folder / "keys.npy", np.asarray(self.keys))
+            if self.vectors is not None:
+                self.vectors.save(folder)
+            (folder / "meta.json").write_text(json.dumps(self.params, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path, *, mmap: bool = True) -> "Index":
+        folder = live_generation(path)
+        try:
+            params = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise IndexFormatError(f"{path} is corrupt: cannot read meta.json ({err})") from None
+        if params.get("format_version") != FORMAT_VERSION:
+            raise IndexFormatError(f"{path} has index format {params.get('format_version')}, this finerank reads format {FORMAT_VERSION}: rebuild it")
+        mode = "r" if mmap else None
+        try:
+            bm25 = load_bm25(folder / "bm25", mmap)
+            documents = DocumentStore.load(folder, mmap=mmap)
+            arrays = [np.load(folder / f"{name}.npy", mmap_mode=mode) for name in ("tokens", "token_offsets", "keys")]
+        except (OSError, ValueError) as err:
+            raise IndexFormatError(f"{path} is corrupt: {err}") from None
+        if not len(documents) == len(arrays[2]) == len(arrays[1]) - 1 == params.get("documents"):
+            raise IndexFormatError(f"{path} is corrupt: its files disagree on the number of documents")
+        vectors = VectorIndex.load(folder, arrays[2], params["dense"]["ann"], mmap) if "dense" in params else None
+        return cls(documents, *arrays, bm25, params, vectors)
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    # --- first stages ---------------------------------------------------------------------
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every document for ``query`` (terms unknown to the index are ignored)."""
+        vocab = self._bm25.vocab_dict
+        ids = [vocab[t] for t in self.analyzer(query) if t in vocab]
+        if not ids:
+            return np.zeros(len(self), dtype=np.float32)
+        return self._bm25.get_scores(ids)
+
+    def search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[Hit]:
+        """BM25: the top ``k`` documents with a positive score, best first (ties by index order).
+
+        With ``filter`` (see :mod:`finerank.filters`), only matching documents are ranked, so
+        k results come back whenever k matching documents have a positive score.
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        scores = self.scores(query)
+        allowed = self.allowed(filter, np.flatnonzero(scores > 0))
+        if allowed is not None:
+            scores = np.where(allowed, scores, 0)
+        top = top_k(scores, k)
+        return [Hit(self.documents[int(i)], float(scores[i]), r, r) for r, i in enumerate(top, 1)]
+
+    def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+        return [self.search(q, k) for q in queries]
+
+    def allowed(self, filter: Mapping[str, Any] | None, among: np.ndarray | None = None) -> np.ndarray | None:
+        """A boolean mask of the documents ``filter`` lets through (None: no filter), checking
+        only the positions in ``among`` when given (the rest are left out)."""
+        if not filter:
+            return None
+        filters.validate(filter)
+        mask = np.zeros(len(self), dtype=bool)
+        for i in range(len(self)) if among is None else among:
+            mask[i] = filters.matches(self.documents[int(i)], filter)
+        return mask
+
+    def dense(self, encoder=None) -> DenseRetriever:
+        """The dense first stage over this index's vectors (``encoder``: the one it was built with)."""
+        return DenseRetriever(self, encoder)
+
+    def hybrid(self, encoder=None, *, method: str = "rrf", weight: float = 0.5, depth: int = 100):
+        """BM25 and dense fused (``method`` rrf or minmax; ``weight``: the dense share)."""
+        from .hybrid import HybridRetriever
+
+        return HybridRetriever(self, self.dense(encoder), method=method, weight=weight, depth=depth)
+
+    def first_stage(self, kind: str = "bm25", encoder=None):
+        """``bm25``, ``dense`` or ``hybrid`` (RRF, k=60, equal weights)."""
+        if kind not in FIRST_STAGES:
+            raise ValueError(f"unknown first stage {kind!r}; choose one of {', '.join(FIRST_STAGES)}")
+        return self if kind == "bm25" else self.dense(encoder) if kind == "dense" else self.hybrid(encoder)
+
+    def load_encoder(self):
+        """The encoder this index's vectors were made with."""
+        spec = self.params["dense"]
+        return registry.load_encoder(spec["model"], query_prefix=spec["query_prefix"], document_prefix=spec["document_prefix"], max_length=spec["max_length"])
+
+
+def _check_unique(docs: Sequence[Document]) -> None:
+    seen: set[str] = set()
+    for doc in docs:
+        if doc.id in seen:
+            raise CorpusError(f"duplicate document id {doc.id!r}")
+        seen.add(doc.id)
+
+
+def _token_ids(analyze, doc: Document, vocab: dict[str, int]) -> list[int]:
+    return [vocab.setdefault(t, len(vocab)) for t in analyze(doc.content)]
+
+
+def _flatten(token_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(token_lists) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t in token_lists], out=offsets[1:])
+    flat = np.fromiter((t for ids in token_lists for t in ids), dtype=np.int32, count=int(offsets[-1]))
+    return flat, offsets
+
+
+def _encoder_params(encoder) -> dict:
+    return {"model": encoder.name, "dimension": encoder.dimension, "max_length": encoder.encoder.max_length,
+            "query_prefix": encoder.query_prefix, "document_prefix": encoder.document_prefix}
+
+
+def _embed(encoder, docs: Sequence[Document], show_progress: bool, chunk: int = 256) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    parts = [encoder.embed_documents([d.content for d in docs[i : i + chunk]])
+             for i in tqdm(range(0, len(docs), chunk), desc="encoding", unit=f" x{chunk} docs", disable=not show_progress)]
+    return np.concatenate(parts) if parts else np.empty((0, encoder.dimension), dtype=np.float32)

@@ -1,0 +1,177 @@
+"""Dense and hybrid first stages, incremental updates and filters, on the real all-MiniLM-L6-v2
+encoder and real corpora."""
+
+import json
+
+import numpy as np
+import pytest
+
+from finerank import Document, Index, IndexFormatError, ModelError, read_corpus, read_qrels, read_queries
+from finerank.dense import VectorIndex
+from finerank.errors import CorpusError, NotFoundError
+from finerank.evaluate import mean_scores
+from finerank.registry import load_encoder
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder(threads=2)
+
+
+@pytest.fixture(scope="module")
+def vaswani(datasets, encoder):
+    """Vaswani (11,429 short abstracts, 93 queries) with exact-search vectors."""
+    return Index.build(read_corpus(datasets / "vaswani"), encoder=encoder, ann="exact")
+
+
+@pytest.fixture(scope="module")
+def small(scifact_docs, encoder):
+    return Index.build(scifact_docs[:200], encoder=encoder)
+
+
+def test_encoder_reads_its_config_and_backends_agree(minilm_dir):
+    texts = ["Vitamin D and bone density.", "A much longer text about the regeneration of zebrafish fins " * 5, "短文本"]
+    reference = load_encoder(backend="torch", precision="fp32")
+    assert reference.normalize and not reference.cls_pooling and reference.encoder.max_length == 256  # from sentence_bert_config.json
+    vectors = reference.embed_documents(texts)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    onnx = load_encoder(backend="onnx", precision="fp32").embed_documents(texts)
+    np.testing.assert_allclose(onnx, vectors, atol=1e-4)
+    bf16 = load_encoder(backend="torch", precision="bf16").embed_documents(texts)
+    assert (np.sum(bf16 * vectors, axis=1) > 0.999).all()
+    # the same model as sentence-transformers computes it
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, convert_to_numpy=True)
+    np.testing.assert_allclose(st, vectors, atol=1e-4)
+
+
+def test_prefixes_are_applied(minilm_dir):
+    plain = load_encoder()
+    e5_style = load_encoder(query_prefix="query: ", document_prefix="passage: ")
+    np.testing.assert_allclose(e5_style.embed_queries(["fins"]), plain.embed(["query: fins"]), atol=1e-6)
+    np.testing.assert_allclose(e5_style.embed_documents(["fins"]), plain.embed(["passage: fins"]), atol=1e-6)
+
+
+def test_dense_and_hybrid_retrieve_well_on_vaswani(datasets, vaswani, encoder):
+    queries = read_queries(datasets / "vaswani" / "queries.jsonl")
+    qrels = read_qrels(datasets / "vaswani" / "qrels" / "test.tsv")
+    recall = {}
+    for kind in ("bm25", "dense", "hybrid"):
+        retriever = vaswani.first_stage(kind, encoder)
+        run = {q: [h.id for h in retriever.search(text, 100)] for q, text in queries.items() if q in qrels}
+        assert all(len(ids) == 100 for ids in run.values())
+        recall[kind] = mean_scores(run, qrels)["recall@100"]
+    assert recall["dense"] > 0.5 and recall["bm25"] > 0.5
+    assert recall["hybrid"] >= max(recall["bm25"], recall["dense"]) - 0.01, recall
+
+
+def test_hnsw_finds_what_exact_search_finds(datasets, vaswani):
+    queries = read_queries(datasets / "vaswani" / "queries.jsonl")
+    encoder = vaswani.load_encoder()
+    graph = VectorIndex.build(np.asarray(vaswani.vectors.vectors), vaswani.keys, ann="hnsw")
+    assert graph.ann == "hnsw" and vaswani.vectors.ann == "exact"
+    overlap = []
+    for vector in encoder.embed_queries(list(queries.values())):
+        exact, exact_scores = vaswani.vectors.search(vector, 100)
+        approx, approx_scores = graph.search(vector, 100)
+        overlap.append(len(set(exact) & set(approx)) / 100)
+        np.testing.assert_allclose(approx_scores, np.asarray(vaswani.vectors.vectors)[approx] @ vector, atol=1e-4)
+    assert np.mean(overlap) >= 0.98, np.mean(overlap)
+
+
+def test_filtered_dense_search_still_returns_k(vaswani, encoder):
+    dense = vaswani.dense(encoder)
+    few = [vaswani.documents[i].id for i in (3, 500, 7000)]
+    hits = dense.search("measurement of dielectric constants", 10, filter={"id": few})
+    assert sorted(h.id for h in hits) == sorted(few)  # all three, though none is near the query
+    graph = Index.build(list(vaswani.documents)[:3000], encoder=encoder, ann="hnsw")
+    wanted = {d.id for d in list(graph.documents)[:3000:2]}  # half the corpus: the graph path, filtered
+    hits = graph.dense(encoder).search("measurement of dielectric constants", 50, filter={"id": sorted(wanted)})
+    assert len(hits) == 50 and all(h.id in wanted for h in hits)
+    unfiltered = [h for h in graph.dense(encoder).search("measurement of dielectric constants", 200) if h.id in wanted][:50]
+    assert [h.id for h in hits][:10] == [h.id for h in unfiltered][:10]
+
+
+def test_update_adds_replaces_and_deletes_without_rebuilding(tmp_path, small, scifact_docs, encoder):
+    path = tmp_path / "idx"
+    small.save(path)
+    index = Index.load(path)
+    gone, changed = scifact_docs[0], scifact_docs[1]
+    new = Document("new-1", "Zebrafish regenerate amputated fins through a blastema of dedifferentiated cells.", "Fin regeneration")
+    replacement = Document(changed.id, "Honey bees navigate by the polarisation of sky light.", "Bee navigation")
+    updated = index.update(add=[new, replacement], delete=[gone.id], encoder=encoder)
+    assert len(index) == 200 and len(updated) == 200  # the loaded index is left as it was
+    updated.save(path)
+    reloaded = Index.load(path)
+    rebuilt = Index.build([d for d in scifact_docs[2:200]] + [new, replacement], encoder=encoder)
+    for query in ("zebrafish fin regeneration", "bee navigation polarised light", gone.title):
+        np.testing.assert_allclose(np.sort(reloaded.scores(query)), np.sort(rebuilt.scores(query)), rtol=1e-5)  # BM25 = a full rebuild's
+        for kind in ("bm25", "dense", "hybrid"):
+            ids = [h.id for h in reloaded.first_stage(kind, encoder).search(query, 200)]
+            assert gone.id not in ids
+    assert reloaded.dense(encoder).search("zebrafish fin regeneration", 1)[0].id == "new-1"
+    assert reloaded.search("bee navigation polarised light", 1)[0].document.text == replacement.text
+    position = reloaded.documents.position(changed.id)
+    np.testing.assert_allclose(reloaded.vectors.vectors[position], encoder.embed_documents([replacement.content])[0], atol=1e-5)
+    assert reloaded.keys.tolist() == sorted(reloaded.keys.tolist()) and len(set(reloaded.keys.tolist())) == 200
+
+
+def test_update_with_hnsw_keeps_graph_consistent(small, scifact_docs, encoder, tmp_path):
+    graph = Index.build(scifact_docs[:200], encoder=encoder, ann="hnsw")
+    new = Document("new-1", "Zebrafish regenerate amputated fins through a blastema of dedifferentiated cells.")
+    updated = graph.update(add=[new], delete=[d.id for d in scifact_docs[:50]], encoder=encoder)
+    updated.save(tmp_path / "g")
+    loaded = Index.load(tmp_path / "g")
+    assert loaded.vectors.ann == "hnsw" and len(loaded.vectors.hnsw) == 151
+    hits = loaded.dense(encoder).search("zebrafish fins", 151)
+    assert hits[0].id == "new-1" and len(hits) == 151 and not {h.id for h in hits} & {d.id for d in scifact_docs[:50]}
+
+
+def test_crash_during_update_leaves_the_old_index(tmp_path, small, encoder, monkeypatch):
+    path = tmp_path / "idx"
+    small.save(path)
+    before = Index.load(path).dense(encoder).search("cancer", 5)
+    updated = Index.load(path).update(add=[Document("x", "cancer cancer cancer")], encoder=encoder)
+
+    def fail(self, folder):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(VectorIndex, "save", fail)
+    with pytest.raises(OSError, match="disk full"):
+        updated.save(path)
+    again = Index.load(path)
+    assert len(again) == 200 and [h.id for h in again.dense(encoder).search("cancer", 5)] == [h.id for h in before]
+
+
+def test_bad_input_gets_clear_errors(tmp_path, small, tiny_ce, minilm_dir, encoder):
+    with pytest.raises(NotFoundError, match="'nope'"):
+        small.update(delete=["nope"], encoder=encoder)
+    with pytest.raises(CorpusError, match="duplicate document id 'a'"):
+        small.update(add=[Document("a", "x"), Document("a", "y")], encoder=encoder)
+    with pytest.raises(ValueError, match="384-dimensional"):
+        small.vectors.search(np.ones(10, dtype=np.float32), 5)
+    from finerank import BiEncoder
+
+    with pytest.raises(ModelError, match="32-dimensional vectors; the index holds 384"):
+        small.dense(BiEncoder(tiny_ce))  # a model of another dimension
+    with pytest.raises(IndexFormatError, match="no dense vectors"):
+        Index.build([Document("a", "x")]).dense(encoder)
+    with pytest.raises(ModelError, match="not an encoder"):
+        load_encoder("minilm-fused")
+    path = tmp_path / "idx"
+    small.save(path)
+    vectors = next(path.glob("gen-*")) / "vectors.npy"
+    np.save(vectors, np.zeros((3, 384), dtype=np.float32))
+    with pytest.raises(IndexFormatError, match="do not match its 200 documents"):
+        Index.load(path)
+    vectors.write_bytes(b"garbage")
+    with pytest.raises(IndexFormatError, match="corrupt"):
+        Index.load(path)
+    meta = next(path.glob("gen-*")) / "meta.json"
+    params = json.loads(meta.read_text())
+    meta.write_text(json.dumps(params | {"documents": 7}))
+    with pytest.raises(IndexFormatError, match="disagree on the number of documents"):
+        Index.load(path)
