@@ -63,3 +63,28 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
     (tmp_path / "d.txt").write_text("doc\n")
     assert main(["rerank", "--query", "q", "--docs", str(tmp_path / "d.txt"), "--reranker", str(tmp_path)]) == 1
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_dense_index_update_and_first_stages(tmp_path, capsys):
+    corpus = tmp_path / "c.jsonl"
+    rows = [("a", "Reading Excel files in Java", 2019), ("b", "Use pd.read_csv() to read the data", 2021), ("c", "Bake bread at 220 degrees", 2021)]
+    corpus.write_text("\n".join(json.dumps({"_id": i, "text": t, "year": y}) for i, t, y in rows))
+    out = tmp_path / "idx"
+    assert main(["-q", "index", str(corpus), "--out", str(out), "--dense"]) == 0
+    assert "exact 384-d vectors from all-minilm-l6-v2" in capsys.readouterr().out
+    for stage in ("bm25", "dense", "hybrid"):
+        assert main(["search", str(out), "read the csv data", "--first-stage", stage, "--no-rerank", "--json", "--top-k", "1"]) == 0
+        assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == "b"
+    assert main(["search", str(out), "read the csv data", "--first-stage", "dense", "--no-rerank", "--json", "--filter", '{"year": {"lt": 2020}}']) == 0
+    assert [h["id"] for h in json.loads(capsys.readouterr().out)["hits"]] == ["a"]
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"_id": "d", "text": "Sourdough needs a starter culture"}))
+    assert main(["-q", "index", "--out", str(out), "--add", str(more), "--delete", "c"]) == 0
+    assert "3 -> 3 documents" in capsys.readouterr().out
+    assert main(["search", str(out), "baking sourdough loaves", "--first-stage", "dense", "--no-rerank", "--json", "--top-k", "3"]) == 0
+    ids = [h["id"] for h in json.loads(capsys.readouterr().out)["hits"]]
+    assert ids[0] == "d" and "c" not in ids
+    assert main(["-q", "index", "--out", str(out), "--delete", "nope"]) == 1
+    assert "unknown document id(s) 'nope'" in capsys.readouterr().err
+    assert main(["search", str(out), "x", "--filter", '{"year": {"about": 3}}', "--no-rerank"]) == 1
+    assert "filter on 'year'" in capsys.readouterr().err

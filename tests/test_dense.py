@@ -115,7 +115,7 @@ def test_update_adds_replaces_and_deletes_without_rebuilding(tmp_path, small, sc
     assert reloaded.dense(encoder).search("zebrafish fin regeneration", 1)[0].id == "new-1"
     assert reloaded.search("bee navigation polarised light", 1)[0].document.text == replacement.text
     position = reloaded.documents.position(changed.id)
-    np.testing.assert_allclose(reloaded.vectors.vectors[position], encoder.embed_documents([replacement.content])[0], atol=1e-5)
+    np.testing.assert_allclose(reloaded.vectors.vectors[position], encoder.embed_documents([replacement.content])[0], atol=2e-3)  # bf16
     assert reloaded.keys.tolist() == sorted(reloaded.keys.tolist()) and len(set(reloaded.keys.tolist())) == 200
 
 

@@ -124,3 +124,25 @@ def test_default_reranker_loads_offline_and_ranks_the_demo_sensibly(monkeypatch)
     fp32 = load_reranker(backend="torch", precision="fp32")
     onnx = load_reranker(backend="onnx")
     np.testing.assert_allclose(onnx.score("csv in python", docs, raw=True), fp32.score("csv in python", docs, raw=True), atol=1e-4)
+
+
+def kendall_tau(a, b):
+    i, j = np.triu_indices(len(a), 1)
+    return float(np.mean(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])))
+
+
+@pytest.mark.slow
+def test_every_fast_path_matches_the_reference_on_a_real_model(minilm_dir, passages):
+    """Each backend and precision against torch fp32 on all-MiniLM-L6-v2 and real passages."""
+    from finerank import BiEncoder
+    from finerank.rerank._runtime import BACKENDS
+
+    reference = BiEncoder(minilm_dir, backend="torch", precision="fp32", batch_size=64).score(QUERY, passages, raw=True)
+    tolerance = {"fp32": (1e-5, 1.0), "bf16": (5e-3, 0.98), "int8": (0.05, 0.85)}  # max |cosine diff|, min Kendall tau
+    for backend, cls in BACKENDS.items():
+        for precision in cls.precisions:
+            for batching in ({"batch_size": 1}, {"max_batch_tokens": 1024}, {}):
+                scores = BiEncoder(minilm_dir, backend=backend, precision=precision, **batching).score(QUERY, passages, raw=True)
+                atol, tau = tolerance[precision]
+                assert np.abs(scores - reference).max() <= atol, (backend, precision, batching)
+                assert kendall_tau(scores, reference) >= tau, (backend, precision, batching)

@@ -15,7 +15,7 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
 
-from finerank import Index, Document, load_reranker
+from finerank import Document, Index, load_reranker
 from finerank.server import Limits, create_app
 from finerank.server.batching import Batcher, Overloaded
 
@@ -257,3 +257,22 @@ def test_openapi_fuzz_never_500(live):
             case.call_and_validate(base_url=live.url, headers=AUTH, checks=[schemathesis.checks.not_a_server_error])
 
         check()
+
+
+def test_hybrid_search_over_a_dense_index_follows_updates(tmp_path, scifact_docs, reference):
+    from finerank.registry import load_encoder
+
+    path = tmp_path / "dense-idx"
+    docs = [Document(d.id, d.text, d.title, {"group": i % 3}) for i, d in enumerate(scifact_docs[:60])]
+    Index.build(docs, encoder=load_encoder()).save(path)
+    with LiveServer(create_app(reference, index=path, first_stage="hybrid")) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        found = c.post("/v1/search", json={"query": "regrowing fins in fish", "top_n": 3, "rerank": False}).json()
+        assert found["first_stage"].startswith("hybrid(rrf") and len(found["results"]) == 3
+        doc = {"id": "new-1", "text": "Zebrafish regenerate amputated fins through blastema formation.", "metadata": {"group": 1}}
+        assert c.post("/v1/documents", json={"documents": [doc]}).json() == {"changed": 1, "documents": 61}
+        # the new document is searchable at once, through both halves of the hybrid, and filters apply
+        hits = c.post("/v1/search", json={"query": "regrowing fins in fish", "top_n": 3, "rerank": False, "filter": {"group": 1}}).json()["results"]
+        assert hits[0]["id"] == "new-1" and all(h["document"]["metadata"]["group"] == 1 for h in hits)
+        assert c.post("/v1/documents/delete", json={"ids": ["new-1"]}).json()["documents"] == 60
+    reloaded = Index.load(path)
+    assert len(reloaded) == 60 and len(reloaded.vectors.vectors) == 60

@@ -266,10 +266,13 @@ def onnx_file(model_dir: Path, head: str, precision: str = "fp32") -> Path:
 
 
 def quantize_onnx(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization (per-channel weights) after onnxruntime's pre-processing."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with _temporary(target) as tmp:
-        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True)
+        quant_pre_process(source, tmp, skip_symbolic_shape=True)
+        quantize_dynamic(tmp, tmp, weight_type=QuantType.QInt8, per_channel=True)
 
 
 @contextmanager
