@@ -11,7 +11,7 @@ from .dense import DenseRetriever
 from .hybrid import HybridRetriever
 from .index import Index
 from .pipeline import Pipeline, Retriever
-from .registry import DEFAULT_RERANKER, load_reranker
+from .registry import DEFAULT_RERANKER, load_encoder, load_reranker
 from .rerank import BiEncoder, CrossEncoder, FusedReranker, Reranker, rerank
 from .types import Document, Hit, Ranking
 
@@ -38,6 +38,7 @@ __all__ = [
     "Reranker",
     "Retriever",
     "__version__",
+    "load_encoder",
     "load_reranker",
     "read_corpus",
     "read_qrels",

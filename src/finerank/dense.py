@@ -115,7 +115,7 @@ class VectorIndex:
     def load(cls, folder: Path, keys: np.ndarray, ann: str, mmap: bool = True) -> "VectorIndex":
         try:
             vectors = np.load(folder / "vectors.npy", mmap_mode="r" if mmap else None)
-            graph = _usearch().restore(str(folder / "vectors.hnsw"), view=mmap) if ann == "hnsw" else None
+            graph = _usearch().restore(str(folder / "vectors.hnsw"), view=mmap, expansion_search=HNSW_OPTIONS["expansion_search"]) if ann == "hnsw" else None
         except (OSError, ValueError, RuntimeError) as err:
             raise IndexFormatError(f"{folder.parent} is corrupt: cannot read its vectors ({err})") from None
         if vectors.ndim != 2 or len(vectors) != len(keys) or (ann == "hnsw" and (graph is None or len(graph) != len(keys))):
