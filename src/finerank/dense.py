@@ -8,7 +8,6 @@ add graph nodes without renumbering the rest.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -21,8 +20,6 @@ from .types import Hit
 if TYPE_CHECKING:
     from .index import Index
     from .rerank import BiEncoder
-
-logger = logging.getLogger(__name__)
 
 ANN = ("auto", "exact", "hnsw")
 HNSW_THRESHOLD = 100_000  # documents; below it exact search is as fast and never misses (benchmarks/dense_ann.py)

@@ -30,19 +30,16 @@ class HybridRetriever:
             raise ValueError(f"k must be at least 1, got {k}")
         lists = [r.search(query, max(k, self.depth), filter=filter) for r in (self.first, self.second)]
         documents = {h.id: h.document for hits in lists for h in hits}
-        ids = list(documents)
-        fused = np.zeros(len(ids))
+        fused = dict.fromkeys(documents, 0.0)
         for hits, w in zip(lists, (1 - self.weight, self.weight)):
-            where = {h.id: i for i, h in enumerate(hits)}
-            present = np.array([d in where for d in ids])
             if self.method == "rrf":
-                ranks = np.array([where.get(d, 0) + 1 for d in ids])
-                fused += np.where(present, w / (RRF_K + ranks), 0.0)
-            elif hits:
-                normalised = minmax(np.array([h.score for h in hits]))
-                fused += w * np.array([normalised[where[d]] if d in where else 0.0 for d in ids])
-        order = sorted(range(len(ids)), key=lambda i: -fused[i])[:k]  # stable: ties keep BM25-first order
-        return [Hit(documents[ids[i]], float(fused[i]), r, r) for r, i in enumerate(order, 1)]
+                contributions = [w / (RRF_K + rank) for rank in range(1, len(hits) + 1)]
+            else:
+                contributions = w * minmax(np.array([h.score for h in hits]))
+            for h, c in zip(hits, contributions):
+                fused[h.id] += float(c)
+        order = sorted(fused, key=lambda d: -fused[d])[:k]  # stable: ties keep BM25-first order
+        return [Hit(documents[d], fused[d], r, r) for r, d in enumerate(order, 1)]
 
     def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
         return [self.search(q, k) for q in queries]

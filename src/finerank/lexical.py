@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
-
 
 @functools.lru_cache(maxsize=1)
 def _bm25s():
