@@ -68,6 +68,34 @@ def test_dense_and_hybrid_retrieve_well_on_vaswani(datasets, vaswani, encoder):
     assert recall["hybrid"] >= max(recall["bm25"], recall["dense"]) - 0.01, recall
 
 
+def test_bi_encoder_second_stage_reads_the_stored_vectors(datasets, vaswani, tiny_ce):
+    from finerank import Pipeline, load_reranker, rerank
+    from finerank.rerank import stored_vectors
+
+    reranker = load_reranker("minilm-fused", threads=2)
+    queries = read_queries(datasets / "vaswani" / "queries.jsonl")
+    qrels = read_qrels(datasets / "vaswani" / "qrels" / "test.tsv")
+    ids = [q for q in queries if q in qrels][:10]
+    for stage in (vaswani, vaswani.hybrid()):
+        pipeline = Pipeline(stage, reranker, candidates=100, top_k=10)
+        assert pipeline._vectors is not None
+        stored, encoded = {}, {}
+        for q in ids:
+            stored[q] = pipeline.search(queries[q]).hits
+            encoded[q] = rerank(reranker, queries[q], stage.search(queries[q], 100), 10)  # encodes the documents
+            np.testing.assert_allclose([h.score for h in stored[q]], [h.score for h in encoded[q]], atol=5e-3)
+            assert len({h.id for h in stored[q]} & {h.id for h in encoded[q]}) >= 8  # bf16 noise may swap near-ties
+        runs = [{q: [h.id for h in hits] for q, hits in run.items()} for run in (stored, encoded)]
+        judged = {q: qrels[q] for q in ids}
+        assert abs(mean_scores(runs[0], judged)["ndcg@10"] - mean_scores(runs[1], judged)["ndcg@10"]) < 0.01
+    # vectors made otherwise are not taken for this model's
+    assert stored_vectors(vaswani, load_reranker("all-minilm-l6-v2", document_prefix="passage: ")) is None
+    assert stored_vectors(vaswani, load_reranker(tiny_ce)) is None
+    assert stored_vectors(Index.build(list(read_corpus(datasets / "vaswani"))[:50]), reranker) is None  # no vectors
+    with pytest.raises(ValueError, match="one 384-dimensional row per text"):
+        reranker.score("fins", ["a", "b"], vectors=np.zeros((3, 384), np.float32))
+
+
 def test_hnsw_finds_what_exact_search_finds(datasets, vaswani):
     queries = read_queries(datasets / "vaswani" / "queries.jsonl")
     encoder = vaswani.load_encoder()

@@ -273,6 +273,12 @@ def test_hybrid_search_over_a_dense_index_follows_updates(tmp_path, scifact_docs
         # the new document is searchable at once, through both halves of the hybrid, and filters apply
         hits = c.post("/v1/search", json={"query": "regrowing fins in fish", "top_n": 3, "rerank": False, "filter": {"group": 1}}).json()["results"]
         assert hits[0]["id"] == "new-1" and all(h["document"]["metadata"]["group"] == 1 for h in hits)
+        # reranked by the bi-encoder that made the stored vectors: it reads them (nothing is batched for
+        # the model) and scores as if it had encoded the documents itself
+        ranked = c.post("/v1/search", json={"query": "regrowing fins in fish", "top_n": 3}).json()["results"]
+        assert ranked[0]["id"] == "new-1"
+        assert abs(ranked[0]["score"] - reference.score("regrowing fins in fish", [doc["text"]])[0]) < 5e-3
+        assert "finerank_batches_total 0" in c.get("/metrics").text
         assert c.post("/v1/documents/delete", json={"ids": ["new-1"]}).json()["documents"] == 60
     reloaded = Index.load(path)
     assert len(reloaded) == 60 and len(reloaded.vectors.vectors) == 60

@@ -20,7 +20,7 @@ import numpy as np
 
 from .corpus import read_qrels, read_queries
 from .errors import CorpusError
-from .rerank import Reranker, rerank
+from .rerank import Reranker, rerank, stored_vectors
 from .types import Document, Hit
 
 if TYPE_CHECKING:
@@ -181,6 +181,7 @@ def evaluate(
         unknown = sorted({d for q in dataset.queries for d in first_stage.get(q, {})} - set(documents or {}))
         if unknown:
             raise CorpusError(f"the run names {len(unknown)} document(s) not in the corpus: {', '.join(unknown[:5])}")
+    vectors_of = stored_vectors(first_stage, reranker) if reranker is not None and not is_run else None
     first_run, reranked_run = {}, {}
     times: dict[str, list[float]] = {"first_stage": [], "rerank": []}
     pairs = 0
@@ -196,7 +197,8 @@ def evaluate(
         first_run[qid] = [h.id for h in hits]
         if reranker is not None:
             start = time.perf_counter()
-            reranked_run[qid] = [h.id for h in rerank(reranker, text, hits)]
+            vectors = vectors_of(hits) if vectors_of and hits else None
+            reranked_run[qid] = [h.id for h in rerank(reranker, text, hits, vectors=vectors)]
             times["rerank"].append(time.perf_counter() - start)
             pairs += len(hits)
     first_per_query = per_query(first_run, dataset.qrels)

@@ -22,6 +22,7 @@ class HybridRetriever:
         if not 0 <= weight <= 1 or depth < 1:
             raise ValueError(f"weight must lie in [0, 1] and depth be at least 1, got {weight} and {depth}")
         self.first, self.second = first, second
+        self.index = getattr(second, "index", None)  # the finerank Index searched, if any
         self.method, self.weight, self.depth = method, weight, depth
         self.name = f"hybrid({method}, {first.name} x{1 - weight:g} + {second.name} x{weight:g})"
 

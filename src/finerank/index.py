@@ -242,6 +242,12 @@ class Index:
             mask[i] = filters.matches(self.documents[int(i)], filter)
         return mask
 
+    def vectors_of(self, hits: Sequence[Hit]) -> np.ndarray:
+        """The stored vectors of the hits' documents, one row per hit."""
+        if self.vectors is None:
+            raise IndexFormatError("this index has no dense vectors: build it with an encoder (finerank index --dense)")
+        return np.asarray(self.vectors.vectors[[self.documents.position(h.id) for h in hits]], dtype=np.float32)
+
     def dense(self, encoder=None) -> DenseRetriever:
         """The dense first stage over this index's vectors (``encoder``: the one it was built with)."""
         return DenseRetriever(self, encoder)

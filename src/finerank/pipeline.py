@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from .rerank import Reranker, rerank
+from .rerank import Reranker, rerank, stored_vectors
 from .types import Hit, Ranking
 
 
@@ -30,6 +30,8 @@ class Pipeline:
             raise ValueError(f"candidates and top_k must be at least 1, got {candidates} and {top_k}")
         self.first_stage, self.reranker = first_stage, reranker
         self.candidates, self.top_k = candidates, top_k
+        # a bi-encoder second stage reads the document vectors the index stores instead of encoding again
+        self._vectors = stored_vectors(first_stage, reranker) if reranker is not None else None
 
     def search(self, query: str, *, filter: Mapping[str, Any] | None = None) -> Ranking:
         """``filter``: see :mod:`finerank.filters` (passed to the first stage)."""
@@ -41,7 +43,8 @@ class Pipeline:
         timings = {"first_stage": time.perf_counter() - start}
         if self.reranker is not None:
             start = time.perf_counter()
-            hits = rerank(self.reranker, query, hits, self.top_k)
+            vectors = self._vectors(hits) if self._vectors and hits else None
+            hits = rerank(self.reranker, query, hits, self.top_k, vectors=vectors)
             timings["rerank"] = time.perf_counter() - start
         return Ranking(query, tuple(hits[: self.top_k]), timings, self.first_stage.name, getattr(self.reranker, "name", None))
 

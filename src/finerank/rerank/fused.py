@@ -32,9 +32,11 @@ class FusedReranker:
         self.name = name or f"{method}(first stage, {second.name}; weight {weight:g})"
         self.encoder = second.encoder  # the server counts tokens with it
 
-    def score(self, query: str, texts: Sequence[str], *, raw: bool = False,
-              first_ranks: Sequence[int] | None = None, first_scores: Sequence[float] | None = None) -> np.ndarray:
-        fused = self._fuse(self.second.score(query, texts, raw=True), first_ranks, first_scores)
+    def score(self, query: str, texts: Sequence[str], *, raw: bool = False, first_ranks: Sequence[int] | None = None,
+              first_scores: Sequence[float] | None = None, vectors: np.ndarray | None = None) -> np.ndarray:
+        """``vectors``: stored document vectors for a bi-encoder second stage (see BiEncoder.score)."""
+        second = self.second.score(query, texts, raw=True) if vectors is None else self.second.score(query, texts, raw=True, vectors=vectors)
+        fused = self._fuse(second, first_ranks, first_scores)
         return fused if raw else self.calibrate(fused)
 
     def score_many(self, requests: Sequence[tuple[str, Sequence[str]]], *, raw: bool = False) -> list[np.ndarray]:

@@ -165,6 +165,17 @@ class BiEncoder(_TransformerReranker):
                 del self._cache[stale]
         return rows
 
+    def score(self, query: str, texts: Sequence[str], *, raw: bool = False, vectors: np.ndarray | None = None) -> np.ndarray:
+        """As for any reranker; ``vectors`` (one row per text, made by this model with its
+        document prefix, e.g. the ones an index stores) are used instead of encoding the texts."""
+        if vectors is None:
+            return super().score(query, texts, raw=raw)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(texts), self.dimension):
+            raise ValueError(f"vectors have shape {vectors.shape}; expected one {self.dimension}-dimensional row per text ({len(texts)})")
+        cosines = vectors @ self.embed_queries([query])[0]
+        return cosines if raw else self.calibrate(cosines)
+
     def _pool(self, hidden: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if self.cls_pooling:
             return hidden[:, 0]

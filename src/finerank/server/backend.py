@@ -17,7 +17,8 @@ import numpy as np
 
 from ..errors import CorpusError, FinerankError, InputTooLongError, NotFoundError
 from ..index import Index
-from ..rerank import as_documents, rank
+from ..rerank import as_documents, rank, stored_vectors
+from ..rerank import rerank as rerank_hits
 from ..types import Document, Hit
 from .batching import Batcher
 
@@ -121,7 +122,12 @@ class Service:
         except ValueError as err:
             raise InvalidRequest("filter", str(err)) from None
         timings = {"first_stage": time.perf_counter() - start}
-        if rerank and hits:
+        vectors_of = stored_vectors(self.first_stage, self.reranker) if rerank and hits else None
+        if vectors_of:  # a bi-encoder second stage over stored vectors: one query to encode, no batching needed
+            start = time.perf_counter()
+            hits = await asyncio.to_thread(lambda found: rerank_hits(self.reranker, query, found, top_n, vectors=vectors_of(found)), hits)
+            timings["rerank"] = time.perf_counter() - start
+        elif rerank and hits:
             start = time.perf_counter()
             documents, original = as_documents(hits)
             raw_scores = await self.batcher.score(query, [d.content for d in documents])
