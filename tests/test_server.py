@@ -15,7 +15,7 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
 
-from finerank import Document, Index, load_reranker
+from finerank import Document, Index, Pipeline, load_reranker
 from finerank.server import Limits, create_app
 from finerank.server.batching import Batcher, Overloaded
 
@@ -257,6 +257,18 @@ def test_openapi_fuzz_never_500(live):
             case.call_and_validate(base_url=live.url, headers=AUTH, checks=[schemathesis.checks.not_a_server_error])
 
         check()
+
+
+def test_search_ranks_as_the_library_pipeline_does(index_dir):
+    # a fused second stage reads the first stage's scores (min-max), on the server as in the library
+    fused = load_reranker("minilm-fused", precision="fp32")
+    query = "vitamin D deficiency and bone fractures"
+    expected = Pipeline(Index.load(index_dir), fused, candidates=30, top_k=5).search(query).hits
+    with LiveServer(create_app(fused, index=index_dir)) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        found = c.post("/v1/search", json={"query": query, "candidates": 30, "top_n": 5}).json()["results"]
+    assert [h["id"] for h in found] == [h.id for h in expected]
+    np.testing.assert_allclose([h["score"] for h in found], [h.score for h in expected], atol=1e-5)
+    assert [h["original_rank"] for h in found] == [h.original_rank for h in expected]
 
 
 def test_hybrid_search_over_a_dense_index_follows_updates(tmp_path, scifact_docs, reference):

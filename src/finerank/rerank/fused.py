@@ -36,15 +36,16 @@ class FusedReranker:
               first_scores: Sequence[float] | None = None, vectors: np.ndarray | None = None) -> np.ndarray:
         """``vectors``: stored document vectors for a bi-encoder second stage (see BiEncoder.score)."""
         second = self.second.score(query, texts, raw=True) if vectors is None else self.second.score(query, texts, raw=True, vectors=vectors)
-        fused = self._fuse(second, first_ranks, first_scores)
+        fused = self.fuse(second, first_ranks, first_scores)
         return fused if raw else self.calibrate(fused)
 
     def score_many(self, requests: Sequence[tuple[str, Sequence[str]]], *, raw: bool = False) -> list[np.ndarray]:
         """Each request's texts in first-stage order (as the server receives them)."""
-        fused = [self._fuse(s, None, None) for s in self.second.score_many(requests, raw=True)]
+        fused = [self.fuse(s) for s in self.second.score_many(requests, raw=True)]
         return fused if raw else [self.calibrate(f) for f in fused]
 
-    def _fuse(self, second: np.ndarray, first_ranks, first_scores) -> np.ndarray:
+    def fuse(self, second: np.ndarray, first_ranks: Sequence[int] | None = None, first_scores: Sequence[float] | None = None) -> np.ndarray:
+        """The raw fused score from the second stage's raw scores (see :func:`finerank.fusion.fuse`)."""
         return fusion.fuse(self.method, self.weight, second, first_ranks, first_scores)
 
     def calibrate(self, fused: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import CorpusError, FinerankError, InputTooLongError, NotFoundError
 from ..index import Index
-from ..rerank import as_documents, rank, stored_vectors
+from ..rerank import FusedReranker, as_documents, rank, stored_vectors
 from ..rerank import rerank as rerank_hits
 from ..types import Document, Hit
 from .batching import Batcher
@@ -60,7 +60,9 @@ class Service:
         self.first_stage_kind = first_stage
         self.encoder = self.index.load_encoder() if self.index is not None and self.index.vectors is not None else None
         self.first_stage = self.index.first_stage(first_stage, self.encoder) if self.index is not None else None
-        self.batcher = Batcher(reranker, max_wait_ms=limits.batch_wait_ms, max_pairs=limits.max_batch_pairs, max_queue=limits.max_queue)
+        # the batcher runs the model; a fused reranker's fusion with the first stage is done per request
+        self.scorer = reranker.second if isinstance(reranker, FusedReranker) else reranker
+        self.batcher = Batcher(self.scorer, max_wait_ms=limits.batch_wait_ms, max_pairs=limits.max_batch_pairs, max_queue=limits.max_queue)
         self._write_lock = threading.Lock()
         self.requests: Counter[tuple[str, int]] = Counter()
         self.latency: Counter[str] = Counter()
@@ -97,11 +99,17 @@ class Service:
     async def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None, raw: bool = False,
                      max_tokens_per_doc: int | None = None) -> Scored:
         texts, tokens = self.prepare(query, documents, max_tokens_per_doc)
-        raw_scores = await self.batcher.score(query, texts)
+        scores = self._relevance(await self.batcher.score(query, texts), raw=raw)
         self.pairs_scored += len(texts)
-        scores = raw_scores if raw else self.reranker.calibrate(raw_scores)
         order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:top_n]
         return Scored(order, scores, tokens)
+
+    def _relevance(self, second: np.ndarray, first_ranks=None, first_scores=None, raw: bool = False) -> np.ndarray:
+        """The reranker's scores from its model's raw scores: fused with the first stage (the input
+        order, and the hits' ranks and scores when searching) when the reranker fuses."""
+        if self.scorer is not self.reranker:
+            second = self.reranker.fuse(second, first_ranks, first_scores)
+        return second if raw else self.reranker.calibrate(second)
 
     # --- search and index administration ---------------------------------------------------------
 
@@ -125,14 +133,15 @@ class Service:
         vectors_of = stored_vectors(self.first_stage, self.reranker) if rerank and hits else None
         if vectors_of:  # a bi-encoder second stage over stored vectors: one query to encode, no batching needed
             start = time.perf_counter()
+            self.pairs_scored += len(hits)
             hits = await asyncio.to_thread(lambda found: rerank_hits(self.reranker, query, found, top_n, vectors=vectors_of(found)), hits)
             timings["rerank"] = time.perf_counter() - start
         elif rerank and hits:
             start = time.perf_counter()
             documents, original = as_documents(hits)
-            raw_scores = await self.batcher.score(query, [d.content for d in documents])
+            second = await self.batcher.score(query, [d.content for d in documents])
             self.pairs_scored += len(documents)
-            hits = rank(documents, original, self.reranker.calibrate(raw_scores), top_n)
+            hits = rank(documents, original, self._relevance(second, original, [h.score for h in hits]), top_n)
             timings["rerank"] = time.perf_counter() - start
         return hits[:top_n], timings
 
