@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from finerank import CrossEncoder, Document, Hit, InputTooLongError, ModelError, load_reranker, rerank
+from finerank.rerank._runtime import export_name
 
 QUERY = "vitamin D supplementation reduces fractures"
 
@@ -19,15 +20,31 @@ def ce_torch(tiny_ce):
     return CrossEncoder(tiny_ce, backend="torch", precision="fp32", max_length=128)
 
 
-def test_torch_and_onnx_agree_for_one_and_two_labels(tiny_ce, tiny_ce2, passages):
+def test_every_backend_agrees_with_torch_for_one_and_two_labels(tiny_ce, tiny_ce2, passages):
     for model in (tiny_ce, tiny_ce2):
         t = CrossEncoder(model, backend="torch", precision="fp32", max_length=128)
-        o = CrossEncoder(model, backend="onnx", max_length=128)
-        raw_t, raw_o = t.score(QUERY, passages, raw=True), o.score(QUERY, passages, raw=True)
+        raw_t = t.score(QUERY, passages, raw=True)
         assert raw_t.std() > 0.01  # the scores differ between passages, so agreement means something
-        np.testing.assert_allclose(raw_o, raw_t, atol=1e-4)
-        np.testing.assert_allclose(o.score(QUERY, passages), t.score(QUERY, passages), atol=1e-4)
-    assert (tiny_ce / "onnx" / "finerank-classification.onnx").is_file()  # exported once, cached beside the model
+        for backend in ("onnx", "openvino"):
+            o = CrossEncoder(model, backend=backend, precision="fp32", max_length=128)
+            np.testing.assert_allclose(o.score(QUERY, passages, raw=True), raw_t, atol=1e-4)
+            np.testing.assert_allclose(o.score(QUERY, passages), t.score(QUERY, passages), atol=1e-4)
+    assert (tiny_ce / "onnx" / export_name("classification")).is_file()  # exported once, cached beside the model
+
+
+def test_auto_picks_openvino_bf16_and_one_backend_serves_threads(tiny_ce, passages):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from finerank.rerank._runtime import _cpu_has_bf16, choose_backend
+
+    assert choose_backend("auto", "auto") == ("openvino", "bf16" if _cpu_has_bf16() else "fp32")
+    ce = CrossEncoder(tiny_ce, backend="openvino", precision="fp32", max_length=128)
+    requests = [(f"{QUERY} {i}", passages[i : i + 12]) for i in range(8)]
+    alone = [ce.score(q, texts, raw=True) for q, texts in requests]
+    with ThreadPoolExecutor(4) as pool:  # one inference request, callers take turns: no mixed-up outputs
+        together = list(pool.map(lambda r: ce.score(*r, raw=True), requests))
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(b, a, atol=1e-6)
 
 
 def test_relevance_is_sigmoid_of_logit_or_softmax_of_two_labels(tiny_ce, tiny_ce2, passages):
@@ -112,6 +129,8 @@ def test_model_directories_that_are_not_models(tmp_path, tiny_ce):
         CrossEncoder(tiny_ce, backend="tensorrt")
     with pytest.raises(ValueError, match="not 'bf16'"):
         CrossEncoder(tiny_ce, backend="onnx", precision="bf16")
+    with pytest.raises(ValueError, match="not 'int8'"):
+        CrossEncoder(tiny_ce, backend="openvino", precision="int8")
 
 
 def test_default_reranker_loads_offline_and_ranks_the_demo_sensibly(monkeypatch):

@@ -80,8 +80,10 @@ class VectorIndex:
             if allowed is not None:
                 keep = allowed[positions]
                 positions, scores = positions[keep], scores[keep]
-            if len(positions) >= k or count >= len(self.vectors):
+            if len(positions) >= k:
                 return positions[:k], scores[:k]
+            if count >= len(self.vectors):
+                return None  # the graph reaches fewer than k of them (nodes cut off by removals): exact search finds all
             count *= 2
         return None
 

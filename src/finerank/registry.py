@@ -95,7 +95,7 @@ DEFAULT_ENCODER = "all-minilm-l6-v2"
 def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "cross-encoder", **options) -> Reranker:
     """A reranker by registry name, or a cross-encoder (``kind``) from a local directory or hub id.
 
-    ``options`` go to the transformer reranker: backend ("auto", "torch", "onnx"), precision,
+    ``options`` go to the transformer reranker: backend ("auto", "openvino", "torch", "onnx"), precision,
     max_length, batch_size, threads.
     """
     spec = MODELS.get(str(model))

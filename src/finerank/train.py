@@ -30,7 +30,7 @@ from .errors import CorpusError
 from .index import Index
 from .fusion import ranks
 from .rerank import FusedReranker, Reranker
-from .rerank._runtime import TextEncoder, _cpu_has_bf16, export_onnx, model_inputs, pad, resolve_model
+from .rerank._runtime import TextEncoder, _cpu_has_bf16, model_inputs, onnx_file, pad, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def _save_checkpoint(folder: Path, model, optimizer, scheduler, result: TrainRes
 
 def export(config: TrainConfig, result: TrainResult, data: str) -> Path:
     """Write ``config.output`` as a Hugging Face model folder (weights, config, tokenizer), its
-    ONNX export (onnx/finerank-classification.onnx) and a model card (README.md)."""
+    ONNX export (in onnx/, see finerank.rerank._runtime.onnx_file) and a model card (README.md)."""
     base = resolve_model(config.base)
     out = Path(config.output)
     model_dir = out / "checkpoint" / "model"
@@ -293,8 +293,7 @@ def export(config: TrainConfig, result: TrainResult, data: str) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "sentencepiece.bpe.model"):
         if (base / name).is_file():
             shutil.copy(base / name, out / name)
-    (out / "onnx").mkdir(exist_ok=True)
-    export_onnx(out, "classification", out / "onnx" / "finerank-classification.onnx")
+    onnx_file(out, "classification")
     card = [
         f"# Cross-encoder fine-tuned by finerank from {config.base}",
         "",
