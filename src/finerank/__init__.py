@@ -1,7 +1,7 @@
 """finerank: coarse recall, then fine ranking.
 
 A fast first stage (BM25, dense vectors, or both fused) recalls candidates, a reranker reads each (query, document) pair
-and reorders them. Heavy frameworks (torch, onnxruntime, transformers) load only when a
+and reorders them. Heavy frameworks (torch, openvino, onnxruntime, transformers) load only when a
 reranker is built, never at import.
 """
 
