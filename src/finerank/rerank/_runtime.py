@@ -174,7 +174,7 @@ def _torch_available() -> bool:
 
 def choose_backend(backend: str, precision: str) -> tuple[str, str]:
     """Resolve ``auto`` by measurement (docs/performance.md): openvino when installed (its fused
-    attention in bf16 ran 1.8x torch bf16 here), else torch, else onnxruntime; bf16 on CPUs with
+    attention in bf16 ran 2.1x torch bf16 here), else torch, else onnxruntime; bf16 on CPUs with
     bf16 units, else fp32."""
     if backend == "auto":
         backend = "openvino" if importlib.util.find_spec("openvino") else "torch" if _torch_available() else "onnx"
