@@ -31,7 +31,7 @@ def test_rerank_from_file_and_stdin(tmp_path, capsys, monkeypatch, tiny_ce):
     assert main(["rerank", "--query", "How do I read a CSV file in Python?", "--docs", str(docs), "--top-k", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["hits"][0]["id"] == "b" and result["hits"][0]["original_rank"] == 2
-    monkeypatch.setattr("sys.stdin", io.StringIO("first line document\n\nsecond line document\n"))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"first line document\n\nsecond line document\n")))
     assert main(["rerank", "--query", "second", "--docs", "-", "--reranker", str(tiny_ce), "--backend", "onnx"]) == 0
     out = capsys.readouterr().out
     assert "CrossEncoder(" in out and ("(was " in out or "(same)" in out)
@@ -57,7 +57,7 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
     assert "bad.jsonl:2: malformed JSON" in err and not (tmp_path / "i").exists()
     assert main(["-q", "index", str(bad), "--out", str(tmp_path / "i"), "--skip-invalid"]) == 0
     assert main(["search", str(tmp_path / "nowhere"), "q"]) == 1
-    assert "not a finerank index" in capsys.readouterr().err
+    assert "nowhere does not exist" in capsys.readouterr().err
     assert main(["rerank", "--query", "q", "--docs", str(bad), "--reranker", str(tmp_path)]) == 1
     assert "malformed JSON" in capsys.readouterr().err
     (tmp_path / "d.txt").write_text("doc\n")

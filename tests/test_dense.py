@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from finerank import Document, Index, IndexFormatError, ModelError, read_corpus, read_qrels, read_queries
-from finerank.dense import VectorIndex
+from finerank import BM25, Dense, Document, first_stage, Index, IndexFormatError, ModelError, read_corpus, read_qrels, read_queries
+from finerank.vectors import VectorIndex
 from finerank.errors import CorpusError, NotFoundError
 from finerank.evaluate import mean_scores
-from finerank.registry import load_encoder
+from finerank.registry import encoder_of, load_encoder
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def test_dense_and_hybrid_retrieve_well_on_vaswani(datasets, vaswani, encoder):
     qrels = read_qrels(datasets / "vaswani" / "qrels" / "test.tsv")
     recall = {}
     for kind in ("bm25", "dense", "hybrid"):
-        retriever = vaswani.first_stage(kind, encoder)
+        retriever = first_stage(vaswani, kind, encoder)
         run = {q: [h.id for h in retriever.search(text, 100)] for q, text in queries.items() if q in qrels}
         assert all(len(ids) == 100 for ids in run.values())
         recall[kind] = mean_scores(run, qrels)["recall@100"]
@@ -69,36 +69,35 @@ def test_dense_and_hybrid_retrieve_well_on_vaswani(datasets, vaswani, encoder):
 
 
 def test_bi_encoder_second_stage_reads_the_stored_vectors(datasets, vaswani, tiny_ce):
-    from finerank import Pipeline, load_reranker, rerank
-    from finerank.rerank import stored_vectors
+    from finerank import BM25, Pipeline, load_reranker
 
     reranker = load_reranker("minilm-fused", threads=2)
     queries = read_queries(datasets / "vaswani" / "queries.jsonl")
     qrels = read_qrels(datasets / "vaswani" / "qrels" / "test.tsv")
     ids = [q for q in queries if q in qrels][:10]
-    for stage in (vaswani, vaswani.hybrid()):
-        pipeline = Pipeline(stage, reranker, candidates=100, top_k=10)
+    for stage in (BM25(vaswani), first_stage(vaswani, "hybrid")):
+        pipeline, encoding = Pipeline(stage, reranker, candidates=100, top_k=10), Pipeline(stage, reranker, candidates=100, top_k=10)
         assert pipeline._vectors is not None
+        encoding._vectors = None  # the same pipeline, encoding the candidates' texts
         stored, encoded = {}, {}
         for q in ids:
-            stored[q] = pipeline.search(queries[q]).hits
-            encoded[q] = rerank(reranker, queries[q], stage.search(queries[q], 100), 10)  # encodes the documents
+            stored[q], encoded[q] = pipeline.search(queries[q]).hits, encoding.search(queries[q]).hits
             np.testing.assert_allclose([h.score for h in stored[q]], [h.score for h in encoded[q]], atol=5e-3)
             assert len({h.id for h in stored[q]} & {h.id for h in encoded[q]}) >= 8  # bf16 noise may swap near-ties
         runs = [{q: [h.id for h in hits] for q, hits in run.items()} for run in (stored, encoded)]
         judged = {q: qrels[q] for q in ids}
         assert abs(mean_scores(runs[0], judged)["ndcg@10"] - mean_scores(runs[1], judged)["ndcg@10"]) < 0.01
     # vectors made otherwise are not taken for this model's
-    assert stored_vectors(vaswani, load_reranker("all-minilm-l6-v2", document_prefix="passage: ")) is None
-    assert stored_vectors(vaswani, load_reranker(tiny_ce)) is None
-    assert stored_vectors(Index.build(list(read_corpus(datasets / "vaswani"))[:50]), reranker) is None  # no vectors
+    assert Pipeline(BM25(vaswani), load_reranker("all-minilm-l6-v2", document_prefix="passage: "))._vectors is None
+    assert Pipeline(BM25(vaswani), load_reranker(tiny_ce))._vectors is None
+    assert Pipeline(BM25(Index.build(list(read_corpus(datasets / "vaswani"))[:50])), reranker)._vectors is None  # no vectors
     with pytest.raises(ValueError, match="one 384-dimensional row per text"):
-        reranker.score("fins", ["a", "b"], vectors=np.zeros((3, 384), np.float32))
+        reranker.scorer.score("fins", ["a", "b"], vectors=np.zeros((3, 384), np.float32))
 
 
 def test_hnsw_finds_what_exact_search_finds(datasets, vaswani):
     queries = read_queries(datasets / "vaswani" / "queries.jsonl")
-    encoder = vaswani.load_encoder()
+    encoder = encoder_of(vaswani)
     graph = VectorIndex.build(np.asarray(vaswani.vectors.vectors), vaswani.keys, ann="hnsw")
     assert graph.ann == "hnsw" and vaswani.vectors.ann == "exact"
     overlap = []
@@ -111,15 +110,15 @@ def test_hnsw_finds_what_exact_search_finds(datasets, vaswani):
 
 
 def test_filtered_dense_search_still_returns_k(vaswani, encoder):
-    dense = vaswani.dense(encoder)
+    dense = Dense(vaswani, encoder)
     few = [vaswani.documents[i].id for i in (3, 500, 7000)]
     hits = dense.search("measurement of dielectric constants", 10, filter={"id": few})
     assert sorted(h.id for h in hits) == sorted(few)  # all three, though none is near the query
     graph = Index.build(list(vaswani.documents)[:3000], encoder=encoder, ann="hnsw")
     wanted = {d.id for d in list(graph.documents)[:3000:2]}  # half the corpus: the graph path, filtered
-    hits = graph.dense(encoder).search("measurement of dielectric constants", 50, filter={"id": sorted(wanted)})
+    hits = Dense(graph, encoder).search("measurement of dielectric constants", 50, filter={"id": sorted(wanted)})
     assert len(hits) == 50 and all(h.id in wanted for h in hits)
-    unfiltered = [h for h in graph.dense(encoder).search("measurement of dielectric constants", 200) if h.id in wanted][:50]
+    unfiltered = [h for h in Dense(graph, encoder).search("measurement of dielectric constants", 200) if h.id in wanted][:50]
     assert [h.id for h in hits][:10] == [h.id for h in unfiltered][:10]
 
 
@@ -136,12 +135,12 @@ def test_update_adds_replaces_and_deletes_without_rebuilding(tmp_path, small, sc
     reloaded = Index.load(path)
     rebuilt = Index.build([d for d in scifact_docs[2:200]] + [new, replacement], encoder=encoder)
     for query in ("zebrafish fin regeneration", "bee navigation polarised light", gone.title):
-        np.testing.assert_allclose(np.sort(reloaded.scores(query)), np.sort(rebuilt.scores(query)), rtol=1e-5)  # BM25 = a full rebuild's
+        np.testing.assert_allclose(np.sort(BM25(reloaded).scores(query)), np.sort(BM25(rebuilt).scores(query)), rtol=1e-5)  # BM25 = a full rebuild's
         for kind in ("bm25", "dense", "hybrid"):
-            ids = [h.id for h in reloaded.first_stage(kind, encoder).search(query, 200)]
+            ids = [h.id for h in first_stage(reloaded, kind, encoder).search(query, 200)]
             assert gone.id not in ids
-    assert reloaded.dense(encoder).search("zebrafish fin regeneration", 1)[0].id == "new-1"
-    assert reloaded.search("bee navigation polarised light", 1)[0].document.text == replacement.text
+    assert Dense(reloaded, encoder).search("zebrafish fin regeneration", 1)[0].id == "new-1"
+    assert BM25(reloaded).search("bee navigation polarised light", 1)[0].document.text == replacement.text
     position = reloaded.documents.position(changed.id)
     np.testing.assert_allclose(reloaded.vectors.vectors[position], encoder.embed_documents([replacement.content])[0], atol=2e-3)  # bf16
     assert reloaded.keys.tolist() == sorted(reloaded.keys.tolist()) and len(set(reloaded.keys.tolist())) == 200
@@ -154,14 +153,14 @@ def test_update_with_hnsw_keeps_graph_consistent(small, scifact_docs, encoder, t
     updated.save(tmp_path / "g")
     loaded = Index.load(tmp_path / "g")
     assert loaded.vectors.ann == "hnsw" and len(loaded.vectors.hnsw) == 151
-    hits = loaded.dense(encoder).search("zebrafish fins", 151)
+    hits = Dense(loaded, encoder).search("zebrafish fins", 151)
     assert hits[0].id == "new-1" and len(hits) == 151 and not {h.id for h in hits} & {d.id for d in scifact_docs[:50]}
 
 
 def test_crash_during_update_leaves_the_old_index(tmp_path, small, encoder, monkeypatch):
     path = tmp_path / "idx"
     small.save(path)
-    before = Index.load(path).dense(encoder).search("cancer", 5)
+    before = Dense(Index.load(path), encoder).search("cancer", 5)
     updated = Index.load(path).update(add=[Document("x", "cancer cancer cancer")], encoder=encoder)
 
     def fail(self, folder):
@@ -171,7 +170,7 @@ def test_crash_during_update_leaves_the_old_index(tmp_path, small, encoder, monk
     with pytest.raises(OSError, match="disk full"):
         updated.save(path)
     again = Index.load(path)
-    assert len(again) == 200 and [h.id for h in again.dense(encoder).search("cancer", 5)] == [h.id for h in before]
+    assert len(again) == 200 and [h.id for h in Dense(again, encoder).search("cancer", 5)] == [h.id for h in before]
 
 
 def test_bad_input_gets_clear_errors(tmp_path, small, tiny_ce, minilm_dir, encoder):
@@ -184,9 +183,9 @@ def test_bad_input_gets_clear_errors(tmp_path, small, tiny_ce, minilm_dir, encod
     from finerank import BiEncoder
 
     with pytest.raises(ModelError, match="32-dimensional vectors; the index holds 384"):
-        small.dense(BiEncoder(tiny_ce))  # a model of another dimension
+        Dense(small, BiEncoder(tiny_ce))  # a model of another dimension
     with pytest.raises(IndexFormatError, match="no dense vectors"):
-        Index.build([Document("a", "x")]).dense(encoder)
+        Dense(Index.build([Document("a", "x")]), encoder)
     with pytest.raises(ModelError, match="not an encoder"):
         load_encoder("minilm-fused")
     path = tmp_path / "idx"

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
-from finerank import Index, Document, Hit, load_reranker, read_corpus, rerank
+from finerank import BM25, Document, Fusion, Hit, Index, Pipeline, SecondStage, load_reranker, load_scorer, read_corpus, rerank
 from finerank.evaluate import fit_fusion, load_dataset, mean_scores
 from finerank.fusion import fuse, minmax, ranks, rrf
-from finerank.rerank import FusedReranker
 
 
 def test_pure_functions():
@@ -23,34 +22,55 @@ def test_pure_functions():
 
 @pytest.fixture(scope="module")
 def bi():
-    return load_reranker("all-minilm-l6-v2", precision="fp32")
+    return load_scorer("all-minilm-l6-v2", precision="fp32")
 
 
-def test_fused_reranker_reads_first_stage_ranks_and_scores(bi):
+class Fixed:
+    """A first stage that returns the given hits (to drive the pipeline's fusion step)."""
+
+    name = "fixed"
+
+    def __init__(self, hits):
+        self.hits = hits
+
+    def search(self, query, k=10, *, filter=None):
+        return self.hits[:k]
+
+
+def test_pipeline_fuses_with_the_first_stage_ranks_and_scores(bi):
     texts = ["Reading Excel files in Java", "Use pd.read_csv() to read the data", "Pandas basics tutorial", "Baking bread"]
     hits = [Hit(Document(str(i), t), 10.0 - i, i + 1, i + 1) for i, t in enumerate(texts)]
     query = "How do I read a CSV file in Python?"
     for method in ("rrf", "minmax"):
-        fused = FusedReranker(bi, method=method, weight=0.5)
-        in_order = rerank(fused, query, hits)
-        shuffled = rerank(fused, query, hits[::-1])  # hits carry their ranks: input order does not matter
+        stage = SecondStage(bi, Fusion(method, 0.5))
+        in_order = Pipeline(Fixed(hits), stage, top_k=4).search(query).hits
+        shuffled = Pipeline(Fixed(hits[::-1]), stage, top_k=4).search(query).hits  # hits carry their ranks
         assert [h.id for h in in_order] == [h.id for h in shuffled]
         assert all(0.0 <= h.score <= 1.0 for h in in_order)
         np.testing.assert_allclose([h.score for h in in_order], [h.score for h in shuffled])
-    first_only = rerank(FusedReranker(bi, weight=0.0), query, hits)
+    first_only = Pipeline(Fixed(hits), SecondStage(bi, Fusion("minmax", 0.0)), top_k=4).search(query).hits
     assert [h.id for h in first_only] == ["0", "1", "2", "3"]
-    second_only = rerank(FusedReranker(bi, weight=1.0), query, hits)
+    second_only = Pipeline(Fixed(hits), SecondStage(bi, Fusion("rrf", 1.0)), top_k=4).search(query).hits
     assert [h.id for h in second_only] == [h.id for h in rerank(bi, query, hits)]
-    raw = FusedReranker(bi).score_many([(query, texts)], raw=True)[0]  # server path: input order is the first stage
-    np.testing.assert_allclose(raw, FusedReranker(bi).score(query, texts, raw=True, first_ranks=[1, 2, 3, 4]))
     with pytest.raises(ValueError, match="weight must lie"):
-        FusedReranker(bi, weight=1.5)
+        Fusion("rrf", 1.5)
+
+
+def test_a_plain_list_is_never_fused_and_its_order_does_not_matter(bi):
+    fused = load_reranker("minilm-fused", precision="fp32")
+    query = "How do I read a CSV file in Python?"
+    docs = ["Reading Excel files in Java", "Use pd.read_csv() to read the data", "Bake bread at 220 degrees"]
+    forward = {h.document.text: h.score for h in rerank(fused, query, docs)}
+    backward = {h.document.text: h.score for h in rerank(fused, query, docs[::-1])}
+    assert forward == pytest.approx(backward) and max(forward, key=forward.get) == docs[1]
+    assert rerank(fused, query, docs[:1])[0].score == pytest.approx(forward[docs[0]])  # one document: its own score, not 1.0
+    assert forward == pytest.approx(dict(zip(docs, bi.score(query, docs))))
 
 
 def test_fit_fusion_on_a_dev_split(datasets, bi):
     dataset = load_dataset(datasets / "nfcorpus", "dev", max_queries=15)
     index = Index.build(read_corpus(datasets / "nfcorpus"))
-    rows = fit_fusion(dataset, index, bi, candidates=30, weights=(0.0, 0.5, 1.0))
+    rows = fit_fusion(dataset, BM25(index), bi, candidates=30, weights=(0.0, 0.5, 1.0))
     assert len(rows) == 6 and rows == sorted(rows, key=lambda r: -r[2])
-    bm25 = mean_scores({q: [h.id for h in index.search(t, 30)] for q, t in dataset.queries.items()}, dataset.qrels)["ndcg@10"]
+    bm25 = mean_scores({q: [h.id for h in BM25(index).search(t, 30)] for q, t in dataset.queries.items()}, dataset.qrels)["ndcg@10"]
     assert dict(((m, w), n) for m, w, n in rows)[("rrf", 0.0)] == pytest.approx(bm25)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from finerank import Index, Document, IndexFormatError, read_corpus, read_qrels, read_queries
+from finerank import BM25, Index, Document, IndexFormatError, read_corpus, read_qrels, read_queries
 from finerank.evaluate import mean_scores
 from finerank.index import DocumentStore
 
@@ -22,27 +22,27 @@ def lucene_bm25(tf, df, dl, n=4, avgdl=2.5, k1=0.9, b=0.4):
 
 def test_scores_equal_hand_computed_lucene_bm25():
     index = Index.build(FOUR, analyzer="english")
-    hits = index.search("apple", k=10)
+    hits = BM25(index).search("apple", k=10)
     assert [h.id for h in hits] == ["d1", "d4"]  # two occurrences beat a short document; zero scores are left out
     assert hits[0].score == pytest.approx(lucene_bm25(2, 2, 3), rel=1e-5)
     assert hits[1].score == pytest.approx(lucene_bm25(1, 2, 1), rel=1e-5)
-    scores = index.scores("banana cherry")
+    scores = BM25(index).scores("banana cherry")
     expected = [lucene_bm25(1, 2, 3), lucene_bm25(1, 2, 2) + lucene_bm25(1, 2, 2), lucene_bm25(1, 2, 4), 0.0]
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
     custom = Index.build(FOUR, analyzer="english", k1=1.2, b=0.75)
-    assert custom.search("apple", 1)[0].score == pytest.approx(lucene_bm25(1, 2, 1, k1=1.2, b=0.75), rel=1e-5)
+    assert BM25(custom).search("apple", 1)[0].score == pytest.approx(lucene_bm25(1, 2, 1, k1=1.2, b=0.75), rel=1e-5)
 
 
 def test_search_contract():
     index = Index.build(FOUR)
-    hits = index.search("banana", k=1)
+    hits = BM25(index).search("banana", k=1)
     assert len(hits) == 1 and hits[0].rank == hits[0].original_rank == 1
-    assert index.search("zebra unknown", k=5) == [] and index.search("the of and", k=5) == []
-    assert [[h.id for h in hs] for hs in index.batch_search(["apple", "fig"], k=2)] == [["d1", "d4"], ["d3"]]
+    assert BM25(index).search("zebra unknown", k=5) == [] and BM25(index).search("the of and", k=5) == []
+    assert [[h.id for h in BM25(index).search(q, k=2)] for q in ["apple", "fig"]] == [["d1", "d4"], ["d3"]]
     with pytest.raises(ValueError):
-        index.search("apple", k=0)
+        BM25(index).search("apple", k=0)
     tied = Index.build([Document(str(i), "same words here") for i in range(20)])
-    assert [h.id for h in tied.search("words", k=5)] == ["0", "1", "2", "3", "4"]
+    assert [h.id for h in BM25(tied).search("words", k=5)] == ["0", "1", "2", "3", "4"]
 
 
 def test_save_load_roundtrip_memory_mapped(tmp_path):
@@ -50,10 +50,10 @@ def test_save_load_roundtrip_memory_mapped(tmp_path):
     index.save(tmp_path / "idx")
     loaded = Index.load(tmp_path / "idx")
     assert isinstance(loaded.documents._blob, np.memmap)
-    assert loaded.params == index.params and loaded.name == index.name
+    assert loaded.params == index.params and BM25(loaded).name == BM25(index).name
     for q in ("apple", "cherry fig", "感冒治疗"):
-        assert [(h.id, h.score) for h in loaded.search(q)] == [(h.id, h.score) for h in index.search(q)]
-    zh = loaded.search("治疗")[0].document
+        assert [(h.id, h.score) for h in BM25(loaded).search(q)] == [(h.id, h.score) for h in BM25(index).search(q)]
+    zh = BM25(loaded).search("治疗")[0].document
     assert zh == Document("zh", "感冒的治疗方法", "", {"lang": "zh"})
     assert loaded.documents[loaded.documents.position("d3")].text == "cherry date egg fig"
     with pytest.raises(KeyError, match="unknown document id 'nope'"):
@@ -72,7 +72,7 @@ def test_crash_mid_save_leaves_old_index_intact(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         Index.build([Document("new", "other text")]).save(path)
     loaded = Index.load(path)
-    assert len(loaded) == 4 and loaded.search("apple")[0].id == "d1"
+    assert len(loaded) == 4 and BM25(loaded).search("apple")[0].id == "d1"
     assert len(list(path.glob("gen-*"))) == 1
 
 
@@ -104,7 +104,7 @@ def test_chinese_retrieval_smoke(datasets):
     queries = read_queries(datasets / "cmrc2018-dev-retrieval" / "queries.jsonl")
     qrels = read_qrels(datasets / "cmrc2018-dev-retrieval" / "qrels" / "test.tsv")
     sample = dict(list(qrels.items())[:400])
-    run = {q: [h.id for h in index.search(queries[q], 10)] for q in sample}
+    run = {q: [h.id for h in BM25(index).search(queries[q], 10)] for q in sample}
     assert mean_scores(run, sample)["ndcg@10"] > 0.9
 
 
@@ -116,10 +116,10 @@ def test_filtered_search_still_returns_k_matching_documents(scifact_docs):
         ({"year": [2003, 2005]}, lambda m: m["year"] in (2003, 2005)),
         ({"year": {"gte": 2010, "lt": 2012}, "lang": "en"}, lambda m: 2010 <= m["year"] < 2012 and m["lang"] == "en"),
     ]:
-        hits = index.search("cells", k=10, filter=spec)
+        hits = BM25(index).search("cells", k=10, filter=spec)
         assert len(hits) == 10 and all(check(h.document.metadata) for h in hits)
-        matching = [h for h in index.search("cells", k=500) if check(h.document.metadata)][:10]
+        matching = [h for h in BM25(index).search("cells", k=500) if check(h.document.metadata)][:10]
         assert [h.id for h in hits] == [h.id for h in matching]  # the same order as filtering afterwards, but full
-    assert index.search("cells", k=5, filter={"missing": 1}) == []
+    assert BM25(index).search("cells", k=5, filter={"missing": 1}) == []
     with pytest.raises(ValueError, match="a range uses"):
-        index.search("cells", filter={"year": {"near": 3}})
+        BM25(index).search("cells", filter={"year": {"near": 3}})

@@ -1,12 +1,12 @@
 import pytest
 
-from finerank import Index, Pipeline, Ranking, Retriever, load_reranker, read_corpus, read_qrels, read_queries, read_run, rerank
+from finerank import BM25, Index, Pipeline, Ranking, Retriever, load_reranker, read_corpus, read_qrels, read_queries, read_run, rerank
 from finerank.evaluate import mean_scores
 
 
 @pytest.fixture(scope="module")
 def scifact_index(scifact_docs):
-    return Index.build(scifact_docs)
+    return BM25(Index.build(scifact_docs))
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def test_pipeline_reranks_first_stage_candidates(datasets, scifact_index, bi_enc
     assert isinstance(scifact_index, Retriever)
     queries = list(read_queries(datasets / "scifact" / "queries.jsonl").values())[:10]
     pipeline = Pipeline(scifact_index, bi_encoder, candidates=20, top_k=5)
-    for query, ranking in zip(queries, pipeline.batch_search(queries)):
+    for query, ranking in zip(queries, map(pipeline.search, queries)):
         assert isinstance(ranking, Ranking) and ranking.query == query
         assert set(ranking.timings) == {"first_stage", "rerank"} and all(t > 0 for t in ranking.timings.values())
         first = {h.id: h.rank for h in scifact_index.search(query, 20)}

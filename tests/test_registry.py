@@ -19,13 +19,13 @@ def test_every_analyzer_is_named_and_works():
 def test_every_backend_runs_the_same_model(tiny_ce):
     scores = {}
     for name in registry.BACKENDS:
-        reranker = registry.load_reranker(tiny_ce, backend=name, precision="fp32")
+        reranker = registry.load_scorer(tiny_ce, backend=name, precision="fp32")
         assert reranker.backend_name == name
         scores[name] = reranker.score("query", ["a document", "another one"], raw=True)
     for name in registry.BACKENDS:
         np.testing.assert_allclose(scores[name], scores["torch"], atol=1e-4)
     for name in (n for n, backend in registry.BACKENDS.items() if "bf16" in backend.precisions):
-        bf16 = registry.load_reranker(tiny_ce, backend=name, precision="bf16")
+        bf16 = registry.load_scorer(tiny_ce, backend=name, precision="bf16")
         np.testing.assert_allclose(bf16.score("query", ["a document"], raw=True), scores["torch"][:1], atol=0.1)
 
 
@@ -37,11 +37,12 @@ def test_every_shipped_model_loads(monkeypatch):
             assert (spec.locate() / "config.json").is_file()
         else:
             assert spec.base in registry.MODELS and spec.method in ("rrf", "minmax")
-        reranker = registry.load_reranker(name)
-        expected = finerank.FusedReranker if spec.kind == "fused" else registry.KINDS[spec.kind]
-        assert isinstance(reranker, expected) and isinstance(reranker, finerank.Reranker) and reranker.name == name
-        # both candidates in first-stage order: the relevant one first, as BM25 would put it
-        scores = reranker.score("bone fractures", ["vitamin D and bone fractures", "stock market prices"])
+        stage = registry.load_reranker(name)
+        assert isinstance(stage, finerank.SecondStage) and stage.name == name
+        assert (stage.fusion is not None) == (spec.kind == "fused") and isinstance(stage.scorer, finerank.Scorer)
+        if stage.fusion is not None:
+            assert (stage.fusion.method, stage.fusion.weight) == (spec.method, spec.weight)
+        scores = stage.scorer.score("bone fractures", ["vitamin D and bone fractures", "stock market prices"])
         assert scores[0] > scores[1] and all(0 <= s <= 1 for s in scores)
     with pytest.raises(finerank.ModelError, match="unknown reranker kind"):
         registry.load_reranker("somewhere", kind="colbert")

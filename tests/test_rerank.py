@@ -4,8 +4,8 @@ import shutil
 import numpy as np
 import pytest
 
-from finerank import CrossEncoder, Document, Hit, InputTooLongError, ModelError, load_reranker, rerank
-from finerank.rerank._runtime import export_name
+from finerank import DEFAULT_RERANKER, CrossEncoder, Document, Hit, InputTooLongError, ModelError, load_reranker, load_scorer, rerank
+from finerank.models._runtime import cache_root, onnx_file
 
 QUERY = "vitamin D supplementation reduces fractures"
 
@@ -29,13 +29,14 @@ def test_every_backend_agrees_with_torch_for_one_and_two_labels(tiny_ce, tiny_ce
             o = CrossEncoder(model, backend=backend, precision="fp32", max_length=128)
             np.testing.assert_allclose(o.score(QUERY, passages, raw=True), raw_t, atol=1e-4)
             np.testing.assert_allclose(o.score(QUERY, passages), t.score(QUERY, passages), atol=1e-4)
-    assert (tiny_ce / "onnx" / export_name("classification")).is_file()  # exported once, cached beside the model
+    exported = onnx_file(tiny_ce, "classification")  # exported once, into the user cache, readable by others
+    assert exported.is_relative_to(cache_root()) and not (tiny_ce / "onnx").exists() and exported.stat().st_mode & 0o044 == 0o044
 
 
 def test_auto_picks_openvino_bf16_and_one_backend_serves_threads(tiny_ce, passages):
     from concurrent.futures import ThreadPoolExecutor
 
-    from finerank.rerank._runtime import _cpu_has_bf16, choose_backend
+    from finerank.models._runtime import _cpu_has_bf16, choose_backend
 
     assert choose_backend("auto", "auto") == ("openvino", "bf16" if _cpu_has_bf16() else "fp32")
     ce = CrossEncoder(tiny_ce, backend="openvino", precision="fp32", max_length=128)
@@ -140,8 +141,8 @@ def test_default_reranker_loads_offline_and_ranks_the_demo_sensibly(monkeypatch)
     hits = rerank(reranker, "How do I read a CSV file in Python?", docs)
     assert hits[0].document.text == docs[0]
     assert all(0.0 <= h.score <= 1.0 for h in hits)
-    fp32 = load_reranker(backend="torch", precision="fp32")
-    onnx = load_reranker(backend="onnx")
+    fp32 = load_scorer(DEFAULT_RERANKER, backend="torch", precision="fp32")
+    onnx = load_scorer(DEFAULT_RERANKER, backend="onnx")
     np.testing.assert_allclose(onnx.score("csv in python", docs, raw=True), fp32.score("csv in python", docs, raw=True), atol=1e-4)
 
 
@@ -154,7 +155,7 @@ def kendall_tau(a, b):
 def test_every_fast_path_matches_the_reference_on_a_real_model(minilm_dir, passages):
     """Each backend and precision against torch fp32 on all-MiniLM-L6-v2 and real passages."""
     from finerank import BiEncoder
-    from finerank.rerank._runtime import BACKENDS
+    from finerank.models._runtime import BACKENDS
 
     reference = BiEncoder(minilm_dir, backend="torch", precision="fp32", batch_size=64).score(QUERY, passages, raw=True)
     tolerance = {"fp32": (1e-5, 1.0), "bf16": (5e-3, 0.98), "int8": (0.05, 0.85)}  # max |cosine diff|, min Kendall tau

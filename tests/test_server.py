@@ -15,7 +15,7 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
 
-from finerank import Document, Index, Pipeline, load_reranker
+from finerank import BM25, Document, Index, Pipeline, first_stage, load_reranker, load_scorer
 from finerank.server import Limits, create_app
 from finerank.server.batching import Batcher, Overloaded
 
@@ -57,7 +57,7 @@ def index_dir(tmp_path_factory, scifact_docs):
 
 @pytest.fixture(scope="module")
 def reference():
-    return load_reranker("all-minilm-l6-v2", precision="fp32")
+    return load_scorer("all-minilm-l6-v2", precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_oversized_body_and_missing_key(client, live):
 def test_search_filters_and_index_administration(client, index_dir):
     found = client.post("/v1/search", json={"query": "vitamin D bone fractures", "candidates": 30, "top_n": 5}).json()
     assert [r["rank"] for r in found["results"]] == [1, 2, 3, 4, 5] and set(found["timings_ms"]) == {"first_stage", "rerank"}
-    first = {h.id: h.rank for h in Index.load(index_dir).search("vitamin D bone fractures", 30)}
+    first = {h.id: h.rank for h in BM25(Index.load(index_dir)).search("vitamin D bone fractures", 30)}
     assert all(first[r["id"]] == r["original_rank"] for r in found["results"])
     filtered = client.post("/v1/search", json={"query": "cells", "top_n": 7, "filter": {"group": [1]}, "rerank": False}).json()
     assert len(filtered["results"]) == 7 and all(r["document"]["metadata"]["group"] == 1 for r in filtered["results"])
@@ -157,15 +157,15 @@ def test_search_filters_and_index_administration(client, index_dir):
     hits = client.post("/v1/search", json={"query": "zebrafish fin blastema", "top_n": 1}).json()["results"]
     assert hits[0]["id"] == "new-1" and hits[0]["document"]["metadata"] == {"group": 9}
     assert client.get("/v1/documents/new-1").json()["title"] == doc["title"]
-    assert Index.load(index_dir).search("zebrafish blastema", 1)[0].id == "new-1"  # persisted
+    assert BM25(Index.load(index_dir)).search("zebrafish blastema", 1)[0].id == "new-1"  # persisted
     assert client.post("/v1/documents/delete", json={"ids": ["new-1"]}).json() == {"changed": 1, "documents": 300}
     assert client.get("/v1/documents/new-1").status_code == 404
-    assert "new-1" not in [h.id for h in Index.load(index_dir).search("zebrafish blastema", 5)]
+    assert "new-1" not in [h.id for h in BM25(Index.load(index_dir)).search("zebrafish blastema", 5)]
 
 
 def test_concurrent_add_delete_search_loses_nothing(client, index_dir):
     before = len(Index.load(index_dir))
-    victims = [h.id for h in Index.load(index_dir).search("cancer", 6)]
+    victims = [h.id for h in BM25(Index.load(index_dir)).search("cancer", 6)]
 
     def add(worker):
         for j in range(4):
@@ -263,7 +263,7 @@ def test_search_ranks_as_the_library_pipeline_does(index_dir):
     # a fused second stage reads the first stage's scores (min-max), on the server as in the library
     fused = load_reranker("minilm-fused", precision="fp32")
     query = "vitamin D deficiency and bone fractures"
-    expected = Pipeline(Index.load(index_dir), fused, candidates=30, top_k=5).search(query).hits
+    expected = Pipeline(BM25(Index.load(index_dir)), fused, candidates=30, top_k=5).search(query).hits
     with LiveServer(create_app(fused, index=index_dir)) as server, httpx.Client(base_url=server.url, timeout=60) as c:
         found = c.post("/v1/search", json={"query": query, "candidates": 30, "top_n": 5}).json()["results"]
     assert [h["id"] for h in found] == [h.id for h in expected]

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from finerank import Index, CrossEncoder, Document, load_reranker, read_corpus, read_qrels, read_queries
+from finerank import BM25, Index, CrossEncoder, Document, load_reranker, read_corpus, read_qrels, read_queries
 from finerank import train as training
 from finerank.cli import main
-from finerank.rerank._runtime import export_name
+from finerank.models._runtime import onnx_file
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,6 @@ def test_cli_train(tmp_path, tiny_ce, datasets, capsys):
     assert main(["-q", "train", str(datasets / "nfcorpus"), "--base", str(tiny_ce), "--out", str(out), "--max-steps", "2",
                  "--max-queries", "6", "--group-size", "4", "--max-length", "64", "--eval", str(datasets / "scifact"), "--eval-queries", "3"]) == 0
     assert "trained 2 steps" in capsys.readouterr().out
-    assert (out / "onnx" / export_name("classification")).is_file() and (out / "config.json").is_file()
+    assert onnx_file(out, "classification").is_file() and (out / "config.json").is_file()
     card = (out / "README.md").read_text()
     assert "steps: 2" in card and "## Evaluation" in card and "| ndcg@10 |" in card and "the first 3 of 300 judged queries" in card

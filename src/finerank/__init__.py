@@ -2,32 +2,33 @@
 
 A fast first stage (BM25, dense vectors, or both fused) recalls candidates, a reranker reads each (query, document) pair
 and reorders them. Heavy frameworks (torch, openvino, onnxruntime, transformers) load only when a
-reranker is built, never at import.
+model is built, never at import.
 """
 
 from .corpus import read_corpus, read_qrels, read_queries, read_run
 from .errors import CorpusError, FinerankError, IndexFormatError, InputTooLongError, MissingDependencyError, ModelError
-from .dense import DenseRetriever
-from .hybrid import HybridRetriever
+from .fusion import Fusion
 from .index import Index
-from .pipeline import Pipeline, Retriever
-from .registry import DEFAULT_RERANKER, load_encoder, load_reranker
-from .rerank import BiEncoder, CrossEncoder, FusedReranker, Reranker, rerank
+from .models import BiEncoder, CrossEncoder, Scorer
+from .pipeline import Pipeline, SecondStage, rerank
+from .registry import DEFAULT_RERANKER, load_encoder, load_reranker, load_scorer
+from .retrievers import BM25, Dense, Hybrid, Retriever, first_stage
 from .types import Document, Hit, Ranking
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BM25",
     "BiEncoder",
     "CorpusError",
     "CrossEncoder",
     "DEFAULT_RERANKER",
-    "DenseRetriever",
+    "Dense",
     "Document",
     "FinerankError",
-    "FusedReranker",
+    "Fusion",
     "Hit",
-    "HybridRetriever",
+    "Hybrid",
     "Index",
     "IndexFormatError",
     "InputTooLongError",
@@ -35,11 +36,14 @@ __all__ = [
     "ModelError",
     "Pipeline",
     "Ranking",
-    "Reranker",
     "Retriever",
+    "Scorer",
+    "SecondStage",
     "__version__",
+    "first_stage",
     "load_encoder",
     "load_reranker",
+    "load_scorer",
     "read_corpus",
     "read_qrels",
     "read_queries",

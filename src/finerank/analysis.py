@@ -66,3 +66,20 @@ def auto(text: str) -> list[str]:
     for i, part in enumerate(parts):
         terms.extend(chinese(part) if i % 2 else english(part))
     return terms
+
+
+ANALYZERS: dict[str, Analyzer] = {"auto": auto, "chinese": chinese, "english": english}
+
+
+def analyzer(name: str) -> Analyzer:
+    """The analyzer of that name; ValueError naming the choices for an unknown one."""
+    try:
+        return ANALYZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown analyzer {name!r}; choose one of {', '.join(sorted(ANALYZERS))}") from None
+
+
+def warm_up(name: str) -> None:
+    """Load what the analyzer needs (jieba's dictionary) now, not inside the first query."""
+    if name in ("auto", "chinese"):
+        _jieba()

@@ -15,10 +15,10 @@ from typing import Sequence
 
 from . import Document, Index, Pipeline, __version__, load_reranker, read_corpus, rerank
 from .errors import FinerankError, MissingDependencyError
-from .dense import ANN
-from .index import FIRST_STAGES
-from .registry import ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, MODELS, load_encoder
+from .registry import ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, MODELS, encoder_of, load_encoder
+from .retrievers import BM25, FIRST_STAGES, first_stage
 from .types import Hit, Ranking
+from .vectors import ANN
 
 logger = logging.getLogger("finerank")
 
@@ -38,6 +38,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"finerank: error: {message}", file=sys.stderr)
         return 1
+
+
+def _count(minimum: int = 1):
+    """An argparse type: an integer of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _port(text: str) -> int:
+    value = _count(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port lies in 0-65535, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,15 +87,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="dense and hybrid need an index built with --dense")
     p.add_argument("--filter", type=json.loads, help='metadata filter as JSON, e.g. \'{"year": {"gte": 2015}, "lang": ["en", "zh"]}\'')
-    p.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank (default 100)")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--candidates", type=_count(), default=100, help="first-stage candidates to rerank (default 100)")
+    p.add_argument("--top-k", type=_count(), default=3)
     _reranker_options(p, allow_none=True)
     p.set_defaults(run_command=_search)
 
     p = sub.add_parser("rerank", help="rerank documents from a file or stdin against a query")
     p.add_argument("--query", required=True)
     p.add_argument("--docs", required=True, help="JSONL/CSV/TSV corpus file, a text file with one document per line, or - for stdin")
-    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-k", type=_count(), default=None)
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_rerank)
 
@@ -87,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--index", help="an existing index of the dataset's corpus (default: build one in memory)")
     p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="bm25, dense (all-MiniLM-L6-v2 unless the index says otherwise) or hybrid (RRF)")
     p.add_argument("--analyzer", default="auto", choices=sorted(ANALYZERS))
-    p.add_argument("--candidates", type=int, default=100, help="first-stage depth that is reranked and evaluated (default 100)")
-    p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+    p.add_argument("--candidates", type=_count(), default=100, help="first-stage depth that is reranked and evaluated (default 100)")
+    p.add_argument("--max-queries", type=_count(), default=None, help="evaluate only the first N judged queries")
     p.add_argument("--report", help="write a Markdown report here")
     p.add_argument("--figure", help="write a PNG figure here (per-query nDCG@10 change, moves of relevant documents)")
     p.add_argument("--out", default="docs/results.md", help="with --all: the results page to write (default docs/results.md)")
@@ -99,12 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--index", help="an index folder to search and administer over HTTP")
     p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="first stage of /v1/search")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--api-key", default=os.environ.get("FINERANK_API_KEY"), help="require 'Authorization: Bearer KEY' (default $FINERANK_API_KEY)")
-    p.add_argument("--max-documents", type=int, default=1000, help="documents per rerank request")
-    p.add_argument("--max-document-tokens", type=int, default=8192)
+    p.add_argument("--max-documents", type=_count(), default=1000, help="documents per rerank request")
+    p.add_argument("--max-document-tokens", type=_count(), default=8192)
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a request waits to share a batch (0: no cross-request batching)")
-    p.add_argument("--max-queue", type=int, default=64, help="requests waiting to be scored before 429")
+    p.add_argument("--max-queue", type=_count(), default=64, help="requests waiting to be scored before 429")
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_serve)
 
@@ -116,20 +136,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train")
     p.add_argument("--teacher", help="distil from this reranker's scores (loss kl), e.g. minilm-fused")
     p.add_argument("--loss", choices=("listwise", "bce", "kl"), help="default: listwise (kl with --teacher)")
-    p.add_argument("--group-size", type=int, default=8, help="texts per group: 1 positive + negatives")
-    p.add_argument("--batch-groups", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--group-size", type=_count(2), default=8, help="texts per group: 1 positive + negatives")
+    p.add_argument("--batch-groups", type=_count(), default=4)
+    p.add_argument("--epochs", type=_count(), default=1)
+    p.add_argument("--max-steps", type=_count())
     p.add_argument("--lr", type=float, default=4e-5)
-    p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--max-queries", type=int, help="use only the first N queries (or documents, for self)")
+    p.add_argument("--max-length", type=_count(8), default=256)
+    p.add_argument("--max-queries", type=_count(), help="use only the first N queries (or documents, for self)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--threads", type=int, help="CPU threads for training (default: torch's choice)")
+    p.add_argument("--checkpoint-every", type=_count(), default=200)
+    p.add_argument("--threads", type=_count(), help="CPU threads for training (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--eval", help="after training, evaluate on this BEIR folder and add the table to the model card")
     p.add_argument("--eval-split", default="test")
-    p.add_argument("--eval-queries", type=int, default=100, help="judged queries to evaluate (default 100)")
+    p.add_argument("--eval-queries", type=_count(), default=100, help="judged queries to evaluate (default 100)")
     p.set_defaults(run_command=_train)
 
     p = sub.add_parser("demo", help="the idea in two examples: first-stage order beside reranked order")
@@ -143,7 +163,7 @@ def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
     p.add_argument("--kind", default="cross-encoder", choices=("cross-encoder", "bi-encoder"), help="what a model folder holds")
     p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"), help="int8: onnx backend only")
-    p.add_argument("--max-length", type=int, help="tokens per (query, document) pair (default: the model's own limit, at most 512)")
+    p.add_argument("--max-length", type=_count(8), help="tokens per (query, document) pair (default: the model's own limit, at most 512)")
     if allow_none:
         p.add_argument("--no-rerank", action="store_true", help="first stage only")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -153,6 +173,8 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_folder
     from .report import figure, markdown, table, write_results
 
+    for path in (args.report, args.figure, args.out if args.all else None):
+        _check_writable(path)
     reranker = None if args.no_rerank else _load(args)
     options = dict(split=args.split, run=args.run, index=args.index, analyzer=args.analyzer, candidates=args.candidates,
                    max_queries=args.max_queries, first_stage=args.first_stage, show_progress=not args.quiet)
@@ -170,9 +192,20 @@ def _eval(args: argparse.Namespace) -> int:
     ev = evaluate_folder(Path(args.dataset), reranker, **options)
     figure_path = figure(ev, args.figure) if args.figure else None
     if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(markdown(ev, str(figure_path) if figure_path else None), encoding="utf-8")
     print(json.dumps(ev.to_json(), indent=2) if args.json else table(ev))
     return 0
+
+
+def _check_writable(path: str | None) -> None:
+    """Fail before long work, not after it, when an output file cannot be written."""
+    if path is None:
+        return
+    target = Path(path).resolve()
+    folder = next(p for p in target.parents if p.exists())  # folders that do not exist yet are made
+    if not folder.is_dir() or not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ValueError(f"cannot write {path}: permission denied or not a folder ({folder})")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -182,6 +215,9 @@ def _serve(args: argparse.Namespace) -> int:
         from .server import Limits, create_app
     except ImportError as err:
         raise MissingDependencyError(f"the server dependencies ({err.name})", "server") from None
+    if args.index:  # a missing index or a first stage it cannot serve: one line now, not a traceback at start-up
+        index = Index.load(args.index)
+        first_stage(index, args.first_stage)
     limits = Limits(max_documents=args.max_documents, max_document_tokens=args.max_document_tokens,
                     batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
     app = create_app(_load(args), index=args.index, first_stage=args.first_stage, api_key=args.api_key, limits=limits)
@@ -239,11 +275,13 @@ def _index(args: argparse.Namespace) -> int:
     if args.add or args.delete:
         if args.corpus:
             raise ValueError("give a corpus to build an index, or --add/--delete to update the one in --out, not both")
-        index = Index.load(args.out)
         added = list(read_corpus(args.add, skip_invalid=args.skip_invalid)) if args.add else []
-        new = index.update(add=added, delete=args.delete, show_progress=not args.quiet)
-        new.save(args.out)
-        print(f"updated {args.out}: {len(index)} -> {len(new)} documents ({len(added)} added or replaced, {len(args.delete)} deleted)")
+        deleted = list(dict.fromkeys(args.delete))
+        index = Index.load(args.out)
+        encoder = encoder_of(index) if added and index.vectors is not None else None
+        # load, change and save under the index's writer lock: concurrent updates queue, none is lost
+        old, new = Index.edit(args.out, add=added, delete=deleted, encoder=encoder, show_progress=not args.quiet)
+        print(f"updated {args.out}: {len(old)} -> {len(new)} documents ({len(added)} added or replaced, {len(deleted)} deleted)")
         return 0
     if not args.corpus:
         raise ValueError("name a corpus to index (or use --add/--delete to update an index)")
@@ -256,13 +294,13 @@ def _index(args: argparse.Namespace) -> int:
     )
     index.save(args.out)
     dense = f" + {index.vectors.ann} {index.vectors.dimension}-d vectors from {encoder.name}" if encoder else ""
-    print(f"indexed {len(index)} documents into {args.out} ({index.name}{dense})")
+    print(f"indexed {len(index)} documents into {args.out} ({BM25(index).name}{dense})")
     return 0
 
 
 def _search(args: argparse.Namespace) -> int:
     index = Index.load(args.index)
-    first_stage = index.first_stage(args.first_stage)
+    retriever = first_stage(index, args.first_stage)
     reranker = None
     if not args.no_rerank:
         try:
@@ -271,7 +309,7 @@ def _search(args: argparse.Namespace) -> int:
             if args.reranker is not None:
                 raise
             logger.warning("no reranker: %s (showing the first stage only; --no-rerank hides this)", err)
-    ranking = Pipeline(first_stage, reranker, candidates=args.candidates, top_k=args.top_k).search(args.query, filter=args.filter)
+    ranking = Pipeline(retriever, reranker, candidates=args.candidates, top_k=args.top_k).search(args.query, filter=args.filter)
     if args.json:
         print(json.dumps(_ranking_json(ranking), ensure_ascii=False, indent=2))
     else:
@@ -288,7 +326,7 @@ def _rerank(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"query": args.query, "reranker": reranker.name, "hits": [_hit_json(h) for h in hits]}, ensure_ascii=False, indent=2))
     else:
-        print(f"reranker: {reranker!r}")
+        print(f"reranker: {reranker.scorer!r}")
         _print_hits(hits)
     return 0
 
@@ -297,7 +335,12 @@ def _read_documents(source: str) -> list[Document]:
     path = Path(source)
     if source != "-" and path.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
         return list(read_corpus(path))
-    lines = sys.stdin.read().splitlines() if source == "-" else path.read_text(encoding="utf-8").splitlines()
+    raw = sys.stdin.buffer.read() if source == "-" else path.read_bytes()
+    try:
+        lines = raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{'stdin' if source == '-' else source}:{line}: not UTF-8 text (byte {err.start})") from None
     if source == "-" and lines and lines[0].lstrip().startswith("{"):
         import tempfile
 
@@ -318,15 +361,16 @@ def _demo(args: argparse.Namespace) -> int:
     with resources.as_file(corpus) as path:
         index = Index.build(read_corpus(path))
     reranker = _load(args)
+    pipeline = Pipeline(BM25(index), reranker, candidates=10, top_k=5)
     results = []
     for query in DEMO_QUERIES:
-        candidates = index.search(query, k=10)
-        results.append((query, candidates[:5], rerank(reranker, query, candidates, top_k=5)))
+        ranking = pipeline.search(query)
+        results.append((query, ranking.candidates[:5], ranking.hits))
     if args.json:
         out = [{"query": q, "first_stage": [_hit_json(h) for h in f], "reranked": [_hit_json(h) for h in r]} for q, f, r in results]
         print(json.dumps({"reranker": reranker.name, "examples": out}, ensure_ascii=False, indent=2))
         return 0
-    print(f"finerank demo: BM25 recalls 10 candidates from {len(index)} shipped documents, then {reranker!r} reorders them.")
+    print(f"finerank demo: BM25 recalls 10 candidates from {len(index)} shipped documents, then {reranker.name} ({reranker.scorer!r}) reorders them.")
     if args.reranker is None:
         print(f"(default second stage: {MODELS[DEFAULT_RERANKER].description}; pass --reranker MODEL_DIR for a cross-encoder)")
     for query, first, reranked in results:
@@ -352,12 +396,16 @@ def _pad(text: str, width: int) -> str:
 
 
 def _snippet(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    """The text on one line, cut to ``width`` columns (CJK characters take two); linear time."""
+    text = " ".join(text[: 4 * width].split())  # a long document: only its start can show
     if _width(text) <= width:
         return text
-    while _width(text) > width - 1:
-        text = text[:-1]
-    return text + "…"
+    used = 0
+    for end, c in enumerate(text):
+        used += 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        if used > width - 1:
+            return text[:end] + "…"
+    return text
 
 
 def _print_hits(hits: Sequence[Hit]) -> None:

@@ -86,8 +86,18 @@ def _to_document(record: object, path: Path, line: int) -> Document:
         raise CorpusError("'text' must be a string (and 'title', if given)", path, line)
     if not text.strip() and not title.strip():
         raise CorpusError(f"document {doc_id!r} has no text", path, line)
+    if not _is_unicode(text + title + str(doc_id)):
+        raise CorpusError(f"document {doc_id!r} holds a lone surrogate (an escape like \\ud800): not valid Unicode text", path, line)
     metadata = {k: v for k, v in record.items() if k not in ID_KEYS and k not in ("text", "title")}
     return Document(id=str(doc_id), text=text, title=title, metadata=metadata)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str | CorpusError]]:

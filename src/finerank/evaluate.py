@@ -20,11 +20,12 @@ import numpy as np
 
 from .corpus import read_qrels, read_queries
 from .errors import CorpusError
-from .rerank import Reranker, rerank, stored_vectors
 from .types import Document, Hit
 
 if TYPE_CHECKING:
-    from .pipeline import Retriever
+    from .models import Scorer
+    from .pipeline import SecondStage
+    from .retrievers import Retriever
 
 Qrels = Mapping[str, Mapping[str, int]]
 
@@ -106,7 +107,7 @@ class Dataset:
     split: str
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
-    skipped: int  # queries without a relevant judgement in this split (or without text)
+    skipped: int  # queries without a relevant judgement in this split, or without text
     judged: int  # judged queries in all (``queries`` may hold fewer, see max_queries)
 
 
@@ -119,7 +120,7 @@ def load_dataset(folder: str | Path, split: str = "test", max_queries: int | Non
         raise CorpusError(f"no judgements for split {split!r} (expected {qrels_file})", folder)
     all_queries = read_queries(folder / "queries.jsonl")
     qrels = read_qrels(qrels_file)
-    judged = [q for q in all_queries if any(g > 0 for g in qrels.get(q, {}).values())]
+    judged = [q for q in all_queries if any(g > 0 for g in qrels.get(q, {}).values()) and all_queries[q].strip()]
     kept = judged[:max_queries] if max_queries else judged
     return Dataset(
         name=folder.name, folder=folder, split=split,
@@ -161,7 +162,7 @@ class Evaluation:
 def evaluate(
     dataset: Dataset,
     first_stage: "Retriever | Mapping[str, Mapping[str, float]]",
-    reranker: Reranker | None = None,
+    reranker: "SecondStage | Scorer | None" = None,
     *,
     documents: Mapping[str, Document] | None = None,
     candidates: int = 100,
@@ -169,38 +170,40 @@ def evaluate(
     show_progress: bool = False,
 ) -> Evaluation:
     """Run the first stage (a Retriever, or a run: query id -> {doc id: score}) over the dataset's
-    judged queries, rerank its top ``candidates`` if a reranker is given, and score both lists.
+    judged queries, rerank its top ``candidates`` if a reranker is given (through
+    :class:`finerank.Pipeline`, as a search would), and score both lists.
 
     Reranking a run needs ``documents`` (id -> Document); a run that names a document missing
     from them raises CorpusError naming it.
     """
     from tqdm.auto import tqdm
 
+    from .pipeline import Pipeline
+
     is_run = isinstance(first_stage, Mapping)
     if is_run and reranker is not None:
         unknown = sorted({d for q in dataset.queries for d in first_stage.get(q, {})} - set(documents or {}))
         if unknown:
             raise CorpusError(f"the run names {len(unknown)} document(s) not in the corpus: {', '.join(unknown[:5])}")
-    vectors_of = stored_vectors(first_stage, reranker) if reranker is not None and not is_run else None
+    name = first_stage_name or ("run" if is_run else first_stage.name)
+    pipeline = Pipeline(_RunStage(name) if is_run else first_stage, reranker, candidates=candidates, top_k=candidates)
     first_run, reranked_run = {}, {}
     times: dict[str, list[float]] = {"first_stage": [], "rerank": []}
     pairs = 0
     for qid, text in tqdm(dataset.queries.items(), desc=dataset.name, unit=" queries", disable=not show_progress):
-        start = time.perf_counter()
         if is_run:
             scored = first_stage.get(qid, {})
             ranked = sorted(scored, key=lambda d: (scored[d], d), reverse=True)[:candidates]  # trec_eval's order
             hits = [Hit(documents[d] if documents else Document(d, ""), scored[d], r, r) for r, d in enumerate(ranked, 1)]
+            ranking = pipeline.rerank(text, hits)
         else:
-            hits = first_stage.search(text, candidates)
-            times["first_stage"].append(time.perf_counter() - start)
-        first_run[qid] = [h.id for h in hits]
+            ranking = pipeline.search(text)
+        first_run[qid] = [h.id for h in ranking.candidates]
+        for stage, seconds in ranking.timings.items():
+            times[stage].append(seconds)
         if reranker is not None:
-            start = time.perf_counter()
-            vectors = vectors_of(hits) if vectors_of and hits else None
-            reranked_run[qid] = [h.id for h in rerank(reranker, text, hits, vectors=vectors)]
-            times["rerank"].append(time.perf_counter() - start)
-            pairs += len(hits)
+            reranked_run[qid] = [h.id for h in ranking.hits]
+            pairs += len(ranking.candidates)
     first_per_query = per_query(first_run, dataset.qrels)
     reranked_per_query = per_query(reranked_run, dataset.qrels) if reranker is not None else None
     moves = []
@@ -211,8 +214,7 @@ def evaluate(
             moves += [(first_pos.get(d, 0), new_pos.get(d)) for d, g in judged.items() if g > 0]
     return Evaluation(
         dataset=dataset.name, split=dataset.split, queries=len(dataset.queries), judged=dataset.judged, skipped=dataset.skipped,
-        first_stage=first_stage_name or ("run" if is_run else first_stage.name),
-        reranker=getattr(reranker, "name", None), candidates=candidates,
+        first_stage=name, reranker=pipeline.second.name if pipeline.second else None, candidates=candidates,
         scores={"first_stage": _means(first_per_query), "reranked": _means(reranked_per_query) if reranked_per_query else None},
         per_query={"first_stage": first_per_query, "reranked": reranked_per_query},
         p_value=randomization_test(*(list(p["ndcg@10"].values()) for p in (first_per_query, reranked_per_query))) if reranked_per_query else None,
@@ -223,9 +225,19 @@ def evaluate(
     )
 
 
+class _RunStage:
+    """Stands for a TREC run as the pipeline's first stage (its hits are given to Pipeline.rerank)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def search(self, query: str, k: int = 10, *, filter=None) -> list[Hit]:
+        raise TypeError("a run is searched by query id: pass its hits to Pipeline.rerank")
+
+
 def evaluate_folder(
     folder: str | Path,
-    reranker: Reranker | None = None,
+    reranker: "SecondStage | Scorer | None" = None,
     *,
     split: str = "test",
     run: str | Path | None = None,
@@ -246,6 +258,7 @@ def evaluate_folder(
     from .corpus import read_corpus, read_run
     from .index import Index
     from .registry import load_encoder
+    from .retrievers import BM25, first_stage as make_first_stage
 
     folder = Path(folder)
     dataset = load_dataset(folder, split, max_queries)
@@ -261,18 +274,27 @@ def evaluate_folder(
                         first_stage_name=f"run {run_file.name}", show_progress=show_progress)
     if index:
         loaded = Index.load(index)
+        _check_index_matches(loaded, dataset)
     else:
         if first_stage != "bm25" and encoder is None:
             encoder = load_encoder()
         loaded = Index.build(read_corpus(folder), analyzer=analyzer, encoder=encoder if first_stage != "bm25" else None, show_progress=show_progress)
-    retriever = loaded.first_stage(first_stage, encoder)
+    retriever = BM25(loaded) if first_stage == "bm25" else make_first_stage(loaded, first_stage, encoder)
     return evaluate(dataset, retriever, reranker, candidates=candidates, show_progress=show_progress)
+
+
+def _check_index_matches(index, dataset: Dataset) -> None:
+    """An index of another corpus would silently score 0: refuse it when none of the judged
+    documents is in it."""
+    judged = {d for j in dataset.qrels.values() for d, g in j.items() if g > 0}
+    if judged and not any(d in index.documents for d in judged):
+        raise CorpusError(f"the index holds none of the {len(judged)} documents judged relevant in {dataset.name}: was it built from another corpus?")
 
 
 def fit_fusion(
     dataset: Dataset,
     first_stage: "Retriever",
-    second: Reranker,
+    second: "Scorer",
     *,
     candidates: int = 100,
     weights: Sequence[float] = tuple(np.round(np.linspace(0, 1, 11), 2)),

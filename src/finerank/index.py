@@ -1,6 +1,7 @@
-"""The index: documents, their analyzed tokens, BM25 and (when built with an encoder) dense
-vectors, in one folder with one format version. Saves are atomic (see ``_storage``); loads
-memory-map the arrays and documents.
+"""The index, storage only: documents, their analyzed tokens, BM25's arrays and (when built
+with an encoder) dense vectors, in one folder with one format version. Saves are atomic and
+safe across processes (see ``_storage``); loads memory-map the arrays and documents. Searching
+it is the retrievers' job (``finerank.retrievers``).
 
 Updates (:meth:`Index.update`) analyze and encode only the documents they add. BM25's
 statistics are recomputed from the stored tokens, so scores equal a full rebuild's; vectors and
@@ -16,17 +17,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import filters, registry
-from ._storage import live_generation, new_generation
-from .dense import DenseRetriever, VectorIndex
-from .errors import CorpusError, IndexFormatError, NotFoundError
-from .lexical import bm25_model, load_bm25, top_k
-from .types import Document, Hit
+from . import analysis, filters
+from ._storage import current, live_generation, locked, new_generation
+from .errors import CorpusError, IndexFormatError, ModelError, NotFoundError
+from .lexical import bm25_model, load_bm25
+from .types import Document
+from .vectors import VectorIndex
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
-FIRST_STAGES = ("bm25", "dense", "hybrid")
 
 
 class DocumentStore:
@@ -86,19 +86,17 @@ def encode(doc: Document) -> bytes:
 
 
 class Index:
-    """Documents with BM25 (Lucene's variant by default: k1=0.9, b=0.4) over title + text, and
-    dense vectors when built with an encoder.
-
-    The index itself is the BM25 first stage (:class:`finerank.Retriever`: ``search``,
-    ``batch_search``); :meth:`dense` and :meth:`hybrid` give the other two.
-    """
+    """Documents with BM25's arrays (Lucene's variant by default: k1=0.9, b=0.4) over title +
+    text, and dense vectors when built with an encoder. ``generation`` names the saved
+    generation it was loaded from (None for an index built or changed in memory since)."""
 
     def __init__(self, documents: DocumentStore, tokens: np.ndarray, token_offsets: np.ndarray, keys: np.ndarray,
-                 bm25, params: dict, vectors: VectorIndex | None = None):
+                 bm25, params: dict, vectors: VectorIndex | None = None, generation: str | None = None):
         self.documents, self.keys, self.params, self.vectors = documents, keys, params, vectors
-        self._tokens, self._token_offsets, self._bm25 = tokens, token_offsets, bm25
-        self.analyzer = registry.analyzer(params["analyzer"])
-        self.name = f"bm25({params['method']}, k1={params['k1']}, b={params['b']}, {params['analyzer']})"
+        self._tokens, self._token_offsets, self.bm25 = tokens, token_offsets, bm25
+        self.analyzer = analysis.analyzer(params["analyzer"])
+        self.generation = generation
+        self._base = generation  # the saved generation this index derives from (see save)
 
     @classmethod
     def build(
@@ -123,7 +121,7 @@ class Index:
         _check_unique(docs)
         params = {"format_version": FORMAT_VERSION, "analyzer": analyzer, "k1": k1, "b": b, "method": method}
         vocab: dict[str, int] = {"": 0}
-        analyze = registry.analyzer(analyzer)
+        analyze = analysis.analyzer(analyzer)
         token_lists = [_token_ids(analyze, d, vocab) for d in tqdm(docs, desc="analyzing", unit=" docs", disable=not show_progress)]
         tokens, offsets = _flatten(token_lists)
         keys = np.arange(len(docs), dtype=np.int64)
@@ -140,7 +138,8 @@ class Index:
     def update(self, add: Iterable[Document] = (), delete: Iterable[str] = (), *, encoder=None, show_progress: bool = False) -> "Index":
         """A new index with ``add`` added (a document whose id exists replaces it) and the ids in
         ``delete`` removed; this one is left as it was. Only added documents are analyzed and
-        encoded. An unknown id in ``delete`` raises NotFoundError and changes nothing."""
+        encoded; an index with vectors needs the ``encoder`` it was built with to add documents.
+        An unknown id in ``delete`` raises NotFoundError and changes nothing."""
         add, delete = list(add), list(dict.fromkeys(delete))
         _check_unique(add)
         unknown = [i for i in delete if i not in self.documents]
@@ -152,7 +151,7 @@ class Index:
         if not keep.any() and not add:
             raise CorpusError("an update cannot delete every document of the index")
         kept = np.flatnonzero(keep)
-        vocab = dict(self._bm25.vocab_dict)
+        vocab = dict(self.bm25.vocab_dict)
         analyze = self.analyzer
         token_lists = [self._tokens[self._token_offsets[i] : self._token_offsets[i + 1]].tolist() for i in kept]
         token_lists += [_token_ids(analyze, d, vocab) for d in add]
@@ -160,17 +159,37 @@ class Index:
         new_keys = np.arange(self.params["next_key"], self.params["next_key"] + len(add), dtype=np.int64)
         vectors = None
         if self.vectors is not None:
-            new_vectors = _embed(encoder or self.load_encoder(), add, show_progress) if add else np.empty((0, self.vectors.dimension), np.float32)
+            if add and encoder is None:
+                raise ModelError(f"this index holds vectors from {self.params['dense']['model']}: pass that encoder to add documents")
+            new_vectors = _embed(encoder, add, show_progress) if add else np.empty((0, self.vectors.dimension), np.float32)
             vectors = self.vectors.updated(keep, new_vectors, new_keys)
         documents = DocumentStore.from_lines([self.documents.line(int(i)) for i in kept] + [encode(d) for d in add])
         params = self.params | {"documents": len(documents), "next_key": self.params["next_key"] + len(add)}
         logger.info("updated index: %d kept, %d added, %d deleted", len(kept), len(add), len(delete))
-        return Index(documents, tokens, offsets, np.concatenate([self.keys[keep], new_keys]), bm25_model(token_lists, vocab, params), params, vectors)
+        new = Index(documents, tokens, offsets, np.concatenate([self.keys[keep], new_keys]), bm25_model(token_lists, vocab, params), params, vectors)
+        new._base = self._base
+        return new
+
+    @classmethod
+    def edit(cls, path: str | Path, *, add: Iterable[Document] = (), delete: Iterable[str] = (), encoder=None,
+             show_progress: bool = False) -> tuple["Index", "Index"]:
+        """Load the index in ``path``, update it and save it, all under its writer lock, so
+        concurrent editors (processes or threads) queue and none loses another's update.
+        Returns (the index before, the index after)."""
+        with locked(path):
+            old = cls.load(path)
+            new = old.update(add, delete, encoder=encoder, show_progress=show_progress)
+            new.save(path)
+            return old, new
 
     def save(self, path: str | Path) -> None:
-        """Write the index to ``path`` atomically (the old index stays intact until the new one is complete)."""
-        with new_generation(path) as folder:
-            self._bm25.save(folder / "bm25", show_progress=False)
+        """Write the index to ``path`` atomically: the old index stays intact until the new one
+        is complete. An index loaded from ``path`` (or updated from one) is saved only if
+        ``path`` still holds the generation it came from (else IndexFormatError: load again);
+        a newly built index replaces whatever ``path`` holds."""
+        same_place = self._base is not None and (Path(path) / self._base).is_dir()
+        with new_generation(path, self._base, check=same_place) as folder:
+            self.bm25.save(folder / "bm25", show_progress=False)
             self.documents.save(folder)
             np.save(folder / "tokens.npy", np.asarray(self._tokens))
             np.save(folder / "token_offsets.npy", np.asarray(self._token_offsets))
@@ -178,10 +197,23 @@ class Index:
             if self.vectors is not None:
                 self.vectors.save(folder)
             (folder / "meta.json").write_text(json.dumps(self.params, indent=2), encoding="utf-8")
+        self.generation = self._base = folder.name
 
     @classmethod
-    def load(cls, path: str | Path, *, mmap: bool = True) -> "Index":
-        folder = live_generation(path)
+    def load(cls, path: str | Path, *, mmap: bool = True, attempts: int = 5) -> "Index":
+        """The live generation of the index in ``path``. A save that publishes and retires
+        generations while this reads is retried (the old generation may vanish under it)."""
+        for attempt in range(attempts):
+            name = current(path)
+            try:
+                return cls._load(path, live_generation(path), mmap)
+            except IndexFormatError:
+                if attempt == attempts - 1 or name is None or current(path) == name:
+                    raise  # nothing moved: the index really is missing or corrupt
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _load(cls, path: str | Path, folder: Path, mmap: bool) -> "Index":
         try:
             params = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
@@ -198,38 +230,10 @@ class Index:
         if not len(documents) == len(arrays[2]) == len(arrays[1]) - 1 == params.get("documents"):
             raise IndexFormatError(f"{path} is corrupt: its files disagree on the number of documents")
         vectors = VectorIndex.load(folder, arrays[2], params["dense"]["ann"], mmap) if "dense" in params else None
-        return cls(documents, *arrays, bm25, params, vectors)
+        return cls(documents, *arrays, bm25, params, vectors, generation=folder.name)
 
     def __len__(self) -> int:
         return len(self.documents)
-
-    # --- first stages ---------------------------------------------------------------------
-
-    def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every document for ``query`` (terms unknown to the index are ignored)."""
-        vocab = self._bm25.vocab_dict
-        ids = [vocab[t] for t in self.analyzer(query) if t in vocab]
-        if not ids:
-            return np.zeros(len(self), dtype=np.float32)
-        return self._bm25.get_scores(ids)
-
-    def search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[Hit]:
-        """BM25: the top ``k`` documents with a positive score, best first (ties by index order).
-
-        With ``filter`` (see :mod:`finerank.filters`), only matching documents are ranked, so
-        k results come back whenever k matching documents have a positive score.
-        """
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        scores = self.scores(query)
-        allowed = self.allowed(filter, np.flatnonzero(scores > 0))
-        if allowed is not None:
-            scores = np.where(allowed, scores, 0)
-        top = top_k(scores, k)
-        return [Hit(self.documents[int(i)], float(scores[i]), r, r) for r, i in enumerate(top, 1)]
-
-    def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
-        return [self.search(q, k) for q in queries]
 
     def allowed(self, filter: Mapping[str, Any] | None, among: np.ndarray | None = None) -> np.ndarray | None:
         """A boolean mask of the documents ``filter`` lets through (None: no filter), checking
@@ -242,32 +246,11 @@ class Index:
             mask[i] = filters.matches(self.documents[int(i)], filter)
         return mask
 
-    def vectors_of(self, hits: Sequence[Hit]) -> np.ndarray:
-        """The stored vectors of the hits' documents, one row per hit."""
+    def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of these documents, one row per id."""
         if self.vectors is None:
             raise IndexFormatError("this index has no dense vectors: build it with an encoder (finerank index --dense)")
-        return np.asarray(self.vectors.vectors[[self.documents.position(h.id) for h in hits]], dtype=np.float32)
-
-    def dense(self, encoder=None) -> DenseRetriever:
-        """The dense first stage over this index's vectors (``encoder``: the one it was built with)."""
-        return DenseRetriever(self, encoder)
-
-    def hybrid(self, encoder=None, *, method: str = "rrf", weight: float = 0.5, depth: int = 100):
-        """BM25 and dense fused (``method`` rrf or minmax; ``weight``: the dense share)."""
-        from .hybrid import HybridRetriever
-
-        return HybridRetriever(self, self.dense(encoder), method=method, weight=weight, depth=depth)
-
-    def first_stage(self, kind: str = "bm25", encoder=None):
-        """``bm25``, ``dense`` or ``hybrid`` (RRF, k=60, equal weights)."""
-        if kind not in FIRST_STAGES:
-            raise ValueError(f"unknown first stage {kind!r}; choose one of {', '.join(FIRST_STAGES)}")
-        return self if kind == "bm25" else self.dense(encoder) if kind == "dense" else self.hybrid(encoder)
-
-    def load_encoder(self):
-        """The encoder this index's vectors were made with."""
-        spec = self.params["dense"]
-        return registry.load_encoder(spec["model"], query_prefix=spec["query_prefix"], document_prefix=spec["document_prefix"], max_length=spec["max_length"])
+        return np.asarray(self.vectors.vectors[[self.documents.position(i) for i in ids]], dtype=np.float32)
 
 
 def _check_unique(docs: Sequence[Document]) -> None:
@@ -290,7 +273,7 @@ def _flatten(token_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _encoder_params(encoder) -> dict:
-    return {"model": encoder.name, "dimension": encoder.dimension, "max_length": encoder.encoder.max_length,
+    return {"model": encoder.name, "dimension": encoder.dimension, "max_length": encoder.max_length,
             "query_prefix": encoder.query_prefix, "document_prefix": encoder.document_prefix}
 
 

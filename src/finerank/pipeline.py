@@ -1,52 +1,157 @@
-"""Coarse recall, then fine ranking: a first stage recalls candidates, a reranker reorders them."""
+"""Coarse recall, then fine ranking: the one place that composes the stages.
+
+first stage (a Retriever) -> scorer (a cross- or bi-encoder) -> fusion step (when the second
+stage fuses with the first stage's ranking) -> top k, with seconds per stage. Evaluation, the
+server and the benchmarks run :class:`Pipeline`; :func:`rerank` scores a plain list, which has
+no first stage and so is never fused: its scores do not depend on the order of the list.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
-from .rerank import Reranker, rerank, stored_vectors
-from .types import Hit, Ranking
+import numpy as np
+
+from .fusion import Fusion
+from .models import Scorer
+from .retrievers import Retriever
+from .types import Document, Hit, Ranking
 
 
-@runtime_checkable
-class Retriever(Protocol):
-    """A first stage: BM25 (:class:`finerank.Index`), dense, hybrid; external engines implement
-    the same two calls. ``filter`` (see :mod:`finerank.filters`) is optional to implement."""
+@dataclass(frozen=True)
+class SecondStage:
+    """A scorer and, optionally, how its scores are fused with the first stage's ranking.
+    What :func:`finerank.load_reranker` returns; :class:`Pipeline` also takes a bare scorer."""
 
-    name: str
+    scorer: Scorer
+    fusion: Fusion | None = None
+    name: str = ""
 
-    def search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[Hit]: ...
+    def __post_init__(self):
+        if not self.name:
+            object.__setattr__(self, "name", self.scorer.name if self.fusion is None else f"{self.scorer.name} fused ({self.fusion.name})")
 
-    def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]: ...
+
+def second_stage(reranker: SecondStage | Scorer) -> SecondStage:
+    return reranker if isinstance(reranker, SecondStage) else SecondStage(reranker)
 
 
 class Pipeline:
-    """``first_stage`` recalls ``candidates`` documents, ``reranker`` reorders them, the best
-    ``top_k`` are returned. Without a reranker the first stage's top ``top_k`` come back as is."""
+    """``first_stage`` recalls ``candidates`` documents, ``reranker`` (a :class:`SecondStage` or
+    a bare scorer) reorders them, the best ``top_k`` are returned. Without a reranker the first
+    stage's top ``top_k`` come back as they are."""
 
-    def __init__(self, first_stage: Retriever, reranker: Reranker | None = None, *, candidates: int = 100, top_k: int = 3):
-        if candidates < 1 or top_k < 1:
-            raise ValueError(f"candidates and top_k must be at least 1, got {candidates} and {top_k}")
-        self.first_stage, self.reranker = first_stage, reranker
+    def __init__(self, first_stage: Retriever, reranker: SecondStage | Scorer | None = None, *, candidates: int = 100, top_k: int = 3):
+        _check_counts(candidates=candidates, top_k=top_k)
+        self.first_stage = first_stage
+        self.second = second_stage(reranker) if reranker is not None else None
         self.candidates, self.top_k = candidates, top_k
-        # a bi-encoder second stage reads the document vectors the index stores instead of encoding again
-        self._vectors = stored_vectors(first_stage, reranker) if reranker is not None else None
+        self._vectors = _stored_vectors(first_stage, self.second.scorer) if self.second else None
 
-    def search(self, query: str, *, filter: Mapping[str, Any] | None = None) -> Ranking:
-        """``filter``: see :mod:`finerank.filters` (passed to the first stage)."""
-        if not query.strip():
-            raise ValueError("the query is empty")
+    def search(self, query: str, *, filter: Mapping[str, Any] | None = None, candidates: int | None = None,
+               top_k: int | None = None) -> Ranking:
+        """``filter``: see :mod:`finerank.filters`; ``candidates`` / ``top_k`` override the
+        pipeline's for this call."""
+        _check_query(query)
+        candidates, top_k = candidates or self.candidates, top_k or self.top_k
+        _check_counts(candidates=candidates, top_k=top_k)
         start = time.perf_counter()
-        k = self.candidates if self.reranker else self.top_k
+        k = candidates if self.second else top_k
         hits = self.first_stage.search(query, k, filter=filter) if filter else self.first_stage.search(query, k)
         timings = {"first_stage": time.perf_counter() - start}
-        if self.reranker is not None:
-            start = time.perf_counter()
-            vectors = self._vectors(hits) if self._vectors and hits else None
-            hits = rerank(self.reranker, query, hits, self.top_k, vectors=vectors)
-            timings["rerank"] = time.perf_counter() - start
-        return Ranking(query, tuple(hits[: self.top_k]), timings, self.first_stage.name, getattr(self.reranker, "name", None))
+        return self.rerank(query, hits, top_k=top_k, timings=timings)
 
-    def batch_search(self, queries: Sequence[str]) -> list[Ranking]:
-        return [self.search(q) for q in queries]
+    def rerank(self, query: str, hits: Sequence[Hit], *, top_k: int | None = None, timings: Mapping[str, float] | None = None) -> Ranking:
+        """The second half of :meth:`search`, for first-stage hits from elsewhere (a TREC run):
+        score, fuse with the hits' ranks and scores when the second stage fuses, cut to top k."""
+        _check_query(query)
+        top_k = top_k or self.top_k
+        timings = dict(timings or {})
+        reranked = list(hits)
+        if self.second is not None and hits:
+            start = time.perf_counter()
+            texts, fusion = [h.document.content for h in hits], self.second.fusion
+            options = {"raw": fusion is not None}  # fusion reads the model's raw scores
+            if self._vectors is not None:
+                options["vectors"] = self._vectors([h.id for h in hits])
+            scores = self.second.scorer.score(query, texts, **options)
+            if fusion is not None:
+                scores = fusion(scores, [h.rank for h in hits], [h.score for h in hits])
+            reranked = rank([h.document for h in hits], [h.rank for h in hits], scores)
+            timings["rerank"] = time.perf_counter() - start
+        return Ranking(query, tuple(reranked[:top_k]), timings, self.first_stage.name,
+                       self.second.name if self.second else None, candidates=tuple(hits))
+
+
+def rerank(reranker: SecondStage | Scorer, query: str, candidates: Sequence[Hit | Document | str], top_k: int | None = None) -> list[Hit]:
+    """Score a plain list of candidates against ``query`` and return them best first as new Hits.
+
+    The list has no first stage, so a second stage's fusion does not apply: only its scorer
+    runs, and each score depends on its own (query, document) pair alone, never on the order
+    of the list. Each hit's ``original_rank`` is the candidate's rank in the input (a Hit keeps
+    its own ``rank``; a Document or string is ranked by position, from 1). Strings become
+    documents whose id is their 0-based input index. Ties keep the input order. The caller's
+    list is not changed.
+    """
+    _check_query(query)
+    documents, original = as_documents(candidates)
+    scores = second_stage(reranker).scorer.score(query, [d.content for d in documents])
+    return rank(documents, original, scores, top_k)
+
+
+def as_documents(candidates: Sequence[Hit | Document | str]) -> tuple[list[Document], list[int]]:
+    """The candidates as Documents, with each one's original (1-based) rank."""
+    documents: list[Document] = []
+    original: list[int] = []
+    for position, candidate in enumerate(candidates):
+        if isinstance(candidate, Hit):
+            documents.append(candidate.document)
+            original.append(candidate.rank)
+        elif isinstance(candidate, Document):
+            documents.append(candidate)
+            original.append(position + 1)
+        elif isinstance(candidate, str):
+            documents.append(Document(id=str(position), text=candidate))
+            original.append(position + 1)
+        else:
+            raise TypeError(f"candidate {position} is a {type(candidate).__name__}; expected a Hit, Document or str")
+    return documents, original
+
+
+def rank(documents: Sequence[Document], original: Sequence[int], scores: Sequence[float], top_k: int | None = None) -> list[Hit]:
+    """Hits ordered by score (ties by original rank), cut to ``top_k``."""
+    order = sorted(range(len(documents)), key=lambda j: (-scores[j], original[j]))[:top_k]
+    return [Hit(documents[j], float(scores[j]), new_rank, original[j]) for new_rank, j in enumerate(order, 1)]
+
+
+def _stored_vectors(first_stage: Retriever, scorer: Scorer):
+    """When ``scorer`` is the bi-encoder that made the vectors the first stage's index stores
+    (same model name, document prefix and dimension), the index's lookup of stored vectors by
+    id, so candidates are not encoded again; otherwise None."""
+    index = getattr(first_stage, "index", None)
+    made_by = getattr(index, "params", {}).get("dense")
+    if made_by is None or not hasattr(scorer, "document_prefix"):
+        return None
+    if (made_by["model"], made_by["document_prefix"], made_by["dimension"]) != (scorer.name, scorer.document_prefix, scorer.dimension):
+        return None
+    return index.vectors_of
+
+
+def _check_query(query: str) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("the query is empty")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the query holds a lone surrogate or undecodable bytes: not valid Unicode text") from None
+
+
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+__all__ = ["Pipeline", "SecondStage", "as_documents", "rank", "rerank", "second_stage"]

@@ -1,4 +1,5 @@
-"""The one registry of named things: analyzers, inference backends and shipped models.
+"""The one registry of named things: analyzers, inference backends, shipped models and the
+second stages built from them (a scorer, fused or not with the first stage).
 
 Every name here is tested (tests/test_registry.py). Models are looked up by name first;
 anything else given as a model is a local Hugging Face directory or a hub id.
@@ -12,23 +13,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import analysis
-from .errors import MissingDependencyError, ModelError
-from .rerank import BiEncoder, CrossEncoder, FusedReranker, Reranker
-from .rerank._runtime import BACKENDS
+from typing import TYPE_CHECKING
 
-ANALYZERS: dict[str, analysis.Analyzer] = {
-    "auto": analysis.auto,
-    "chinese": analysis.chinese,
-    "english": analysis.english,
-}
+from .analysis import ANALYZERS, analyzer
+from .errors import IndexFormatError, MissingDependencyError, ModelError
+from .fusion import Fusion
+from .models import BiEncoder, CrossEncoder, Scorer
+from .models._runtime import BACKENDS
+from .pipeline import SecondStage
 
-
-def analyzer(name: str) -> analysis.Analyzer:
-    try:
-        return ANALYZERS[name]
-    except KeyError:
-        raise ValueError(f"unknown analyzer {name!r}; choose one of {', '.join(sorted(ANALYZERS))}") from None
+if TYPE_CHECKING:
+    from .index import Index
 
 
 @dataclass(frozen=True)
@@ -49,7 +44,8 @@ class PackagedModel:
 
 @dataclass(frozen=True)
 class FusedModel:
-    """A registered second stage fused with the first stage (see finerank.fusion)."""
+    """A registered second stage whose scores the pipeline fuses with the first stage's
+    ranking (see finerank.fusion.Fusion); over a plain list its model scores alone."""
 
     base: str  # the registry name of the second stage
     method: str  # "rrf" or "minmax"
@@ -92,17 +88,26 @@ KINDS = {"cross-encoder": CrossEncoder, "bi-encoder": BiEncoder}
 DEFAULT_ENCODER = "all-minilm-l6-v2"
 
 
-def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "cross-encoder", **options) -> Reranker:
-    """A reranker by registry name, or a cross-encoder (``kind``) from a local directory or hub id.
+def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "cross-encoder", **options) -> SecondStage:
+    """A second stage by registry name (its scorer, and its fusion for a fused entry), or a
+    scorer (``kind``: cross-encoder or bi-encoder) from a local directory or hub id, unfused.
 
-    ``options`` go to the transformer reranker: backend ("auto", "openvino", "torch", "onnx"), precision,
-    max_length, batch_size, threads.
+    ``options`` go to the transformer scorer: backend ("auto", "openvino", "torch", "onnx"),
+    precision, max_length, batch_size, threads.
     """
     spec = MODELS.get(str(model))
     if isinstance(spec, FusedModel):
         if spec.max_length is not None:
             options.setdefault("max_length", spec.max_length)
-        return FusedReranker(load_reranker(spec.base, **options), method=spec.method, weight=spec.weight, name=str(model))
+        return SecondStage(load_scorer(spec.base, **options), Fusion(spec.method, spec.weight), name=str(model))
+    return SecondStage(load_scorer(model, kind=kind, **options))
+
+
+def load_scorer(model: str | os.PathLike, *, kind: str = "cross-encoder", **options) -> Scorer:
+    """The scoring model alone: a registered model by name, or a ``kind`` from a directory or hub id."""
+    spec = MODELS.get(str(model))
+    if isinstance(spec, FusedModel):
+        return load_scorer(spec.base, **options)
     if spec is not None:
         return KINDS[spec.kind](spec.locate(), name=str(model), **options)
     if kind not in KINDS:
@@ -120,4 +125,15 @@ def load_encoder(model: str | os.PathLike = DEFAULT_ENCODER, **options) -> BiEnc
     return BiEncoder(spec.locate() if spec else model, name=str(model), **options)
 
 
-__all__ = ["ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "MODELS", "load_encoder", "FusedModel", "PackagedModel", "analyzer", "load_reranker"]
+def encoder_of(index: "Index") -> BiEncoder:
+    """The encoder the index's vectors were made with (its name, prefixes and max_length)."""
+    spec = index.params.get("dense")
+    if spec is None:
+        raise IndexFormatError("this index has no dense vectors: build it with an encoder (finerank index --dense)")
+    return load_encoder(spec["model"], query_prefix=spec["query_prefix"], document_prefix=spec["document_prefix"], max_length=spec["max_length"])
+
+
+__all__ = [
+    "ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "MODELS", "FusedModel", "PackagedModel",
+    "analyzer", "encoder_of", "load_encoder", "load_reranker", "load_scorer",
+]

@@ -27,10 +27,11 @@ import numpy as np
 
 from .corpus import read_qrels, read_queries
 from .errors import CorpusError
-from .index import Index
 from .fusion import ranks
-from .rerank import FusedReranker, Reranker
-from .rerank._runtime import TextEncoder, _cpu_has_bf16, model_inputs, onnx_file, pad, resolve_model
+from .index import Index
+from .models._runtime import TextEncoder, _cpu_has_bf16, model_inputs, onnx_file, pad, resolve_model
+from .pipeline import SecondStage
+from .retrievers import BM25
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def labelled_groups(folder: str | Path, index: Index, *, split: str = "train", g
         if qid not in queries:
             continue
         judged = qrels[qid]
-        hits = index.search(queries[qid], candidates)
+        hits = BM25(index).search(queries[qid], candidates)
         relevant = sorted((h for h in hits if judged.get(h.id, 0) > 0), key=lambda h: -judged[h.id])  # highest grade first
         relevant_texts = {h.document.content for h in relevant}  # a duplicate of a relevant document is no negative
         unjudged = [h for h in hits if h.id not in judged][skip_unjudged:]
@@ -85,7 +86,7 @@ def self_supervised_groups(index: Index, *, group_size: int = 8, max_documents: 
     """Groups from an unlabelled corpus: a document's title is the query and its text the
     positive (a document without a title: its first sentence, and the rest); the first stage's
     other hits for that query are the negatives."""
-    rng = random.Random(seed)
+    rng, bm25 = random.Random(seed), BM25(index)
     groups = []
     for doc in index.documents:
         if max_documents is not None and len(groups) >= max_documents:
@@ -96,7 +97,7 @@ def self_supervised_groups(index: Index, *, group_size: int = 8, max_documents: 
             query, positive = first, rest.strip()
         if len(query) < 10 or not positive:
             continue
-        hits = index.search(query, 4 * group_size)
+        hits = bm25.search(query, 4 * group_size)
         own = next((h.score for h in hits if h.id == doc.id), 0.0)
         negatives = [h for h in hits if h.id != doc.id and h.document.text.strip()]
         if len(negatives) >= group_size - 1:
@@ -107,7 +108,7 @@ def self_supervised_groups(index: Index, *, group_size: int = 8, max_documents: 
     return groups
 
 
-def with_teacher(groups: Sequence[Group], teacher: Reranker, *, show_progress: bool = False) -> list[Group]:
+def with_teacher(groups: Sequence[Group], teacher: SecondStage, *, show_progress: bool = False) -> list[Group]:
     """The same groups with the teacher's raw scores as targets (for ``loss="kl"``). A fused
     teacher is given the first stage's scores and ranks, not the group order (which would tell
     it which text is the positive)."""
@@ -115,10 +116,9 @@ def with_teacher(groups: Sequence[Group], teacher: Reranker, *, show_progress: b
 
     taught = []
     for g in tqdm(groups, desc="teacher scores", unit=" groups", disable=not show_progress):
-        if isinstance(teacher, FusedReranker):
-            scores = teacher.score(g.query, list(g.texts), raw=True, first_ranks=ranks(np.array(g.first_scores)), first_scores=g.first_scores)
-        else:
-            scores = teacher.score(g.query, list(g.texts), raw=True)
+        scores = teacher.scorer.score(g.query, list(g.texts), raw=True)
+        if teacher.fusion is not None:
+            scores = teacher.fusion(scores, ranks(np.array(g.first_scores)), g.first_scores)
         taught.append(Group(g.query, g.texts, g.first_scores, tuple(float(s) for s in scores)))
     return taught
 
@@ -284,7 +284,7 @@ def _save_checkpoint(folder: Path, model, optimizer, scheduler, result: TrainRes
 
 def export(config: TrainConfig, result: TrainResult, data: str) -> Path:
     """Write ``config.output`` as a Hugging Face model folder (weights, config, tokenizer), its
-    ONNX export (in onnx/, see finerank.rerank._runtime.onnx_file) and a model card (README.md)."""
+    ONNX export (in the user cache, see finerank.models._runtime.onnx_file) and a model card (README.md)."""
     base = resolve_model(config.base)
     out = Path(config.output)
     model_dir = out / "checkpoint" / "model"

@@ -42,10 +42,12 @@ class Hit:
 
 @dataclass(frozen=True)
 class Ranking:
-    """What a pipeline returns for one query: the hits, and seconds spent per stage."""
+    """What a pipeline returns for one query: the hits, seconds spent per stage, and the first
+    stage's candidates in its own order (what the reranker read)."""
 
     query: str
     hits: tuple[Hit, ...]
     timings: Mapping[str, float]
     first_stage: str
     reranker: str | None = None
+    candidates: tuple[Hit, ...] = ()

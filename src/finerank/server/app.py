@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
 from .. import __version__
+from ..pipeline import second_stage
 from ..registry import DEFAULT_RERANKER, load_reranker
 from ..types import Document
 from . import errors
@@ -28,6 +29,44 @@ from .schemas import (
 
 class Unauthorized(Exception):
     """No or a wrong API key (401)."""
+
+
+class BodyLimit:
+    """Refuses a request body over ``max_bytes`` with 413, whether it declares its length or
+    streams it in chunks: the body is counted as it arrives and never read past the limit."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(scope, receive, send, f"body: {int(declared)} bytes; at most {self.max_bytes}")
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                return await self._refuse(scope, receive, send, f"body: more than {self.max_bytes} bytes")
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send, message: str):
+        await errors.error_response(413, message, "body")(scope, receive, send)
 
 
 def create_app(
@@ -46,22 +85,20 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        model = load_reranker(reranker, **(reranker_options or {})) if isinstance(reranker, (str, os.PathLike)) else reranker
+        model = load_reranker(reranker, **(reranker_options or {})) if isinstance(reranker, (str, os.PathLike)) else second_stage(reranker)
         service = await asyncio.to_thread(Service, model, index=index, first_stage=first_stage, limits=limits)
-        service.batcher.start()
+        service.start()
         app.state.service = service
         yield
-        await service.batcher.stop()
+        await service.stop()
 
     app = FastAPI(title="finerank", version=__version__, lifespan=lifespan,
                   description="Rerank (Cohere v1/v2, Jina, TEI, Infinity shapes) and two-stage search.")
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
     @app.middleware("http")
-    async def limit_and_measure(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limits.max_body_bytes:
-            return errors.error_response(413, f"body: {length} bytes; at most {limits.max_body_bytes}", "body")
+    async def measure(request: Request, call_next):
         start = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
@@ -74,7 +111,8 @@ def create_app(
         if api_key is None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), api_key):
+        # compare bytes: a header may hold any byte (Starlette decodes it as Latin-1)
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode("utf-8", "surrogateescape"), api_key.encode("utf-8")):
             raise Unauthorized()
 
     @app.exception_handler(Unauthorized)
@@ -159,14 +197,14 @@ def _routes() -> APIRouter:
     @router.post("/v1/search", response_model=SearchResponse)
     async def search(body: SearchRequest, request: Request) -> dict:
         service: Service = request.app.state.service
-        hits, timings = await service.search(body.query, candidates=body.candidates, top_n=body.top_n, filter=body.filter, rerank=body.rerank)
+        ranking, served = await service.search(body.query, candidates=body.candidates, top_n=body.top_n, filter=body.filter, rerank=body.rerank)
         return {
-            "query": body.query, "first_stage": service.first_stage.name, "reranker": service.model_name if body.rerank else None,
-            "results": [{"id": h.id, "score": h.score, "rank": h.rank, "original_rank": h.original_rank, "document": _stored(h.document)} for h in hits],
-            "timings_ms": {k: v * 1000 for k, v in timings.items()},
+            "query": body.query, "first_stage": ranking.first_stage, "reranker": ranking.reranker,
+            "results": [{"id": h.id, "score": h.score, "rank": h.rank, "original_rank": h.original_rank, "document": _stored(h.document)} for h in ranking.hits],
+            "timings_ms": {k: v * 1000 for k, v in ranking.timings.items()},
         }
 
-    @router.get("/v1/documents/{doc_id}", response_model=StoredDocument)
+    @router.get("/v1/documents/{doc_id:path}", response_model=StoredDocument)
     async def get_document(doc_id: str, request: Request) -> dict:
         return _stored(request.app.state.service.document(doc_id))
 

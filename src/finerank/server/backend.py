@@ -1,25 +1,29 @@
-"""The service behind the HTTP layer: the reranker, the served index, limits and batching.
+"""The service behind the HTTP layer: the second stage, the served index, limits and batching.
 
 No web-framework code here; ``errors.py`` maps the exceptions raised here to HTTP statuses.
+Searches run :class:`finerank.Pipeline` (in a thread pool) with a scorer that hands its pairs
+to the cross-request batcher; plain rerank requests go to the batcher directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .._storage import current
 from ..errors import CorpusError, FinerankError, InputTooLongError, NotFoundError
 from ..index import Index
-from ..rerank import FusedReranker, as_documents, rank, stored_vectors
-from ..rerank import rerank as rerank_hits
-from ..types import Document, Hit
+from ..pipeline import Pipeline, SecondStage
+from ..registry import encoder_of
+from ..retrievers import first_stage as make_first_stage
+from ..types import Document, Ranking
 from .batching import Batcher
 
 
@@ -51,22 +55,89 @@ class Scored:
     tokens: int
 
 
+class BatchedScorer:
+    """A scorer whose pairs are scored by the batcher, together with other requests' pairs.
+    Called from a pipeline thread; waits on the event loop that runs the batcher. Stored
+    document vectors (a bi-encoder over its own index) need no batching and go straight to the
+    model. Other attributes are the model's."""
+
+    def __init__(self, scorer, batcher: Batcher, loop: asyncio.AbstractEventLoop):
+        self.scorer, self.batcher, self.loop = scorer, batcher, loop
+
+    def __getattr__(self, name: str):
+        return getattr(self.scorer, name)
+
+    def score(self, query: str, texts: Sequence[str], *, raw: bool = False, vectors: np.ndarray | None = None) -> np.ndarray:
+        if vectors is not None:
+            return self.scorer.score(query, texts, raw=raw, vectors=vectors)
+        scores = asyncio.run_coroutine_threadsafe(self.batcher.score(query, list(texts)), self.loop).result()
+        return scores if raw else self.scorer.calibrate(scores)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One generation of the served index and the pipelines over it, swapped as one reference."""
+
+    index: Index
+    first_stage: Any
+    search: Pipeline  # first stage, then the second stage
+    first_only: Pipeline
+
+
 class Service:
-    def __init__(self, reranker, *, index: str | Path | None = None, first_stage: str = "bm25", limits: Limits = Limits()):
-        self.reranker, self.limits = reranker, limits
+    def __init__(self, reranker: SecondStage, *, index: str | Path | None = None, first_stage: str = "bm25", limits: Limits = Limits()):
+        self.second, self.limits = reranker, limits
+        self.scorer = reranker.scorer
         self.model_name = reranker.name
         self.index_path = Path(index) if index else None
-        self.index = Index.load(self.index_path) if self.index_path else None
         self.first_stage_kind = first_stage
-        self.encoder = self.index.load_encoder() if self.index is not None and self.index.vectors is not None else None
-        self.first_stage = self.index.first_stage(first_stage, self.encoder) if self.index is not None else None
-        # the batcher runs the model; a fused reranker's fusion with the first stage is done per request
-        self.scorer = reranker.second if isinstance(reranker, FusedReranker) else reranker
+        loaded = Index.load(self.index_path) if self.index_path else None
+        self.encoder = encoder_of(loaded) if loaded is not None and loaded.vectors is not None and first_stage != "bm25" else None
+        if loaded is not None:
+            make_first_stage(loaded, first_stage, self.encoder)  # a first stage the index cannot serve fails now, not per request
+        self._loaded = loaded
+        self._served: Served | None = None
         self.batcher = Batcher(self.scorer, max_wait_ms=limits.batch_wait_ms, max_pairs=limits.max_batch_pairs, max_queue=limits.max_queue)
-        self._write_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, limits.max_queue), thread_name_prefix="finerank-search")
+        self._swap = threading.Lock()
         self.requests: Counter[tuple[str, int]] = Counter()
         self.latency: Counter[str] = Counter()
         self.pairs_scored = 0
+
+    def start(self) -> None:
+        """Start batching on the running event loop and build the pipelines that use it."""
+        self.batcher.start()
+        self._loop = asyncio.get_running_loop()
+        if self._loaded is not None:
+            self._serve(self._loaded)
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _serve(self, index: Index) -> Served:
+        stage = make_first_stage(index, self.first_stage_kind, self.encoder)
+        scorer = BatchedScorer(self.scorer, self.batcher, self._loop)
+        second = SecondStage(scorer, self.second.fusion, self.second.name)
+        self._served = Served(index, stage, Pipeline(stage, second), Pipeline(stage))
+        return self._served
+
+    def served(self) -> Served:
+        """The served index, reloaded first when another process (the CLI) published a newer
+        generation, so the server never serves or overwrites a stale index."""
+        if self.index_path is None or self._served is None:
+            raise NotFoundError("no index is served (start the server with --index DIR)")
+        state = self._served
+        if current(self.index_path) != state.index.generation:
+            with self._swap:
+                state = self._served
+                if current(self.index_path) != state.index.generation:
+                    state = self._serve(Index.load(self.index_path))
+        return state
+
+    @property
+    def index(self) -> Index | None:
+        return self._served.index if self._served else None
 
     # --- reranking -------------------------------------------------------------------------
 
@@ -83,7 +154,7 @@ class Service:
             raise InvalidRequest("documents", "must not be empty")
         if len(documents) > self.limits.max_documents:
             raise InputTooLongError(f"documents: {len(documents)} documents; at most {self.limits.max_documents} per request", "documents")
-        tokenizer = self.reranker.encoder.tokenizer
+        tokenizer = self.scorer.encoder.tokenizer
         query_tokens = len(tokenizer.encode(query, add_special_tokens=False).ids)
         texts, tokens = [], 0
         for i, (text, encoding) in enumerate(zip(documents, tokenizer.encode_batch(list(documents), add_special_tokens=False))):
@@ -93,60 +164,43 @@ class Service:
             if max_tokens_per_doc is not None and n > max_tokens_per_doc:
                 text, n = text[: encoding.offsets[max_tokens_per_doc - 1][1]], max_tokens_per_doc
             texts.append(text)
-            tokens += min(query_tokens + n, self.reranker.encoder.max_length)
+            tokens += min(query_tokens + n, self.scorer.max_length)
         return texts, tokens
 
     async def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None, raw: bool = False,
                      max_tokens_per_doc: int | None = None) -> Scored:
-        texts, tokens = self.prepare(query, documents, max_tokens_per_doc)
-        scores = self._relevance(await self.batcher.score(query, texts), raw=raw)
+        """A plain list has no first stage: the model's scores alone, never fused, so a
+        document's score does not depend on the order of the list."""
+        texts, tokens = await asyncio.to_thread(self.prepare, query, documents, max_tokens_per_doc)
+        scores = await self.batcher.score(query, texts)
+        scores = scores if raw else self.scorer.calibrate(scores)
         self.pairs_scored += len(texts)
         order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:top_n]
         return Scored(order, scores, tokens)
 
-    def _relevance(self, second: np.ndarray, first_ranks=None, first_scores=None, raw: bool = False) -> np.ndarray:
-        """The reranker's scores from its model's raw scores: fused with the first stage (the input
-        order, and the hits' ranks and scores when searching) when the reranker fuses."""
-        if self.scorer is not self.reranker:
-            second = self.reranker.fuse(second, first_ranks, first_scores)
-        return second if raw else self.reranker.calibrate(second)
-
     # --- search and index administration ---------------------------------------------------------
 
-    def _served_index(self) -> Index:
-        if self.index is None:
-            raise NotFoundError("no index is served (start the server with --index DIR)")
-        return self.index
-
-    async def search(self, query: str, *, candidates: int, top_n: int, filter: Mapping[str, Any] | None, rerank: bool) -> tuple[list[Hit], dict[str, float]]:
+    async def search(self, query: str, *, candidates: int, top_n: int, filter: Mapping[str, Any] | None, rerank: bool) -> tuple[Ranking, Served]:
         if not query.strip():
             raise InvalidRequest("query", "must not be empty")
-        if candidates > self.limits.max_candidates:
-            raise InputTooLongError(f"candidates: at most {self.limits.max_candidates}", "candidates")
-        self._served_index()
-        start = time.perf_counter()
+        for name, value in (("candidates", candidates), ("top_n", top_n)):
+            if value > self.limits.max_candidates:
+                raise InputTooLongError(f"{name}: at most {self.limits.max_candidates}", name)
+        state = self.served()  # read once: a concurrent update swaps in a new state, this request keeps its own
+        pipeline = state.search if rerank else state.first_only
         try:
-            hits = await asyncio.to_thread(self.first_stage.search, query, candidates if rerank else top_n, filter=filter)
+            ranking = await asyncio.get_running_loop().run_in_executor(
+                self._pool, lambda: pipeline.search(query, filter=filter, candidates=candidates, top_k=top_n))
         except ValueError as err:
+            if isinstance(err, FinerankError):
+                raise
             raise InvalidRequest("filter", str(err)) from None
-        timings = {"first_stage": time.perf_counter() - start}
-        vectors_of = stored_vectors(self.first_stage, self.reranker) if rerank and hits else None
-        if vectors_of:  # a bi-encoder second stage over stored vectors: one query to encode, no batching needed
-            start = time.perf_counter()
-            self.pairs_scored += len(hits)
-            hits = await asyncio.to_thread(lambda found: rerank_hits(self.reranker, query, found, top_n, vectors=vectors_of(found)), hits)
-            timings["rerank"] = time.perf_counter() - start
-        elif rerank and hits:
-            start = time.perf_counter()
-            documents, original = as_documents(hits)
-            second = await self.batcher.score(query, [d.content for d in documents])
-            self.pairs_scored += len(documents)
-            hits = rank(documents, original, self._relevance(second, original, [h.score for h in hits]), top_n)
-            timings["rerank"] = time.perf_counter() - start
-        return hits[:top_n], timings
+        if rerank:
+            self.pairs_scored += len(ranking.candidates)
+        return ranking, state
 
     def document(self, doc_id: str) -> Document:
-        index = self._served_index()
+        index = self.served().index
         try:
             return index.documents[index.documents.position(doc_id)]
         except KeyError as err:
@@ -161,17 +215,19 @@ class Service:
         return self._update(delete=ids)
 
     def _update(self, **change) -> int:
-        with self._write_lock:
-            try:
-                new = self._served_index().update(**change, encoder=self.encoder)
-            except CorpusError as err:
-                raise InvalidRequest("ids" if "delete" in change else "documents", str(err)) from None
-            new.save(self.index_path)
-            # one reference swap each: a search sees the old index or the new one, whole
-            self.first_stage = new.first_stage(self.first_stage_kind, self.encoder)
-            self.index = new
-            return len(new)
-
+        self.served()
+        encoder = self.encoder
+        if encoder is None and self._served.index.vectors is not None and change.get("add"):
+            encoder = self.encoder = encoder_of(self._served.index)
+        try:
+            # load, change and save under the index's writer lock: the latest generation on
+            # disk (another process's update included) is the one changed
+            _, new = Index.edit(self.index_path, **change, encoder=encoder)
+        except CorpusError as err:
+            raise InvalidRequest("ids" if "delete" in change else "documents", str(err)) from None
+        with self._swap:
+            self._serve(new)
+        return len(new)
     # --- metrics ------------------------------------------------------------------------------
 
     def observe(self, route: str, status: int, seconds: float) -> None:

@@ -5,12 +5,42 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, model_validator
 
 Document = Union[str, dict[str, Any]]
 
 
-class V1RerankRequest(BaseModel):
+def _surrogate_at(value: Any, path: str) -> str | None:
+    """The path of the first string holding a lone surrogate (JSON allows "\\ud800"; UTF-8 does not)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+    elif isinstance(value, dict):
+        return next((p for k, v in value.items() if (p := _surrogate_at(k, path) or _surrogate_at(v, f"{path}.{k}"))), None)
+    elif isinstance(value, list):
+        return next((p for i, v in enumerate(value) if (p := _surrogate_at(v, f"{path}[{i}]"))), None)
+    return None
+
+
+class Request(BaseModel):
+    """A request body: every string in it must be valid Unicode (no lone surrogates)."""
+
+    @model_validator(mode="after")
+    def _valid_text(self):
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, BaseModel):
+                value = value.model_dump()
+            elif isinstance(value, list):
+                value = [v.model_dump() if isinstance(v, BaseModel) else v for v in value]
+            if (where := _surrogate_at(value, name)) is not None:
+                raise ValueError(f"{where} holds a lone surrogate: not valid Unicode text")
+        return self
+
+
+class V1RerankRequest(Request):
     """Cohere v1 and Jina: documents are strings or objects with a ``text`` (or ``rank_fields``)."""
 
     model: str | None = None
@@ -22,7 +52,7 @@ class V1RerankRequest(BaseModel):
     raw_scores: bool = False
 
 
-class V2RerankRequest(BaseModel):
+class V2RerankRequest(Request):
     """Cohere v2: documents are strings; ``max_tokens_per_doc`` cuts each one."""
 
     model: str | None = None
@@ -33,7 +63,7 @@ class V2RerankRequest(BaseModel):
     raw_scores: bool = False
 
 
-class TextRerankRequest(BaseModel):
+class TextRerankRequest(Request):
     """TEI (``texts``, answered with a bare list) or Infinity (``documents``, answered with an object)."""
 
     model: str | None = None
@@ -47,15 +77,10 @@ class TextRerankRequest(BaseModel):
     truncate: bool = True
 
 
-class DocumentText(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    text: str
-
-
 class V1Result(BaseModel):
     index: int
     relevance_score: float
-    document: DocumentText | None = None
+    document: dict[str, Any] | None = None  # as sent (a string document comes back as {"text": ...})
 
 
 class Usage(BaseModel):
@@ -103,7 +128,7 @@ class InfinityRerankResponse(BaseModel):
     usage: Usage
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(Request):
     query: str = Field(min_length=1)
     candidates: int = Field(100, ge=1)
     top_n: int = Field(3, ge=1)
@@ -134,11 +159,11 @@ class SearchResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
-class UpsertRequest(BaseModel):
+class UpsertRequest(Request):
     documents: list[StoredDocument] = Field(min_length=1)
 
 
-class DeleteRequest(BaseModel):
+class DeleteRequest(Request):
     ids: list[str] = Field(min_length=1)
 
 

@@ -196,8 +196,9 @@ def _load_torch_model(model_dir: Path, head: str, attention: str | None = None):
     cls = AutoModelForSequenceClassification if head == "classification" else AutoModel
     try:
         return cls.from_pretrained(model_dir, attn_implementation=attention).eval()
-    except (OSError, ValueError, KeyError) as err:
-        raise ModelError(f"cannot load {model_dir} as a {head} model: {err}") from None
+    except Exception as err:  # corrupt weights, a config transformers cannot read: one line naming the folder
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"cannot load {model_dir} as a {head} model: {first_line}") from None
 
 
 def model_inputs(model) -> list[str]:
@@ -285,16 +286,15 @@ def export_name(head: str, precision: str = "fp32") -> str:
 
 
 def onnx_file(model_dir: Path, head: str, precision: str = "fp32") -> Path:
-    """The ONNX export of a model, made from its torch weights once and cached next to the model
-    (or under ~/.cache/finerank/onnx when the model's folder is read-only). ``int8``: the export
-    with dynamic int8 quantization of its matrix products (per-channel weights)."""
+    """The ONNX export of a model, made from its torch weights once and cached in the user cache
+    (``$FINERANK_CACHE``, default ~/.cache/finerank; never beside the model, which may lie in
+    site-packages). A model folder that ships its own export in ``onnx/`` is read from there.
+    ``int8``: the export with dynamic int8 quantization of its matrix products (per-channel)."""
     name = export_name(head, precision)
     for candidate in (model_dir / "onnx" / name, _cache_dir(model_dir) / name):
         if candidate.is_file() and candidate.stat().st_mtime >= _weights_mtime(model_dir):
             return candidate
-    target = model_dir / "onnx" / name
-    if not os.access(model_dir, os.W_OK):
-        target = _cache_dir(model_dir) / name
+    target = _cache_dir(model_dir) / name
     target.parent.mkdir(parents=True, exist_ok=True)
     logger.info("exporting %s to ONNX %s (once): %s", model_dir, precision, target)
     if precision == "fp32":
@@ -321,6 +321,7 @@ def _temporary(target: Path):
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache others may read gets normal permissions
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -331,9 +332,14 @@ def _weights_mtime(model_dir: Path) -> float:
     return max((model_dir / f).stat().st_mtime for f in WEIGHT_FILES if (model_dir / f).is_file())
 
 
+def cache_root() -> Path:
+    """The user cache folder for exports and converted models: ``$FINERANK_CACHE`` or ~/.cache/finerank."""
+    return Path(os.environ.get("FINERANK_CACHE", Path.home() / ".cache" / "finerank"))
+
+
 def _cache_dir(model_dir: Path) -> Path:
     key = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
-    return Path(os.environ.get("FINERANK_CACHE", Path.home() / ".cache" / "finerank")) / "onnx" / key
+    return cache_root() / "onnx" / key
 
 
 def export_onnx(model_dir: Path, head: str, target: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -47,6 +48,11 @@ class _TransformerReranker:
     def _check_config(self) -> None:
         pass
 
+    @property
+    def max_length(self) -> int:
+        """Tokens the model reads per input (a pair for a cross-encoder)."""
+        return self.encoder.max_length
+
     def score(self, query: str, texts: Sequence[str], *, raw: bool = False) -> np.ndarray:
         """One score per text: a relevance in [0, 1], or the model's raw score with ``raw=True``."""
         return self.score_many([(query, texts)], raw=raw)[0]
@@ -81,6 +87,12 @@ class CrossEncoder(_TransformerReranker):
     head = "classification"
 
     def _check_config(self) -> None:
+        architectures = self.config.get("architectures") or []
+        if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+            raise ModelError(
+                f"{self.model_dir} is a {'/'.join(architectures)}, not a sequence classifier: it has no trained relevance head "
+                "(for a sentence-transformers encoder use kind='bi-encoder' / --kind bi-encoder)"
+            )
         labels = self.config.get("num_labels") or len(self.config.get("id2label") or {}) or 2
         if labels not in (1, 2):
             raise ModelError(f"{self.model_dir} has {labels} labels; a cross-encoder needs 1 (relevance logit) or 2 (irrelevant/relevant)")
@@ -122,10 +134,15 @@ class BiEncoder(_TransformerReranker):
         model_dir = resolve_model(model)
         self.cache_size = cache_size
         self._cache: dict[str, np.ndarray] = {}  # text -> embedding, for callers that meet the same documents again
+        self._cache_lock = threading.Lock()
         st_config = read_json(model_dir / "sentence_bert_config.json")
-        pooling = read_json(model_dir / "1_Pooling" / "config.json")
-        self.cls_pooling = bool(pooling.get("pooling_mode_cls_token")) and not pooling.get("pooling_mode_mean_tokens")
         modules = read_json(model_dir / "modules.json") or []
+        _check_modules(model_dir, modules)
+        pooling = read_json(model_dir / "1_Pooling" / "config.json")
+        modes = {k for k, v in pooling.items() if k.startswith("pooling_mode") and v is True}
+        if modes - {"pooling_mode_cls_token", "pooling_mode_mean_tokens"} or len(modes) > 1:
+            raise ModelError(f"{model_dir}: pooling {', '.join(sorted(modes))} is not supported (finerank reads mean or CLS pooling)")
+        self.cls_pooling = modes == {"pooling_mode_cls_token"}
         st_model = read_json(model_dir / "config_sentence_transformers.json")
         self.normalize = any(m.get("type", "").endswith("Normalize") for m in modules) or st_model.get("similarity_fn_name", "cosine") == "cosine"
         prompts = st_model.get("prompts") or {}
@@ -148,22 +165,22 @@ class BiEncoder(_TransformerReranker):
         """Embeddings (unit length when the model normalises), one float32 row per text, as is
         (no prefix). With ``cache_size`` > 0 the embeddings of the last ``cache_size`` texts are
         remembered (off by default, so measured latency is honest)."""
-        fresh: dict[str, np.ndarray] = {}
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if not texts:
+            return np.empty((0, self.dimension), dtype=np.float32)
+        with self._cache_lock:  # threads share the cache: look up and store under one lock
+            known = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
         if missing:
             pooled = run_batches(self.backend, self.encoder.singles(missing), self.batch_size, self.max_batch_tokens, self._pool)
             if self.normalize:
                 pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-            fresh = dict(zip(missing, pooled))
-        if not texts:
-            return np.empty((0, self.dimension), dtype=np.float32)
-        rows = np.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
-        self._cache.update(fresh)
-        excess = len(self._cache) - self.cache_size
-        if excess > 0:
-            for stale in list(self._cache)[:excess]:
-                del self._cache[stale]
-        return rows
+            known.update(zip(missing, pooled))
+        if self.cache_size > 0:
+            with self._cache_lock:
+                self._cache.update((t, known[t]) for t in missing)
+                for stale in list(self._cache)[: max(0, len(self._cache) - self.cache_size)]:
+                    del self._cache[stale]
+        return np.stack([known[t] for t in texts])
 
     def score(self, query: str, texts: Sequence[str], *, raw: bool = False, vectors: np.ndarray | None = None) -> np.ndarray:
         """As for any reranker; ``vectors`` (one row per text, made by this model with its
@@ -193,3 +210,14 @@ class BiEncoder(_TransformerReranker):
     @staticmethod
     def calibrate(raw: np.ndarray) -> np.ndarray:
         return (raw + 1.0) / 2.0
+
+
+SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+def _check_modules(model_dir, modules: list) -> None:
+    """Refuse a sentence-transformers pipeline with modules finerank does not run (a Dense
+    projection, ...): ignoring them would give wrong vectors."""
+    unknown = [m.get("type", "?") for m in modules if not m.get("type", "").endswith(SUPPORTED_MODULES)]
+    if unknown:
+        raise ModelError(f"{model_dir} uses sentence-transformers module(s) {', '.join(unknown)}; finerank runs only {', '.join(SUPPORTED_MODULES)}")

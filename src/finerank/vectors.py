@@ -1,5 +1,5 @@
-"""Dense first stage: document vectors searched exactly (one matrix product) or through an
-HNSW graph (usearch), and the dense retriever over an index that holds them.
+"""Stored document vectors, searched exactly (one matrix product) or through an HNSW graph
+(usearch). Storage and search kernels only; the dense retriever lives in ``retrievers``.
 
 Vectors are float32 rows in the index's document order. The HNSW graph names documents by
 their stable keys (``Index.keys``, increasing in document order), so updates can remove and
@@ -9,17 +9,10 @@ add graph nodes without renumbering the rest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
-
 import numpy as np
 
-from .errors import IndexFormatError, ModelError
+from .errors import IndexFormatError
 from .lexical import top_k
-from .types import Hit
-
-if TYPE_CHECKING:
-    from .index import Index
-    from .rerank import BiEncoder
 
 ANN = ("auto", "exact", "hnsw")
 HNSW_THRESHOLD = 100_000  # documents; below it exact search is as fast and never misses (benchmarks/dense_ann.py)
@@ -128,37 +121,16 @@ def _new_graph(vectors: np.ndarray, keys: np.ndarray):
     return graph
 
 
+def exact_many(vectors: np.ndarray, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Exact top ``k`` (positions, inner products) of several query vectors: one matrix product."""
+    return [_best(row, k, np.arange(len(row))) for row in np.asarray(queries, dtype=np.float32) @ np.asarray(vectors).T]
+
+
 def _exact(vectors: np.ndarray, query: np.ndarray, k: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.asarray(vectors) @ query
+    return _best(np.asarray(vectors) @ query, k, positions)
+
+
+def _best(scores: np.ndarray, k: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # top_k ranks positive scores only: shift so every row counts, ties broken by position
     best = top_k(scores - scores.min() + 1.0, k) if len(scores) else np.empty(0, dtype=np.int64)
     return positions[best], scores[best]
-
-
-class DenseRetriever:
-    """The dense first stage over an index built with an encoder (``Index.build(..., encoder=)``).
-
-    ``encoder`` defaults to the model the index was built with; another encoder must give
-    vectors of the same dimension (and should be the same model)."""
-
-    def __init__(self, index: "Index", encoder: "BiEncoder | None" = None):
-        if index.vectors is None:
-            raise IndexFormatError("this index has no dense vectors: build it with an encoder (finerank index --dense)")
-        self.index = index
-        self.encoder = encoder or index.load_encoder()
-        if self.encoder.dimension != index.vectors.dimension:
-            raise ModelError(
-                f"{self.encoder.name} gives {self.encoder.dimension}-dimensional vectors; the index holds "
-                f"{index.vectors.dimension}-dimensional vectors from {index.params['dense']['model']}"
-            )
-        self.name = f"dense({index.params['dense']['model']}, {index.vectors.ann})"
-
-    def search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[Hit]:
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        vector = self.encoder.embed_queries([query])[0]
-        positions, scores = self.index.vectors.search(vector, k, self.index.allowed(filter))
-        return [Hit(self.index.documents[int(p)], float(s), r, r) for r, (p, s) in enumerate(zip(positions, scores), 1)]
-
-    def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
-        return [self.search(q, k) for q in queries]

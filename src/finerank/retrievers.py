@@ -1,0 +1,132 @@
+"""First stages over an :class:`~finerank.Index`: BM25, dense and hybrid, behind one contract.
+
+Every retriever has a ``name`` and ``search(query, k, filter=None)`` returning at most ``k``
+hits best first, each with ``rank == original_rank``. ``filter`` (see :mod:`finerank.filters`)
+is applied inside the search, so k hits come back whenever k matching documents score. External
+engines implement the same call. ``index`` names the finerank Index searched (None for others).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from . import fusion
+from .errors import IndexFormatError, ModelError
+from .lexical import top_k
+from .types import Hit
+from .vectors import exact_many
+
+if TYPE_CHECKING:
+    from .index import Index
+    from .models import BiEncoder
+
+FIRST_STAGES = ("bm25", "dense", "hybrid")
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    name: str
+
+    def search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[Hit]: ...
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+
+
+class BM25:
+    """BM25 over the index's stored term statistics (bm25s), top ``k`` positive scores."""
+
+    def __init__(self, index: "Index"):
+        self.index = index
+        p = index.params
+        self.name = f"bm25({p['method']}, k1={p['k1']}, b={p['b']}, {p['analyzer']})"
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every document for ``query`` (terms unknown to the index are ignored)."""
+        vocab = self.index.bm25.vocab_dict
+        ids = [vocab[t] for t in self.index.analyzer(query) if t in vocab]
+        return self.index.bm25.get_scores(ids) if ids else np.zeros(len(self.index), dtype=np.float32)
+
+    def search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[Hit]:
+        _check_k(k)
+        scores = self.scores(query)
+        allowed = self.index.allowed(filter, np.flatnonzero(scores > 0))
+        if allowed is not None:
+            scores = np.where(allowed, scores, 0)
+        return [Hit(self.index.documents[int(i)], float(scores[i]), r, r) for r, i in enumerate(top_k(scores, k), 1)]
+
+
+class Dense:
+    """Nearest stored vectors to the query's embedding (exact, or HNSW on large indexes).
+
+    ``encoder`` must be the model the index's vectors were made with (same dimension)."""
+
+    def __init__(self, index: "Index", encoder: "BiEncoder"):
+        if index.vectors is None:
+            raise IndexFormatError("this index has no dense vectors: build it with an encoder (finerank index --dense)")
+        if encoder.dimension != index.vectors.dimension:
+            raise ModelError(
+                f"{encoder.name} gives {encoder.dimension}-dimensional vectors; the index holds "
+                f"{index.vectors.dimension}-dimensional vectors from {index.params['dense']['model']}"
+            )
+        self.index, self.encoder = index, encoder
+        self.name = f"dense({index.params['dense']['model']}, {index.vectors.ann})"
+
+    def search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[Hit]:
+        _check_k(k)
+        vector = self.encoder.embed_queries([query])[0]
+        positions, scores = self.index.vectors.search(vector, k, self.index.allowed(filter))
+        return self._hits(positions, scores)
+
+    def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+        """Several queries at once: one encoder call, and one matrix product on an exact index."""
+        _check_k(k)
+        vectors = self.encoder.embed_queries(list(queries))
+        if self.index.vectors.hnsw is not None:
+            return [self._hits(*self.index.vectors.search(v, k)) for v in vectors]
+        return [self._hits(*found) for found in exact_many(self.index.vectors.vectors, vectors, k)]
+
+    def _hits(self, positions: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        return [Hit(self.index.documents[int(p)], float(s), r, r) for r, (p, s) in enumerate(zip(positions, scores), 1)]
+
+
+class Hybrid:
+    """Two first stages fused: each returns its top ``depth``, the union is ranked by
+    reciprocal rank fusion (k=60) or weighted min-max scores (:func:`finerank.fusion.fuse_lists`).
+    ``weight`` is the second retriever's share."""
+
+    def __init__(self, first: Retriever, second: Retriever, *, method: str = "rrf", weight: float = 0.5, depth: int = 100):
+        fusion.check(method, weight)
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        self.first, self.second = first, second
+        self.index = getattr(second, "index", None)
+        self.method, self.weight, self.depth = method, weight, depth
+        self.name = f"hybrid({method}, {first.name} x{1 - weight:g} + {second.name} x{weight:g})"
+
+    def search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[Hit]:
+        _check_k(k)
+        lists = [r.search(query, max(k, self.depth), filter=filter) for r in (self.first, self.second)]
+        documents = {h.id: h.document for hits in lists for h in hits}
+        fused = fusion.fuse_lists([[(h.id, h.score) for h in hits] for hits in lists], (1 - self.weight, self.weight), self.method)
+        order = sorted(fused, key=lambda d: -fused[d])[:k]  # stable: ties keep the first retriever's order
+        return [Hit(documents[d], fused[d], r, r) for r, d in enumerate(order, 1)]
+
+
+def first_stage(index: "Index", kind: str = "bm25", encoder: "BiEncoder | None" = None) -> Retriever:
+    """``bm25``, ``dense`` or ``hybrid`` (RRF, k=60, equal weights) over ``index``; dense and
+    hybrid embed queries with ``encoder`` (default: the one the index was built with)."""
+    if kind not in FIRST_STAGES:
+        raise ValueError(f"unknown first stage {kind!r}; choose one of {', '.join(FIRST_STAGES)}")
+    if kind == "bm25":
+        return BM25(index)
+    if encoder is None:
+        from .registry import encoder_of
+
+        encoder = encoder_of(index)
+    dense = Dense(index, encoder)
+    return dense if kind == "dense" else Hybrid(BM25(index), dense)
