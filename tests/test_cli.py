@@ -88,3 +88,53 @@ def test_dense_index_update_and_first_stages(tmp_path, capsys):
     assert "unknown document id(s) 'nope'" in capsys.readouterr().err
     assert main(["search", str(out), "x", "--filter", '{"year": {"about": 3}}', "--no-rerank"]) == 1
     assert "filter on 'year'" in capsys.readouterr().err
+
+
+def test_more_bad_input_is_one_line(tmp_path, capsys, scifact_idx, monkeypatch, datasets):
+    def fails(argv, message):
+        with pytest.raises(SystemExit) if message.startswith("usage:") else _nothing():
+            code = main(argv)
+            assert code == 1
+        err = capsys.readouterr().err
+        assert message.split("usage:")[-1].strip() in err and "Traceback" not in err, err
+
+    fails(["search", str(scifact_idx), "q", "--top-k", "0"], "usage: --top-k: must be at least 1, got 0")
+    fails(["search", str(scifact_idx), "q", "--top-k", "-1"], "usage: must be at least 1, got -1")
+    fails(["eval", str(datasets / "scifact"), "--max-queries", "0"], "usage: must be at least 1, got 0")
+    fails(["train", str(datasets / "nfcorpus"), "--out", str(tmp_path / "m"), "--max-steps", "0"], "usage: must be at least 1")
+    fails(["train", str(datasets / "nfcorpus"), "--out", str(tmp_path / "m"), "--group-size", "1"], "usage: must be at least 2")
+    fails(["serve", "--port", "-1"], "usage: must be at least 0")
+    fails(["serve", "--index", "/nonexistent", "--reranker", "all-minilm-l6-v2"], "/nonexistent does not exist")
+    fails(["serve", "--index", str(scifact_idx), "--first-stage", "dense"], "no dense vectors")
+    (tmp_path / "a-file").write_text("x")
+    fails(["eval", str(datasets / "scifact"), "--report", str(tmp_path / "a-file" / "r.md"), "--no-rerank"], "a-file/r.md: permission denied or not a folder")
+    other = tmp_path / "other"
+    assert main(["-q", "index", str(datasets / "vaswani"), "--out", str(other)]) == 0
+    fails(["eval", str(datasets / "scifact"), "--index", str(other), "--no-rerank"], "built from another corpus")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"good line\nbad \xff byte\n")))
+    fails(["rerank", "--query", "q", "--docs", "-"], "stdin:2: not UTF-8 text")
+    lone = tmp_path / "lone.jsonl"
+    lone.write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "text": "bad \\ud800"}\n')
+    fails(["rerank", "--query", "q", "--docs", str(lone)], "lone.jsonl:2: document 'b' holds a lone surrogate")
+    capsys.readouterr()
+    assert main(["-q", "index", "--out", str(scifact_idx), "--delete", "4983", "4983"]) == 0
+    assert "(0 added or replaced, 1 deleted)" in capsys.readouterr().out
+
+
+def test_a_long_document_prints_fast(tmp_path, capsys):
+    import time
+
+    corpus = tmp_path / "long.jsonl"
+    corpus.write_text(json.dumps({"_id": "big", "text": "needle " + "海量文本 and words " * 70_000}) + "\n")
+    assert main(["-q", "index", str(corpus), "--out", str(tmp_path / "i")]) == 0
+    start = time.perf_counter()
+    assert main(["search", str(tmp_path / "i"), "needle", "--no-rerank"]) == 0
+    assert time.perf_counter() - start < 1.0 and "big" in capsys.readouterr().out
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

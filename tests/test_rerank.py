@@ -1,5 +1,6 @@
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -132,6 +133,53 @@ def test_model_directories_that_are_not_models(tmp_path, tiny_ce):
         CrossEncoder(tiny_ce, backend="onnx", precision="bf16")
     with pytest.raises(ValueError, match="not 'int8'"):
         CrossEncoder(tiny_ce, backend="openvino", precision="int8")
+    # weights that do not load: one line naming the folder, for every backend
+    (broken / "config.json").write_text((tiny_ce / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    for backend in ("torch", "onnx", "openvino"):
+        with pytest.raises(ModelError, match=f"cannot load {broken}"):
+            CrossEncoder(broken, backend=backend)
+
+
+def test_a_model_that_is_not_a_classifier_is_refused(tmp_path, minilm_dir):
+    from conftest import build_tiny_model
+
+    encoder_only = build_tiny_model(tmp_path / "bare", minilm_dir, num_labels=None)
+    with pytest.raises(ModelError, match="is a BertModel, not a sequence classifier"):
+        CrossEncoder(encoder_only, backend="onnx")
+    assert not list(tmp_path.rglob("*.onnx"))  # and nothing was exported for it
+    with pytest.raises(ModelError, match="not a sequence classifier"):
+        load_reranker(minilm_dir)  # the shipped bi-encoder asked for as a cross-encoder
+
+
+def test_sentence_transformers_modules_finerank_cannot_run_are_refused(tmp_path, minilm_dir):
+    from finerank import BiEncoder
+
+    for change, message in (("dense", r"module\(s\) sentence_transformers.models.Dense"), ("max", "pooling pooling_mode_max_tokens")):
+        folder = tmp_path / change
+        shutil.copytree(minilm_dir, folder, ignore=shutil.ignore_patterns("onnx"))
+        if change == "dense":
+            modules = json.loads((folder / "modules.json").read_text())
+            modules.append({"idx": 3, "name": "3", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+            (folder / "modules.json").write_text(json.dumps(modules))
+        else:
+            (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384, "pooling_mode_max_tokens": True}))
+        with pytest.raises(ModelError, match=message):
+            BiEncoder(folder, backend="onnx")
+
+
+def test_bi_encoder_is_safe_under_threads(minilm_dir, passages):
+    from finerank import BiEncoder
+
+    texts = passages[:24]
+    for cache_size in (0, 8):
+        encoder = BiEncoder(minilm_dir, backend="onnx", cache_size=cache_size)
+        alone = encoder.embed(texts)
+        with ThreadPoolExecutor(8) as pool:  # overlapping requests that fill and evict the shared cache
+            results = list(pool.map(lambda i: (i, encoder.embed(texts[i % 6 : i % 6 + 12])), range(32)))
+        for i, rows in results:
+            np.testing.assert_allclose(rows, alone[i % 6 : i % 6 + 12], atol=1e-5)
+        assert len(encoder._cache) <= cache_size
 
 
 def test_default_reranker_loads_offline_and_ranks_the_demo_sensibly(monkeypatch):

@@ -2,6 +2,7 @@
 administration under concurrency, and the OpenAPI spec fuzzed."""
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -123,6 +124,7 @@ def test_tei_infinity_and_jina_shapes(client, reference):
         ("/rerank", {"query": "q"}, 422, "texts"),
         ("/rerank", {"query": "q", "texts": ["a"], "documents": ["b"]}, 422, "texts"),
         ("/v1/search", {"query": "q", "candidates": 5000}, 413, "candidates"),
+        ("/v1/search", {"query": "q", "top_n": 1031, "rerank": False}, 413, "top_n"),
         ("/v1/search", {"query": "q", "filter": {"group": {"near": 1}}}, 422, "filter"),
         ("/v1/documents/delete", {"ids": ["no-such-doc"]}, 404, "ids"),
         ("/v1/documents", {"documents": [{"id": "x", "text": " "}]}, 422, "documents[0]"),
@@ -190,17 +192,91 @@ def test_concurrent_add_delete_search_loses_nothing(client, index_dir):
     assert client.get("/health").json()["index_documents"] == len(on_disk)
 
 
-def test_concurrent_requests_share_batches_and_get_their_own_scores(client, reference):
+def test_concurrent_requests_share_batches_and_get_their_own_scores(reference):
+    """On a server of its own (counters start at zero): 12 concurrent requests, each answered with
+    its own scores, in fewer scoring calls than requests; the same load with batching off (a
+    zero wait and a batch of one pair at most) takes one call per request."""
     queries = [f"{QUERY} {i}" for i in range(12)]
-    with ThreadPoolExecutor(12) as pool:
-        answers = list(pool.map(lambda q: client.post("/v2/rerank", json={"query": q, "documents": DOCS, "raw_scores": True}).json(), queries))
-    for q, answer in zip(queries, answers):
-        got = {r["index"]: r["relevance_score"] for r in answer["results"]}
-        np.testing.assert_allclose([got[i] for i in range(len(DOCS))], reference.score(q, DOCS, raw=True), atol=1e-4)
-    metrics = client.get("/metrics").text
-    requests = sum(int(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("finerank_requests_total") and '"200"' in line)
-    batches = int(next(line for line in metrics.splitlines() if line.startswith("finerank_batches_total")).rsplit(" ", 1)[1])
-    assert batches < requests  # some requests were scored together
+
+    def load(limits):
+        with LiveServer(create_app(reference, limits=limits)) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+            with ThreadPoolExecutor(12) as pool:
+                answers = list(pool.map(lambda q: c.post("/v2/rerank", json={"query": q, "documents": DOCS, "raw_scores": True}).json(), queries))
+            for q, answer in zip(queries, answers):
+                got = {r["index"]: r["relevance_score"] for r in answer["results"]}
+                np.testing.assert_allclose([got[i] for i in range(len(DOCS))], reference.score(q, DOCS, raw=True), atol=1e-4)
+            metrics = c.get("/metrics").text
+        return int(next(line for line in metrics.splitlines() if line.startswith("finerank_batches_total")).rsplit(" ", 1)[1])
+
+    assert load(Limits(batch_wait_ms=50)) < len(queries)
+    assert load(Limits(batch_wait_ms=0, max_batch_pairs=1)) == len(queries)
+
+
+def test_rerank_scores_do_not_depend_on_input_order(client, reference):
+    """Any permutation of the documents gives each document the same score, on every route,
+    and one document gets its own score (not 1.0); the default fused second stage too."""
+    docs = DOCS + ["CSV stands for comma-separated values", "Python's csv module reads rows"]
+    rng = np.random.default_rng(0)
+    expected = reference.score(QUERY, docs)
+    for _ in range(5):
+        order = rng.permutation(len(docs))
+        shuffled = [docs[i] for i in order]
+        for path, body, key in (("/v1/rerank", {"documents": shuffled}, "relevance_score"), ("/v2/rerank", {"documents": shuffled}, "relevance_score"),
+                                ("/rerank", {"texts": shuffled}, "score")):
+            answer = client.post(path, json={"query": QUERY, **body}).json()
+            results = answer if isinstance(answer, list) else answer["results"]
+            got = {shuffled[r["index"]]: r[key] for r in results}
+            np.testing.assert_allclose([got[d] for d in docs], expected, atol=1e-4)
+    single = client.post("/v1/rerank", json={"query": QUERY, "documents": [DOCS[3]]}).json()["results"][0]["relevance_score"]
+    assert single == pytest.approx(expected[3], abs=1e-4) and single < 0.9
+
+
+def test_inputs_that_used_to_give_500s(client, live):
+    lone = b'{"query": "q", "documents": ["fine", "bad \\ud800 text"]}'
+    for path in ("/v1/rerank", "/v2/rerank"):
+        response = client.post(path, content=lone, headers={"content-type": "application/json"})
+        assert response.status_code == 422 and "lone surrogate" in response.json()["message"]
+    response = client.post("/v1/documents", content=b'{"documents": [{"id": "s", "text": "\\udfff"}]}', headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "lone surrogate" in response.json()["message"]
+    response = httpx.post(f"{live.url}/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"Authorization": "Bearer clé-ünïcode".encode("utf-8")})
+    assert response.status_code == 401
+    # rank_fields and return_documents on an object without a text field: the object comes back as sent
+    jina = client.post("/v1/rerank", json={"query": QUERY, "documents": [{"body": DOCS[1]}], "rank_fields": ["body"], "return_documents": True})
+    assert jina.status_code == 200 and jina.json()["results"][0]["document"] == {"body": DOCS[1]}
+    # an id holding a slash can be stored and fetched
+    assert client.post("/v1/documents", json={"documents": [{"id": "a/b c", "text": "slashed id"}]}).status_code == 200
+    assert client.get("/v1/documents/a/b c").json()["id"] == "a/b c"
+    assert client.post("/v1/documents/delete", json={"ids": ["a/b c"]}).status_code == 200
+
+
+def test_chunked_bodies_are_limited_too(client, live):
+    def chunks(total):
+        yield b'{"query": "q", "documents": ["'
+        for _ in range(total // 65536):
+            yield b"x" * 65536
+        yield b'"]}'
+
+    response = client.post("/v1/rerank", content=chunks(2_000_000), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["field"] == "body"
+    small = client.post("/v1/rerank", content=iter([b'{"query": "q", ', b'"documents": ["a"]}']), headers={"content-type": "application/json"})
+    assert small.status_code == 200
+
+
+def test_the_server_follows_updates_made_by_the_cli(client, index_dir):
+    """An update published by another process is served at once, and the server's own next
+    update builds on it instead of discarding it."""
+    from finerank.cli import main
+
+    marker = {"_id": "cli-1", "text": "narwhal tusks are sensory organs"}
+    added = index_dir.parent / "cli-add.jsonl"
+    added.write_text(json.dumps(marker) + "\n")
+    assert main(["-q", "index", "--out", str(index_dir), "--add", str(added)]) == 0
+    hits = client.post("/v1/search", json={"query": "narwhal tusks", "top_n": 1, "rerank": False}).json()["results"]
+    assert hits[0]["id"] == "cli-1"
+    assert client.post("/v1/documents", json={"documents": [{"id": "srv-1", "text": "beluga whales sing"}]}).status_code == 200
+    ids = {d.id for d in Index.load(index_dir).documents}
+    assert {"cli-1", "srv-1"} <= ids
+    assert client.post("/v1/documents/delete", json={"ids": ["cli-1", "srv-1"]}).status_code == 200
 
 
 class SlowScorer:
@@ -241,22 +317,27 @@ def test_full_queue_answers_429(reference):
     assert response.status_code == 429 and "queue is full" in response.json()["message"]
 
 
-def test_openapi_fuzz_never_500(live):
-    """Every operation but the index administration (covered above), fuzzed from the served spec."""
+def test_openapi_fuzz_never_500(tmp_path, scifact_docs, reference):
+    """Every operation, the index administration included, fuzzed from the served spec on a
+    server and index of its own: 200 examples per operation, no 5xx."""
     from hypothesis import given
 
-    schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    fuzzed = [op for op in operations if not op.path.startswith("/v1/documents")]
-    assert {op.path for op in fuzzed} >= {"/v1/rerank", "/v2/rerank", "/rerank", "/v1/search", "/health"}
-    for operation in fuzzed:
+    path = tmp_path / "fuzzed"
+    Index.build(scifact_docs[:100]).save(path)
+    limits = Limits(max_documents=50, max_document_tokens=300, max_body_bytes=300_000)
+    with LiveServer(create_app(reference, index=path, api_key=KEY, limits=limits)) as live:
+        schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert {op.path for op in operations} >= {"/v1/rerank", "/v2/rerank", "/rerank", "/v1/search", "/health", "/v1/documents", "/v1/documents/delete"}
+        for operation in operations:
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def check(case):
-            case.call_and_validate(base_url=live.url, headers=AUTH, checks=[schemathesis.checks.not_a_server_error])
+            @given(case=operation.as_strategy())
+            @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            def check(case):
+                case.call_and_validate(base_url=live.url, headers=AUTH, checks=[schemathesis.checks.not_a_server_error])
 
-        check()
+            check()
+    assert len(Index.load(path)) >= 1
 
 
 def test_search_ranks_as_the_library_pipeline_does(index_dir):

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -83,8 +85,10 @@ def test_interrupted_training_resumes_to_the_same_state(tmp_path, tiny_ce, group
         training.train(groups, resumed)
     monkeypatch.setattr(training, "_loss", real_loss)
     assert torch.load(tmp_path / "b" / "model" / "checkpoint" / "state.pt", weights_only=False)["step"] == 3  # Ctrl-C kept it
+    checkpoint = tmp_path / "b" / "model" / "checkpoint"
+    os.replace(checkpoint, checkpoint.with_name("checkpoint.old"))  # as a crash between the swap's two renames leaves it
     result = training.train(groups, resumed, resume=True)
-    assert result.steps == 6 and len(result.losses) == 6
+    assert result.steps == 6 and len(result.losses) == 6 and not checkpoint.with_name("checkpoint.old").exists()
     a = torch.load(tmp_path / "a" / "model" / "checkpoint" / "state.pt", weights_only=False)
     b = torch.load(tmp_path / "b" / "model" / "checkpoint" / "state.pt", weights_only=False)
     np.testing.assert_allclose(a["losses"], b["losses"], rtol=1e-5)

@@ -192,7 +192,7 @@ def train(groups: Sequence[Group], config: TrainConfig, *, resume: bool = False,
     checkpoint = Path(config.output) / "checkpoint"
     result = TrainResult(steps=0, device=device)
     if resume:
-        state = torch.load(checkpoint / "state.pt", weights_only=False)
+        state = torch.load(latest_checkpoint(checkpoint) / "state.pt", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -264,19 +264,33 @@ def _loss(config: TrainConfig, scores, groups: list[Group], torch):
 
 
 def _save_checkpoint(folder: Path, model, optimizer, scheduler, result: TrainResult, torch) -> None:
-    """Write the checkpoint beside the old one, then swap: a crash never leaves half a checkpoint."""
+    """Write the checkpoint beside the old one (fsynced), then swap. While the swap runs the old
+    one is ``checkpoint.old``, which :func:`latest_checkpoint` reads: a crash at any moment
+    leaves a whole checkpoint to resume from."""
+    from ._storage import _fsync_dir, _fsync_tree
+
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "step": result.steps, "losses": result.losses}, tmp / "state.pt")
     model.save_pretrained(tmp / "model")
+    _fsync_tree(tmp)
     old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
+    if folder.exists():  # else the old one may be the only whole checkpoint: keep it until the new one is in place
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(folder, old)
     os.replace(tmp, folder)
+    _fsync_dir(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(folder: Path) -> Path:
+    """The checkpoint folder to read: ``folder``, or ``folder.old`` when a save was cut off mid-swap."""
+    for candidate in (folder, folder.with_name(folder.name + ".old")):
+        if (candidate / "state.pt").is_file():
+            return candidate
+    raise CorpusError(f"no checkpoint to resume from in {folder.parent}", folder.parent)
 
 
 # --- export -----------------------------------------------------------------------------------
@@ -287,7 +301,7 @@ def export(config: TrainConfig, result: TrainResult, data: str) -> Path:
     ONNX export (in the user cache, see finerank.models._runtime.onnx_file) and a model card (README.md)."""
     base = resolve_model(config.base)
     out = Path(config.output)
-    model_dir = out / "checkpoint" / "model"
+    model_dir = latest_checkpoint(out / "checkpoint") / "model"
     for file in model_dir.iterdir():
         shutil.copy(file, out / file.name)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "sentencepiece.bpe.model"):
