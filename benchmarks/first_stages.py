@@ -17,9 +17,9 @@ import json
 import time
 from pathlib import Path
 
-from finerank import Index, load_reranker, read_corpus
+from finerank import Index, first_stage, load_reranker, read_corpus
 from finerank.evaluate import evaluate, load_dataset
-from finerank.index import FIRST_STAGES
+from finerank.retrievers import FIRST_STAGES
 from finerank.registry import DEFAULT_RERANKER, load_encoder
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -46,7 +46,7 @@ def main() -> None:
         index = Index.load(path)
         dataset = load_dataset(folder)
         for kind in FIRST_STAGES:
-            retriever = index.first_stage(kind, encoder)
+            retriever = first_stage(index, kind, encoder)
             full = evaluate(dataset, retriever)
             row = {"dataset": name, "first_stage": kind, "queries": full.queries, **{m: full.scores["first_stage"][m] for m in ("recall@100", "ndcg@10")},
                    "first_stage_p50_ms": full.latency_ms["first_stage"]["p50"]}

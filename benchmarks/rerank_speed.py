@@ -63,7 +63,7 @@ def default_model() -> Path:
 
 def build_requests(count: int, ndcg_queries: int) -> tuple[list, list, dict]:
     """(speed requests, SciFact quality requests with document ids, SciFact qrels)."""
-    from finerank import Index, read_corpus, read_queries, read_run
+    from finerank import BM25, Index, read_corpus, read_queries, read_run
     from finerank.evaluate import load_dataset
 
     scifact = load_dataset(DATASETS / "scifact")
@@ -80,14 +80,14 @@ def build_requests(count: int, ndcg_queries: int) -> tuple[list, list, dict]:
     for i in range(count):
         if i % 2 == 0:
             text = sci[i // 2][1]
-            requests.append((text, [h.document.content for h in index.search(text, 100)]))
+            requests.append((text, [h.document.content for h in BM25(index).search(text, 100)]))
         else:
             q = dl_ids[i // 2]
             ranked = sorted(run[q], key=run[q].get, reverse=True)[:100]
             requests.append((dl_queries[q], [dl_docs[d] for d in ranked]))
     quality = []
     for qid, text in sci[:ndcg_queries]:
-        hits = index.search(text, 100)
+        hits = BM25(index).search(text, 100)
         quality.append((qid, text, [h.document.id for h in hits], [h.document.content for h in hits]))
     return requests, quality, scifact.qrels
 
@@ -105,7 +105,7 @@ def make_scorer(engine: str, backend: str, precision: str, model: Path, threads:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        from finerank.rerank._runtime import onnx_file
+        from finerank.models._runtime import onnx_file
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -201,7 +201,7 @@ def main() -> None:
         args.requests, args.ndcg_queries = 2, 0
         args.engines = ["sentence-transformers fp32", "onnxruntime plain fp32", DEFAULT_ENGINE]
 
-    from finerank.rerank import CrossEncoder
+    from finerank.models import CrossEncoder
 
     model = args.model or default_model()
     requests, quality, qrels = build_requests(args.requests, args.ndcg_queries)

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finerank import Index, load_encoder, load_reranker, read_corpus
-from finerank.rerank import rerank, stored_vectors
+from finerank import BM25, Index, Pipeline, load_encoder, load_reranker, read_corpus
 from finerank.evaluate import load_dataset, ndcg
 from finerank.fusion import fuse
 
@@ -50,15 +49,17 @@ def timed(run, queries: dict[str, str], candidates: dict[str, list]) -> tuple[li
     return seconds, rankings
 
 
-def finerank_stage(reranker, index: Index | None = None):
-    """The rerank stage of Pipeline.search; with ``index``, over the vectors it stores."""
-    vectors_of = stored_vectors(index, reranker) if index is not None else None
-    if index is not None and vectors_of is None:
+def finerank_stage(reranker, index: Index, stored: bool = False):
+    """The rerank stage of Pipeline.search (Pipeline.rerank on the same candidates); with
+    ``stored``, over the vectors the index stores, else encoding the candidates' texts."""
+    pipeline = Pipeline(BM25(index), reranker, candidates=K, top_k=10)
+    if stored and pipeline._vectors is None:
         raise SystemExit("the index holds no vectors of this reranker's model")
+    if not stored:
+        pipeline._vectors = None
 
     def run(query, hits):
-        vectors = vectors_of(hits) if vectors_of else None
-        return [h.id for h in rerank(reranker, query, hits, 10, vectors=vectors)]
+        return [h.id for h in pipeline.rerank(query, hits).hits]
 
     return run
 
@@ -108,16 +109,16 @@ def main() -> None:
     start = time.perf_counter()
     index = Index.build(read_corpus(DATASETS / args.dataset), encoder=encoder)
     build_s = time.perf_counter() - start
-    candidates = {qid: index.search(text, K) for qid, text in dataset.queries.items()}
+    candidates = {qid: BM25(index).search(text, K) for qid, text in dataset.queries.items()}
 
     stages = {
-        "minilm-fused, stored vectors": finerank_stage(load_reranker("minilm-fused", threads=args.threads), index),
-        "minilm-fused, texts encoded": finerank_stage(load_reranker("minilm-fused", threads=args.threads)),
-        "minilm-fused-fast, texts encoded": finerank_stage(load_reranker("minilm-fused-fast", threads=args.threads)),
+        "minilm-fused, stored vectors": finerank_stage(load_reranker("minilm-fused", threads=args.threads), index, stored=True),
+        "minilm-fused, texts encoded": finerank_stage(load_reranker("minilm-fused", threads=args.threads), index),
+        "minilm-fused-fast, texts encoded": finerank_stage(load_reranker("minilm-fused-fast", threads=args.threads), index),
         "sentence-transformers bi-encoder fp32 (fused the same way)": sentence_transformers_bi_encoder(args.threads),
     }
     if args.model:
-        stages[f"cross-encoder {args.model.name}, finerank default backend"] = finerank_stage(load_reranker(args.model, threads=args.threads))
+        stages[f"cross-encoder {args.model.name}, finerank default backend"] = finerank_stage(load_reranker(args.model, threads=args.threads), index)
         stages[f"cross-encoder {args.model.name}, sentence-transformers fp32"] = sentence_transformers_cross_encoder(args.model, args.threads)
 
     bm25 = float(np.mean([ndcg([h.id for h in candidates[q]], dataset.qrels[q]) for q in dataset.queries]))

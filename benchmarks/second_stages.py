@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finerank import Index, Document, Hit, load_reranker, read_corpus, read_run
+from finerank import BM25, Document, Hit, Index, load_scorer, read_corpus, read_run
 from finerank.evaluate import load_dataset, mean_scores
 from finerank.fusion import fuse
 
@@ -32,14 +32,14 @@ def candidates(name: str, dataset, documents: dict[str, Document]) -> dict[str, 
         ordered = {q: sorted(run[q], key=lambda d: (run[q][d], d), reverse=True) for q in dataset.queries}
         return {q: [Hit(documents[d], run[q][d], r, r) for r, d in enumerate(ordered[q], 1)] for q in dataset.queries}
     index = Index.build(documents.values())
-    return {q: index.search(text, 100) for q, text in dataset.queries.items()}
+    return {q: BM25(index).search(text, 100) for q, text in dataset.queries.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-queries", type=int)
     args = parser.parse_args()
-    bi = load_reranker("all-minilm-l6-v2")
+    bi = load_scorer("all-minilm-l6-v2")
     print("| set | queries | second stage | nDCG@10 | Hit@1 | Hit@3 | rerank p50 ms / query | published BM25 / MiniLM-L6 CE |")
     print("|---|---|---|---|---|---|---|---|")
     for name in PUBLISHED:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from finerank import Index, load_reranker, read_corpus
+from finerank import BM25, Index, load_scorer, read_corpus
 from finerank.evaluate import fit_fusion, load_dataset
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     dataset = load_dataset(DATASETS / args.dataset, args.split)
     index = Index.build(read_corpus(DATASETS / args.dataset))
-    rows = fit_fusion(dataset, index, load_reranker(args.reranker), show_progress=True)
+    rows = fit_fusion(dataset, BM25(index), load_scorer(args.reranker), show_progress=True)
     print(f"{args.dataset} {args.split}: {len(dataset.queries)} queries, BM25 top 100 fused with {args.reranker}")
     print(f"{'method':<8} {'weight':>6} {'nDCG@10':>8}")
     for method, weight, ndcg in sorted(rows, key=lambda r: (r[0], r[1])):
