@@ -67,6 +67,7 @@ def test_a_plain_list_is_never_fused_and_its_order_does_not_matter(bi):
     assert forward == pytest.approx(dict(zip(docs, bi.score(query, docs))))
 
 
+@pytest.mark.slow
 def test_fit_fusion_on_a_dev_split(datasets, bi):
     dataset = load_dataset(datasets / "nfcorpus", "dev", max_queries=15)
     index = Index.build(read_corpus(datasets / "nfcorpus"))

@@ -31,6 +31,7 @@ def run(*args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "finerank.cli", "-q", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_concurrent_cli_writers_queue_and_lose_nothing(index_dir, tmp_path):
     rounds = 6
     for r in range(rounds):
@@ -119,6 +120,7 @@ def test_a_save_killed_at_any_step_leaves_a_loadable_index(index_dir, step):
     assert BM25(Index.load(index_dir)).search("next save", 1)[0].id == "after"
 
 
+@pytest.mark.slow
 def test_random_kills_during_saves_never_corrupt(index_dir):
     """50 writers killed with SIGKILL at random moments while they save in a loop (forked, so
     each starts in milliseconds); after each, the index loads."""
