@@ -70,6 +70,26 @@ def auto(text: str) -> list[str]:
 
 ANALYZERS: dict[str, Analyzer] = {"auto": auto, "chinese": chinese, "english": english}
 
+_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def language(text: str) -> str:
+    """``zh`` when Chinese characters are at least a fifth of the text's letters (so
+    "Python如何读取CSV文件？" is Chinese), else ``other`` (English and other alphabetic text)."""
+    cjk = len(_CJK_CHAR.findall(text))
+    letters = len(_LETTER.findall(text))
+    return "zh" if cjk and cjk >= 0.2 * letters else "other"
+
+
+def languages(texts) -> dict[str, int]:
+    """How many texts are in each :func:`language`, e.g. {"other": 70, "zh": 30}."""
+    counts: dict[str, int] = {}
+    for text in texts:
+        lang = language(text)
+        counts[lang] = counts.get(lang, 0) + 1
+    return dict(sorted(counts.items()))
+
 
 def analyzer(name: str) -> Analyzer:
     """The analyzer of that name; ValueError naming the choices for an unknown one."""

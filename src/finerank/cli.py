@@ -15,7 +15,7 @@ from typing import Sequence
 
 from . import Document, Index, Pipeline, __version__, load_reranker, read_corpus, rerank
 from .errors import FinerankError, MissingDependencyError
-from .registry import ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, MODELS, encoder_of, load_encoder
+from .registry import ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, MODELS, MULTILINGUAL_ENCODER, encoder_for, encoder_of, load_encoder
 from .retrievers import BM25, FIRST_STAGES, first_stage
 from .types import Hit, Ranking
 from .vectors import ANN
@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--analyzer", default="auto", choices=sorted(ANALYZERS))
     p.add_argument("--k1", type=float, default=0.9)
     p.add_argument("--b", type=float, default=0.4)
-    p.add_argument("--dense", nargs="?", const=DEFAULT_ENCODER, help=f"also store dense vectors from this encoder (default {DEFAULT_ENCODER})")
+    p.add_argument("--dense", nargs="?", const="auto", help=f"also store dense vectors from this encoder (default: {DEFAULT_ENCODER}, or {MULTILINGUAL_ENCODER} when 5 %% of the documents are Chinese)")
     p.add_argument("--ann", default="auto", choices=ANN, help="dense search: exact, hnsw, or auto (hnsw from 100,000 documents)")
     p.add_argument("--query-prefix", help="prepended to queries before encoding (e5-style models: 'query: ')")
     p.add_argument("--document-prefix", help="prepended to documents before encoding (e5-style models: 'passage: ')")
@@ -285,13 +285,12 @@ def _index(args: argparse.Namespace) -> int:
         return 0
     if not args.corpus:
         raise ValueError("name a corpus to index (or use --add/--delete to update an index)")
+    documents = list(read_corpus(args.corpus, skip_invalid=args.skip_invalid))
     encoder = None
     if args.dense:
-        encoder = load_encoder(args.dense, query_prefix=args.query_prefix, document_prefix=args.document_prefix)
-    index = Index.build(
-        read_corpus(args.corpus, skip_invalid=args.skip_invalid), analyzer=args.analyzer, k1=args.k1, b=args.b,
-        encoder=encoder, ann=args.ann, show_progress=not args.quiet,
-    )
+        name = encoder_for(d.content for d in documents) if args.dense == "auto" else args.dense
+        encoder = load_encoder(name, query_prefix=args.query_prefix, document_prefix=args.document_prefix)
+    index = Index.build(documents, analyzer=args.analyzer, k1=args.k1, b=args.b, encoder=encoder, ann=args.ann, show_progress=not args.quiet)
     index.save(args.out)
     dense = f" + {index.vectors.ann} {index.vectors.dimension}-d vectors from {encoder.name}" if encoder else ""
     print(f"indexed {len(index)} documents into {args.out} ({BM25(index).name}{dense})")
@@ -326,7 +325,7 @@ def _rerank(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"query": args.query, "reranker": reranker.name, "hits": [_hit_json(h) for h in hits]}, ensure_ascii=False, indent=2))
     else:
-        print(f"reranker: {reranker.scorer!r}")
+        print(f"reranker: {reranker.route(args.query, required=True).scorer!r}")
         _print_hits(hits)
     return 0
 
@@ -362,19 +361,18 @@ def _demo(args: argparse.Namespace) -> int:
         index = Index.build(read_corpus(path))
     reranker = _load(args)
     pipeline = Pipeline(BM25(index), reranker, candidates=10, top_k=5)
-    results = []
-    for query in DEMO_QUERIES:
-        ranking = pipeline.search(query)
-        results.append((query, ranking.candidates[:5], ranking.hits))
+    results = [pipeline.search(query) for query in DEMO_QUERIES]
     if args.json:
-        out = [{"query": q, "first_stage": [_hit_json(h) for h in f], "reranked": [_hit_json(h) for h in r]} for q, f, r in results]
+        out = [{"query": r.query, "reranker": r.reranker, "first_stage": [_hit_json(h) for h in r.candidates[:5]],
+                "reranked": [_hit_json(h) for h in r.hits]} for r in results]
         print(json.dumps({"reranker": reranker.name, "examples": out}, ensure_ascii=False, indent=2))
         return 0
-    print(f"finerank demo: BM25 recalls 10 candidates from {len(index)} shipped documents, then {reranker.name} ({reranker.scorer!r}) reorders them.")
+    print(f"finerank demo: BM25 recalls 10 candidates from {len(index)} shipped documents, then {reranker.name} reorders them.")
     if args.reranker is None:
         print(f"(default second stage: {MODELS[DEFAULT_RERANKER].description}; pass --reranker MODEL_DIR for a cross-encoder)")
-    for query, first, reranked in results:
-        print(f"\nquery: {query}")
+    for ranking in results:
+        query, first, reranked = ranking.query, ranking.candidates[:5], ranking.hits
+        print(f"\nquery: {query}    (reranked by {ranking.reranker or 'nothing: first-stage order kept'})")
         print(f"  {_pad('BM25 (first stage)', 48)}  reranked")
         for a, b in zip(first, reranked):
             left = f"{a.rank}. {_snippet(a.document.text, 42)}"

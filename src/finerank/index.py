@@ -119,7 +119,8 @@ class Index:
         if not docs:
             raise CorpusError("cannot build an index from an empty corpus")
         _check_unique(docs)
-        params = {"format_version": FORMAT_VERSION, "analyzer": analyzer, "k1": k1, "b": b, "method": method}
+        params = {"format_version": FORMAT_VERSION, "analyzer": analyzer, "k1": k1, "b": b, "method": method,
+                  "languages": analysis.languages(d.content for d in docs)}
         vocab: dict[str, int] = {"": 0}
         analyze = analysis.analyzer(analyzer)
         token_lists = [_token_ids(analyze, d, vocab) for d in tqdm(docs, desc="analyzing", unit=" docs", disable=not show_progress)]
@@ -164,7 +165,11 @@ class Index:
             new_vectors = _embed(encoder, add, show_progress) if add else np.empty((0, self.vectors.dimension), np.float32)
             vectors = self.vectors.updated(keep, new_vectors, new_keys)
         documents = DocumentStore.from_lines([self.documents.line(int(i)) for i in kept] + [encode(d) for d in add])
-        params = self.params | {"documents": len(documents), "next_key": self.params["next_key"] + len(add)}
+        counts = dict(self.params.get("languages", {}))
+        for lang, sign in [(analysis.language(self.documents[int(i)].content), -1) for i in np.flatnonzero(~keep)] + [(analysis.language(d.content), 1) for d in add]:
+            counts[lang] = counts.get(lang, 0) + sign
+        params = self.params | {"documents": len(documents), "next_key": self.params["next_key"] + len(add),
+                                "languages": {lang: n for lang, n in sorted(counts.items()) if n > 0}}
         logger.info("updated index: %d kept, %d added, %d deleted", len(kept), len(add), len(delete))
         new = Index(documents, tokens, offsets, np.concatenate([self.keys[keep], new_keys]), bm25_model(token_lists, vocab, params), params, vectors)
         new._base = self._base
@@ -234,6 +239,11 @@ class Index:
 
     def __len__(self) -> int:
         return len(self.documents)
+
+    def share(self, language: str) -> float:
+        """The share of the index's documents in ``language`` (see :func:`finerank.analysis.language`)."""
+        counts = self.params.get("languages", {})
+        return counts.get(language, 0) / max(1, sum(counts.values()))
 
     def allowed(self, filter: Mapping[str, Any] | None, among: np.ndarray | None = None) -> np.ndarray | None:
         """A boolean mask of the documents ``filter`` lets through (None: no filter), checking

@@ -8,12 +8,16 @@ no first stage and so is never fused: its scores do not depend on the order of t
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .analysis import language
+from .errors import MissingDependencyError
 from .fusion import Fusion
 from .models import Scorer
 from .retrievers import Retriever
@@ -34,8 +38,51 @@ class SecondStage:
             object.__setattr__(self, "name", self.scorer.name if self.fusion is None else f"{self.scorer.name} fused ({self.fusion.name})")
 
 
-def second_stage(reranker: SecondStage | Scorer) -> SecondStage:
-    return reranker if isinstance(reranker, SecondStage) else SecondStage(reranker)
+    def route(self, query: str, *, required: bool = False) -> "SecondStage":
+        return self
+
+
+logger = logging.getLogger(__name__)
+
+
+class ByLanguage:
+    """A second stage per query language (:func:`finerank.analysis.language`): e.g. a
+    multilingual model for Chinese queries and an English one for the rest. Each stage loads at
+    its first use. A language whose stage cannot load (its extra is not installed) keeps the
+    first stage's order in a pipeline, with a warning, rather than being reranked by a model
+    that does not read it; :func:`rerank` raises instead."""
+
+    def __init__(self, routes: Mapping[str, Callable[[], SecondStage]], name: str):
+        self.routes, self.name = dict(routes), name
+        self._loaded: dict[str, SecondStage | MissingDependencyError] = {}
+        self._lock = threading.Lock()
+
+    def route(self, query: str, *, required: bool = False) -> SecondStage | None:
+        lang = language(query) if language(query) in self.routes else "other"
+        with self._lock:
+            if lang not in self._loaded:
+                try:
+                    self._loaded[lang] = self.routes[lang]()
+                except MissingDependencyError as err:
+                    logger.warning("no second stage for %s queries: %s (they keep the first stage's order)", lang, err)
+                    self._loaded[lang] = err
+            stage = self._loaded[lang]
+        if isinstance(stage, MissingDependencyError):
+            if required:
+                raise stage
+            return None
+        return stage
+
+    def stages(self) -> dict[str, SecondStage | None]:
+        """Every language's stage, loaded now."""
+        return {lang: self.route("中文" if lang == "zh" else "text") for lang in self.routes}
+
+
+Reranker = SecondStage | ByLanguage
+
+
+def second_stage(reranker: "Reranker | Scorer") -> "Reranker":
+    return reranker if isinstance(reranker, (SecondStage, ByLanguage)) else SecondStage(reranker)
 
 
 class Pipeline:
@@ -43,12 +90,12 @@ class Pipeline:
     a bare scorer) reorders them, the best ``top_k`` are returned. Without a reranker the first
     stage's top ``top_k`` come back as they are."""
 
-    def __init__(self, first_stage: Retriever, reranker: SecondStage | Scorer | None = None, *, candidates: int = 100, top_k: int = 3):
+    def __init__(self, first_stage: Retriever, reranker: "Reranker | Scorer | None" = None, *, candidates: int = 100, top_k: int = 3):
         _check_counts(candidates=candidates, top_k=top_k)
         self.first_stage = first_stage
         self.second = second_stage(reranker) if reranker is not None else None
         self.candidates, self.top_k = candidates, top_k
-        self._vectors = _stored_vectors(first_stage, self.second.scorer) if self.second else None
+        self._vectors = _stored_vectors(first_stage, self.second.scorer) if isinstance(self.second, SecondStage) else None
 
     def search(self, query: str, *, filter: Mapping[str, Any] | None = None, candidates: int | None = None,
                top_k: int | None = None) -> Ranking:
@@ -70,22 +117,24 @@ class Pipeline:
         top_k = top_k or self.top_k
         timings = dict(timings or {})
         reranked = list(hits)
-        if self.second is not None and hits:
+        second = self.second.route(query) if self.second is not None else None
+        if second is not None and hits:
             start = time.perf_counter()
-            texts, fusion = [h.document.content for h in hits], self.second.fusion
+            texts, fusion = [h.document.content for h in hits], second.fusion
             options = {"raw": fusion is not None}  # fusion reads the model's raw scores
-            if self._vectors is not None:
-                options["vectors"] = self._vectors([h.id for h in hits])
-            scores = self.second.scorer.score(query, texts, **options)
+            vectors = self._vectors if second is self.second else _stored_vectors(self.first_stage, second.scorer)
+            if vectors is not None:
+                options["vectors"] = vectors([h.id for h in hits])
+            scores = second.scorer.score(query, texts, **options)
             if fusion is not None:
                 scores = fusion(scores, [h.rank for h in hits], [h.score for h in hits])
             reranked = rank([h.document for h in hits], [h.rank for h in hits], scores)
             timings["rerank"] = time.perf_counter() - start
         return Ranking(query, tuple(reranked[:top_k]), timings, self.first_stage.name,
-                       self.second.name if self.second else None, candidates=tuple(hits))
+                       second.name if second is not None else None, candidates=tuple(hits))
 
 
-def rerank(reranker: SecondStage | Scorer, query: str, candidates: Sequence[Hit | Document | str], top_k: int | None = None) -> list[Hit]:
+def rerank(reranker: "Reranker | Scorer", query: str, candidates: Sequence[Hit | Document | str], top_k: int | None = None) -> list[Hit]:
     """Score a plain list of candidates against ``query`` and return them best first as new Hits.
 
     The list has no first stage, so a second stage's fusion does not apply: only its scorer
@@ -97,7 +146,7 @@ def rerank(reranker: SecondStage | Scorer, query: str, candidates: Sequence[Hit 
     """
     _check_query(query)
     documents, original = as_documents(candidates)
-    scores = second_stage(reranker).scorer.score(query, [d.content for d in documents])
+    scores = second_stage(reranker).route(query, required=True).scorer.score(query, [d.content for d in documents])
     return rank(documents, original, scores, top_k)
 
 
@@ -154,4 +203,4 @@ def _check_counts(**counts: int) -> None:
             raise ValueError(f"{name} must be at least 1, got {value}")
 
 
-__all__ = ["Pipeline", "SecondStage", "as_documents", "rank", "rerank", "second_stage"]
+__all__ = ["ByLanguage", "Pipeline", "Reranker", "SecondStage", "as_documents", "rank", "rerank", "second_stage"]

