@@ -18,7 +18,7 @@ def test_index_then_search_table_and_json(scifact_idx, capsys):
     capsys.readouterr()
     assert main(["search", str(scifact_idx), "vitamin D supplementation reduces fractures", "--candidates", "30", "--top-k", "3"]) == 0
     out = capsys.readouterr().out
-    assert f"reranker: {DEFAULT_RERANKER}" in out and "first_stage" in out and out.count("\n") == 5
+    assert "reranker: minilm-fused" in out and "first_stage" in out  # the default routes English queries to minilm-fused and out.count("\n") == 5
     assert main(["search", str(scifact_idx), "vitamin D fractures", "--top-k", "4", "--json", "--no-rerank"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["reranker"] is None and [h["rank"] for h in result["hits"]] == [1, 2, 3, 4]
@@ -41,9 +41,11 @@ def test_demo_shows_both_orders(capsys):
     assert main(["demo", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["reranker"] == DEFAULT_RERANKER
+    chinese = result["examples"][0]
+    assert chinese["reranker"] == "e5-fused" and "感冒的治疗" in chinese["reranked"][0]["text"]  # read by a model that reads Chinese
     english = result["examples"][1]
     assert english["query"] == "How do I read a CSV file in Python?"
-    assert english["reranked"][0]["id"] in ("en-1", "en-4") and len(english["first_stage"]) == 5
+    assert english["reranker"] == "minilm-fused" and english["reranked"][0]["id"] in ("en-1", "en-4") and len(english["first_stage"]) == 5
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "如何治疗感冒？" in out and "BM25 (first stage)" in out and "(was " in out
