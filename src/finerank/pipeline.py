@@ -14,14 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
-
 from .analysis import language
 from .errors import MissingDependencyError
 from .fusion import Fusion
 from .models import Scorer
 from .retrievers import Retriever
 from .types import Document, Hit, Ranking
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,9 @@ class SecondStage:
         if not self.name:
             object.__setattr__(self, "name", self.scorer.name if self.fusion is None else f"{self.scorer.name} fused ({self.fusion.name})")
 
-
     def route(self, query: str, *, required: bool = False) -> "SecondStage":
+        """The stage for this query: itself (see :class:`ByLanguage` for one that chooses)."""
         return self
-
-
-logger = logging.getLogger(__name__)
 
 
 class ByLanguage:
