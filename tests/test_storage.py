@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from tqdm import tqdm
 
 from finerank import BM25, Document, Index, IndexFormatError
 from finerank._storage import current, locked
@@ -129,6 +131,9 @@ def test_random_kills_during_saves_never_corrupt(index_dir):
     for _ in range(50):
         pid = os.fork()
         if pid == 0:  # the writer
+            # tqdm shares a cross-process lock with the forked parent: a child killed inside tqdm
+            # would leave it held. Separate processes (what this stands for) share nothing.
+            tqdm.set_lock(threading.RLock())
             try:
                 for i in range(10**6):
                     Index.edit(index_dir, add=[Document(f"k{os.getpid()}-{i}", "x " * 2000)])
