@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from finerank import DEFAULT_RERANKER, CrossEncoder, Document, Hit, InputTooLongError, ModelError, load_reranker, load_scorer, rerank
+from finerank import CrossEncoder, Document, Hit, InputTooLongError, ModelError, load_reranker, load_scorer, rerank
 from finerank.models._runtime import cache_root, onnx_file
 
 QUERY = "vitamin D supplementation reduces fractures"
@@ -189,8 +189,8 @@ def test_default_reranker_loads_offline_and_ranks_the_demo_sensibly(monkeypatch)
     hits = rerank(reranker, "How do I read a CSV file in Python?", docs)
     assert hits[0].document.text == docs[0]
     assert all(0.0 <= h.score <= 1.0 for h in hits)
-    fp32 = load_scorer(DEFAULT_RERANKER, backend="torch", precision="fp32")
-    onnx = load_scorer(DEFAULT_RERANKER, backend="onnx")
+    fp32 = load_scorer("minilm-fused", backend="torch", precision="fp32")
+    onnx = load_scorer("minilm-fused", backend="onnx")
     np.testing.assert_allclose(onnx.score("csv in python", docs, raw=True), fp32.score("csv in python", docs, raw=True), atol=1e-4)
 
 

@@ -61,6 +61,9 @@ def test_a_stale_index_is_not_saved_over_a_newer_one(index_dir):
     with pytest.raises(IndexFormatError, match="changed since this index was loaded"):
         second.update(add=[Document("b", "added by the second writer")]).save(index_dir)
     assert "a" in Index.load(index_dir).documents  # the first writer's update survives
+    Index.edit(index_dir, add=[Document("c", "a third writer")])  # the generation `second` came from is retired now
+    with pytest.raises(IndexFormatError, match="changed since this index was loaded"):
+        second.update(add=[Document("b", "added by the second writer")]).save(index_dir)
     _, merged = Index.edit(index_dir, add=[Document("b", "added by the second writer")])  # edit reloads under the lock
     assert {"a", "b"} <= {d.id for d in merged.documents}
 

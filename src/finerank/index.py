@@ -96,7 +96,7 @@ class Index:
         self._tokens, self._token_offsets, self.bm25 = tokens, token_offsets, bm25
         self.analyzer = analysis.analyzer_of(params)
         self.generation = generation
-        self._base = generation  # the saved generation this index derives from (see save)
+        self._base: tuple[Path, str] | None = None  # (folder, generation) this index was loaded from or derives from (see save)
 
     @classmethod
     def build(
@@ -193,8 +193,8 @@ class Index:
         is complete. An index loaded from ``path`` (or updated from one) is saved only if
         ``path`` still holds the generation it came from (else IndexFormatError: load again);
         a newly built index replaces whatever ``path`` holds."""
-        same_place = self._base is not None and (Path(path) / self._base).is_dir()
-        with new_generation(path, self._base, check=same_place) as folder:
+        same_place = self._base is not None and self._base[0] == Path(path).resolve()
+        with new_generation(path, self._base[1] if same_place else None, check=same_place) as folder:
             self.bm25.save(folder / "bm25", show_progress=False)
             self.documents.save(folder)
             np.save(folder / "tokens.npy", np.asarray(self._tokens))
@@ -203,7 +203,7 @@ class Index:
             if self.vectors is not None:
                 self.vectors.save(folder)
             (folder / "meta.json").write_text(json.dumps(self.params, indent=2), encoding="utf-8")
-        self.generation = self._base = folder.name
+        self.generation, self._base = folder.name, (Path(path).resolve(), folder.name)
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = True, attempts: int = 5) -> "Index":
@@ -236,7 +236,9 @@ class Index:
         if not len(documents) == len(arrays[2]) == len(arrays[1]) - 1 == params.get("documents"):
             raise IndexFormatError(f"{path} is corrupt: its files disagree on the number of documents")
         vectors = VectorIndex.load(folder, arrays[2], params["dense"]["ann"], mmap) if "dense" in params else None
-        return cls(documents, *arrays, bm25, params, vectors, generation=folder.name)
+        index = cls(documents, *arrays, bm25, params, vectors, generation=folder.name)
+        index._base = (Path(path).resolve(), folder.name)
+        return index
 
     def __len__(self) -> int:
         return len(self.documents)
