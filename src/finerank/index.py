@@ -166,9 +166,11 @@ class Index:
             new_vectors = _embed(encoder, add, show_progress) if add else np.empty((0, self.vectors.dimension), np.float32)
             vectors = self.vectors.updated(keep, new_vectors, new_keys)
         documents = DocumentStore.from_lines([self.documents.line(int(i)) for i in kept] + [encode(d) for d in add])
-        counts = dict(self.params.get("languages", {}))
-        for lang, sign in [(analysis.language(self.documents[int(i)].content), -1) for i in np.flatnonzero(~keep)] + [(analysis.language(d.content), 1) for d in add]:
-            counts[lang] = counts.get(lang, 0) + sign
+        counts = dict(self.params.get("languages", {}))  # documents per language: the removed out, the added in
+        removed = [self.documents[int(i)].content for i in np.flatnonzero(~keep)]
+        for texts, sign in ((removed, -1), ([d.content for d in add], 1)):
+            for lang, n in analysis.languages(texts).items():
+                counts[lang] = counts.get(lang, 0) + sign * n
         params = self.params | {"documents": len(documents), "next_key": self.params["next_key"] + len(add),
                                 "languages": {lang: n for lang, n in sorted(counts.items()) if n > 0}}
         logger.info("updated index: %d kept, %d added, %d deleted", len(kept), len(add), len(delete))
@@ -209,14 +211,14 @@ class Index:
     def load(cls, path: str | Path, *, mmap: bool = True, attempts: int = 5) -> "Index":
         """The live generation of the index in ``path``. A save that publishes and retires
         generations while this reads is retried (the old generation may vanish under it)."""
-        for attempt in range(attempts):
+        for _ in range(attempts - 1):
             name = current(path)
             try:
                 return cls._load(path, live_generation(path), mmap)
             except IndexFormatError:
-                if attempt == attempts - 1 or name is None or current(path) == name:
+                if name is None or current(path) == name:
                     raise  # nothing moved: the index really is missing or corrupt
-        raise AssertionError("unreachable")
+        return cls._load(path, live_generation(path), mmap)
 
     @classmethod
     def _load(cls, path: str | Path, folder: Path, mmap: bool) -> "Index":

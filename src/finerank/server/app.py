@@ -197,7 +197,7 @@ def _routes() -> APIRouter:
     @router.post("/v1/search", response_model=SearchResponse)
     async def search(body: SearchRequest, request: Request) -> dict:
         service: Service = request.app.state.service
-        ranking, served = await service.search(body.query, candidates=body.candidates, top_n=body.top_n, filter=body.filter, rerank=body.rerank)
+        ranking = await service.search(body.query, candidates=body.candidates, top_n=body.top_n, filter=body.filter, rerank=body.rerank)
         return {
             "query": body.query, "first_stage": ranking.first_stage, "reranker": ranking.reranker,
             "results": [{"id": h.id, "score": h.score, "rank": h.rank, "original_rank": h.original_rank, "document": _stored(h.document)} for h in ranking.hits],

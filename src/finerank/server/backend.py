@@ -203,7 +203,7 @@ class Service:
 
     # --- search and index administration ---------------------------------------------------------
 
-    async def search(self, query: str, *, candidates: int, top_n: int, filter: Mapping[str, Any] | None, rerank: bool) -> tuple[Ranking, Served]:
+    async def search(self, query: str, *, candidates: int, top_n: int, filter: Mapping[str, Any] | None, rerank: bool) -> Ranking:
         if not query.strip():
             raise InvalidRequest("query", "must not be empty")
         for name, value in (("candidates", candidates), ("top_n", top_n)):
@@ -220,7 +220,7 @@ class Service:
             raise InvalidRequest("filter", str(err)) from None
         if rerank:
             self.pairs_scored += len(ranking.candidates)
-        return ranking, state
+        return ranking
 
     def document(self, doc_id: str) -> Document:
         index = self.served().index
