@@ -103,3 +103,21 @@ def test_traditional_chinese_end_to_end_on_drcd(datasets, e5):
         runs[name] = {q: [h.id for h in pipeline.search(t).hits] for q, t in queries.items()}
     scores = {name: mean_scores(run, {q: dataset.qrels[q] for q in queries}) for name, run in runs.items()}
     assert scores["default"]["hit@1"] >= scores["bm25"]["hit@1"] and scores["default"]["ndcg@10"] >= scores["bm25"]["ndcg@10"] - 0.005, scores
+
+
+def test_the_server_routes_each_request_by_its_language(e5, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from finerank.server import create_app
+
+    Index.build(DOCS).save(tmp_path / "idx")
+    with TestClient(create_app("auto", index=tmp_path / "idx")) as client:
+        zh = client.post("/v1/search", json={"query": "如何治疗感冒？", "top_n": 1, "candidates": 5}).json()
+        assert zh["reranker"] == "e5-fused" and zh["results"][0]["id"] == "zh-cold"
+        en = client.post("/v1/search", json={"query": "read a CSV file in Python", "top_n": 1, "candidates": 5}).json()
+        assert en["reranker"] == "minilm-fused" and en["results"][0]["id"] == "en-csv"
+        docs = [d.text for d in DOCS]
+        ranked = client.post("/v2/rerank", json={"query": "感冒怎麼治療？", "documents": docs}).json()["results"]
+        assert docs[ranked[0]["index"]].startswith("感冒的治疗")
+        shuffled = client.post("/v2/rerank", json={"query": "感冒怎麼治療？", "documents": docs[::-1]}).json()["results"]
+        assert {docs[r["index"]]: r["relevance_score"] for r in ranked} == pytest.approx({docs[::-1][r["index"]]: r["relevance_score"] for r in shuffled})
