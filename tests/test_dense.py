@@ -107,6 +107,14 @@ def test_hnsw_finds_what_exact_search_finds(datasets, vaswani):
         overlap.append(len(set(exact) & set(approx)) / 100)
         np.testing.assert_allclose(approx_scores, np.asarray(vaswani.vectors.vectors)[approx] @ vector, atol=1e-4)
     assert np.mean(overlap) >= 0.98, np.mean(overlap)
+    # batch search: one encoder call and one matrix product give what one search per query gives
+    texts = list(queries.values())[:20]
+    dense = Dense(vaswani, encoder)
+    batched = dense.batch_search(texts, 10)
+    for text, hits in zip(texts, batched):
+        single = dense.search(text, 10)
+        assert [h.id for h in hits] == [h.id for h in single] and [h.rank for h in hits] == list(range(1, 11))
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in single], atol=2e-3)  # bf16: batch shape moves the last digits
 
 
 def test_filtered_dense_search_still_returns_k(vaswani, encoder):
