@@ -55,7 +55,8 @@ class ByLanguage:
         self._lock = threading.Lock()
 
     def route(self, query: str, *, required: bool = False) -> SecondStage | None:
-        lang = language(query) if language(query) in self.routes else "other"
+        lang = language(query)
+        lang = lang if lang in self.routes else "other"
         with self._lock:
             if lang not in self._loaded:
                 try:
