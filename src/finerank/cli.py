@@ -125,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-document-tokens", type=_count(), default=8192)
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a request waits to share a batch (0: no cross-request batching)")
     p.add_argument("--max-queue", type=_count(), default=64, help="requests waiting to be scored before 429")
+    p.add_argument("--report", action="append", default=[], metavar="FILE",
+                   help="a saved `finerank eval --json` file for the evaluation page at /eval (repeatable)")
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_serve)
 
@@ -220,7 +222,10 @@ def _serve(args: argparse.Namespace) -> int:
         first_stage(index, args.first_stage)
     limits = Limits(max_documents=args.max_documents, max_document_tokens=args.max_document_tokens,
                     batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
-    app = create_app(_load(args), index=args.index, first_stage=args.first_stage, api_key=args.api_key, limits=limits)
+    app = create_app(_load(args), index=args.index, first_stage=args.first_stage, api_key=args.api_key, limits=limits, reports=args.report)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"finerank: search page at http://{host}:{args.port}/" + (f" · evaluation page at http://{host}:{args.port}/eval" if args.report else ""),
+          file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
     return 0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -148,15 +148,59 @@ class Evaluation:
     pairs_per_s: float | None
     peak_rss_mb: float
     moves: tuple[tuple[int, int | None], ...]  # per relevant document: (first-stage rank or 0 if missed, reranked rank)
+    # per query: its text and the top ten ids of each list (reranked is empty without a reranker)
+    tops: dict[str, "QueryTops"] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # id -> a short label (title or opening words) of each id in tops
 
     def to_json(self) -> dict:
+        """Everything a report needs, the per-query rankings and the move matrix included
+        (what the evaluation page of ``finerank serve`` renders)."""
+        matrix = move_matrix(self)
+        ndcg = {stage: (values or {}).get("ndcg@10", {}) for stage, values in self.per_query.items()}
         return {
             "dataset": self.dataset, "split": self.split, "queries": self.queries, "judged_queries": self.judged, "skipped_queries": self.skipped,
             "first_stage_name": self.first_stage, "reranker_name": self.reranker, "candidates": self.candidates,
             "metric_notes": "nDCG@10 with trec_eval's linear gain; relevant = grade > 0; relevant documents the first stage missed count as misses",
             "first_stage": self.scores["first_stage"], "reranked": self.scores["reranked"],
             "p_value": self.p_value, "latency_ms": self.latency_ms, "pairs_per_s": self.pairs_per_s, "peak_rss_mb": self.peak_rss_mb,
+            "moves": {"buckets": list(BUCKET_NAMES[: len(matrix)]), "matrix": matrix.tolist(),
+                      "missed": sum(1 for before, _ in self.moves if not before)},
+            "per_query": [
+                {"id": q, "query": t.query, "ndcg@10": [ndcg["first_stage"].get(q), ndcg["reranked"].get(q)],
+                 "first_stage": list(t.first_stage), "reranked": list(t.reranked), "relevant": t.relevant}
+                for q, t in self.tops.items()
+            ],
+            "labels": self.labels,
         }
+
+
+@dataclass(frozen=True)
+class QueryTops:
+    """One query of an evaluation: its text, the top ten of each list, its relevant documents."""
+
+    query: str
+    first_stage: tuple[str, ...]
+    reranked: tuple[str, ...]
+    relevant: dict[str, int]
+
+
+BUCKETS = ((1, 1), (2, 3), (4, 10), (11, 20), (21, 50), (51, 100), (101, 10**9))
+BUCKET_NAMES = ("1", "2-3", "4-10", "11-20", "21-50", "51-100", ">100")
+
+
+def move_matrix(ev: Evaluation) -> np.ndarray:
+    """Relevant documents among the candidates, counted by first-stage rank bucket (rows) and
+    reranked rank bucket (columns); buckets up to the candidate depth."""
+    size = _bucket(ev.candidates) + 1
+    matrix = np.zeros((size, size), dtype=int)
+    for before, after in ev.moves:
+        if before:
+            matrix[_bucket(before), _bucket(after)] += 1
+    return matrix
+
+
+def _bucket(rank: int) -> int:
+    return next(i for i, (lo, hi) in enumerate(BUCKETS) if lo <= rank <= hi)
 
 
 def evaluate(
@@ -187,7 +231,7 @@ def evaluate(
             raise CorpusError(f"the run names {len(unknown)} document(s) not in the corpus: {', '.join(unknown[:5])}")
     name = first_stage_name or ("run" if is_run else first_stage.name)
     pipeline = Pipeline(_RunStage(name) if is_run else first_stage, reranker, candidates=candidates, top_k=candidates)
-    first_run, reranked_run = {}, {}
+    first_run, reranked_run, documents_seen = {}, {}, {}
     times: dict[str, list[float]] = {"first_stage": [], "rerank": []}
     pairs = 0
     for qid, text in tqdm(dataset.queries.items(), desc=dataset.name, unit=" queries", disable=not show_progress):
@@ -199,6 +243,7 @@ def evaluate(
         else:
             ranking = pipeline.search(text)
         first_run[qid] = [h.id for h in ranking.candidates]
+        documents_seen.update((h.id, h.document) for h in (*ranking.candidates[:10], *ranking.hits[:10]))
         for stage, seconds in ranking.timings.items():
             times[stage].append(seconds)
         if reranker is not None:
@@ -222,7 +267,16 @@ def evaluate(
         pairs_per_s=pairs / sum(times["rerank"]) if times["rerank"] and sum(times["rerank"]) > 0 else None,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         moves=tuple(moves),
+        tops={q: QueryTops(text, tuple(first_run[q][:10]), tuple(reranked_run.get(q, ())[:10]),
+                           {d: g for d, g in dataset.qrels[q].items() if g > 0}) for q, text in dataset.queries.items()},
+        labels={d: _label(doc) for d, doc in documents_seen.items()},
     )
+
+
+def _label(document: Document) -> str:
+    """A document's title, or its opening words (about 80 characters)."""
+    text = " ".join((document.title or document.text).split())
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 class _RunStage:

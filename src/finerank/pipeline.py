@@ -19,7 +19,7 @@ from .errors import MissingDependencyError
 from .fusion import Fusion
 from .models import Scorer
 from .retrievers import Retriever
-from .types import Document, Hit, Ranking
+from .types import Document, Hit, ModelScore, Ranking
 
 logger = logging.getLogger(__name__)
 
@@ -114,22 +114,23 @@ class Pipeline:
         _check_query(query)
         top_k = top_k or self.top_k
         timings = dict(timings or {})
-        reranked = list(hits)
+        reranked, model_scores = list(hits), {}
         second = self.second.route(query) if self.second is not None else None
         if second is not None and hits:
             start = time.perf_counter()
             texts, fusion = [h.document.content for h in hits], second.fusion
-            options = {"raw": fusion is not None}  # fusion reads the model's raw scores
+            options = {}
             vectors = self._vectors if second is self.second else _stored_vectors(self.first_stage, second.scorer)
             if vectors is not None:
                 options["vectors"] = vectors([h.id for h in hits])
-            scores = second.scorer.score(query, texts, **options)
-            if fusion is not None:
-                scores = fusion(scores, [h.rank for h in hits], [h.score for h in hits])
+            raw = second.scorer.score(query, texts, raw=True, **options)  # fusion reads the model's raw scores
+            calibrated = second.scorer.calibrate(raw)
+            scores = calibrated if fusion is None else fusion(raw, [h.rank for h in hits], [h.score for h in hits])
             reranked = rank([h.document for h in hits], [h.rank for h in hits], scores)
+            model_scores = {h.id: ModelScore(float(r), float(c)) for h, r, c in zip(hits, raw, calibrated)}
             timings["rerank"] = time.perf_counter() - start
         return Ranking(query, tuple(reranked[:top_k]), timings, self.first_stage.name,
-                       second.name if second is not None else None, candidates=tuple(hits))
+                       second.name if second is not None else None, candidates=tuple(hits), model_scores=model_scores)
 
 
 def rerank(reranker: "Reranker | Scorer", query: str, candidates: Sequence[Hit | Document | str], top_k: int | None = None) -> list[Hit]:

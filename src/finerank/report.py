@@ -8,10 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .evaluate import METRICS, Evaluation
-
-BUCKETS = ((1, 1), (2, 3), (4, 10), (11, 20), (21, 50), (51, 100), (101, 10**9))
-BUCKET_NAMES = ("1", "2-3", "4-10", "11-20", "21-50", "51-100", ">100")
+from .evaluate import BUCKET_NAMES, METRICS, Evaluation, move_matrix
 
 
 def table(ev: Evaluation) -> str:
@@ -68,21 +65,6 @@ def markdown(ev: Evaluation, figure: str | None = None) -> str:
 def _queries(ev: Evaluation) -> str:
     evaluated = f"{ev.queries} judged queries" if ev.queries == ev.judged else f"the first {ev.queries} of {ev.judged} judged queries"
     return f"{evaluated} ({ev.skipped} skipped: no relevant judgement in this split)"
-
-
-def move_matrix(ev: Evaluation) -> np.ndarray:
-    """Relevant documents among the candidates, counted by first-stage rank bucket (rows) and
-    reranked rank bucket (columns); buckets up to the candidate depth."""
-    size = _bucket(ev.candidates) + 1
-    matrix = np.zeros((size, size), dtype=int)
-    for before, after in ev.moves:
-        if before:
-            matrix[_bucket(before), _bucket(after)] += 1
-    return matrix
-
-
-def _bucket(rank: int) -> int:
-    return next(i for i, (lo, hi) in enumerate(BUCKETS) if lo <= rank <= hi)
 
 
 def _missed(ev: Evaluation) -> int:

@@ -41,9 +41,20 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class ModelScore:
+    """What the second stage's model said of one candidate: its raw score (a logit, a cosine)
+    and that score calibrated to a relevance in [0, 1]. A hit's own ``score`` is what the
+    ranking used: the calibrated score, or the fusion of the raw score with the first stage."""
+
+    raw: float
+    calibrated: float
+
+
+@dataclass(frozen=True)
 class Ranking:
-    """What a pipeline returns for one query: the hits, seconds spent per stage, and the first
-    stage's candidates in its own order (what the reranker read)."""
+    """What a pipeline returns for one query: the hits, seconds spent per stage, the first
+    stage's candidates in its own order (what the reranker read) and, when a second stage ran,
+    its model's score of each candidate by id."""
 
     query: str
     hits: tuple[Hit, ...]
@@ -51,3 +62,4 @@ class Ranking:
     first_stage: str
     reranker: str | None = None
     candidates: tuple[Hit, ...] = ()
+    model_scores: Mapping[str, ModelScore] = field(default_factory=dict)

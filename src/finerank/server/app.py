@@ -4,27 +4,35 @@ de-facto rerank APIs and finerank's search onto :class:`~finerank.server.backend
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
+from ..errors import NotFoundError
+from ..highlight import highlight
 from ..pipeline import second_stage
 from ..registry import DEFAULT_RERANKER, load_reranker
-from ..types import Document
+from ..types import Document, Hit
 from . import errors
 from .backend import InvalidRequest, Limits, Service
 from .schemas import (
-    DeleteRequest, Health, IndexChange, InfinityRerankResponse, SearchRequest, SearchResponse, StoredDocument,
+    DeleteRequest, Health, IndexChange, Info, InfinityRerankResponse, SearchRequest, SearchResponse, StoredDocument,
     TEIResult, TextRerankRequest, UpsertRequest, V1RerankRequest, V1RerankResponse, V2RerankRequest, V2RerankResponse,
 )
 
+
+PAGES = Path(__file__).parent / "pages"  # the search and evaluation pages: plain HTML, CSS and JavaScript, no CDN
 
 
 class Unauthorized(Exception):
@@ -77,11 +85,14 @@ def create_app(
     api_key: str | None = None,
     limits: Limits = Limits(),
     reranker_options: dict | None = None,
+    reports: Sequence[str | os.PathLike] = (),
 ) -> FastAPI:
     """The finerank service. ``reranker`` is a model name/path (loaded at start-up) or a loaded
     reranker; ``index`` an index folder to search (with ``first_stage`` bm25, dense or hybrid)
-    and administer; with ``api_key`` every
-    route but health, metrics and the docs needs ``Authorization: Bearer <api_key>``."""
+    and administer; ``reports`` saved ``finerank eval --json`` files the evaluation page lists.
+    With ``api_key`` every route but health, metrics, the docs and the pages' own files needs
+    ``Authorization: Bearer <api_key>`` (the pages ask for the key)."""
+    loaded_reports = read_reports(reports)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -94,8 +105,18 @@ def create_app(
 
     app = FastAPI(title="finerank", version=__version__, lifespan=lifespan,
                   description="Rerank (Cohere v1/v2, Jina, TEI, Infinity shapes) and two-stage search.")
+    app.state.reports = loaded_reports
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.mount("/static", StaticFiles(directory=PAGES), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def search_page() -> FileResponse:
+        return FileResponse(PAGES / "search.html")
+
+    @app.get("/eval", include_in_schema=False)
+    async def evaluation_page() -> FileResponse:
+        return FileResponse(PAGES / "eval.html")
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
@@ -133,6 +154,22 @@ def create_app(
         return request.app.state.service.metrics()
 
     return app
+
+
+def read_reports(paths: Sequence[str | os.PathLike]) -> list[tuple[str, dict]]:
+    """(name, evaluation) for each evaluation in the ``finerank eval --json`` files (one, or a
+    list from ``--all``); ValueError naming the file that is not one."""
+    reports = []
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"report {path}: cannot read it as JSON ({err})") from None
+        for ev in data if isinstance(data, list) else [data]:
+            if not isinstance(ev, dict) or not {"dataset", "split", "per_query", "moves"} <= set(ev):
+                raise ValueError(f"report {path}: not a `finerank eval --json` report (rerun the evaluation with this version)")
+            reports.append((f"{ev['dataset']} ({ev['split']}): {ev['first_stage_name']} → {ev['reranker_name'] or 'no reranker'}", ev))
+    return reports
 
 
 def _document_text(document: str | dict, rank_fields: list[str] | None, i: int) -> str:
@@ -197,12 +234,35 @@ def _routes() -> APIRouter:
     @router.post("/v1/search", response_model=SearchResponse)
     async def search(body: SearchRequest, request: Request) -> dict:
         service: Service = request.app.state.service
-        ranking = await service.search(body.query, candidates=body.candidates, top_n=body.top_n, filter=body.filter, rerank=body.rerank)
+        ranking = await service.search(body.query, candidates=body.candidates, top_n=body.top_n, filter=body.filter,
+                                       rerank=body.rerank, first_stage=body.first_stage)
+        analyzer = service.served().index.analyzer
+
+        def result(h: Hit) -> dict:
+            model = ranking.model_scores.get(h.id)
+            return {"id": h.id, "score": h.score, "rank": h.rank, "original_rank": h.original_rank, "document": _stored(h.document),
+                    "model_score": {"raw": model.raw, "calibrated": model.calibrated} if model else None,
+                    "highlight": asdict(highlight(h.document.text, body.query, analyzer))}
+
         return {
             "query": body.query, "first_stage": ranking.first_stage, "reranker": ranking.reranker,
-            "results": [{"id": h.id, "score": h.score, "rank": h.rank, "original_rank": h.original_rank, "document": _stored(h.document)} for h in ranking.hits],
+            "results": [result(h) for h in ranking.hits], "first_stage_results": [result(h) for h in ranking.candidates[: body.top_n]],
             "timings_ms": {k: v * 1000 for k, v in ranking.timings.items()},
         }
+
+    @router.get("/v1/info", response_model=Info)
+    async def info(request: Request) -> dict:
+        service: Service = request.app.state.service
+        return {"model": service.model_name, "first_stage": service.first_stage_kind if service.index_path else None,
+                "first_stages": list(service.first_stages) if service.index_path else [],
+                "index_documents": len(service.index) if service.index else None, "reports": [name for name, _ in request.app.state.reports]}
+
+    @router.get("/v1/reports/{number}")
+    async def report(number: int, request: Request) -> dict:
+        reports = request.app.state.reports
+        if not 0 <= number < len(reports):
+            raise NotFoundError(f"report: no report {number}; this server has {len(reports)}", "number")
+        return reports[number][1]
 
     @router.get("/v1/documents/{doc_id:path}", response_model=StoredDocument)
     async def get_document(doc_id: str, request: Request) -> dict:

@@ -8,6 +8,7 @@ to the cross-request batcher; plain rerank requests go to the batcher directly.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,8 @@ from ..registry import encoder_of
 from ..retrievers import first_stage as make_first_stage
 from ..types import Document, Ranking
 from .batching import Batcher
+
+logger = logging.getLogger(__name__)
 
 
 class ModelNotInstalled(FinerankError):
@@ -80,12 +83,12 @@ class BatchedScorer:
 
 @dataclass(frozen=True)
 class Served:
-    """One generation of the served index and the pipelines over it, swapped as one reference."""
+    """One generation of the served index and the pipelines over it (per first stage it can
+    serve), swapped as one reference."""
 
     index: Index
-    first_stage: Any
-    search: Pipeline  # first stage, then the second stage
-    first_only: Pipeline
+    search: Mapping[str, Pipeline]  # first stage, then the second stage
+    first_only: Mapping[str, Pipeline]
 
 
 class Service:
@@ -95,7 +98,9 @@ class Service:
         self.index_path = Path(index) if index else None
         self.first_stage_kind = first_stage
         loaded = Index.load(self.index_path) if self.index_path else None
-        self.encoder = encoder_of(loaded) if loaded is not None and loaded.vectors is not None and first_stage != "bm25" else None
+        self.encoder = self._encoder(loaded, first_stage)
+        # the first stages a request may choose: bm25, and dense and hybrid when the index has vectors and their encoder loads
+        self.first_stages = ("bm25", "dense", "hybrid") if self.encoder is not None else ("bm25",)
         if loaded is not None:
             make_first_stage(loaded, first_stage, self.encoder)  # a first stage the index cannot serve fails now, not per request
         self._loaded = loaded
@@ -131,9 +136,24 @@ class Service:
             await batcher.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    @staticmethod
+    def _encoder(index: Index | None, first_stage: str):
+        """The encoder of the index's vectors: needed for a dense or hybrid default, loaded when
+        it can be for the other choices."""
+        if index is None or index.vectors is None:
+            return None
+        if first_stage != "bm25":
+            return encoder_of(index)
+        try:
+            return encoder_of(index)
+        except FinerankError as err:
+            logger.warning("dense and hybrid search are not offered: %s", err)
+            return None
+
     def _serve(self, index: Index) -> Served:
-        stage = make_first_stage(index, self.first_stage_kind, self.encoder)
-        self._served = Served(index, stage, Pipeline(stage, self._batched), Pipeline(stage))
+        stages = {kind: make_first_stage(index, kind, self.encoder) for kind in self.first_stages}
+        self._served = Served(index, {k: Pipeline(st, self._batched) for k, st in stages.items()},
+                              {k: Pipeline(st) for k, st in stages.items()})
         return self._served
 
     def served(self) -> Served:
@@ -203,14 +223,19 @@ class Service:
 
     # --- search and index administration ---------------------------------------------------------
 
-    async def search(self, query: str, *, candidates: int, top_n: int, filter: Mapping[str, Any] | None, rerank: bool) -> Ranking:
+    async def search(self, query: str, *, candidates: int, top_n: int, filter: Mapping[str, Any] | None, rerank: bool,
+                     first_stage: str | None = None) -> Ranking:
+        """``first_stage``: one of :attr:`first_stages` (default: the one the service was started with)."""
         if not query.strip():
             raise InvalidRequest("query", "must not be empty")
         for name, value in (("candidates", candidates), ("top_n", top_n)):
             if value > self.limits.max_candidates:
                 raise InputTooLongError(f"{name}: at most {self.limits.max_candidates}", name)
+        kind = first_stage or self.first_stage_kind
+        if kind not in self.first_stages:
+            raise InvalidRequest("first_stage", f"{kind!r} is not served here; choose one of {', '.join(self.first_stages)}")
         state = self.served()  # read once: a concurrent update swaps in a new state, this request keeps its own
-        pipeline = state.search if rerank else state.first_only
+        pipeline = (state.search if rerank else state.first_only)[kind]
         try:
             ranking = await asyncio.get_running_loop().run_in_executor(
                 self._pool, lambda: pipeline.search(query, filter=filter, candidates=candidates, top_k=top_n))

@@ -134,6 +134,7 @@ class SearchRequest(Request):
     top_n: int = Field(3, ge=1)
     filter: dict[str, Any] | None = None
     rerank: bool = True
+    first_stage: str | None = None  # bm25, dense or hybrid, among those the server offers (GET /v1/info)
 
 
 class StoredDocument(BaseModel):
@@ -143,12 +144,31 @@ class StoredDocument(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class Highlight(BaseModel):
+    """The passage of the document where most query words are: ``text`` is the document's text
+    from ``start`` to ``end`` (characters); ``spans`` mark the matching words within ``text``."""
+
+    text: str
+    start: int
+    end: int
+    spans: list[tuple[int, int]]
+
+
+class ModelScore(BaseModel):
+    """The second stage's model on this document: its raw score and that score calibrated to [0, 1]."""
+
+    raw: float
+    calibrated: float
+
+
 class SearchResult(BaseModel):
     id: str
-    score: float
+    score: float  # what the ranking used: the calibrated model score, or its fusion with the first stage
     rank: int
     original_rank: int
     document: StoredDocument
+    model_score: ModelScore | None = None  # null when the search was not reranked
+    highlight: Highlight
 
 
 class SearchResponse(BaseModel):
@@ -156,7 +176,19 @@ class SearchResponse(BaseModel):
     first_stage: str
     reranker: str | None
     results: list[SearchResult]
+    first_stage_results: list[SearchResult]  # the first stage's own top ``top_n``, before reranking
     timings_ms: dict[str, float]
+
+
+class Info(BaseModel):
+    """What this server offers: its reranker, the first stages a search may choose, the index's
+    size, and the evaluation reports it serves."""
+
+    model: str
+    first_stage: str | None
+    first_stages: list[str]
+    index_documents: int | None
+    reports: list[str]
 
 
 class UpsertRequest(Request):

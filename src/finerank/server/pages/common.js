@@ -1,0 +1,69 @@
+// Shared by the search and evaluation pages: API calls with the key, small DOM helpers.
+"use strict";
+
+const KEY = "finerank-api-key";
+
+// Builds an element: el("div", {class: "x", onclick: f}, child, "text", ...).
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+// "zh" for text that is mostly Chinese (so the browser picks a CJK font), else "en".
+function langOf(text) {
+  const cjk = (text.match(/[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]/g) || []).length;
+  const letters = (text.match(/\p{L}/gu) || []).length;
+  return cjk && cjk >= 0.2 * letters ? "zh" : "en";
+}
+
+function fmt(value, digits = 3) {
+  return value === null || value === undefined ? "–" : Number(value).toFixed(digits);
+}
+
+// Asks for the API key in the page's key form; resolves when one is entered.
+function askForKey(message) {
+  const form = document.getElementById("key-form");
+  form.hidden = false;
+  document.getElementById("key-message").textContent = message;
+  const input = document.getElementById("key");
+  input.focus();
+  return new Promise((resolve) => {
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      sessionStorage.setItem(KEY, input.value);
+      form.hidden = true;
+      resolve();
+    };
+  });
+}
+
+// fetch() of a JSON API route with the bearer key; asks for the key on 401 and retries.
+async function api(path, body) {
+  for (;;) {
+    const headers = { "Content-Type": "application/json" };
+    const key = sessionStorage.getItem(KEY);
+    if (key) headers.Authorization = "Bearer " + key;
+    const response = await fetch(path, body === undefined ? { headers } : { method: "POST", headers, body: JSON.stringify(body) });
+    if (response.status === 401) {
+      await askForKey(key ? "That key was refused; enter the server's API key." : "This server needs an API key.");
+      continue;
+    }
+    const data = await response.json().catch(() => null);
+    if (!response.ok) throw new Error((data && (data.message || data.detail)) || response.statusText);
+    return data;
+  }
+}
+
+function showError(error) {
+  const status = document.getElementById("status");
+  status.textContent = "Error: " + error.message;
+  status.className = "status error";
+}

@@ -1,0 +1,167 @@
+// The search page: the first stage's top results beside the reranked ones, joined by lines.
+"use strict";
+
+const form = document.getElementById("search-form");
+const SVG = "http://www.w3.org/2000/svg";
+let shown = null; // the last response, redrawn when the layout changes
+
+async function start() {
+  let info;
+  try {
+    info = await api("/v1/info");
+  } catch (error) {
+    return showError(error);
+  }
+  document.getElementById("model").textContent = info.model;
+  const select = document.getElementById("first-stage");
+  for (const kind of info.first_stages) select.append(el("option", { value: kind, selected: kind === info.first_stage }, kind));
+  if (!info.first_stages.length) {
+    document.getElementById("status").textContent =
+      "This server has no index to search (start it with finerank serve --index DIR); its rerank APIs still work.";
+    for (const control of form.elements) control.disabled = true;
+    return;
+  }
+  document.getElementById("status").textContent = `${info.index_documents} documents indexed.`;
+  const params = new URLSearchParams(location.search);
+  for (const [name, id] of [["q", "query"], ["first_stage", "first-stage"], ["top_n", "top-n"], ["candidates", "candidates"]]) {
+    if (params.get(name)) document.getElementById(id).value = params.get(name);
+  }
+  if (params.get("rerank") === "false") document.getElementById("rerank").checked = false;
+  if (params.get("q")) search();
+}
+
+async function search() {
+  const query = document.getElementById("query").value;
+  if (!query.trim()) return;
+  const body = {
+    query,
+    first_stage: document.getElementById("first-stage").value,
+    top_n: Number(document.getElementById("top-n").value),
+    candidates: Number(document.getElementById("candidates").value),
+    rerank: document.getElementById("rerank").checked,
+  };
+  const params = new URLSearchParams({ q: query, first_stage: body.first_stage, top_n: body.top_n, candidates: body.candidates });
+  if (!body.rerank) params.set("rerank", "false");
+  history.replaceState(null, "", "?" + params);
+  const status = document.getElementById("status");
+  status.className = "status";
+  status.textContent = "Searching…";
+  const began = performance.now();
+  try {
+    shown = await api("/v1/search", body);
+  } catch (error) {
+    return showError(error);
+  }
+  const timings = Object.entries(shown.timings_ms).map(([stage, ms]) => `${stage.replace("_", " ")} ${ms.toFixed(1)} ms`);
+  status.textContent = `${timings.join(" · ")} · round trip ${(performance.now() - began).toFixed(0)} ms`;
+  render(shown);
+}
+
+function render(data) {
+  document.getElementById("results").hidden = false;
+  document.getElementById("legend").hidden = !data.reranker;
+  document.getElementById("first-name").textContent = data.first_stage;
+  document.getElementById("reranked-name").textContent = data.reranker || "(not reranked)";
+  document.getElementById("reranked-column").hidden = !data.reranker;
+  const reranked = new Map(data.results.map((hit) => [hit.id, hit]));
+  const first = new Map(data.first_stage_results.map((hit) => [hit.id, hit]));
+  fill("first-list", data.first_stage_results, (hit) => firstMove(hit, reranked, data));
+  fill("reranked-list", data.reranker ? data.results : [], (hit) => rerankedMove(hit, first));
+  drawLines();
+}
+
+function firstMove(hit, reranked, data) {
+  if (!data.reranker) return null;
+  const after = reranked.get(hit.id);
+  if (!after) return el("span", { class: "move down" }, `out of the top ${data.results.length}`);
+  return moveBadge(hit.rank, after.rank, `now #${after.rank}`);
+}
+
+function rerankedMove(hit, first) {
+  const note = first.has(hit.id) ? `was #${hit.original_rank}` : `from #${hit.original_rank}`;
+  return moveBadge(hit.original_rank, hit.rank, note);
+}
+
+function moveBadge(before, after, note) {
+  const kind = after < before ? "up" : after > before ? "down" : "same";
+  const arrow = { up: "↑", down: "↓", same: "=" }[kind];
+  return el("span", { class: `move ${kind}` }, `${arrow} ${note}`);
+}
+
+function fill(listId, hits, move) {
+  const list = document.getElementById(listId);
+  list.replaceChildren(...hits.map((hit) => card(hit, move(hit), listId)));
+}
+
+function card(hit, move, listId) {
+  const title = hit.document.title || hit.id;
+  const scores = [`score ${fmt(hit.score)}`];
+  if (hit.model_score) scores.push(`model ${fmt(hit.model_score.calibrated)} (raw ${fmt(hit.model_score.raw)})`);
+  scores.push(`id ${hit.id}`);
+  const node = el(
+    "li", { class: "hit", tabindex: 0, "data-id": hit.id, "data-list": listId, lang: langOf(title + hit.document.text) },
+    el("div", { class: "hit-head" }, el("span", { class: "rank" }, `#${hit.rank}`), el("span", { class: "title" }, title), move),
+    snippet(hit),
+    el("div", { class: "scores" }, scores.join(" · ")),
+  );
+  for (const event of ["mouseenter", "focus"]) node.addEventListener(event, () => pair(hit.id, true));
+  for (const event of ["mouseleave", "blur"]) node.addEventListener(event, () => pair(hit.id, false));
+  node.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") node.classList.toggle("expanded");
+  });
+  return node;
+}
+
+// The passage that matched, its query words marked (text nodes only: no HTML from the index is run).
+function snippet(hit) {
+  const { text, start, end, spans } = hit.highlight;
+  const parts = [start > 0 ? "…" : ""];
+  let at = 0;
+  for (const [s, e] of spans) {
+    parts.push(text.slice(at, s), el("mark", {}, text.slice(s, e)));
+    at = e;
+  }
+  parts.push(text.slice(at), end < hit.document.text.length ? "…" : "");
+  return el("p", { class: "snippet" }, parts);
+}
+
+function pair(id, on) {
+  for (const node of document.querySelectorAll(`[data-id="${CSS.escape(id)}"]`)) node.classList.toggle("active", on);
+}
+
+// One curve per document shown in either list, from its first-stage place to its reranked place;
+// a document from (or leaving to) beyond the top ends at the bottom edge of that column.
+function drawLines() {
+  const svg = document.getElementById("lines");
+  svg.replaceChildren();
+  if (!shown || !shown.reranker) return;
+  const box = svg.getBoundingClientRect();
+  const edge = (listId) => document.getElementById(listId).getBoundingClientRect().bottom - box.top;
+  const middle = (node) => {
+    const r = node.getBoundingClientRect();
+    return r.top + r.height / 2 - box.top;
+  };
+  const find = (listId, id) => document.querySelector(`#${listId} [data-id="${CSS.escape(id)}"]`);
+  const ids = new Set([...shown.first_stage_results, ...shown.results].map((hit) => hit.id));
+  for (const id of ids) {
+    const left = find("first-list", id);
+    const right = find("reranked-list", id);
+    const y1 = left ? middle(left) : edge("first-list");
+    const y2 = right ? middle(right) : edge("reranked-list");
+    const hit = shown.results.find((h) => h.id === id);
+    const kind = !right ? "down" : hit.rank < hit.original_rank ? "up" : hit.rank > hit.original_rank ? "down" : "same";
+    const w = box.width;
+    const path = document.createElementNS(SVG, "path");
+    path.setAttribute("d", `M0,${y1} C${w / 2},${y1} ${w / 2},${y2} ${w},${y2}`);
+    path.setAttribute("class", `line ${kind}${left && right ? "" : " partial"}`);
+    path.setAttribute("data-id", id);
+    svg.append(path);
+  }
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  search();
+});
+new ResizeObserver(drawLines).observe(document.getElementById("results"));
+start();
