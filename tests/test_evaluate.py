@@ -1,5 +1,6 @@
 import random
 
+import numpy as np
 import pytest
 import pytrec_eval
 
@@ -86,6 +87,16 @@ def test_reranked_side_by_side_with_cost(datasets, tiny_ce):
     for key in ("dataset", "split", "queries", "first_stage", "reranked", "p_value", "latency_ms"):
         assert key in out
     assert set(out["reranked"]) == {"ndcg@10", "mrr@10", "recall@100", "map@100", "hit@1", "hit@3"}
+    # the per-query top tens the evaluation page shows are the lists that were scored
+    assert [q["id"] for q in out["per_query"]] == list(dataset.queries)
+    for q in out["per_query"]:
+        assert q["relevant"] == {d: g for d, g in dataset.qrels[q["id"]].items() if g > 0}
+        assert q["ndcg@10"] == pytest.approx([ndcg(q["first_stage"], q["relevant"]), ndcg(q["reranked"], q["relevant"])])
+        assert q["first_stage"] == sorted(run[q["id"]], key=lambda d: (run[q["id"]][d], d), reverse=True)[:10]
+        assert all(d in out["labels"] for d in q["first_stage"] + q["reranked"])
+    matrix = np.array(out["moves"]["matrix"])
+    assert matrix.shape == (5, 5) and out["moves"]["buckets"][-1] == "21-50"  # 50 candidates: the buckets up to rank 50
+    assert matrix.sum() + out["moves"]["missed"] == len(ev.moves)
     first_query = next(iter(dataset.queries))
     run[first_query] = {"no-such-passage": 1.0, **run[first_query]}
     with pytest.raises(CorpusError, match="1 document.* not in the corpus: no-such-passage"):

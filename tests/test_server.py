@@ -3,8 +3,7 @@ administration under concurrency, and the OpenAPI spec fuzzed."""
 
 import asyncio
 import json
-import socket
-import threading
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,39 +12,19 @@ import httpx
 import numpy as np
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 
 from finerank import BM25, Document, Index, Pipeline, first_stage, load_reranker, load_scorer
+from finerank.analysis import english
 from finerank.server import Limits, create_app
 from finerank.server.batching import Batcher, Overloaded
+
+from conftest import LiveServer
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 QUERY = "How do I read a CSV file in Python?"
 DOCS = ["Reading Excel files in Java", "Use pd.read_csv() to read the data", "Pandas basics tutorial", "Bake bread at 220 degrees"]
-
-
-class LiveServer:
-    def __init__(self, app):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 60
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +119,7 @@ def test_oversized_body_and_missing_key(client, live):
     big = client.post("/v1/rerank", json={"query": "q", "documents": ["x" * 1000] * 400})
     assert big.status_code == 413 and big.json()["field"] == "body"
     assert httpx.post(f"{live.url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401
-    assert httpx.get(f"{live.url}/health").json()["status"] == "ok"  # health and metrics stay open
+    assert httpx.get(f"{live.url}/health").json()["api_key_required"] is True  # health and metrics stay open
     metrics = httpx.get(f"{live.url}/metrics").text
     assert 'finerank_requests_total{route="/v1/rerank",status="401"}' in metrics and "finerank_pairs_scored_total" in metrics
     assert httpx.get(f"{live.url}/docs").status_code == 200
@@ -345,12 +324,24 @@ def test_search_ranks_as_the_library_pipeline_does(index_dir):
     # a fused second stage reads the first stage's scores (min-max), on the server as in the library
     fused = load_reranker("minilm-fused", precision="fp32")
     query = "vitamin D deficiency and bone fractures"
-    expected = Pipeline(BM25(Index.load(index_dir)), fused, candidates=30, top_k=5).search(query).hits
+    expected = Pipeline(BM25(Index.load(index_dir)), fused, candidates=30, top_k=5).search(query)
     with LiveServer(create_app(fused, index=index_dir)) as server, httpx.Client(base_url=server.url, timeout=60) as c:
-        found = c.post("/v1/search", json={"query": query, "candidates": 30, "top_n": 5}).json()["results"]
-    assert [h["id"] for h in found] == [h.id for h in expected]
-    np.testing.assert_allclose([h["score"] for h in found], [h.score for h in expected], atol=1e-5)
-    assert [h["original_rank"] for h in found] == [h.original_rank for h in expected]
+        response = c.post("/v1/search", json={"query": query, "candidates": 30, "top_n": 5}).json()
+    found = response["results"]
+    assert [h["id"] for h in found] == [h.id for h in expected.hits]
+    np.testing.assert_allclose([h["score"] for h in found], [h.score for h in expected.hits], atol=1e-5)
+    assert [h["original_rank"] for h in found] == [h.original_rank for h in expected.hits]
+    # what the page draws: the first stage's own top 5 beside the reranked top 5, the model's
+    # raw and calibrated scores (the ranking fused the raw one), the passage that matched
+    assert [(h["id"], h["rank"]) for h in response["first_stage_results"]] == [(h.id, h.rank) for h in expected.candidates[:5]]
+    for h in found + response["first_stage_results"]:
+        model = expected.model_scores[h["id"]]
+        assert h["model_score"]["raw"] == pytest.approx(model.raw, abs=1e-5)
+        assert h["model_score"]["calibrated"] == pytest.approx(float(fused.scorer.calibrate(np.array([model.raw]))[0]), abs=1e-5)
+        marked = h["highlight"]
+        assert h["document"]["text"][marked["start"]:marked["end"]] == marked["text"]
+        words = [marked["text"][s:e] for s, e in marked["spans"]]
+        assert words and all(set(english(w)) & set(english(query)) for w in words), words
 
 
 def test_hybrid_search_over_a_dense_index_follows_updates(tmp_path, scifact_docs, reference):
@@ -362,6 +353,12 @@ def test_hybrid_search_over_a_dense_index_follows_updates(tmp_path, scifact_docs
     with LiveServer(create_app(reference, index=path, first_stage="hybrid")) as server, httpx.Client(base_url=server.url, timeout=60) as c:
         found = c.post("/v1/search", json={"query": "regrowing fins in fish", "top_n": 3, "rerank": False}).json()
         assert found["first_stage"].startswith("hybrid(rrf") and len(found["results"]) == 3
+        assert found["first_stage_results"] == found["results"] and all(h["model_score"] is None for h in found["results"])
+        # a request may choose any first stage the index offers
+        assert c.get("/v1/info").json()["first_stages"] == ["bm25", "dense", "hybrid"]
+        dense = c.post("/v1/search", json={"query": "regrowing fins in fish", "top_n": 3, "first_stage": "dense"}).json()
+        expected = first_stage(Index.load(path), "dense", load_encoder()).search("regrowing fins in fish", 100)
+        assert dense["first_stage"].startswith("dense(") and [h["id"] for h in dense["first_stage_results"]] == [h.id for h in expected[:3]]
         doc = {"id": "new-1", "text": "Zebrafish regenerate amputated fins through blastema formation.", "metadata": {"group": 1}}
         assert c.post("/v1/documents", json={"documents": [doc]}).json() == {"changed": 1, "documents": 61}
         # the new document is searchable at once, through both halves of the hybrid, and filters apply
@@ -376,3 +373,23 @@ def test_hybrid_search_over_a_dense_index_follows_updates(tmp_path, scifact_docs
         assert c.post("/v1/documents/delete", json={"ids": ["new-1"]}).json()["documents"] == 60
     reloaded = Index.load(path)
     assert len(reloaded) == 60 and len(reloaded.vectors.vectors) == 60
+
+
+def test_info_first_stage_choice_and_reports_are_checked(client, tmp_path, capsys):
+    from finerank.cli import main
+    from finerank.server.app import read_reports
+
+    info = client.get("/v1/info").json()
+    assert info["first_stages"] == ["bm25"] and info["reports"] == [] and info["model"] == "all-minilm-l6-v2"
+    refused = client.post("/v1/search", json={"query": "cells", "first_stage": "dense"})
+    assert refused.status_code == 422 and refused.json()["field"] == "first_stage" and "bm25" in refused.json()["message"]
+    assert client.get("/v1/reports/0").status_code == 404
+    bad = tmp_path / "bad.json"
+    for content, problem in (("{not json", "cannot read it as JSON"), ('{"dataset": "x"}', "not a `finerank eval --json` report"),
+                             (b"\xff\xfe", "cannot read it as JSON")):
+        bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+        with pytest.raises(ValueError, match=f"report {bad}: {re.escape(problem)}"):
+            read_reports([bad])
+    # the CLI says it in one line, before serving anything
+    assert main(["-q", "serve", "--reranker", "all-minilm-l6-v2", "--report", str(bad)]) == 1
+    assert capsys.readouterr().err.strip().count("\n") == 0

@@ -147,7 +147,8 @@ def create_app(
     @app.get("/health", response_model=Health)
     async def health(request: Request) -> Health:
         service: Service = request.app.state.service
-        return Health(status="ok", model=service.model_name, index_documents=len(service.index) if service.index else None)
+        return Health(status="ok", model=service.model_name, index_documents=len(service.index) if service.index else None,
+                      api_key_required=api_key is not None)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> str:

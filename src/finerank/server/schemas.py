@@ -208,6 +208,7 @@ class Health(BaseModel):
     status: str
     model: str
     index_documents: int | None
+    api_key_required: bool  # the pages ask for the key before their first API call
 
 
 class ErrorBody(BaseModel):

@@ -45,8 +45,15 @@ function askForKey(message) {
   });
 }
 
-// fetch() of a JSON API route with the bearer key; asks for the key on 401 and retries.
+let keyReady = null;
+
+// fetch() of a JSON API route with the bearer key. A server that needs a key says so in /health:
+// the key is asked for before the first call, and again after a 401.
 async function api(path, body) {
+  keyReady = keyReady || fetch("/health").then((r) => r.json()).then((health) => {
+    if (health.api_key_required && !sessionStorage.getItem(KEY)) return askForKey("This server needs an API key.");
+  });
+  await keyReady;
   for (;;) {
     const headers = { "Content-Type": "application/json" };
     const key = sessionStorage.getItem(KEY);
