@@ -208,7 +208,7 @@ def train(groups: Sequence[Group], config: TrainConfig, *, resume: bool = False,
                 epoch = result.steps // batches_per_epoch
                 order = _epoch_batches(encoded, config.batch_groups, config.seed + epoch)
             batch = order[result.steps % batches_per_epoch]
-            feeds = pad([e for i in batch for e in encoded[i]])
+            feeds = pad([e for i in batch for e in encoded[i]], encoder.pad_id)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(**{k: torch.from_numpy(v).to(device) for k, v in feeds.items() if k in inputs}).logits
             scores = logits.float().view(len(batch), size)

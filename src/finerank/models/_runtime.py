@@ -87,8 +87,9 @@ class TextEncoder:
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tokenizer = tokenizer
+        self.pad_id = int(config_pad_id(model_dir))
         config = read_json(model_dir / "config.json")
-        limits = [max_length, config.get("max_position_embeddings", max_length)]
+        limits = [max_length, usable_positions(config) or max_length]
         model_max = read_json(model_dir / "tokenizer_config.json").get("model_max_length")
         if isinstance(model_max, int) and model_max < 10**6:
             limits.append(model_max)
@@ -119,7 +120,24 @@ class TextEncoder:
         return [tok.post_process(e, None, add_special_tokens=True) for e in encodings]
 
 
-def batches(encodings: list, batch_size: int, max_tokens: int) -> list[Batch]:
+# models that number positions from their padding id + 1 (RoBERTa's scheme): of 514 position
+# embeddings, 512 hold tokens
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
+
+
+def usable_positions(config: dict) -> int | None:
+    """How many tokens the model's position embeddings hold (None: no limit in its config)."""
+    positions = config.get("max_position_embeddings")
+    if positions and config.get("model_type") in OFFSET_POSITIONS:
+        return positions - (config.get("pad_token_id", 1) + 1)
+    return positions
+
+
+def config_pad_id(model_dir: Path) -> int:
+    return read_json(model_dir / "config.json").get("pad_token_id") or 0
+
+
+def batches(encodings: list, batch_size: int, max_tokens: int, pad_id: int = 0) -> list[Batch]:
     """Sort by length (longest first) and cut into batches of at most ``batch_size`` inputs and
     ``max_tokens`` padded tokens, so little compute goes to padding."""
     lengths = np.array([len(e.ids) for e in encodings])
@@ -130,13 +148,15 @@ def batches(encodings: list, batch_size: int, max_tokens: int) -> list[Batch]:
             groups[-1].append(int(i))
         else:
             groups.append([int(i)])
-    return [Batch(np.array(group), pad([encodings[i] for i in group])) for group in groups]
+    return [Batch(np.array(group), pad([encodings[i] for i in group], pad_id)) for group in groups]
 
 
-def pad(encodings: list) -> dict[str, np.ndarray]:
-    """input_ids / attention_mask / token_type_ids, padded to the longest encoding."""
+def pad(encodings: list, pad_id: int = 0) -> dict[str, np.ndarray]:
+    """input_ids / attention_mask / token_type_ids, padded (on the right, input ids with the
+    model's padding id) to the longest encoding."""
     width = max(len(e.ids) for e in encodings)
     feeds = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in INPUT_NAMES}
+    feeds["input_ids"][:] = pad_id
     for row, e in enumerate(encodings):
         feeds["input_ids"][row, : len(e.ids)] = e.ids
         feeds["attention_mask"][row, : len(e.ids)] = e.attention_mask
@@ -144,10 +164,11 @@ def pad(encodings: list) -> dict[str, np.ndarray]:
     return feeds
 
 
-def run_batches(backend: Callable[[dict], np.ndarray], encodings: list, batch_size: int, max_tokens: int, reduce: Callable) -> np.ndarray:
+def run_batches(backend: Callable[[dict], np.ndarray], encodings: list, batch_size: int, max_tokens: int, reduce: Callable,
+                pad_id: int = 0) -> np.ndarray:
     """Run every batch through the backend, apply ``reduce(output, feeds)`` and restore input order."""
     out: np.ndarray | None = None
-    for batch in batches(encodings, batch_size, max_tokens):
+    for batch in batches(encodings, batch_size, max_tokens, pad_id):
         rows = reduce(backend(batch.feeds), batch.feeds)
         if out is None:
             out = np.empty((len(encodings),) + rows.shape[1:], dtype=np.float32)
@@ -362,7 +383,8 @@ def export_onnx(model_dir: Path, head: str, target: Path) -> None:
             out = self.model(**dict(zip(inputs, args)))
             return out.logits if head == "classification" else out.last_hidden_state
 
-    example = tuple(torch.ones((2, 8), dtype=torch.int64) for _ in inputs)
+    # token ids that are no model's padding id, segment 0 (a model with one token type has no segment 1)
+    example = tuple(torch.full((2, 8), 5 if n == "input_ids" else 0 if n == "token_type_ids" else 1, dtype=torch.int64) for n in inputs)
     axes = {n: {0: "batch", 1: "sequence"} for n in inputs}
     with _temporary(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes it treats as constant (parity is tested)

@@ -100,7 +100,7 @@ class CrossEncoder(_TransformerReranker):
 
     def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
         pairs = [pair for query, texts in requests for pair in self.encoder.pairs(query, texts)]
-        logits = run_batches(self.backend, pairs, self.batch_size, self.max_batch_tokens, lambda out, feeds: out)
+        logits = run_batches(self.backend, pairs, self.batch_size, self.max_batch_tokens, lambda out, feeds: out, self.encoder.pad_id)
         return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
 
     @staticmethod
@@ -171,7 +171,7 @@ class BiEncoder(_TransformerReranker):
             known = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
         missing = [t for t in dict.fromkeys(texts) if t not in known]
         if missing:
-            pooled = run_batches(self.backend, self.encoder.singles(missing), self.batch_size, self.max_batch_tokens, self._pool)
+            pooled = run_batches(self.backend, self.encoder.singles(missing), self.batch_size, self.max_batch_tokens, self._pool, self.encoder.pad_id)
             if self.normalize:
                 pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
             known.update(zip(missing, pooled))
