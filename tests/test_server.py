@@ -264,7 +264,7 @@ class SlowScorer:
     def __init__(self):
         self.calls = []
 
-    def score_many(self, requests, raw=True):
+    def score_many(self, requests, raw=True, max_chunks_per_doc=None):
         self.calls.append(len(requests))
         time.sleep(0.05)
         return [np.full(len(texts), float(len(query))) for query, texts in requests]

@@ -166,6 +166,8 @@ def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
     p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"), help="int8: onnx backend only")
     p.add_argument("--max-length", type=_count(8), help="tokens per (query, document) pair (default: the model's own limit, at most 512)")
+    p.add_argument("--max-chunks-per-doc", type=_count(), default=1,
+                   help="read a document longer than --max-length as up to N overlapping windows, scored by its best (default 1: cut it)")
     if allow_none:
         p.add_argument("--no-rerank", action="store_true", help="first stage only")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -270,7 +272,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    options = {"backend": args.backend, "precision": args.precision}
+    options = {"backend": args.backend, "precision": args.precision, "max_chunks_per_doc": args.max_chunks_per_doc}
     if args.max_length:
         options["max_length"] = args.max_length
     return load_reranker(args.reranker or DEFAULT_RERANKER, kind=args.kind, **options)

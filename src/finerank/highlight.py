@@ -44,18 +44,22 @@ def matches(text: str, query: str, analyzer: Callable[[str], list[str]]) -> list
     return _merge(spans)
 
 
-def highlight(text: str, query: str, analyzer: Callable[[str], list[str]], width: int = 300) -> Highlight:
+def highlight(text: str, query: str, analyzer: Callable[[str], list[str]], width: int = 300,
+              within: tuple[int, int] | None = None) -> Highlight:
     """The ``width``-character passage of ``text`` holding the most matched words (the whole text
-    when it is shorter), starting at a word boundary, with the matches' spans."""
-    spans = matches(text, query, analyzer)
-    start = 0
-    if len(text) > width and spans:
+    when it is shorter), starting at a word boundary, with the matches' spans. ``within``: the
+    span to take the passage from (the window a model scored best, when it read the text in
+    windows); without a match there, the passage is the window's opening."""
+    lo, hi = within or (0, len(text))
+    spans = [(s, e) for s, e in matches(text, query, analyzer) if s >= lo and e <= hi]
+    start = lo
+    if hi - lo > width and spans:
         best = max(range(len(spans)), key=lambda i: (sum(1 for s, e in spans[i:] if e <= spans[i][0] + width), -i))
-        start = max(0, spans[best][0] - width // 6)  # a little context before the first match
-        start = min(start, len(text) - width)
-        boundary = text.rfind(" ", 0, start + 1)
-        start = boundary + 1 if start - boundary < 20 and boundary >= 0 else start
-    end = min(len(text), start + width)
+        start = max(lo, spans[best][0] - width // 6)  # a little context before the first match
+        start = max(lo, min(start, hi - width))
+        boundary = text.rfind(" ", lo, start + 1)
+        start = boundary + 1 if 0 <= start - boundary < 20 and boundary >= lo else start
+    end = min(hi, start + width)
     inside = tuple((s - start, e - start) for s, e in spans if s >= start and e <= end)
     return Highlight(text[start:end], start, end, inside)
 

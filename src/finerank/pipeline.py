@@ -123,11 +123,15 @@ class Pipeline:
             vectors = self._vectors if second is self.second else _stored_vectors(self.first_stage, second.scorer)
             if vectors is not None:
                 options["vectors"] = vectors([h.id for h in hits])
-            raw = second.scorer.score(query, texts, raw=True, **options)  # fusion reads the model's raw scores
+            passages = [None] * len(hits)
+            if not options and hasattr(second.scorer, "score_passages"):  # a long document is read in windows
+                raw, passages = second.scorer.score_passages(query, texts, raw=True)
+            else:
+                raw = second.scorer.score(query, texts, raw=True, **options)  # fusion reads the model's raw scores
             calibrated = second.scorer.calibrate(raw)
             scores = calibrated if fusion is None else fusion(raw, [h.rank for h in hits], [h.score for h in hits])
             reranked = rank([h.document for h in hits], [h.rank for h in hits], scores)
-            model_scores = {h.id: ModelScore(float(r), float(c)) for h, r, c in zip(hits, raw, calibrated)}
+            model_scores = {h.id: ModelScore(float(r), float(c), p) for h, r, c, p in zip(hits, raw, calibrated, passages)}
             timings["rerank"] = time.perf_counter() - start
         return Ranking(query, tuple(reranked[:top_k]), timings, self.first_stage.name,
                        second.name if second is not None else None, candidates=tuple(hits), model_scores=model_scores)

@@ -48,6 +48,7 @@ class ModelScore:
 
     raw: float
     calibrated: float
+    passage: tuple[int, int] | None = None  # the character span of the document's content the model scored best (its best window)
 
 
 @dataclass(frozen=True)

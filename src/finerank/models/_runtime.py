@@ -96,17 +96,23 @@ class TextEncoder:
         self.max_length = min(limits)
         processor = tokenizer.post_processor
         self._pair_specials = processor.num_special_tokens_to_add(True) if processor else 0
-        self._single_specials = processor.num_special_tokens_to_add(False) if processor else 0
+        self.single_specials = processor.num_special_tokens_to_add(False) if processor else 0
+
+    def document_budget(self, query: str) -> int:
+        """Tokens left for a document beside ``query`` (InputTooLongError when none are)."""
+        n = len(self.tokenizer.encode(query, add_special_tokens=False).ids)
+        budget = self.max_length - n - self._pair_specials
+        if budget < 1:
+            raise InputTooLongError(
+                f"the query is {n} tokens; with room for a document it must be under {self.max_length - self._pair_specials} (max_length {self.max_length})"
+            )
+        return budget
 
     def pairs(self, query: str, texts: Sequence[str]) -> list:
         """Encodings of (query, text) pairs; each text is cut to fit, the query never is."""
         tok = self.tokenizer
         q = tok.encode(query, add_special_tokens=False)
-        budget = self.max_length - len(q.ids) - self._pair_specials
-        if budget < 1:
-            raise InputTooLongError(
-                f"the query is {len(q.ids)} tokens; with room for a document it must be under {self.max_length - self._pair_specials} (max_length {self.max_length})"
-            )
+        budget = self.document_budget(query)
         docs = tok.encode_batch(list(texts), add_special_tokens=False)
         for d in docs:
             d.truncate(budget)
@@ -116,7 +122,7 @@ class TextEncoder:
         tok = self.tokenizer
         encodings = tok.encode_batch(list(texts), add_special_tokens=False)
         for e in encodings:
-            e.truncate(self.max_length - self._single_specials)
+            e.truncate(self.max_length - self.single_specials)
         return [tok.post_process(e, None, add_special_tokens=True) for e in encodings]
 
 

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelError
+from . import chunks
 from ._runtime import BACKENDS, TextEncoder, choose_backend, read_json, resolve_model, run_batches
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,17 @@ class _TransformerReranker:
         max_batch_tokens: int = 4096,
         threads: int | None = None,
         name: str | None = None,
+        max_chunks_per_doc: int = 1,
+        chunk_overlap: int = 32,
+        chunk_pool: str = "max",
     ):
+        """``max_chunks_per_doc`` > 1 reads a document longer than ``max_length`` as up to that
+        many overlapping windows of tokens (``chunk_overlap`` shared), pooled by ``chunk_pool``
+        ("max" or "mean-top-K"); see :mod:`finerank.models.chunks`. 1 cuts it to fit."""
+        if max_chunks_per_doc < 1 or chunk_overlap < 0:
+            raise ValueError(f"max_chunks_per_doc must be at least 1 and chunk_overlap at least 0, got {max_chunks_per_doc} and {chunk_overlap}")
+        chunks.check_pool(chunk_pool)
+        self.max_chunks_per_doc, self.chunk_overlap, self.chunk_pool = max_chunks_per_doc, chunk_overlap, chunk_pool
         self.model_dir = resolve_model(model)
         self.name = name or str(model)
         self.backend_name, self.precision = choose_backend(backend, precision)
@@ -57,12 +68,45 @@ class _TransformerReranker:
         """One score per text: a relevance in [0, 1], or the model's raw score with ``raw=True``."""
         return self.score_many([(query, texts)], raw=raw)[0]
 
-    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]], *, raw: bool = False) -> list[np.ndarray]:
+    def windows(self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None) -> list[list[tuple[int, int]]]:
+        """Per text, the character spans of the windows the model reads (one span, the whole
+        text, when it fits or when chunking is off)."""
+        n = max_chunks_per_doc or self.max_chunks_per_doc
+        if n == 1:
+            return [[(0, len(t))] for t in texts]
+        budget = self._budget(query)
+        encodings = self.encoder.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [chunks.windows(e, t, budget, n, self.chunk_overlap) for e, t in zip(encodings, texts)]
+
+    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]], *, raw: bool = False,
+                   max_chunks_per_doc: int | None = None) -> list[np.ndarray]:
         """Score several (query, texts) requests in shared batches (the server batches across clients)."""
+        return [scores for scores, _ in self._read(requests, max_chunks_per_doc, raw)]
+
+    def score_passages(self, query: str, texts: Sequence[str], *, raw: bool = False,
+                       max_chunks_per_doc: int | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Scores (pooled over each text's windows), and the character span of each text's best
+        window: the passage that matched (the whole text when it was read in one window)."""
+        return self._read([(query, texts)], max_chunks_per_doc, raw)[0]
+
+    def _read(self, requests, max_chunks_per_doc: int | None, raw: bool) -> list[tuple[np.ndarray, list[tuple[int, int]]]]:
         if not any(texts for _, texts in requests):
-            return [np.empty((0,), dtype=np.float32) for _ in requests]
-        scores = np.split(self._raw_scores(requests), np.cumsum([len(t) for _, t in requests])[:-1])
-        return scores if raw else [self.calibrate(s) for s in scores]
+            return [(np.empty((0,), dtype=np.float32), []) for _ in requests]
+        spans = [self.windows(query, texts, max_chunks_per_doc) for query, texts in requests]
+        pieces = [(query, [t[s:e] for t, text_spans in zip(texts, request_spans) for s, e in text_spans])
+                  for (query, texts), request_spans in zip(requests, spans)]
+        pooled, best = chunks.pool(self._raw_scores(pieces), [len(t) for request_spans in spans for t in request_spans], self.chunk_pool)
+        out, start = [], 0
+        for request_spans in spans:
+            scores = pooled[start : start + len(request_spans)]
+            passages = [text_spans[b] for text_spans, b in zip(request_spans, best[start : start + len(request_spans)])]
+            out.append((scores if raw else self.calibrate(scores), passages))
+            start += len(request_spans)
+        return out
+
+    def _budget(self, query: str) -> int:
+        """Tokens of a document the model reads in one window."""
+        raise NotImplementedError
 
     def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
         raise NotImplementedError
@@ -97,6 +141,9 @@ class CrossEncoder(_TransformerReranker):
         if labels not in (1, 2):
             raise ModelError(f"{self.model_dir} has {labels} labels; a cross-encoder needs 1 (relevance logit) or 2 (irrelevant/relevant)")
         self.num_labels = labels
+
+    def _budget(self, query: str) -> int:
+        return self.encoder.document_budget(query)
 
     def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
         pairs = [pair for query, texts in requests for pair in self.encoder.pairs(query, texts)]
@@ -198,6 +245,10 @@ class BiEncoder(_TransformerReranker):
             return hidden[:, 0]
         mask = feeds["attention_mask"][:, :, None].astype(np.float32)
         return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+
+    def _budget(self, query: str) -> int:
+        prefix = len(self.encoder.tokenizer.encode(self.document_prefix, add_special_tokens=False).ids) if self.document_prefix else 0
+        return max(1, self.encoder.max_length - self.encoder.single_specials - prefix)
 
     def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
         vectors = self.embed([text for query, texts in requests for text in (self.query_prefix + query, *(self.document_prefix + t for t in texts))])

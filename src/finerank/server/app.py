@@ -191,7 +191,7 @@ def _routes() -> APIRouter:
         service: Service = request.app.state.service
         service.check_model(body.model)
         texts = [_document_text(d, body.rank_fields, i) for i, d in enumerate(body.documents)]
-        scored = await service.rerank(body.query, texts, top_n=body.top_n, raw=body.raw_scores)
+        scored = await service.rerank(body.query, texts, top_n=body.top_n, raw=body.raw_scores, max_chunks_per_doc=body.max_chunks_per_doc)
         results = []
         for i in scored.order:
             result = {"index": i, "relevance_score": float(scored.scores[i])}
@@ -209,7 +209,8 @@ def _routes() -> APIRouter:
     async def rerank_v2(body: V2RerankRequest, request: Request) -> dict:
         service: Service = request.app.state.service
         service.check_model(body.model)
-        scored = await service.rerank(body.query, body.documents, top_n=body.top_n, raw=body.raw_scores, max_tokens_per_doc=body.max_tokens_per_doc)
+        scored = await service.rerank(body.query, body.documents, top_n=body.top_n, raw=body.raw_scores, max_tokens_per_doc=body.max_tokens_per_doc,
+                                      max_chunks_per_doc=body.max_chunks_per_doc)
         return {
             "id": uuid.uuid4().hex,
             "results": [{"index": i, "relevance_score": float(scored.scores[i])} for i in scored.order],
@@ -223,7 +224,7 @@ def _routes() -> APIRouter:
         if (body.texts is None) == (body.documents is None):
             raise InvalidRequest("texts", "give exactly one of 'texts' (TEI) or 'documents' (Infinity)")
         texts = body.texts or body.documents
-        scored = await service.rerank(body.query, texts, top_n=body.top_n, raw=body.raw_scores)
+        scored = await service.rerank(body.query, texts, top_n=body.top_n, raw=body.raw_scores, max_chunks_per_doc=body.max_chunks_per_doc)
         if body.texts is not None:  # TEI: a bare list, best first
             return [{"index": i, "score": float(scored.scores[i]), **({"text": texts[i]} if body.return_text else {})} for i in scored.order]
         return {
@@ -241,9 +242,13 @@ def _routes() -> APIRouter:
 
         def result(h: Hit) -> dict:
             model = ranking.model_scores.get(h.id)
+            within = None
+            if model and model.passage:  # the model's best window, a span of title + "\n" + text: as a span of the text
+                shift = len(h.document.title) + 1 if h.document.title else 0
+                within = (max(0, model.passage[0] - shift), max(0, model.passage[1] - shift))
             return {"id": h.id, "score": h.score, "rank": h.rank, "original_rank": h.original_rank, "document": _stored(h.document),
                     "model_score": {"raw": model.raw, "calibrated": model.calibrated} if model else None,
-                    "highlight": asdict(highlight(h.document.text, body.query, analyzer))}
+                    "highlight": asdict(highlight(h.document.text, body.query, analyzer, within=within))}
 
         return {
             "query": body.query, "first_stage": ranking.first_stage, "reranker": ranking.reranker,

@@ -21,6 +21,7 @@ import numpy as np
 from .._storage import current
 from ..errors import CorpusError, FinerankError, InputTooLongError, NotFoundError
 from ..index import Index
+from ..models import chunks
 from ..pipeline import ByLanguage, Pipeline, Reranker, SecondStage
 from ..registry import encoder_of
 from ..retrievers import first_stage as make_first_stage
@@ -77,8 +78,28 @@ class BatchedScorer:
     def score(self, query: str, texts: Sequence[str], *, raw: bool = False, vectors: np.ndarray | None = None) -> np.ndarray:
         if vectors is not None:
             return self.scorer.score(query, texts, raw=raw, vectors=vectors)
-        scores = asyncio.run_coroutine_threadsafe(self.batcher.score(query, list(texts)), self.loop).result()
-        return scores if raw else self.scorer.calibrate(scores)
+        return self.score_passages(query, texts, raw=raw)[0]
+
+    def score_passages(self, query: str, texts: Sequence[str], *, raw: bool = False,
+                       max_chunks_per_doc: int | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """As the model's own: each text's windows (which fit the model) are batched as texts of
+        their own, then pooled per text."""
+        spans, pieces = windows(self.scorer, query, texts, max_chunks_per_doc)
+        window_scores = asyncio.run_coroutine_threadsafe(self.batcher.score(query, pieces), self.loop).result()
+        return pooled(self.scorer, spans, window_scores, raw)
+
+
+def windows(scorer, query: str, texts: Sequence[str], max_chunks_per_doc: int | None) -> tuple[list[list[tuple[int, int]]], list[str]]:
+    """Each text's windows (spans; the whole text for a model that does not read windows) and
+    the windows' texts, in order: what the batcher scores."""
+    spans = scorer.windows(query, texts, max_chunks_per_doc) if hasattr(scorer, "windows") else [[(0, len(t))] for t in texts]
+    return spans, [t[s:e] for t, text_spans in zip(texts, spans) for s, e in text_spans]
+
+
+def pooled(scorer, spans: list[list[tuple[int, int]]], window_scores: np.ndarray, raw: bool) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Per text, its windows' raw scores pooled (calibrated unless ``raw``), and its best window."""
+    scores, best = chunks.pool(window_scores, [len(t) for t in spans], getattr(scorer, "chunk_pool", "max"))
+    return (scores if raw else scorer.calibrate(scores)), [t[b] for t, b in zip(spans, best)]
 
 
 @dataclass(frozen=True)
@@ -210,13 +231,14 @@ class Service:
         return texts, tokens
 
     async def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None, raw: bool = False,
-                     max_tokens_per_doc: int | None = None) -> Scored:
+                     max_tokens_per_doc: int | None = None, max_chunks_per_doc: int | None = None) -> Scored:
         """A plain list has no first stage: the model's scores alone, never fused, so a
-        document's score does not depend on the order of the list."""
+        document's score does not depend on the order of the list. ``max_chunks_per_doc``: read
+        a long document as up to that many windows (default: the model's setting)."""
         texts, tokens = await asyncio.to_thread(self.prepare, query, documents, max_tokens_per_doc)
         scorer = self.scorer_for(query)
-        scores = await self.batchers[id(scorer)].score(query, texts)
-        scores = scores if raw else scorer.calibrate(scores)
+        spans, pieces = await asyncio.to_thread(windows, scorer, query, texts, max_chunks_per_doc)
+        scores, _ = pooled(scorer, spans, await self.batchers[id(scorer)].score(query, pieces), raw)
         self.pairs_scored += len(texts)
         order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:top_n]
         return Scored(order, scores, tokens)

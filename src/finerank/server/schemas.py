@@ -49,6 +49,7 @@ class V1RerankRequest(Request):
     top_n: int | None = Field(None, ge=1)
     return_documents: bool = False
     rank_fields: list[str] | None = None
+    max_chunks_per_doc: int | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
     raw_scores: bool = False
 
 
@@ -60,6 +61,7 @@ class V2RerankRequest(Request):
     documents: list[str] = Field(min_length=1)
     top_n: int | None = Field(None, ge=1)
     max_tokens_per_doc: int | None = Field(None, ge=1)
+    max_chunks_per_doc: int | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
     raw_scores: bool = False
 
 
@@ -71,6 +73,7 @@ class TextRerankRequest(Request):
     texts: list[str] | None = Field(None, min_length=1)
     documents: list[str] | None = Field(None, min_length=1)
     top_n: int | None = Field(None, ge=1)
+    max_chunks_per_doc: int | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
     raw_scores: bool = False
     return_text: bool = False
     return_documents: bool = False
