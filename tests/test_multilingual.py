@@ -41,12 +41,8 @@ class Reversing:
 
     name = "reversing"
 
-    def score(self, query, texts, *, raw=False):
+    def score(self, query, texts, *, raw=False):  # a bare Scorer: no calibrate, no windows
         return np.arange(len(texts), dtype=np.float64)
-
-    @staticmethod
-    def calibrate(raw):
-        return raw / max(1, len(raw))
 
 
 def test_a_language_without_its_model_keeps_the_first_stage_order(caplog):

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from finerank import Index, load_reranker, read_corpus, read_run
+from finerank import Document, Index, load_reranker, read_corpus, read_run
 from finerank.analysis import english
 from finerank.evaluate import evaluate, load_dataset
 from finerank.registry import load_encoder
@@ -52,7 +52,9 @@ def report(tmp_path_factory, datasets):
 def server(tmp_path_factory, scifact_docs, report):
     demo = list(read_corpus(Path(__file__).parents[1] / "src" / "finerank" / "data" / "demo.jsonl"))
     path = tmp_path_factory.mktemp("page-index") / "idx"
-    Index.build(demo + scifact_docs[:150], encoder=load_encoder("all-minilm-l6-v2")).save(path)
+    # emoji and a CJK character beyond the Basic Plane count as two units in JavaScript, one in Python
+    tricky = Document("tricky-1", "🧪🎉 Zebrafish 𠀀 fins regrow 🎉 through a blastema.", "Fin regeneration 🐟")
+    Index.build(demo + scifact_docs[:150] + [tricky], encoder=load_encoder("all-minilm-l6-v2")).save(path)
     with LiveServer(create_app("auto", index=path, api_key=KEY, reports=[report])) as live:  # the default: zh -> e5, other -> MiniLM
         yield live
 
@@ -158,6 +160,16 @@ def test_an_address_with_a_chinese_query_runs_it_on_a_narrow_screen(server, brow
     assert problems == []
 
 
+def test_marks_fall_on_the_query_words_after_emoji(server, page):
+    page.goto(f"{server.url}/?q=zebrafish blastema&top_n=5")
+    enter_key(page)
+    card = page.locator('#first-list .hit[data-id="tricky-1"]')
+    card.wait_for()
+    assert card.locator("mark").all_inner_texts() == ["Zebrafish", "blastema"]
+    assert "🧪🎉 Zebrafish 𠀀 fins regrow 🎉 through a blastema." in card.inner_text()
+    assert page.problems == []
+
+
 def test_the_evaluation_page_renders_a_saved_report(server, page, report):
     saved = json.loads(report.read_text())
     page.goto(server.url + "/eval")
@@ -178,7 +190,10 @@ def test_the_evaluation_page_renders_a_saved_report(server, page, report):
     # the same report opened from a file on the user's machine
     page.set_input_files("#file", str(report))
     page.wait_for_function(f"document.querySelectorAll('.bar').length === {len(saved['per_query'])}")
+    assert page.input_value("#report") == "file:0"
     shot(page, "page-eval.png")
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing scrolls sideways
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= 390
     assert page.problems == []
 
 

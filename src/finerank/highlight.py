@@ -11,7 +11,8 @@ from typing import Callable
 
 from .analysis import _CJK_CHAR, _to_simplified
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+# word characters other than Chinese ones: "Python读取CSV文件" holds the words Python and CSV
+_WORD = re.compile(r"[^\W\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,11 @@ class Highlight:
 
 def matches(text: str, query: str, analyzer: Callable[[str], list[str]]) -> list[tuple[int, int]]:
     """Character spans of ``text`` whose terms (by ``analyzer``) are among the query's, in order."""
-    terms = set(analyzer(query))
+    terms = {t for t in analyzer(query) if len(t) > 1 or _CJK_CHAR.match(t)}  # a lone letter ("D") would mark every "d"
     if not terms:
         return []
     analyze = functools.lru_cache(maxsize=4096)(lambda word: frozenset(analyzer(word)))
-    spans = [m.span() for m in _WORD.finditer(text) if not _CJK_CHAR.search(m.group()) and analyze(m.group()) & terms]
+    spans = [m.span() for m in _WORD.finditer(text) if analyze(m.group()) & terms]
     chinese_terms = [t for t in terms if _CJK_CHAR.search(t)]
     if chinese_terms:
         simplified = _to_simplified()(text) if _CJK_CHAR.search(text) else text
@@ -47,19 +48,30 @@ def matches(text: str, query: str, analyzer: Callable[[str], list[str]]) -> list
 def highlight(text: str, query: str, analyzer: Callable[[str], list[str]], width: int = 300,
               within: tuple[int, int] | None = None) -> Highlight:
     """The ``width``-character passage of ``text`` holding the most matched words (the whole text
-    when it is shorter), starting at a word boundary, with the matches' spans. ``within``: the
-    span to take the passage from (the window a model scored best, when it read the text in
-    windows); without a match there, the passage is the window's opening."""
+    when it is shorter), with a little context before the first, cut at word boundaries, and
+    the matches' spans. ``within``: the span to take the passage from (the window a model scored
+    best, when it read the text in windows); without a match there, the window's opening."""
     lo, hi = within or (0, len(text))
     spans = [(s, e) for s, e in matches(text, query, analyzer) if s >= lo and e <= hi]
-    start = lo
+    start, end = lo, min(hi, lo + width)
     if hi - lo > width and spans:
-        best = max(range(len(spans)), key=lambda i: (sum(1 for s, e in spans[i:] if e <= spans[i][0] + width), -i))
-        start = max(lo, spans[best][0] - width // 6)  # a little context before the first match
-        start = max(lo, min(start, hi - width))
-        boundary = text.rfind(" ", lo, start + 1)
-        start = boundary + 1 if 0 <= start - boundary < 20 and boundary >= lo else start
-    end = min(hi, start + width)
+        context = width // 6
+        best, best_count, j = 0, -1, 0
+        for i, (s, _) in enumerate(spans):  # one pass: the window shown from each match's context on
+            begin = max(lo, min(s - context, hi - width))
+            j = max(j, i)
+            while j + 1 < len(spans) and spans[j + 1][1] <= begin + width:
+                j += 1
+            if j - i + 1 > best_count:
+                best, best_count = i, j - i + 1
+        start = max(lo, min(spans[best][0] - context, hi - width))
+        end = min(hi, start + width)
+        first = spans[best][0]
+        space = text.find(" ", start, first)
+        start = space + 1 if space >= 0 else start  # begin with a whole word
+        last = max((e for s, e in spans if s >= start and e <= end), default=start)
+        space = text.rfind(" ", last, end)
+        end = space if space > last and end < hi else end  # end with a whole word
     inside = tuple((s - start, e - start) for s, e in spans if s >= start and e <= end)
     return Highlight(text[start:end], start, end, inside)
 

@@ -124,11 +124,14 @@ class Pipeline:
             if vectors is not None:
                 options["vectors"] = vectors([h.id for h in hits])
             passages = [None] * len(hits)
-            if not options and hasattr(second.scorer, "score_passages"):  # a long document is read in windows
-                raw, passages = second.scorer.score_passages(query, texts, raw=True)
-            else:
-                raw = second.scorer.score(query, texts, raw=True, **options)  # fusion reads the model's raw scores
-            calibrated = second.scorer.calibrate(raw)
+            scorer = second.scorer
+            if not options and hasattr(scorer, "score_passages"):  # a long document is read in windows
+                raw, passages = scorer.score_passages(query, texts, raw=True)
+            elif hasattr(scorer, "calibrate") or fusion is not None:
+                raw = scorer.score(query, texts, raw=True, **options)  # fusion reads the model's raw scores
+            else:  # a scorer of one's own may only give its relevance
+                raw = scorer.score(query, texts, **options)
+            calibrated = scorer.calibrate(raw) if hasattr(scorer, "calibrate") else raw
             scores = calibrated if fusion is None else fusion(raw, [h.rank for h in hits], [h.score for h in hits])
             reranked = rank([h.document for h in hits], [h.rank for h in hits], scores)
             model_scores = {h.id: ModelScore(float(r), float(c), p) for h, r, c, p in zip(hits, raw, calibrated, passages)}

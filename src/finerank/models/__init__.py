@@ -14,14 +14,14 @@ from .models import BiEncoder, CrossEncoder
 @runtime_checkable
 class Scorer(Protocol):
     """Anything that scores texts against a query, higher meaning more relevant: one float per
-    text, a relevance in [0, 1], or the model's raw score with ``raw=True``; ``calibrate`` maps
-    raw scores to the relevance. A text's score never depends on the other texts or their order."""
+    text, a relevance in [0, 1], or the model's raw score with ``raw=True``. A text's score never
+    depends on the other texts or their order. finerank's scorers also have ``calibrate(raw)``
+    (raw scores to the relevance) and ``score_passages`` (long documents read in windows); a
+    pipeline uses them when a scorer has them."""
 
     name: str
 
     def score(self, query: str, texts: Sequence[str], *, raw: bool = False) -> np.ndarray: ...
-
-    def calibrate(self, raw: np.ndarray) -> np.ndarray: ...
 
 
 __all__ = ["BiEncoder", "CrossEncoder", "Scorer"]

@@ -33,6 +33,9 @@ from .schemas import (
 
 
 PAGES = Path(__file__).parent / "pages"  # the search and evaluation pages: plain HTML, CSS and JavaScript, no CDN
+# the pages load only their own files (the heat map's cells are coloured by style attributes)
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
+                "X-Content-Type-Options": "nosniff"}
 
 
 class Unauthorized(Exception):
@@ -112,11 +115,11 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     async def search_page() -> FileResponse:
-        return FileResponse(PAGES / "search.html")
+        return FileResponse(PAGES / "search.html", headers=PAGE_HEADERS)
 
     @app.get("/eval", include_in_schema=False)
     async def evaluation_page() -> FileResponse:
-        return FileResponse(PAGES / "eval.html")
+        return FileResponse(PAGES / "eval.html", headers=PAGE_HEADERS)
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
@@ -147,7 +150,7 @@ def create_app(
     @app.get("/health", response_model=Health)
     async def health(request: Request) -> Health:
         service: Service = request.app.state.service
-        return Health(status="ok", model=service.model_name, index_documents=len(service.index) if service.index else None,
+        return Health(status="ok", model=service.model_name, index_documents=len(service.index) if service.index is not None else None,
                       api_key_required=api_key is not None)
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -155,6 +158,9 @@ def create_app(
         return request.app.state.service.metrics()
 
     return app
+
+
+REPORT_KEYS = {"dataset", "split", "first_stage_name", "reranker_name", "first_stage", "reranked", "per_query", "moves", "labels"}
 
 
 def read_reports(paths: Sequence[str | os.PathLike]) -> list[tuple[str, dict]]:
@@ -166,10 +172,12 @@ def read_reports(paths: Sequence[str | os.PathLike]) -> list[tuple[str, dict]]:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"report {path}: cannot read it as JSON ({err})") from None
-        for ev in data if isinstance(data, list) else [data]:
-            if not isinstance(ev, dict) or not {"dataset", "split", "per_query", "moves"} <= set(ev):
+        evaluations = data if isinstance(data, list) else [data]
+        for i, ev in enumerate(evaluations):
+            if not isinstance(ev, dict) or not REPORT_KEYS <= set(ev):
                 raise ValueError(f"report {path}: not a `finerank eval --json` report (rerun the evaluation with this version)")
-            reports.append((f"{ev['dataset']} ({ev['split']}): {ev['first_stage_name']} → {ev['reranker_name'] or 'no reranker'}", ev))
+            where = Path(path).name + (f" #{i + 1}" if len(evaluations) > 1 else "")
+            reports.append((f"{where}: {ev['dataset']} ({ev['split']}), {ev['first_stage_name']} → {ev['reranker_name'] or 'no reranker'}", ev))
     return reports
 
 
@@ -238,7 +246,7 @@ def _routes() -> APIRouter:
         service: Service = request.app.state.service
         ranking = await service.search(body.query, candidates=body.candidates, top_n=body.top_n, filter=body.filter,
                                        rerank=body.rerank, first_stage=body.first_stage)
-        analyzer = service.served().index.analyzer
+        analyzer = service.index.analyzer  # the same in every generation of the index
 
         def result(h: Hit) -> dict:
             model = ranking.model_scores.get(h.id)
@@ -250,10 +258,15 @@ def _routes() -> APIRouter:
                     "model_score": {"raw": model.raw, "calibrated": model.calibrated} if model else None,
                     "highlight": asdict(highlight(h.document.text, body.query, analyzer, within=within))}
 
+        def results() -> tuple[list, list]:  # highlighting reads whole documents: off the event loop, once per document
+            done = {h.id: result(h) for h in (*ranking.hits, *ranking.candidates[: body.top_n])}
+            return ([{**done[h.id], "score": h.score, "rank": h.rank, "original_rank": h.original_rank} for h in ranking.hits],
+                    [{**done[h.id], "score": h.score, "rank": h.rank, "original_rank": h.original_rank} for h in ranking.candidates[: body.top_n]])
+
+        reranked, first = await asyncio.to_thread(results)
         return {
             "query": body.query, "first_stage": ranking.first_stage, "reranker": ranking.reranker,
-            "results": [result(h) for h in ranking.hits], "first_stage_results": [result(h) for h in ranking.candidates[: body.top_n]],
-            "timings_ms": {k: v * 1000 for k, v in ranking.timings.items()},
+            "results": reranked, "first_stage_results": first, "timings_ms": {k: v * 1000 for k, v in ranking.timings.items()},
         }
 
     @router.get("/v1/info", response_model=Info)
@@ -261,7 +274,7 @@ def _routes() -> APIRouter:
         service: Service = request.app.state.service
         return {"model": service.model_name, "first_stage": service.first_stage_kind if service.index_path else None,
                 "first_stages": list(service.first_stages) if service.index_path else [],
-                "index_documents": len(service.index) if service.index else None, "reports": [name for name, _ in request.app.state.reports]}
+                "index_documents": len(service.index) if service.index is not None else None, "reports": [name for name, _ in request.app.state.reports]}
 
     @router.get("/v1/reports/{number}")
     async def report(number: int, request: Request) -> dict:

@@ -28,21 +28,32 @@ function fmt(value, digits = 3) {
   return value === null || value === undefined ? "–" : Number(value).toFixed(digits);
 }
 
-// Asks for the API key in the page's key form; resolves when one is entered.
+let asking = null; // the one open key prompt, shared by every request that needs the key
+
+// Asks for the API key in the page's key form; resolves when one is entered. A key is sent in an
+// HTTP header, so it must be printable ASCII.
 function askForKey(message) {
+  if (asking) return asking;
   const form = document.getElementById("key-form");
+  const label = document.getElementById("key-message");
   form.hidden = false;
-  document.getElementById("key-message").textContent = message;
+  label.textContent = message;
   const input = document.getElementById("key");
   input.focus();
-  return new Promise((resolve) => {
+  asking = new Promise((resolve) => {
     form.onsubmit = (event) => {
       event.preventDefault();
+      if (!/^[\x21-\x7e]+$/.test(input.value)) {
+        label.textContent = "A key is printable ASCII without spaces; enter it again.";
+        return;
+      }
       sessionStorage.setItem(KEY, input.value);
       form.hidden = true;
+      asking = null;
       resolve();
     };
   });
+  return asking;
 }
 
 let keyReady = null;
@@ -52,6 +63,9 @@ let keyReady = null;
 async function api(path, body) {
   keyReady = keyReady || fetch("/health").then((r) => r.json()).then((health) => {
     if (health.api_key_required && !sessionStorage.getItem(KEY)) return askForKey("This server needs an API key.");
+  }).catch((error) => {
+    keyReady = null; // a server that was down is asked again next time
+    throw error;
   });
   await keyReady;
   for (;;) {

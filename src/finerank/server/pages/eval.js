@@ -3,6 +3,8 @@
 
 const SVGNS = "http://www.w3.org/2000/svg";
 let report = null;
+let latest = 0; // the newest report asked for: an older one that arrives late is not shown
+let fromFile = []; // evaluations opened from a file
 
 async function start() {
   document.getElementById("file").addEventListener("change", openFile);
@@ -13,21 +15,27 @@ async function start() {
   } catch (error) {
     return showError(error);
   }
+  const served = el("optgroup", { label: "served", id: "served" });
+  info.reports.forEach((name, i) => served.append(el("option", { value: i }, name)));
   const select = document.getElementById("report");
-  info.reports.forEach((name, i) => select.append(el("option", { value: i }, name)));
+  select.append(served);
   const wanted = new URLSearchParams(location.search).get("report");
+  if (wanted !== null && !(wanted in info.reports)) return showError(new Error(`no report ${wanted}; this server has ${info.reports.length}`));
   if (wanted !== null || info.reports.length) {
     select.value = wanted ?? "0";
     load(select.value);
   }
 }
 
-async function load(number) {
-  if (number === "") return;
+async function load(value) {
+  if (value === "") return;
+  const mine = ++latest;
+  if (value.startsWith("file:")) return show(fromFile[Number(value.slice(5))]);
   try {
-    show(await api(`/v1/reports/${number}`));
+    const ev = await api(`/v1/reports/${value}`);
+    if (mine === latest) show(ev);
   } catch (error) {
-    showError(error);
+    if (mine === latest) showError(error);
   }
 }
 
@@ -37,14 +45,23 @@ async function openFile(event) {
   try {
     const data = JSON.parse(await file.text());
     const evaluations = Array.isArray(data) ? data : [data];
-    if (!evaluations.every((ev) => ev && ev.per_query && ev.moves)) throw new Error(`${file.name} is not a finerank eval --json report`);
+    if (!evaluations.length || !evaluations.every((ev) => ev && ev.per_query && ev.moves && ev.labels)) {
+      throw new Error(`${file.name} is not a finerank eval --json report`);
+    }
+    fromFile = evaluations;
+    const group = el("optgroup", { label: file.name, id: "from-file" });
+    evaluations.forEach((ev, i) => group.append(el("option", { value: `file:${i}` }, `${ev.dataset} (${ev.split})`)));
     const select = document.getElementById("report");
-    select.replaceChildren(el("option", { value: "" }, "(from the server)"));
-    show(evaluations[0]);
+    document.getElementById("from-file")?.remove();
+    select.append(group);
+    select.value = "file:0";
+    load(select.value);
   } catch (error) {
     showError(error);
   }
 }
+
+const own = (object, key) => Object.prototype.hasOwnProperty.call(object, key);
 
 function show(ev) {
   report = ev;
@@ -55,6 +72,7 @@ function show(ev) {
   document.getElementById("report-view").hidden = false;
   metrics(ev);
   moves(ev);
+  document.getElementById("chart").closest("section").hidden = !ev.reranked;
   const rows = ev.per_query.map((q) => ({ ...q, change: q["ndcg@10"][1] === null ? 0 : q["ndcg@10"][1] - q["ndcg@10"][0] }));
   rows.sort((a, b) => b.change - a.change || a.id.localeCompare(b.id));
   chart(rows);
@@ -134,8 +152,8 @@ function detail(row) {
   for (const node of document.querySelectorAll(".active[data-q]")) node.classList.remove("active");
   for (const node of document.querySelectorAll(`[data-q="${CSS.escape(row.id)}"]`)) node.classList.add("active");
   const list = (ids) => el("ol", {}, ids.map((id) => {
-    const grade = row.relevant[id];
-    const label = report.labels[id] || id;
+    const grade = own(row.relevant, id) ? row.relevant[id] : 0;
+    const label = own(report.labels, id) ? String(report.labels[id]) : id;
     return el("li", { class: grade ? "relevant" : null, lang: langOf(label), title: id }, label, grade ? ` ✓ relevant (${grade})` : "");
   }));
   document.getElementById("detail").replaceChildren(

@@ -4,6 +4,7 @@
 const form = document.getElementById("search-form");
 const SVG = "http://www.w3.org/2000/svg";
 let shown = null; // the last response, redrawn when the layout changes
+let latest = 0; // the newest search: an older one that answers late is not shown
 
 async function start() {
   let info;
@@ -23,9 +24,13 @@ async function start() {
   }
   document.getElementById("status").textContent = `${info.index_documents} documents indexed.`;
   const params = new URLSearchParams(location.search);
-  for (const [name, id] of [["q", "query"], ["first_stage", "first-stage"], ["top_n", "top-n"], ["candidates", "candidates"]]) {
-    if (params.get(name)) document.getElementById(id).value = params.get(name);
+  if (params.get("q")) document.getElementById("query").value = params.get("q");
+  for (const [name, id] of [["first_stage", "first-stage"], ["top_n", "top-n"]]) {
+    const choices = [...document.getElementById(id).options].map((o) => o.value);
+    if (choices.includes(params.get(name))) document.getElementById(id).value = params.get(name);
   }
+  const candidates = Number(params.get("candidates"));
+  if (Number.isInteger(candidates) && candidates >= 1 && candidates <= 1000) document.getElementById("candidates").value = candidates;
   if (params.get("rerank") === "false") document.getElementById("rerank").checked = false;
   if (params.get("q")) search();
 }
@@ -47,13 +52,19 @@ async function search() {
   status.className = "status";
   status.textContent = "Searching…";
   const began = performance.now();
+  const mine = ++latest;
+  let answer;
   try {
-    shown = await api("/v1/search", body);
+    answer = await api("/v1/search", body);
   } catch (error) {
-    return showError(error);
+    if (mine === latest) showError(error);
+    return;
   }
+  if (mine !== latest) return;
+  shown = answer;
   const timings = Object.entries(shown.timings_ms).map(([stage, ms]) => `${stage.replace("_", " ")} ${ms.toFixed(1)} ms`);
-  status.textContent = `${timings.join(" · ")} · round trip ${(performance.now() - began).toFixed(0)} ms`;
+  status.textContent = `${timings.join(" · ")} · round trip ${(performance.now() - began).toFixed(0)} ms` +
+    (shown.first_stage_results.length ? "" : " · no document matches this query");
   render(shown);
 }
 
@@ -113,15 +124,18 @@ function card(hit, move, listId) {
 }
 
 // The passage that matched, its query words marked (text nodes only: no HTML from the index is run).
+// The server counts characters as Python does (code points); Array.from counts them the same way.
 function snippet(hit) {
   const { text, start, end, spans } = hit.highlight;
+  const chars = Array.from(text);
+  const slice = (a, b) => chars.slice(a, b).join("");
   const parts = [start > 0 ? "…" : ""];
   let at = 0;
   for (const [s, e] of spans) {
-    parts.push(text.slice(at, s), el("mark", {}, text.slice(s, e)));
+    parts.push(slice(at, s), el("mark", {}, slice(s, e)));
     at = e;
   }
-  parts.push(text.slice(at), end < hit.document.text.length ? "…" : "");
+  parts.push(slice(at), end < Array.from(hit.document.text).length ? "…" : "");
   return el("p", { class: "snippet" }, parts);
 }
 
