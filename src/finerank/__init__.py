@@ -9,7 +9,7 @@ from .corpus import read_corpus, read_qrels, read_queries, read_run
 from .errors import CorpusError, FinerankError, IndexFormatError, InputTooLongError, MissingDependencyError, ModelError
 from .fusion import Fusion
 from .index import Index
-from .models import BiEncoder, CrossEncoder, Scorer
+from .models import BiEncoder, CrossEncoder, LLMReranker, Scorer
 from .pipeline import Pipeline, SecondStage, rerank
 from .registry import DEFAULT_RERANKER, load_encoder, load_reranker, load_scorer
 from .retrievers import BM25, Dense, Hybrid, Retriever, first_stage
@@ -32,6 +32,7 @@ __all__ = [
     "Index",
     "IndexFormatError",
     "InputTooLongError",
+    "LLMReranker",
     "MissingDependencyError",
     "ModelError",
     "Pipeline",

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from . import Document, Index, Pipeline, __version__, load_reranker, read_corpus, rerank
 from .errors import FinerankError, MissingDependencyError
+from .pipeline import ByLanguage
 from .registry import ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, MODELS, MULTILINGUAL_ENCODER, encoder_for, encoder_of, load_encoder
 from .retrievers import BM25, FIRST_STAGES, first_stage
 from .types import Hit, Ranking
@@ -89,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", type=json.loads, help='metadata filter as JSON, e.g. \'{"year": {"gte": 2015}, "lang": ["en", "zh"]}\'')
     p.add_argument("--candidates", type=_count(), default=100, help="first-stage candidates to rerank (default 100)")
     p.add_argument("--top-k", type=_count(), default=3)
+    p.add_argument("--min-score", type=float, help="drop hits whose calibrated model score is below this (see finerank calibrate)")
     _reranker_options(p, allow_none=True)
     p.set_defaults(run_command=_search)
 
@@ -114,6 +116,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/results.md", help="with --all: the results page to write (default docs/results.md)")
     _reranker_options(p, allow_none=True)
     p.set_defaults(run_command=_eval)
+
+    p = sub.add_parser("calibrate", help="fit a model's score -> probability of relevance on a dev split; stored with the model")
+    p.add_argument("dataset", help="BEIR folder with judgements for --split")
+    p.add_argument("--split", default="dev", help="the split to fit on (default dev; never the one you report)")
+    p.add_argument("--check-split", help="also report precision and recall at --threshold on this split")
+    p.add_argument("--method", default="platt", choices=("platt", "isotonic"))
+    p.add_argument("--candidates", type=_count(), default=20, help="BM25 candidates per query that are scored (default 20)")
+    p.add_argument("--max-queries", type=_count(), default=None)
+    p.add_argument("--threshold", type=float, default=0.5)
+    _reranker_options(p, allow_none=False)
+    p.set_defaults(run_command=_calibrate)
 
     p = sub.add_parser("serve", help="HTTP service: Cohere/Jina/TEI/Infinity rerank APIs and search")
     p.add_argument("--index", help="an index folder to search and administer over HTTP")
@@ -162,7 +175,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
     p.add_argument("--reranker", default=None, help=f"model name ({', '.join(MODELS)}), local model folder or hub id (default {DEFAULT_RERANKER})")
-    p.add_argument("--kind", default="cross-encoder", choices=("cross-encoder", "bi-encoder"), help="what a model folder holds")
+    p.add_argument("--kind", default="cross-encoder", choices=("cross-encoder", "bi-encoder", "llm"),
+                   help="what a model folder holds (a causal LM folder is read as an LLM reranker)")
+    p.add_argument("--template", help="an LLM reranker's prompt template (default: recognised from the model's name): "
+                   "qwen3-reranker, mxbai-rerank-v2, bge-reranker-v2-gemma")
+    p.add_argument("--instruction", help="an LLM reranker's instruction (Qwen3-Reranker's <Instruct>)")
     p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"), help="int8: onnx backend only")
     p.add_argument("--max-length", type=_count(8), help="tokens per (query, document) pair (default: the model's own limit, at most 512)")
@@ -275,7 +292,34 @@ def _load(args: argparse.Namespace):
     options = {"backend": args.backend, "precision": args.precision, "max_chunks_per_doc": args.max_chunks_per_doc}
     if args.max_length:
         options["max_length"] = args.max_length
+    options.update({k: v for k in ("template", "instruction") if (v := getattr(args, k)) is not None})
     return load_reranker(args.reranker or DEFAULT_RERANKER, kind=args.kind, **options)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .evaluate import judged_scores, load_dataset, threshold_quality
+    from .models import calibration
+
+    reranker = _load(args)
+    if isinstance(reranker, ByLanguage):
+        raise ValueError(f"{reranker.name} routes queries to several models: calibrate one model at a time (name it with --reranker)")
+    scorer = reranker.scorer
+    folder = Path(args.dataset)
+    first = BM25(Index.build(read_corpus(folder), show_progress=not args.quiet))
+    dataset = load_dataset(folder, args.split, args.max_queries)
+    raw, relevant = judged_scores(dataset, first, scorer, candidates=args.candidates, show_progress=not args.quiet)
+    fitted = calibration.fit(raw, relevant, args.method, fitted_on=f"{folder.name} {args.split}: {len(raw)} pairs of {len(dataset.queries)} queries, BM25 top {args.candidates}")
+    path = calibration.save(fitted, calibration.location(scorer.model_dir, scorer.calibration_key))
+    lines = [f"calibrated {scorer.name} ({args.method}) on {fitted.fitted_on}; stored in {path}"]
+    checks = [(args.split, raw, relevant)]
+    if args.check_split:
+        checks.append((args.check_split, *judged_scores(load_dataset(folder, args.check_split, args.max_queries), first, scorer,
+                                                       candidates=args.candidates, show_progress=not args.quiet)))
+    for split, scores, labels in checks:
+        q = threshold_quality(fitted(scores), labels, args.threshold)
+        lines.append(f"{split}: probability >= {args.threshold} keeps {q['kept']:.1%} of candidates, precision {q['precision']:.3f}, recall {q['recall']:.3f}")
+    print("\n".join(lines))
+    return 0
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -315,7 +359,7 @@ def _search(args: argparse.Namespace) -> int:
             if args.reranker is not None:
                 raise
             logger.warning("no reranker: %s (showing the first stage only; --no-rerank hides this)", err)
-    ranking = Pipeline(retriever, reranker, candidates=args.candidates, top_k=args.top_k).search(args.query, filter=args.filter)
+    ranking = Pipeline(retriever, reranker, candidates=args.candidates, top_k=args.top_k).search(args.query, filter=args.filter, min_score=args.min_score)
     if args.json:
         print(json.dumps(_ranking_json(ranking), ensure_ascii=False, indent=2))
     else:

@@ -376,6 +376,28 @@ def fit_fusion(
     return sorted(rows, key=lambda r: -r[2])
 
 
+def judged_scores(dataset: Dataset, first_stage: "Retriever", scorer: "Scorer", *, candidates: int = 20,
+                  show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The scorer's raw scores of each query's top ``candidates`` and whether each is relevant
+    (unjudged counts as not): what ``finerank calibrate`` fits, and how a threshold is checked."""
+    from tqdm.auto import tqdm
+
+    raw, relevant = [], []
+    for qid, text in tqdm(dataset.queries.items(), desc=f"score {dataset.name}", unit=" queries", disable=not show_progress):
+        hits = first_stage.search(text, candidates)
+        if hits:
+            raw.append(scorer.score(text, [h.document.content for h in hits], raw=True))
+            relevant.append([dataset.qrels[qid].get(h.id, 0) > 0 for h in hits])
+    return np.concatenate(raw), np.concatenate(relevant)
+
+
+def threshold_quality(probability: np.ndarray, relevant: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Precision and recall of keeping the candidates at or above ``threshold``, and the share kept."""
+    kept = probability >= threshold
+    return {"precision": float(relevant[kept].mean()) if kept.any() else float("nan"),
+            "recall": float(relevant[kept].sum() / max(1, relevant.sum())), "kept": float(kept.mean())}
+
+
 def _means(values: dict[str, dict[str, float]]) -> dict[str, float]:
     return {name: float(np.mean(list(v.values()))) if v else 0.0 for name, v in values.items()}
 

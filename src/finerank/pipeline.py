@@ -96,9 +96,10 @@ class Pipeline:
         self._vectors = _stored_vectors(first_stage, self.second.scorer) if isinstance(self.second, SecondStage) else None
 
     def search(self, query: str, *, filter: Mapping[str, Any] | None = None, candidates: int | None = None,
-               top_k: int | None = None) -> Ranking:
+               top_k: int | None = None, min_score: float | None = None) -> Ranking:
         """``filter``: see :mod:`finerank.filters`; ``candidates`` / ``top_k`` override the
-        pipeline's for this call."""
+        pipeline's for this call; ``min_score`` drops hits whose calibrated model score (a
+        probability of relevance once the model is calibrated) is below it."""
         _check_query(query)
         candidates, top_k = candidates or self.candidates, top_k or self.top_k
         _check_counts(candidates=candidates, top_k=top_k)
@@ -106,9 +107,10 @@ class Pipeline:
         k = candidates if self.second else top_k
         hits = self.first_stage.search(query, k, filter=filter) if filter else self.first_stage.search(query, k)
         timings = {"first_stage": time.perf_counter() - start}
-        return self.rerank(query, hits, top_k=top_k, timings=timings)
+        return self.rerank(query, hits, top_k=top_k, timings=timings, min_score=min_score)
 
-    def rerank(self, query: str, hits: Sequence[Hit], *, top_k: int | None = None, timings: Mapping[str, float] | None = None) -> Ranking:
+    def rerank(self, query: str, hits: Sequence[Hit], *, top_k: int | None = None, timings: Mapping[str, float] | None = None,
+               min_score: float | None = None) -> Ranking:
         """The second half of :meth:`search`, for first-stage hits from elsewhere (a TREC run):
         score, fuse with the hits' ranks and scores when the second stage fuses, cut to top k."""
         _check_query(query)
@@ -135,6 +137,8 @@ class Pipeline:
             scores = calibrated if fusion is None else fusion(raw, [h.rank for h in hits], [h.score for h in hits])
             reranked = rank([h.document for h in hits], [h.rank for h in hits], scores)
             model_scores = {h.id: ModelScore(float(r), float(c), p) for h, r, c, p in zip(hits, raw, calibrated, passages)}
+            if min_score is not None:
+                reranked = [h for h in reranked if model_scores[h.id].calibrated >= min_score]
             timings["rerank"] = time.perf_counter() - start
         return Ranking(query, tuple(reranked[:top_k]), timings, self.first_stage.name,
                        second.name if second is not None else None, candidates=tuple(hits), model_scores=model_scores)

@@ -20,7 +20,8 @@ from .analysis import ANALYZERS, analyzer
 from .errors import IndexFormatError, MissingDependencyError, ModelError
 from .fusion import Fusion
 from .models import BiEncoder, CrossEncoder, Scorer
-from .models._runtime import BACKENDS
+from .models._runtime import BACKENDS, resolve_model
+from .models.llm import TEMPLATES, LLMReranker, is_causal_lm
 from .pipeline import ByLanguage, Reranker, SecondStage
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ MODELS: dict[str, PackagedModel | ConvertedModel | FusedModel | RoutedModel] = {
 # by `finerank train` replaces it only when it measures better).
 DEFAULT_RERANKER = "auto"
 
-KINDS = {"cross-encoder": CrossEncoder, "bi-encoder": BiEncoder}
+KINDS = {"cross-encoder": CrossEncoder, "bi-encoder": BiEncoder, "llm": LLMReranker}
 
 # The encoder of the dense first stage when none is named (English); for a corpus with Chinese
 # documents, ``encoder_for`` picks the multilingual one.
@@ -158,6 +159,10 @@ def load_scorer(model: str | os.PathLike, *, kind: str = "cross-encoder", **opti
         return KINDS[spec.kind](spec.locate(), name=str(model), **options)
     if kind not in KINDS:
         raise ModelError(f"unknown reranker kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind == "cross-encoder" and is_causal_lm(resolve_model(model)):  # an LLM reranker (yes/no logits)
+        kind = "llm"
+    if kind != "llm" and {"template", "instruction"} & set(options):
+        raise ModelError(f"template and instruction are options of LLM rerankers; {model} is a {kind}")
     return KINDS[kind](model, **options)
 
 
@@ -193,6 +198,6 @@ def encoder_of(index: "Index") -> BiEncoder:
 
 
 __all__ = [
-    "ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "MODELS", "MULTILINGUAL_ENCODER", "ConvertedModel",
+    "ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "KINDS", "MODELS", "MULTILINGUAL_ENCODER", "TEMPLATES", "ConvertedModel",
     "FusedModel", "PackagedModel", "RoutedModel", "analyzer", "encoder_for", "encoder_of", "load_encoder", "load_reranker", "load_scorer",
 ]

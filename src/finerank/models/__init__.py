@@ -8,6 +8,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from .llm import LLMReranker
 from .models import BiEncoder, CrossEncoder
 
 
@@ -24,4 +25,4 @@ class Scorer(Protocol):
     def score(self, query: str, texts: Sequence[str], *, raw: bool = False) -> np.ndarray: ...
 
 
-__all__ = ["BiEncoder", "CrossEncoder", "Scorer"]
+__all__ = ["BiEncoder", "CrossEncoder", "LLMReranker", "Scorer"]

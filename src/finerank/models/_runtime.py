@@ -218,9 +218,9 @@ def _load_torch_model(model_dir: Path, head: str, attention: str | None = None):
     """``attention``: transformers' attn_implementation (None: its own choice, torch's fused kernel where it can)."""
     if not _torch_available():
         raise MissingDependencyError("torch (with transformers)", "torch")
-    from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    cls = AutoModelForSequenceClassification if head == "classification" else AutoModel
+    cls = {"classification": AutoModelForSequenceClassification, "causal-lm": AutoModelForCausalLM}.get(head, AutoModel)
     try:
         return cls.from_pretrained(model_dir, attn_implementation=attention).eval()
     except Exception as err:  # corrupt weights, a config transformers cannot read: one line naming the folder

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelError
-from . import chunks
+from . import calibration, chunks
 from ._runtime import BACKENDS, TextEncoder, choose_backend, read_json, resolve_model, run_batches
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class _TransformerReranker:
         self.config = read_json(self.model_dir / "config.json")
         self._check_config()
         self.encoder = TextEncoder(self.model_dir, max_length)
+        self.calibration = calibration.load(self.model_dir, self.calibration_key)  # fitted by finerank calibrate, if it was
         self.backend = BACKENDS[self.backend_name](self.model_dir, self.head, self.precision, threads)
         logger.info("loaded %s (%s, %s %s)", self.name, type(self).__name__, self.backend_name, self.precision)
 
@@ -111,8 +112,18 @@ class _TransformerReranker:
     def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
         raise NotImplementedError
 
+    @property
+    def calibration_key(self) -> str:
+        """A calibration belongs to the model as it reads: its name and token limit."""
+        return f"{self.name}@{self.max_length}"
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Raw scores to a relevance in [0, 1]: the probability of relevance when the model was
+        calibrated (``finerank calibrate``), else the model's own squashing of its score."""
+        return self.calibration(raw) if self.calibration is not None else self.squash(raw)
+
     @staticmethod
-    def calibrate(raw: np.ndarray) -> np.ndarray:
+    def squash(raw: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -151,7 +162,7 @@ class CrossEncoder(_TransformerReranker):
         return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
 
     @staticmethod
-    def calibrate(raw: np.ndarray) -> np.ndarray:
+    def squash(raw: np.ndarray) -> np.ndarray:
         return sigmoid(raw)
 
 
@@ -259,7 +270,7 @@ class BiEncoder(_TransformerReranker):
         return np.concatenate(cosines)
 
     @staticmethod
-    def calibrate(raw: np.ndarray) -> np.ndarray:
+    def squash(raw: np.ndarray) -> np.ndarray:
         return (raw + 1.0) / 2.0
 
 

@@ -199,7 +199,7 @@ def _routes() -> APIRouter:
         service: Service = request.app.state.service
         service.check_model(body.model)
         texts = [_document_text(d, body.rank_fields, i) for i, d in enumerate(body.documents)]
-        scored = await service.rerank(body.query, texts, top_n=body.top_n, raw=body.raw_scores, max_chunks_per_doc=body.max_chunks_per_doc)
+        scored = await service.rerank(body.query, texts, top_n=body.top_n, raw=body.raw_scores, max_chunks_per_doc=body.max_chunks_per_doc, instruction=body.instruction)
         results = []
         for i in scored.order:
             result = {"index": i, "relevance_score": float(scored.scores[i])}
@@ -218,7 +218,7 @@ def _routes() -> APIRouter:
         service: Service = request.app.state.service
         service.check_model(body.model)
         scored = await service.rerank(body.query, body.documents, top_n=body.top_n, raw=body.raw_scores, max_tokens_per_doc=body.max_tokens_per_doc,
-                                      max_chunks_per_doc=body.max_chunks_per_doc)
+                                      max_chunks_per_doc=body.max_chunks_per_doc, instruction=body.instruction)
         return {
             "id": uuid.uuid4().hex,
             "results": [{"index": i, "relevance_score": float(scored.scores[i])} for i in scored.order],
@@ -232,7 +232,7 @@ def _routes() -> APIRouter:
         if (body.texts is None) == (body.documents is None):
             raise InvalidRequest("texts", "give exactly one of 'texts' (TEI) or 'documents' (Infinity)")
         texts = body.texts or body.documents
-        scored = await service.rerank(body.query, texts, top_n=body.top_n, raw=body.raw_scores, max_chunks_per_doc=body.max_chunks_per_doc)
+        scored = await service.rerank(body.query, texts, top_n=body.top_n, raw=body.raw_scores, max_chunks_per_doc=body.max_chunks_per_doc, instruction=body.instruction)
         if body.texts is not None:  # TEI: a bare list, best first
             return [{"index": i, "score": float(scored.scores[i]), **({"text": texts[i]} if body.return_text else {})} for i in scored.order]
         return {

@@ -8,6 +8,7 @@ to the cross-request batcher; plain rerank requests go to the batcher directly.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 from collections import Counter
@@ -231,14 +232,20 @@ class Service:
         return texts, tokens
 
     async def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None, raw: bool = False,
-                     max_tokens_per_doc: int | None = None, max_chunks_per_doc: int | None = None) -> Scored:
+                     max_tokens_per_doc: int | None = None, max_chunks_per_doc: int | None = None,
+                     instruction: str | None = None) -> Scored:
         """A plain list has no first stage: the model's scores alone, never fused, so a
         document's score does not depend on the order of the list. ``max_chunks_per_doc``: read
         a long document as up to that many windows (default: the model's setting)."""
         texts, tokens = await asyncio.to_thread(self.prepare, query, documents, max_tokens_per_doc)
         scorer = self.scorer_for(query)
-        spans, pieces = await asyncio.to_thread(windows, scorer, query, texts, max_chunks_per_doc)
-        scores, _ = pooled(scorer, spans, await self.batchers[id(scorer)].score(query, pieces), raw)
+        if instruction is not None:  # an instruction of its own: scored apart from other requests' pairs
+            if "instruction" not in inspect.signature(scorer.score).parameters:
+                raise InvalidRequest("instruction", f"{self.model_name} takes no instruction (only LLM rerankers do)")
+            scores = await asyncio.to_thread(scorer.score, query, texts, raw=raw, instruction=instruction)
+        else:
+            spans, pieces = await asyncio.to_thread(windows, scorer, query, texts, max_chunks_per_doc)
+            scores, _ = pooled(scorer, spans, await self.batchers[id(scorer)].score(query, pieces), raw)
         self.pairs_scored += len(texts)
         order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:top_n]
         return Scored(order, scores, tokens)

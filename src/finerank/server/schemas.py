@@ -50,6 +50,7 @@ class V1RerankRequest(Request):
     return_documents: bool = False
     rank_fields: list[str] | None = None
     max_chunks_per_doc: int | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
+    instruction: str | None = None  # an LLM reranker's instruction for this request (its default otherwise)
     raw_scores: bool = False
 
 
@@ -62,6 +63,7 @@ class V2RerankRequest(Request):
     top_n: int | None = Field(None, ge=1)
     max_tokens_per_doc: int | None = Field(None, ge=1)
     max_chunks_per_doc: int | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
+    instruction: str | None = None  # an LLM reranker's instruction for this request (its default otherwise)
     raw_scores: bool = False
 
 
@@ -74,6 +76,7 @@ class TextRerankRequest(Request):
     documents: list[str] | None = Field(None, min_length=1)
     top_n: int | None = Field(None, ge=1)
     max_chunks_per_doc: int | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
+    instruction: str | None = None  # an LLM reranker's instruction for this request (its default otherwise)
     raw_scores: bool = False
     return_text: bool = False
     return_documents: bool = False

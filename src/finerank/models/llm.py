@@ -1,0 +1,219 @@
+"""LLM rerankers: a causal language model asked whether a document answers a query, scored by
+the logits of its answer tokens at the last position (Qwen3-Reranker, mxbai-rerank-v2,
+bge-reranker-v2-gemma).
+
+Each model family has a template (:data:`TEMPLATES`): the text before the document (system
+prompt, instruction, query), the document, and the text after it (the question and the start of
+the assistant's turn). The raw score is logit(yes) - logit(no) (logit(yes) for a template with no
+"no" token); its sigmoid is the softmax probability of "yes" over the two. Only the two rows of
+the output projection are multiplied, never the whole vocabulary. Inputs are padded on the left,
+so every sequence ends at the last position. A document too long is cut; the template's head
+and tail never are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InputTooLongError, ModelError
+from ._runtime import TextEncoder, _load_torch_model, _torch_available, read_json, resolve_model
+from . import calibration
+from .models import sigmoid
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Template:
+    """``head`` pieces (which may hold {instruction} and {query}) and ``tail`` pieces are
+    tokenized one by one, as the model's reference code does; ``body`` (with {instruction},
+    {query} and, last, {document}) is tokenized as one piece and cut from its end when it does
+    not fit."""
+
+    head: tuple[str, ...]
+    body: str
+    tail: tuple[str, ...]
+    yes: str
+    no: str | None
+    default_instruction: str = ""
+    instruction_line: str = ""  # how an instruction enters {instruction} (empty: the template's own place)
+    bos: bool = False
+    names: tuple[str, ...] = ()  # model names this template is recognised by (lowercase fragments)
+
+
+_QWEN3_SYSTEM = ('<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct '
+                 'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n')
+_MXBAI_SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+_MXBAI_TASK = ("You are a search relevance expert who evaluates how well documents match search queries. For each query-document "
+               "pair, carefully analyze the semantic relationship between them, then provide your binary relevance judgment "
+               "(0 for not relevant, 1 for relevant).\nRelevance:")
+_GEMMA_PROMPT = ("Given a query A and a passage B, determine whether the passage contains an answer to the query by providing a "
+                 "prediction of either 'Yes' or 'No'.")
+
+TEMPLATES: dict[str, Template] = {
+    "qwen3-reranker": Template(
+        head=(_QWEN3_SYSTEM,), body="<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}",
+        tail=("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",), yes="yes", no="no",
+        default_instruction="Given a web search query, retrieve relevant passages that answer the query", names=("qwen3-reranker",)),
+    "mxbai-rerank-v2": Template(
+        head=(_MXBAI_SYSTEM,), body="{instruction}query: {query}\ndocument: {document}",
+        tail=("\n" + _MXBAI_TASK + "<|im_end|>\n<|im_start|>assistant\n",), yes="1", no="0",
+        instruction_line="instruction: {instruction}\n", names=("mxbai-rerank", "mxbai_rerank")),
+    "bge-reranker-v2-gemma": Template(
+        head=("A: {query}", "\n"), body="B: {document}", tail=("\n", _GEMMA_PROMPT), yes="Yes", no=None, bos=True,
+        names=("bge-reranker-v2-gemma",)),
+}
+
+
+def template_for(model_dir, name: str, template: str | None) -> str:
+    """The template named, or the one whose model name matches ``name`` / the folder / its
+    config's ``_name_or_path``; ModelError naming the choices otherwise."""
+    if template is not None:
+        if template not in TEMPLATES:
+            raise ModelError(f"unknown LLM reranker template {template!r}; choose one of {', '.join(TEMPLATES)}")
+        return template
+    config = read_json(model_dir / "config.json")
+    names = " ".join([name, str(model_dir), str(config.get("_name_or_path", ""))]).lower()
+    found = [key for key, t in TEMPLATES.items() if any(n in names for n in t.names)]
+    if not found:
+        raise ModelError(
+            f"{name} is a causal language model ({'/'.join(config.get('architectures') or ['?'])}) without a known reranker "
+            f"template: pass template= (CLI --template) one of {', '.join(TEMPLATES)}"
+        )
+    return found[0]
+
+
+class LLMReranker:
+    """A causal LM scored as a yes/no reranker (torch backend; fp32 or bf16)."""
+
+    def __init__(self, model: str | os.PathLike, *, template: str | None = None, instruction: str | None = None,
+                 backend: str = "auto", precision: str = "auto", max_length: int = 1024, batch_size: int = 8,
+                 max_batch_tokens: int = 8192, threads: int | None = None, name: str | None = None, **unused):
+        if backend not in ("auto", "torch"):
+            raise ValueError(f"LLM rerankers run on the torch backend, not {backend!r}")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"LLM rerankers run fp32 or bf16, not {precision!r}")
+        if unused.get("max_chunks_per_doc", 1) != 1:
+            raise ValueError("LLM rerankers read one window per document (max_chunks_per_doc=1)")
+        if not _torch_available():
+            from ..errors import MissingDependencyError
+
+            raise MissingDependencyError("torch (with transformers)", "torch")
+        import torch
+
+        from ._runtime import _cpu_has_bf16
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self.model_dir = resolve_model(model)
+        self.name = name or str(model)
+        self.template_name = template_for(self.model_dir, self.name, template)
+        self.template = TEMPLATES[self.template_name]
+        self.instruction = instruction if instruction is not None else self.template.default_instruction
+        self.precision = ("bf16" if _cpu_has_bf16() else "fp32") if precision == "auto" else precision
+        self.backend_name, self.batch_size, self.max_batch_tokens = "torch", batch_size, max_batch_tokens
+        self.encoder = TextEncoder(self.model_dir, max_length)
+        self.config = read_json(self.model_dir / "config.json")
+        tok = self.encoder.tokenizer
+        self.answer_ids = [self._single_token(t) for t in (self.template.no, self.template.yes) if t is not None]
+        model = _load_torch_model(self.model_dir, "causal-lm")
+        self.decoder = model.base_model  # the transformer without its output projection
+        head = model.get_output_embeddings()
+        rows = head.weight[self.answer_ids].detach().clone()  # only the answer tokens' rows: (no, yes) or (yes,)
+        self.rows = rows.to(torch.bfloat16) if self.precision == "bf16" else rows.float()
+        self.softcap = self.config.get("final_logit_softcapping")
+        self.pad_id = int(self.config.get("pad_token_id") or 0)
+        self.bos_id = self.config.get("bos_token_id")
+        if self.precision == "bf16":
+            self.decoder.to(torch.bfloat16)
+        self._tail_ids = [i for piece in self.template.tail for i in tok.encode(piece, add_special_tokens=False).ids]
+        self.max_chunks_per_doc, self.chunk_pool = 1, "max"
+        self.calibration = calibration.load(self.model_dir, self.calibration_key)
+        logger.info("loaded %s (LLM reranker, template %s, torch %s)", self.name, self.template_name, self.precision)
+
+    def _single_token(self, text: str) -> int:
+        ids = self.encoder.tokenizer.encode(text, add_special_tokens=False).ids
+        if len(ids) != 1:
+            raise ModelError(f"{self.name}: the answer {text!r} of template {self.template_name} is {len(ids)} tokens in this "
+                             "model's vocabulary, not one: is this the model the template is for?")
+        return ids[0]
+
+    @property
+    def max_length(self) -> int:
+        return self.encoder.max_length
+
+    @property
+    def calibration_key(self) -> str:
+        return f"{self.name}@{self.max_length}"
+
+    def inputs(self, query: str, texts: Sequence[str], instruction: str | None = None) -> list[list[int]]:
+        """Token ids per text: head, body (the document cut to fit), tail."""
+        tok = self.encoder.tokenizer
+        instruction = self.instruction if instruction is None else instruction
+        if self.template.instruction_line:
+            instruction = self.template.instruction_line.format(instruction=instruction) if instruction else ""
+        head = [self.bos_id] if self.template.bos and self.bos_id is not None else []
+        for piece in self.template.head:
+            head += tok.encode(piece.format(instruction=instruction, query=query), add_special_tokens=False).ids
+        fixed = len(head) + len(self._tail_ids)
+        empty = len(tok.encode(self.template.body.format(instruction=instruction, query=query, document=""), add_special_tokens=False).ids)
+        if fixed + empty >= self.max_length:
+            raise InputTooLongError(f"the query and template take {fixed + empty} tokens; max_length is {self.max_length}")
+        bodies = tok.encode_batch([self.template.body.format(instruction=instruction, query=query, document=t) for t in texts],
+                                  add_special_tokens=False)
+        return [head + body.ids[: self.max_length - fixed] + self._tail_ids for body in bodies]
+
+    def score(self, query: str, texts: Sequence[str], *, raw: bool = False, instruction: str | None = None) -> np.ndarray:
+        return self.score_many([(query, texts)], raw=raw, instruction=instruction)[0]
+
+    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]], *, raw: bool = False, instruction: str | None = None,
+                   max_chunks_per_doc: int | None = None) -> list[np.ndarray]:
+        sequences = [ids for query, texts in requests for ids in self.inputs(query, texts, instruction)]
+        scores = self._run(sequences)
+        out = np.split(scores, np.cumsum([len(t) for _, t in requests])[:-1])
+        return out if raw else [self.calibrate(s) for s in out]
+
+    def _run(self, sequences: list[list[int]]) -> np.ndarray:
+        torch = self._torch
+        scores = np.empty(len(sequences), dtype=np.float32)
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        start = 0
+        while start < len(order):
+            width = len(sequences[order[start]])
+            size = max(1, min(self.batch_size, self.max_batch_tokens // max(1, width)))
+            batch = order[start : start + size]
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # left padding: every sequence ends at the last position
+                n = len(sequences[i])
+                ids[row, width - n :] = torch.tensor(sequences[i])
+                mask[row, width - n :] = 1
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                hidden = self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state[:, -1]
+                logits = (hidden.to(self.rows.dtype) @ self.rows.T).float()
+                if self.softcap:
+                    logits = torch.tanh(logits / self.softcap) * self.softcap
+            raw = logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits[:, 0]
+            scores[batch] = raw.numpy()
+            start += size
+        return scores
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """The probability of "yes" (sigmoid of the logit difference), or the fitted calibration."""
+        return self.calibration(raw) if self.calibration is not None else sigmoid(raw)
+
+    def __repr__(self) -> str:
+        return f"LLMReranker({self.name!r}, template={self.template_name!r}, precision={self.precision!r})"
+
+
+def is_causal_lm(model_dir) -> bool:
+    architectures = read_json(model_dir / "config.json").get("architectures") or []
+    return any(re.search(r"For(Causal|Conditional)LM$", a) for a in architectures)
