@@ -206,6 +206,9 @@ def test_rerank_scores_do_not_depend_on_input_order(client, reference):
             results = answer if isinstance(answer, list) else answer["results"]
             got = {shuffled[r["index"]]: r[key] for r in results}
             np.testing.assert_allclose([got[d] for d in docs], expected, atol=1e-4)
+        scored = client.post("/score", json={"text_1": QUERY, "text_2": shuffled}).json()["data"]  # vLLM's shape, input order
+        assert [d["index"] for d in scored] == list(range(len(docs)))
+        np.testing.assert_allclose([d["score"] for d in scored], [expected[i] for i in order], atol=1e-4)
     single = client.post("/v1/rerank", json={"query": QUERY, "documents": [DOCS[3]]}).json()["results"][0]["relevance_score"]
     assert single == pytest.approx(expected[3], abs=1e-4) and single < 0.9
 

@@ -27,7 +27,8 @@ from ..types import Document, Hit
 from . import errors
 from .backend import InvalidRequest, Limits, Service
 from .schemas import (
-    DeleteRequest, Health, IndexChange, Info, InfinityRerankResponse, SearchRequest, SearchResponse, StoredDocument,
+    DeleteRequest, Health, IndexChange, Info, InfinityRerankResponse, ScoreRequest, ScoreResponse, SearchRequest, SearchResponse,
+    StoredDocument,
     TEIResult, TextRerankRequest, UpsertRequest, V1RerankRequest, V1RerankResponse, V2RerankRequest, V2RerankResponse,
 )
 
@@ -224,6 +225,17 @@ def _routes() -> APIRouter:
             "results": [{"index": i, "relevance_score": float(scored.scores[i])} for i in scored.order],
             "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}, "tokens": {"input_tokens": scored.tokens}},
         }
+
+    @router.post("/score", response_model=ScoreResponse)
+    async def score(body: ScoreRequest, request: Request) -> dict:
+        """vLLM-style: one score per text of ``text_2``, in input order (the model's calibrated score)."""
+        service: Service = request.app.state.service
+        service.check_model(body.model)
+        texts = [body.text_2] if isinstance(body.text_2, str) else body.text_2
+        scored = await service.rerank(body.text_1, texts, instruction=body.instruction)
+        return {"id": uuid.uuid4().hex, "created": int(time.time()), "model": service.model_name,
+                "data": [{"index": i, "score": float(v)} for i, v in enumerate(scored.scores)],
+                "usage": {"total_tokens": scored.tokens, "prompt_tokens": scored.tokens}}
 
     @router.post("/rerank", response_model=list[TEIResult] | InfinityRerankResponse, response_model_exclude_none=True)
     async def rerank_text(body: TextRerankRequest, request: Request):

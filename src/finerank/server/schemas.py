@@ -67,6 +67,30 @@ class V2RerankRequest(Request):
     raw_scores: bool = False
 
 
+class ScoreRequest(Request):
+    """vLLM's score API: ``text_1`` (the query) against each of ``text_2`` (one text or a list)."""
+
+    model: str | None = None
+    text_1: str = Field(min_length=1)
+    text_2: str | list[str] = Field(min_length=1)
+    instruction: str | None = None
+
+
+class ScoreData(BaseModel):
+    index: int
+    object: str = "score"
+    score: float
+
+
+class ScoreResponse(BaseModel):
+    id: str
+    object: str = "list"
+    created: int
+    model: str
+    data: list[ScoreData]
+    usage: Usage
+
+
 class TextRerankRequest(Request):
     """TEI (``texts``, answered with a bare list) or Infinity (``documents``, answered with an object)."""
 
