@@ -93,6 +93,7 @@ def test_every_backend_scores_as_transformers_does(models, arch):
     assert np.ptp(expected) > 0.05, expected  # the random head tells documents apart, so a mix-up would show
     for backend, precision in BACKENDS:
         scores = CrossEncoder(folder, backend=backend, precision=precision).score(QUERY, DOCS, raw=True)
+        print(f"| {arch} | {backend} | {precision} | {np.abs(scores - expected).max():.1e} | {np.ptp(expected):.3f} |")  # docs/models.md (-s)
         if precision == "fp32":
             assert np.abs(scores - expected).max() < 1e-4, (backend, precision, scores - expected)
         else:  # bf16 and int8 round: the scores still follow fp32's closely

@@ -209,7 +209,8 @@ def test_every_fast_path_matches_the_reference_on_a_real_model(minilm_dir, passa
     tolerance = {"fp32": (1e-5, 1.0), "bf16": (5e-3, 0.98), "int8": (0.05, 0.85)}  # max |cosine diff|, min Kendall tau
     for backend, cls in BACKENDS.items():
         for precision in cls.precisions:
-            for batching in ({"batch_size": 1}, {"max_batch_tokens": 1024}, {}):
+            # batch shapes matter once per engine family: all of them on onnx fp32, the default elsewhere
+            for batching in ({"batch_size": 1}, {"max_batch_tokens": 1024}, {}) if (backend, precision) == ("onnx", "fp32") else ({},):
                 scores = BiEncoder(minilm_dir, backend=backend, precision=precision, **batching).score(QUERY, passages, raw=True)
                 atol, tau = tolerance[precision]
                 assert np.abs(scores - reference).max() <= atol, (backend, precision, batching)
