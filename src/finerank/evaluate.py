@@ -163,8 +163,7 @@ class Evaluation:
             "metric_notes": "nDCG@10 with trec_eval's linear gain; relevant = grade > 0; relevant documents the first stage missed count as misses",
             "first_stage": self.scores["first_stage"], "reranked": self.scores["reranked"],
             "p_value": self.p_value, "latency_ms": self.latency_ms, "pairs_per_s": self.pairs_per_s, "peak_rss_mb": self.peak_rss_mb,
-            "moves": {"buckets": list(BUCKET_NAMES[: len(matrix)]), "matrix": matrix.tolist(),
-                      "missed": sum(1 for before, _ in self.moves if not before)},
+            "moves": {"buckets": list(BUCKET_NAMES[: len(matrix)]), "matrix": matrix.tolist(), "missed": missed(self)},
             "per_query": [
                 {"id": q, "query": t.query, "ndcg@10": [ndcg["first_stage"].get(q), ndcg["reranked"].get(q)],
                  "first_stage": list(t.first_stage), "reranked": list(t.reranked), "relevant": t.relevant}
@@ -197,6 +196,11 @@ def move_matrix(ev: Evaluation) -> np.ndarray:
         if before:
             matrix[_bucket(before), _bucket(after)] += 1
     return matrix
+
+
+def missed(ev: Evaluation) -> int:
+    """Relevant documents the first stage did not recall among its candidates."""
+    return sum(1 for before, _ in ev.moves if not before)
 
 
 def _bucket(rank: int) -> int:

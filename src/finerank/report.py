@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .evaluate import BUCKET_NAMES, METRICS, Evaluation, move_matrix
+from .evaluate import BUCKET_NAMES, METRICS, Evaluation, missed, move_matrix
 
 
 def table(ev: Evaluation) -> str:
@@ -67,16 +67,12 @@ def _queries(ev: Evaluation) -> str:
     return f"{evaluated} ({ev.skipped} skipped: no relevant judgement in this split)"
 
 
-def _missed(ev: Evaluation) -> int:
-    return sum(1 for before, _ in ev.moves if not before)
-
-
 def _moves_markdown(ev: Evaluation) -> str:
     matrix = move_matrix(ev)
     names = BUCKET_NAMES[: len(matrix)]
     lines = ["| first \\ reranked | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(str(v) for v in row) + " |" for name, row in zip(names, matrix)]
-    lines.append(f"\n{_missed(ev)} relevant document(s) were not among the first stage's {ev.candidates} candidates.")
+    lines.append(f"\n{missed(ev)} relevant document(s) were not among the first stage's {ev.candidates} candidates.")
     return "\n".join(lines)
 
 
@@ -113,7 +109,7 @@ def figure(ev: Evaluation, path: str | Path) -> Path:
     right.set_yticks(range(len(names)), names)
     right.set_xlabel("rank after reranking")
     right.set_ylabel("first-stage rank")
-    right.set_title(f"where relevant documents moved (below the diagonal: up)\n{_missed(ev)} missed by the first stage")
+    right.set_title(f"where relevant documents moved (below the diagonal: up)\n{missed(ev)} missed by the first stage")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -87,8 +87,8 @@ class TextEncoder:
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tokenizer = tokenizer
-        self.pad_id = int(config_pad_id(model_dir))
         config = read_json(model_dir / "config.json")
+        self.pad_id = int(config.get("pad_token_id") or 0)
         limits = [max_length, usable_positions(config) or max_length]
         model_max = read_json(model_dir / "tokenizer_config.json").get("model_max_length")
         if isinstance(model_max, int) and model_max < 10**6:
@@ -100,7 +100,9 @@ class TextEncoder:
 
     def document_budget(self, query: str) -> int:
         """Tokens left for a document beside ``query`` (InputTooLongError when none are)."""
-        n = len(self.tokenizer.encode(query, add_special_tokens=False).ids)
+        return self._budget(len(self.tokenizer.encode(query, add_special_tokens=False).ids))
+
+    def _budget(self, n: int) -> int:
         budget = self.max_length - n - self._pair_specials
         if budget < 1:
             raise InputTooLongError(
@@ -112,7 +114,7 @@ class TextEncoder:
         """Encodings of (query, text) pairs; each text is cut to fit, the query never is."""
         tok = self.tokenizer
         q = tok.encode(query, add_special_tokens=False)
-        budget = self.document_budget(query)
+        budget = self._budget(len(q.ids))
         docs = tok.encode_batch(list(texts), add_special_tokens=False)
         for d in docs:
             d.truncate(budget)
@@ -137,10 +139,6 @@ def usable_positions(config: dict) -> int | None:
     if positions and config.get("model_type") in OFFSET_POSITIONS:
         return positions - (config.get("pad_token_id", 1) + 1)
     return positions
-
-
-def config_pad_id(model_dir: Path) -> int:
-    return read_json(model_dir / "config.json").get("pad_token_id") or 0
 
 
 def batches(encodings: list, batch_size: int, max_tokens: int, pad_id: int = 0) -> list[Batch]:

@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-POOLS = ("max", "mean-top-2", "mean-top-3")
+from ..analysis import _CJK_CHAR
+
 _MEAN_TOP = re.compile(r"mean-top-(\d+)$")
 
 
@@ -56,11 +57,7 @@ def windows(encoding, text: str, budget: int, max_chunks: int, overlap: int) -> 
 def _starts_word(text: str, previous: tuple[int, int], current: tuple[int, int]) -> bool:
     """Whether a window may start at the token at ``current``: after a space, or at a Chinese
     character (Chinese has no spaces), never inside a word or after its hyphen."""
-    return current[0] > previous[1] or _is_cjk(text[current[0]]) or _is_cjk(text[current[0] - 1])
-
-
-def _is_cjk(char: str) -> bool:
-    return "\u3400" <= char <= "\u9fff" or "\uf900" <= char <= "\ufaff"
+    return current[0] > previous[1] or _CJK_CHAR.match(text[current[0]]) or _CJK_CHAR.match(text[current[0] - 1])
 
 
 def pool(scores: np.ndarray, counts: Sequence[int], pool_name: str = "max") -> tuple[np.ndarray, np.ndarray]:

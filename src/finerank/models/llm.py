@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import InputTooLongError, ModelError
 from ._runtime import TextEncoder, _load_torch_model, _torch_available, read_json, resolve_model
 from . import calibration
-from .models import sigmoid
+from .models import Calibrated, sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def template_for(model_dir, name: str, template: str | None) -> str:
     return found[0]
 
 
-class LLMReranker:
+class LLMReranker(Calibrated):
     """A causal LM scored as a yes/no reranker (torch backend; fp32 or bf16)."""
 
     def __init__(self, model: str | os.PathLike, *, template: str | None = None, instruction: str | None = None,
@@ -145,14 +145,6 @@ class LLMReranker:
                              "model's vocabulary, not one: is this the model the template is for?")
         return ids[0]
 
-    @property
-    def max_length(self) -> int:
-        return self.encoder.max_length
-
-    @property
-    def calibration_key(self) -> str:
-        return f"{self.name}@{self.max_length}"
-
     def inputs(self, query: str, texts: Sequence[str], instruction: str | None = None) -> list[list[int]]:
         """Token ids per text: head, body (the document cut to fit), tail."""
         tok = self.encoder.tokenizer
@@ -206,9 +198,10 @@ class LLMReranker:
             start += size
         return scores
 
-    def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        """The probability of "yes" (sigmoid of the logit difference), or the fitted calibration."""
-        return self.calibration(raw) if self.calibration is not None else sigmoid(raw)
+    @staticmethod
+    def squash(raw: np.ndarray) -> np.ndarray:
+        """The probability of "yes": the sigmoid of the logit difference."""
+        return sigmoid(raw)
 
     def __repr__(self) -> str:
         return f"LLMReranker({self.name!r}, template={self.template_name!r}, precision={self.precision!r})"

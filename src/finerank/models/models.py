@@ -21,7 +21,35 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-class _TransformerReranker:
+class Calibrated:
+    """What every finerank scorer shares: its token limit, and raw scores to a relevance in
+    [0, 1] (the fitted calibration, if ``finerank calibrate`` made one, else ``squash``)."""
+
+    name: str
+    encoder: TextEncoder
+    calibration: "calibration.Calibration | None"
+
+    @property
+    def max_length(self) -> int:
+        """Tokens the model reads per input (a pair for a cross-encoder)."""
+        return self.encoder.max_length
+
+    @property
+    def calibration_key(self) -> str:
+        """A calibration belongs to the model as it reads: its name and token limit."""
+        return f"{self.name}@{self.max_length}"
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Raw scores to a relevance in [0, 1]: the probability of relevance when the model was
+        calibrated (``finerank calibrate``), else the model's own squashing of its score."""
+        return self.calibration(raw) if self.calibration is not None else self.squash(raw)
+
+    @staticmethod
+    def squash(raw: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _TransformerReranker(Calibrated):
     head: str
 
     def __init__(
@@ -59,11 +87,6 @@ class _TransformerReranker:
 
     def _check_config(self) -> None:
         pass
-
-    @property
-    def max_length(self) -> int:
-        """Tokens the model reads per input (a pair for a cross-encoder)."""
-        return self.encoder.max_length
 
     def score(self, query: str, texts: Sequence[str], *, raw: bool = False) -> np.ndarray:
         """One score per text: a relevance in [0, 1], or the model's raw score with ``raw=True``."""
@@ -110,20 +133,6 @@ class _TransformerReranker:
         raise NotImplementedError
 
     def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
-        raise NotImplementedError
-
-    @property
-    def calibration_key(self) -> str:
-        """A calibration belongs to the model as it reads: its name and token limit."""
-        return f"{self.name}@{self.max_length}"
-
-    def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        """Raw scores to a relevance in [0, 1]: the probability of relevance when the model was
-        calibrated (``finerank calibrate``), else the model's own squashing of its score."""
-        return self.calibration(raw) if self.calibration is not None else self.squash(raw)
-
-    @staticmethod
-    def squash(raw: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -260,20 +260,20 @@ def _routes() -> APIRouter:
                                        rerank=body.rerank, first_stage=body.first_stage)
         analyzer = service.index.analyzer  # the same in every generation of the index
 
-        def result(h: Hit) -> dict:
+        def shown(h: Hit) -> dict:  # what belongs to the document: the same in both lists
             model = ranking.model_scores.get(h.id)
             within = None
             if model and model.passage:  # the model's best window, a span of title + "\n" + text: as a span of the text
                 shift = len(h.document.title) + 1 if h.document.title else 0
                 within = (max(0, model.passage[0] - shift), max(0, model.passage[1] - shift))
-            return {"id": h.id, "score": h.score, "rank": h.rank, "original_rank": h.original_rank, "document": _stored(h.document),
+            return {"id": h.id, "document": _stored(h.document),
                     "model_score": {"raw": model.raw, "calibrated": model.calibrated} if model else None,
                     "highlight": asdict(highlight(h.document.text, body.query, analyzer, within=within))}
 
         def results() -> tuple[list, list]:  # highlighting reads whole documents: off the event loop, once per document
-            done = {h.id: result(h) for h in (*ranking.hits, *ranking.candidates[: body.top_n])}
-            return ([{**done[h.id], "score": h.score, "rank": h.rank, "original_rank": h.original_rank} for h in ranking.hits],
-                    [{**done[h.id], "score": h.score, "rank": h.rank, "original_rank": h.original_rank} for h in ranking.candidates[: body.top_n]])
+            lists = (ranking.hits, ranking.candidates[: body.top_n])
+            done = {h.id: shown(h) for hits in lists for h in hits}
+            return tuple([{**done[h.id], "score": h.score, "rank": h.rank, "original_rank": h.original_rank} for h in hits] for hits in lists)
 
         reranked, first = await asyncio.to_thread(results)
         return {
