@@ -1,4 +1,7 @@
+import dataclasses
 import math
+import mmap
+import pickle
 
 import numpy as np
 import pytest
@@ -49,7 +52,7 @@ def test_save_load_roundtrip_memory_mapped(tmp_path):
     index = Index.build(FOUR + [Document("zh", "感冒的治疗方法", metadata={"lang": "zh"})])
     index.save(tmp_path / "idx")
     loaded = Index.load(tmp_path / "idx")
-    assert isinstance(loaded.documents._blob, np.memmap)
+    assert isinstance(loaded.documents._blob, mmap.mmap)
     assert loaded.params == index.params and BM25(loaded).name == BM25(index).name
     for q in ("apple", "cherry fig", "感冒治疗"):
         assert [(h.id, h.score) for h in BM25(loaded).search(q)] == [(h.id, h.score) for h in BM25(index).search(q)]
@@ -58,6 +61,22 @@ def test_save_load_roundtrip_memory_mapped(tmp_path):
     assert loaded.documents[loaded.documents.position("d3")].text == "cherry date egg fig"
     with pytest.raises(KeyError, match="unknown document id 'nope'"):
         loaded.documents.position("nope")
+
+
+def test_stored_documents_are_read_when_used_and_equal_plain_ones(tmp_path):
+    docs = [Document('a"b\\c\n文档', "text with \"quotes\" and 感冒", "Title", {"year": 2020, "tags": ["x"]}),
+            Document("plain", "apple pie"), Document("😀", "emoji id")]
+    Index.build(docs).save(tmp_path / "idx")
+    store = Index.load(tmp_path / "idx").documents
+    first = store[0]
+    assert first.id == docs[0].id and "_fields" not in first.__dict__  # the id alone decodes nothing else
+    assert [store[i] for i in range(3)] == docs and docs == [store[i] for i in range(3)]  # equal both ways
+    assert first.content == "Title\n" + docs[0].text and first.metadata == {"year": 2020, "tags": ["x"]}
+    assert [store.position(d.id) for d in docs] == [0, 1, 2] and "😀" in store
+    again = pickle.loads(pickle.dumps(store[2]))
+    assert type(again) is Document and again == docs[2]  # pickled as the plain document, not the memory map
+    assert dataclasses.asdict(store[1]) == dataclasses.asdict(docs[1]) and repr(store[1]) == repr(docs[1])
+    assert store[1] != Document("plain", "apple pie!")
 
 
 def test_crash_mid_save_leaves_old_index_intact(tmp_path, monkeypatch):

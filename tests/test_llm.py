@@ -89,6 +89,24 @@ def test_qwen3_reranker_scores_as_its_model_card_does(qwen3):
     assert not np.allclose(reranker.score(QUERY, DOCS, instruction="Find recipes"), got, atol=1e-4)
 
 
+def test_the_shared_head_is_computed_once_per_query(qwen3):
+    reranker = LLMReranker(qwen3, precision="fp32", batch_size=2)
+    fed = []
+    hook = reranker.decoder.register_forward_pre_hook(lambda module, args, kwargs: fed.append(kwargs["input_ids"].shape), with_kwargs=True)
+    try:
+        reused = reranker.score(QUERY, DOCS, raw=True)
+        reranker.reuse_prefix = False
+        fed_reused, fed[:] = list(fed), []
+        whole = reranker.score(QUERY, DOCS, raw=True)
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(reused, whole, atol=1e-4)
+    first, *batches = fed_reused
+    assert first[0] == 1 and first[1] > 30  # system prompt, instruction and query: once
+    assert len(batches) == len(fed) == 3  # 5 documents in batches of 2, with and without the cache
+    assert [b[1] for b in batches] == [w[1] - first[1] for w in fed]  # then only what follows the head
+
+
 def test_a_long_document_is_cut_never_the_template(qwen3):
     reranker = LLMReranker(qwen3, precision="fp32", max_length=96)
     tok = reranker.encoder.tokenizer

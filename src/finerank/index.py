@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap as _mmap
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -29,10 +30,55 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 
 
+class StoredDocument(Document):
+    """A document of an index, read from the store when first used: a search returns a hundred
+    candidates and their ids, and only some are ever read in full. Its id is parsed from the
+    front of its record (written first by :func:`encode`) without decoding the rest. Equal to,
+    and pickled as, the plain :class:`Document` with the same fields."""
+
+    def __init__(self, store: "DocumentStore", position: int):  # noqa: D107 - fields come from the store
+        self.__dict__.update(_store=store, _position=position)
+
+    @property
+    def id(self) -> str:  # type: ignore[override]
+        if "_id" not in self.__dict__:
+            line = self._store.line(self._position).decode("utf-8")
+            object.__setattr__(self, "_id", _scan_string(line, len(_ID_START))[0] if line.startswith(_ID_START) else self._record()["id"])
+        return self.__dict__["_id"]
+
+    text = property(lambda self: self._record()["text"])  # type: ignore[assignment]
+    title = property(lambda self: self._record()["title"])  # type: ignore[assignment]
+    metadata = property(lambda self: self._record()["metadata"])  # type: ignore[assignment]
+
+    def _record(self) -> dict:
+        if "_fields" not in self.__dict__:
+            object.__setattr__(self, "_fields", json.loads(self._store.line(self._position)))
+        return self.__dict__["_fields"]
+
+    def plain(self) -> Document:
+        return Document(self.id, self.text, self.title, self.metadata)
+
+    def __eq__(self, other):
+        return isinstance(other, Document) and (self.id, self.text, self.title, self.metadata) == (
+            other.id, other.text, other.title, other.metadata)
+
+    __hash__ = Document.__hash__
+
+    def __reduce__(self):
+        return Document, (self.id, self.text, self.title, self.metadata)
+
+    def __repr__(self) -> str:
+        return repr(self.plain())
+
+
+_ID_START = '{"id": "'
+_scan_string = json.decoder.scanstring
+
+
 class DocumentStore:
     """Documents as JSON lines in one byte buffer (in memory or memory-mapped) plus offsets."""
 
-    def __init__(self, blob: bytes | np.ndarray, offsets: np.ndarray):
+    def __init__(self, blob: bytes | _mmap.mmap, offsets: np.ndarray):
         self._blob, self._offsets = blob, offsets
         self._positions: dict[str, int] | None = None
 
@@ -49,11 +95,10 @@ class DocumentStore:
         return (self[i] for i in range(len(self)))
 
     def line(self, position: int) -> bytes:
-        return bytes(self._blob[self._offsets[position] : self._offsets[position + 1]])
+        return self._blob[self._offsets[position] : self._offsets[position + 1]]
 
     def __getitem__(self, position: int) -> Document:
-        record = json.loads(self.line(position))
-        return Document(record["id"], record["text"], record["title"], record["metadata"])
+        return StoredDocument(self, position)
 
     def __contains__(self, doc_id: str) -> bool:
         return doc_id in self._ids()
@@ -76,8 +121,14 @@ class DocumentStore:
 
     @classmethod
     def load(cls, folder: Path, mmap: bool = True) -> "DocumentStore":
-        blob = np.memmap(folder / "documents.jsonl", dtype=np.uint8, mode="r") if mmap else (folder / "documents.jsonl").read_bytes()
-        return cls(blob, np.load(folder / "offsets.npy", mmap_mode="r" if mmap else None))
+        """Offsets are read into memory (8 bytes a document); the records are memory-mapped."""
+        path = folder / "documents.jsonl"
+        if mmap and path.stat().st_size:
+            with open(path, "rb") as f:
+                blob = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
+        else:
+            blob = path.read_bytes()
+        return cls(blob, np.load(folder / "offsets.npy"))
 
 
 def encode(doc: Document) -> bytes:

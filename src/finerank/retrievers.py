@@ -59,7 +59,9 @@ class BM25:
         allowed = self.index.allowed(filter, np.flatnonzero(scores > 0))
         if allowed is not None:
             scores = np.where(allowed, scores, 0)
-        return [Hit(self.index.documents[int(i)], float(scores[i]), r, r) for r, i in enumerate(top_k(scores, k), 1)]
+        best = top_k(scores, k)
+        documents = self.index.documents
+        return [Hit(documents[i], s, r, r) for r, (i, s) in enumerate(zip(best.tolist(), scores[best].tolist()), 1)]
 
 
 class Dense:
@@ -93,7 +95,8 @@ class Dense:
         return [self._hits(*found) for found in exact_many(self.index.vectors.vectors, vectors, k)]
 
     def _hits(self, positions: np.ndarray, scores: np.ndarray) -> list[Hit]:
-        return [Hit(self.index.documents[int(p)], float(s), r, r) for r, (p, s) in enumerate(zip(positions, scores), 1)]
+        documents = self.index.documents
+        return [Hit(documents[p], s, r, r) for r, (p, s) in enumerate(zip(np.asarray(positions).tolist(), np.asarray(scores).tolist()), 1)]
 
 
 class Hybrid:

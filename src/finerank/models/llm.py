@@ -13,6 +13,7 @@ and tail never are.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -27,6 +28,8 @@ from . import calibration
 from .models import Calibrated, sigmoid
 
 logger = logging.getLogger(__name__)
+
+MIN_SHARED_PREFIX = 8  # tokens; below this a request's shared head is not worth a cache
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,8 @@ class LLMReranker(Calibrated):
 
     def __init__(self, model: str | os.PathLike, *, template: str | None = None, instruction: str | None = None,
                  backend: str = "auto", precision: str = "auto", max_length: int = 1024, batch_size: int = 8,
-                 max_batch_tokens: int = 8192, threads: int | None = None, name: str | None = None, **unused):
+                 max_batch_tokens: int = 8192, threads: int | None = None, name: str | None = None,
+                 reuse_prefix: bool = True, **unused):
         if backend not in ("auto", "torch"):
             raise ValueError(f"LLM rerankers run on the torch backend, not {backend!r}")
         if precision not in ("auto", "fp32", "bf16"):
@@ -119,6 +123,7 @@ class LLMReranker(Calibrated):
         self.instruction = instruction if instruction is not None else self.template.default_instruction
         self.precision = ("bf16" if _cpu_has_bf16() else "fp32") if precision == "auto" else precision
         self.backend_name, self.batch_size, self.max_batch_tokens = "torch", batch_size, max_batch_tokens
+        self.reuse_prefix = reuse_prefix
         self.encoder = TextEncoder(self.model_dir, max_length)
         self.config = read_json(self.model_dir / "config.json")
         tok = self.encoder.tokenizer
@@ -167,29 +172,51 @@ class LLMReranker(Calibrated):
 
     def score_many(self, requests: Sequence[tuple[str, Sequence[str]]], *, raw: bool = False, instruction: str | None = None,
                    max_chunks_per_doc: int | None = None) -> list[np.ndarray]:
-        sequences = [ids for query, texts in requests for ids in self.inputs(query, texts, instruction)]
-        scores = self._run(sequences)
-        out = np.split(scores, np.cumsum([len(t) for _, t in requests])[:-1])
+        out = [self._run(self.inputs(query, texts, instruction)) if len(texts) else np.empty(0, np.float32)
+               for query, texts in requests]
         return out if raw else [self.calibrate(s) for s in out]
 
     def _run(self, sequences: list[list[int]]) -> np.ndarray:
+        """Scores for one query's sequences. Their common head (system prompt, instruction, query:
+        the longest shared run of tokens) goes through the model once; its keys and values are
+        reused by every batch of the rest, which is padded on the right."""
         torch = self._torch
-        scores = np.empty(len(sequences), dtype=np.float32)
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        shared = _common_prefix(sequences) if len(sequences) > 1 and self.reuse_prefix else 0
+        if shared < MIN_SHARED_PREFIX:
+            shared = 0
+        cache = None
+        if shared:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.decoder.config)
+            with torch.inference_mode():
+                self.decoder(input_ids=torch.tensor([sequences[0][:shared]]), cache=cache, use_cache=True)
+        rests = [s[shared:] for s in sequences]
+        scores = np.empty(len(rests), dtype=np.float32)
+        order = sorted(range(len(rests)), key=lambda i: -len(rests[i]))
         start = 0
         while start < len(order):
-            width = len(sequences[order[start]])
-            size = max(1, min(self.batch_size, self.max_batch_tokens // max(1, width)))
+            width = len(rests[order[start]])
+            size = max(1, min(self.batch_size, self.max_batch_tokens // max(1, width + shared)))
             batch = order[start : start + size]
+            lengths = torch.tensor([len(rests[i]) for i in batch])
             ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # left padding: every sequence ends at the last position
-                n = len(sequences[i])
-                ids[row, width - n :] = torch.tensor(sequences[i])
-                mask[row, width - n :] = 1
-            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            for row, i in enumerate(batch):
+                ids[row, : len(rests[i])] = torch.tensor(rests[i])
+            mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
             with torch.inference_mode():
-                hidden = self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state[:, -1]
+                if cache is None:  # left padding: every sequence ends at the last position
+                    ids, mask = _to_left_padding(ids, mask, lengths, self.pad_id)
+                    positions = (mask.cumsum(1) - 1).clamp(min=0)
+                    hidden = self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state[:, -1]
+                else:
+                    past = copy.deepcopy(cache)
+                    past.batch_repeat_interleave(len(batch))
+                    mask = torch.cat([torch.ones((len(batch), shared), dtype=torch.long), mask], dim=1)
+                    positions = (shared + torch.arange(width)).expand(len(batch), width)
+                    states = self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=past,
+                                          use_cache=True).last_hidden_state
+                    hidden = states[torch.arange(len(batch)), lengths - 1]
                 logits = (hidden.to(self.rows.dtype) @ self.rows.T).float()
                 if self.softcap:
                     logits = torch.tanh(logits / self.softcap) * self.softcap
@@ -205,6 +232,27 @@ class LLMReranker(Calibrated):
 
     def __repr__(self) -> str:
         return f"LLMReranker({self.name!r}, template={self.template_name!r}, precision={self.precision!r})"
+
+
+def _common_prefix(sequences: list[list[int]]) -> int:
+    """How many leading tokens every sequence shares, leaving each at least one of its own."""
+    first, n = sequences[0], min(len(s) for s in sequences) - 1
+    for s in sequences[1:]:
+        k = 0
+        while k < n and s[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
+
+
+def _to_left_padding(ids, mask, lengths, pad_id: int):
+    """Right-padded rows moved to the right edge."""
+    width = ids.shape[1]
+    out_ids, out_mask = ids.new_full(ids.shape, pad_id), mask.new_zeros(mask.shape)
+    for row, n in enumerate(lengths.tolist()):
+        out_ids[row, width - n :] = ids[row, :n]
+        out_mask[row, width - n :] = 1
+    return out_ids, out_mask
 
 
 def is_causal_lm(model_dir) -> bool:
