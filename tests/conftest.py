@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# backend="auto" takes the fixed rule here: measuring every backend at each model's first load
+# would cost the suite minutes (tests/test_tuning.py measures on purpose)
+os.environ.setdefault("FINERANK_AUTOTUNE", "0")
+
 DATASETS = Path(os.environ.get("FINERANK_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 

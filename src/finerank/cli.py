@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -166,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-split", default="test")
     p.add_argument("--eval-queries", type=_count(), default=100, help="judged queries to evaluate (default 100)")
     p.set_defaults(run_command=_train)
+
+    p = sub.add_parser("doctor", help="this CPU, the installed backends, and which backend/precision is fastest for a model here")
+    _reranker_options(p, allow_none=False)
+    p.add_argument("--again", action="store_true", help="measure again instead of reading the cached measurement")
+    p.add_argument("--threads", type=_count(), help="CPU threads to measure with (default: all)")
+    p.set_defaults(run_command=_doctor)
 
     p = sub.add_parser("demo", help="the idea in two examples: first-stage order beside reranked order")
     _reranker_options(p, allow_none=False)
@@ -404,6 +412,39 @@ def _read_documents(source: str) -> list[Document]:
     if not documents:
         raise ValueError(f"no documents in {'stdin' if source == '-' else source}")
     return documents
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .models import tuning
+
+    cpu = tuning.cpu_key(args.threads)
+    installed = {name: importlib.util.find_spec(module) is not None
+                 for name, module in (("openvino", "openvino"), ("torch", "torch"), ("onnx", "onnxruntime"))}
+    # loaded in fp32 (not measured on loading); the measurement, or its cached result, follows
+    reranker = load_reranker(args.reranker or DEFAULT_RERANKER, kind=args.kind, backend="torch" if args.kind == "llm" else "auto",
+                             precision="fp32", **({"threads": args.threads} if args.threads else {}))
+    stages = reranker.stages().values() if isinstance(reranker, ByLanguage) else [reranker]
+    scorers = [stage.scorer for stage in stages if stage is not None]
+    record = {"cpu": cpu, "backends": installed, "models": []}
+    for scorer in scorers:
+        if getattr(scorer, "head", None) is None:  # an LLM reranker: torch only
+            record["models"].append({"model": scorer.name, "choice": [scorer.backend_name, scorer.precision], "trials": []})
+            continue
+        choice, trials = tuning.choose(scorer, args.threads, again=args.again)
+        record["models"].append({"model": scorer.name, "choice": list(choice), "measured": bool(trials),
+                                 "trials": [dataclasses.asdict(t) for t in trials or tuning.last_trials(scorer, args.threads)]})
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(f"CPU: {cpu}")
+    print("backends: " + ", ".join(f"{n} {'installed' if ok else 'not installed'}" for n, ok in installed.items() if n in BACKENDS))
+    for model in record["models"]:
+        print(f"\n{model['model']}: {' '.join(model['choice'])}"
+              + ("" if not model["trials"] else f" (the fastest with Kendall tau >= {tuning.MIN_TAU} against fp32 on a sample request)"))
+        for t in model["trials"]:
+            verdict = f"error: {t['error']}" if t["error"] else f"{t['pairs_per_s']:7.1f} pairs/s  tau {t['tau']:.3f}"
+            print(f"  {t['backend']:9} {t['precision']:5} {verdict}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -198,9 +198,10 @@ def _torch_available() -> bool:
 
 
 def choose_backend(backend: str, precision: str) -> tuple[str, str]:
-    """Resolve ``auto`` by measurement (docs/performance.md): openvino when installed (its fused
-    attention in bf16 ran 2.1x torch bf16 here), else torch, else onnxruntime; bf16 on CPUs with
-    bf16 units, else fp32."""
+    """Resolve ``auto`` by a fixed rule: openvino when installed (its fused attention in bf16 ran
+    fastest on the machines measured, docs/performance.md), else torch, else onnxruntime; bf16 on
+    CPUs with bf16 units, else fp32. Scorers loaded with backend and precision both ``auto``
+    measure instead (:mod:`finerank.models.tuning`); this rule is what they fall back on."""
     if backend == "auto":
         backend = "openvino" if importlib.util.find_spec("openvino") else "torch" if _torch_available() else "onnx"
     if backend not in BACKENDS:

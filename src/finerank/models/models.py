@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelError
-from . import calibration, chunks
+from . import calibration, chunks, tuning
 from ._runtime import BACKENDS, TextEncoder, choose_backend, read_json, resolve_model, run_batches
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ class _TransformerReranker(Calibrated):
         self._check_config()
         self.encoder = TextEncoder(self.model_dir, max_length)
         self.calibration = calibration.load(self.model_dir, self.calibration_key)  # fitted by finerank calibrate, if it was
+        self.backend = None
+        if backend == precision == "auto" and tuning.enabled():  # measured on this CPU once, then read from the cache
+            (self.backend_name, self.precision), _ = tuning.choose(self, threads)
         self.backend = BACKENDS[self.backend_name](self.model_dir, self.head, self.precision, threads)
         logger.info("loaded %s (%s, %s %s)", self.name, type(self).__name__, self.backend_name, self.precision)
 

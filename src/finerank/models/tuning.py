@@ -1,0 +1,181 @@
+"""``backend="auto"``: the fastest backend and precision on this CPU whose ranking agrees with
+fp32, measured the first time a model is loaded here and remembered in the user cache (per
+model, CPU and thread count).
+
+Which engine is fastest differs between CPUs (openvino's fused bf16 attention wins on one, torch
+or onnxruntime int8 on another; docs/performance.md), so a fixed order is wrong somewhere. Each
+installed backend x precision scores one sample request (a query and 24 passages, most of 115
+to 200 words, English and Chinese) after a warm-up; the fastest whose Kendall tau with the fp32
+reference is at least :data:`MIN_TAU` wins. ``FINERANK_AUTOTUNE=0`` skips the measurement and
+takes the fixed rule of :func:`~finerank.models._runtime.choose_backend`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._runtime import BACKENDS, _cache_dir, _temporary, _weights_mtime, choose_backend
+
+logger = logging.getLogger(__name__)
+
+MIN_TAU = 0.99
+TUNING_VERSION = 1
+ENGINES = (("openvino", "bf16"), ("openvino", "fp32"), ("torch", "bf16"), ("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"))
+
+SAMPLE_QUERY = "how do vaccines train the immune system to fight infection"
+_SENTENCES = [
+    "Vaccines expose the immune system to a harmless piece or weakened form of a pathogen.",
+    "B cells then produce antibodies that recognise the antigen, and memory cells persist for years.",
+    "When the real pathogen arrives, memory T and B cells respond faster and more strongly.",
+    "Adjuvants added to some vaccines strengthen the innate response that primes adaptive immunity.",
+    "The stock market closed higher on Friday after a week of volatile trading in technology shares.",
+    "Sourdough bread rises slowly because wild yeast and lactic acid bacteria ferment the dough.",
+    "The railway line was extended to the coast in 1898, bringing tourists to the fishing villages.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose molecules.",
+]
+_CHINESE = [
+    "疫苗让免疫系统接触无害的病原体片段，从而产生抗体和记忆细胞。",
+    "再次遇到真正的病原体时，记忆细胞会更快、更强地作出反应。",
+    "今天股市收盘上涨，科技股在一周的波动之后反弹。",
+    "面包发酵需要酵母，温度和时间都会影响口感。",
+]
+
+
+def sample_texts() -> list[str]:
+    """24 passages shaped like a first stage's candidates (most of 115 to 200 words, a few
+    short, two Chinese): relevant, partly relevant and unrelated."""
+    s, zh = _SENTENCES, _CHINESE
+    texts = [s[i] for i in range(0, 8, 2)]  # one sentence
+    texts += [" ".join(s[(i + j) % len(s)] for j in range(4)) for i in range(6)]  # about 60 words
+    texts += [" ".join(s[(i + j) % len(s)] for j in range(8 + i % 7)) for i in range(12)]  # 115 to 200 words
+    texts += [zh[0] + zh[1] + zh[2], zh[3] + zh[0]]
+    return texts
+
+
+@dataclass(frozen=True)
+class Trial:
+    backend: str
+    precision: str
+    pairs_per_s: float = 0.0
+    tau: float = float("nan")  # Kendall tau of its scores with the fp32 reference's
+    error: str = ""
+
+    @property
+    def agrees(self) -> bool:
+        return not self.error and self.tau >= MIN_TAU
+
+
+def cpu_key(threads: int | None) -> str:
+    """The CPU model, the instruction-set flags that decide speed, and the thread count."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor())
+    flags = sorted({f for f in info.split() if f.startswith(("amx", "avx512", "avx2", "avx_vnni"))})
+    return f"{name} | {' '.join(flags)} | threads={threads or os.cpu_count()}"
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    i, j = np.triu_indices(len(a), 1)
+    s = np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
+    return float(s.sum() / max(1, len(s)))
+
+
+def _file(scorer, threads: int | None) -> Path:
+    key = hashlib.sha256(repr((cpu_key(threads), scorer.head, scorer.encoder.max_length, TUNING_VERSION)).encode()).hexdigest()[:12]
+    return _cache_dir(scorer.model_dir) / f"tuning-{key}.json"
+
+
+def cached(scorer, threads: int | None) -> tuple[str, str] | None:
+    path = _file(scorer, threads)
+    try:
+        if path.stat().st_mtime >= _weights_mtime(scorer.model_dir):
+            choice = json.loads(path.read_text(encoding="utf-8"))["choice"]
+            if choice[0] in BACKENDS:
+                return choice[0], choice[1]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        pass
+    return None
+
+
+def last_trials(scorer, threads: int | None) -> list[Trial]:
+    """The trials stored with the cached choice (empty when nothing is cached)."""
+    try:
+        return [Trial(**t) for t in json.loads(_file(scorer, threads).read_text(encoding="utf-8"))["trials"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def measure(scorer, threads: int | None, repeats: int = 2) -> list[Trial]:
+    """Every installed backend x precision on the sample request, with ``scorer``'s own reading
+    (its tokenization, head and pooling); the backend it was loaded with is put back after."""
+    from tqdm.auto import tqdm
+
+    texts, trials, reference = sample_texts(), [], None
+    loaded = scorer.backend
+    engines = sorted(ENGINES, key=lambda e: e[1] != "fp32")  # fp32 first: the reference
+    # a bar that follows logging: shown unless finerank's logger is set above warnings (the CLI's -q)
+    bar = tqdm(engines, desc=f"measuring backends for {scorer.name} on this CPU (once)", unit=" engine",
+               disable=not logger.isEnabledFor(logging.WARNING))
+    try:
+        for backend, precision in bar:
+            try:
+                scorer.backend = BACKENDS[backend](scorer.model_dir, scorer.head, precision, threads)
+                scorer.score(SAMPLE_QUERY, texts[:4], raw=True)  # warm-up: compilation, allocation
+                best = float("inf")
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    scores = scorer.score(SAMPLE_QUERY, texts, raw=True)
+                    best = min(best, time.perf_counter() - start)
+            except Exception as err:  # not installed, cannot export, no bf16 units: this engine is out
+                trials.append(Trial(backend, precision, error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"))
+                continue
+            if reference is None:
+                reference = scores
+            trials.append(Trial(backend, precision, len(texts) / best, kendall_tau(scores, reference)))
+            scorer.backend = None
+    finally:
+        scorer.backend = loaded
+    return trials
+
+
+def pick(trials: list[Trial]) -> tuple[str, str] | None:
+    agreeing = [t for t in trials if t.agrees]
+    if not agreeing:
+        return None
+    best = max(agreeing, key=lambda t: t.pairs_per_s)
+    return best.backend, best.precision
+
+
+def choose(scorer, threads: int | None, *, again: bool = False) -> tuple[tuple[str, str], list[Trial]]:
+    """(backend, precision) for ``scorer`` on this CPU, and the trials behind it (empty when
+    read from the cache). Measures when nothing is cached (or ``again``) and stores the result."""
+    if not again:
+        found = cached(scorer, threads)
+        if found:
+            return found, []
+    logger.info("measuring backends for %s on this CPU (once; FINERANK_AUTOTUNE=0 skips this)", scorer.name)
+    trials = measure(scorer, threads)
+    choice = pick(trials) or choose_backend("auto", "auto")
+    path = _file(scorer, threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"model": str(scorer.model_dir), "cpu": cpu_key(threads), "min_tau": MIN_TAU, "choice": list(choice),
+              "trials": [asdict(t) for t in trials]}
+    with _temporary(path) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=1), encoding="utf-8")
+    logger.info("%s: %s %s is the fastest that agrees with fp32 here", scorer.name, *choice)
+    return choice, trials
+
+
+def enabled() -> bool:
+    return os.environ.get("FINERANK_AUTOTUNE", "1") != "0"

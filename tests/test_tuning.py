@@ -1,0 +1,70 @@
+"""backend="auto" measures every installed backend x precision once per model and CPU, keeps the
+fastest whose ranking agrees with fp32, and reads that choice back from the cache afterwards."""
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+
+from finerank import CrossEncoder
+from finerank.cli import main
+from finerank.models import tuning
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture
+def autotune(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINERANK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FINERANK_AUTOTUNE", "1")
+    calls = []
+    real = tuning.measure
+    monkeypatch.setattr(tuning, "measure", lambda *a, **k: calls.append(a[0].name) or real(*a, **k))
+    return calls
+
+
+def test_auto_measures_once_and_keeps_the_fastest_that_agrees(tiny_ce, tmp_path, autotune, monkeypatch, capsys):
+    model = shutil.copytree(tiny_ce, tmp_path / "model")
+    ce = CrossEncoder(model, threads=2)
+    trials = tuning.last_trials(ce, 2)
+    assert len(autotune) == 1 and {(t.backend, t.precision) for t in trials} == set(tuning.ENGINES)
+    measured = [t for t in trials if not t.error]
+    assert {("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8")} <= {(t.backend, t.precision) for t in measured}
+    assert all(t.pairs_per_s > 0 and -1 <= t.tau <= 1 for t in measured)
+    agreeing = [t for t in measured if t.tau >= tuning.MIN_TAU]
+    fastest = max(agreeing, key=lambda t: t.pairs_per_s)
+    assert (ce.backend_name, ce.precision) == (fastest.backend, fastest.precision)
+    assert isinstance(ce.backend, tuning.BACKENDS[fastest.backend])
+    # loaded again: read from the cache, not measured
+    again = CrossEncoder(model, threads=2)
+    assert len(autotune) == 1 and (again.backend_name, again.precision) == (ce.backend_name, ce.precision)
+    # another CPU (or thread count), or newer weights: nothing cached for them
+    with monkeypatch.context() as mp:
+        mp.setattr(tuning, "cpu_key", lambda threads: "another CPU")
+        assert tuning.cached(ce, 2) is None
+    assert tuning.cached(ce, 2) == (ce.backend_name, ce.precision) and tuning.cached(ce, 1) is None
+    future = time.time() + 60
+    os.utime(model / "model.safetensors", (future, future))
+    assert tuning.cached(ce, 2) is None
+    # doctor measures again (the weights changed) and reports it
+    assert main(["-q", "doctor", "--reranker", str(model), "--threads", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (entry,) = report["models"]
+    assert entry["measured"] and len(entry["trials"]) == len(tuning.ENGINES) and report["backends"]["torch"]
+
+
+def test_explicit_or_switched_off_means_no_measurement(tiny_ce, autotune, monkeypatch, tmp_path):
+    assert CrossEncoder(tiny_ce, backend="torch").backend_name == "torch"
+    assert CrossEncoder(tiny_ce, precision="fp32").precision == "fp32"
+    monkeypatch.setenv("FINERANK_AUTOTUNE", "0")
+    CrossEncoder(tiny_ce)
+    assert autotune == [] and not list((tmp_path / "cache").rglob("tuning-*.json"))
+
+
+def test_pick_never_takes_a_disagreeing_or_failed_engine():
+    trials = [tuning.Trial("torch", "fp32", 10.0, 1.0), tuning.Trial("onnx", "int8", 50.0, 0.9),
+              tuning.Trial("openvino", "bf16", error="MissingDependencyError: openvino"), tuning.Trial("torch", "bf16", 20.0, 0.995)]
+    assert tuning.pick(trials) == ("torch", "bf16")
+    assert tuning.pick(trials[1:3]) is None
