@@ -118,6 +118,21 @@ def test_a_long_document_is_cut_never_the_template(qwen3):
         reranker.inputs(QUERY * 20, ["x"])
 
 
+def test_a_long_document_read_in_windows_takes_its_best(qwen3):
+    reranker = LLMReranker(qwen3, precision="fp32", max_length=128, max_chunks_per_doc=4)
+    long_doc = " ".join(f"Sentence {i} is about {topic}." for i, topic in enumerate(["bread", "rivers", "statins and cholesterol", "trains"] * 6))
+    texts = [long_doc, DOCS[0]]
+    (spans, short), = [reranker.windows(QUERY, texts)]
+    assert len(spans) == 4 and short == [(0, len(DOCS[0]))]
+    scores, passages = reranker.score_passages(QUERY, texts, raw=True)
+    alone = reranker.score(QUERY, [long_doc[s:e] for s, e in spans] + [DOCS[0]], raw=True, max_chunks_per_doc=1)
+    np.testing.assert_allclose(scores, [alone[:4].max(), alone[4]], atol=1e-4)  # each window read alone; the best counts
+    assert passages[0] == spans[int(np.argmax(alone[:4]))]
+    cut = reranker.score(QUERY, texts, raw=True, max_chunks_per_doc=1)  # chunking off: the first window only
+    np.testing.assert_allclose(cut[1], scores[1], atol=1e-4)
+    assert reranker.score("what does {x} mean for {query}", ["a {document} in braces"]).shape == (1,)
+
+
 def test_bge_gemma_scores_the_yes_logit(gemma):
     tok = Tokenizer.from_file(str(gemma / "tokenizer.json"))
     t = TEMPLATES["bge-reranker-v2-gemma"]

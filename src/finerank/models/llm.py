@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InputTooLongError, ModelError
 from ._runtime import TextEncoder, _load_torch_model, _torch_available, read_json, resolve_model
-from . import calibration
+from . import calibration, chunks
 from .models import Calibrated, sigmoid
 
 logger = logging.getLogger(__name__)
@@ -98,13 +98,14 @@ class LLMReranker(Calibrated):
     def __init__(self, model: str | os.PathLike, *, template: str | None = None, instruction: str | None = None,
                  backend: str = "auto", precision: str = "auto", max_length: int = 1024, batch_size: int = 8,
                  max_batch_tokens: int = 8192, threads: int | None = None, name: str | None = None,
-                 reuse_prefix: bool = True, **unused):
+                 reuse_prefix: bool = True, max_chunks_per_doc: int = 1, chunk_overlap: int = 32, chunk_pool: str = "max", **unused):
         if backend not in ("auto", "torch"):
             raise ValueError(f"LLM rerankers run on the torch backend, not {backend!r}")
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"LLM rerankers run fp32 or bf16, not {precision!r}")
-        if unused.get("max_chunks_per_doc", 1) != 1:
-            raise ValueError("LLM rerankers read one window per document (max_chunks_per_doc=1)")
+        if max_chunks_per_doc < 1 or chunk_overlap < 0:
+            raise ValueError(f"max_chunks_per_doc must be at least 1 and chunk_overlap at least 0, got {max_chunks_per_doc} and {chunk_overlap}")
+        chunks.check_pool(chunk_pool)
         if not _torch_available():
             from ..errors import MissingDependencyError
 
@@ -139,7 +140,7 @@ class LLMReranker(Calibrated):
         if self.precision == "bf16":
             self.decoder.to(torch.bfloat16)
         self._tail_ids = [i for piece in self.template.tail for i in tok.encode(piece, add_special_tokens=False).ids]
-        self.max_chunks_per_doc, self.chunk_pool = 1, "max"
+        self.max_chunks_per_doc, self.chunk_overlap, self.chunk_pool = max_chunks_per_doc, chunk_overlap, chunk_pool
         self.calibration = calibration.load(self.model_dir, self.calibration_key)
         logger.info("loaded %s (LLM reranker, template %s, torch %s)", self.name, self.template_name, self.precision)
 
@@ -150,8 +151,9 @@ class LLMReranker(Calibrated):
                              "model's vocabulary, not one: is this the model the template is for?")
         return ids[0]
 
-    def inputs(self, query: str, texts: Sequence[str], instruction: str | None = None) -> list[list[int]]:
-        """Token ids per text: head, body (the document cut to fit), tail."""
+    def _head_and_body(self, query: str, instruction: str | None) -> tuple[list[int], tuple[str, str], int]:
+        """The head's tokens, the body's text before and after the document, and how many tokens the
+        template takes around a document; InputTooLongError when no document token would fit."""
         tok = self.encoder.tokenizer
         instruction = self.instruction if instruction is None else instruction
         if self.template.instruction_line:
@@ -159,22 +161,48 @@ class LLMReranker(Calibrated):
         head = [self.bos_id] if self.template.bos and self.bos_id is not None else []
         for piece in self.template.head:
             head += tok.encode(piece.format(instruction=instruction, query=query), add_special_tokens=False).ids
-        fixed = len(head) + len(self._tail_ids)
-        empty = len(tok.encode(self.template.body.format(instruction=instruction, query=query, document=""), add_special_tokens=False).ids)
-        if fixed + empty >= self.max_length:
-            raise InputTooLongError(f"the query and template take {fixed + empty} tokens; max_length is {self.max_length}")
-        bodies = tok.encode_batch([self.template.body.format(instruction=instruction, query=query, document=t) for t in texts],
-                                  add_special_tokens=False)
-        return [head + body.ids[: self.max_length - fixed] + self._tail_ids for body in bodies]
+        before, after = (part.format(instruction=instruction, query=query) for part in self.template.body.split("{document}"))
+        taken = len(head) + len(self._tail_ids) + len(tok.encode(before + after, add_special_tokens=False).ids)
+        if taken >= self.max_length:
+            raise InputTooLongError(f"the query and template take {taken} tokens; max_length is {self.max_length}")
+        return head, (before, after), taken
 
-    def score(self, query: str, texts: Sequence[str], *, raw: bool = False, instruction: str | None = None) -> np.ndarray:
-        return self.score_many([(query, texts)], raw=raw, instruction=instruction)[0]
+    def inputs(self, query: str, texts: Sequence[str], instruction: str | None = None) -> list[list[int]]:
+        """Token ids per text: head, body (the document cut to fit), tail."""
+        head, (before, after), _ = self._head_and_body(query, instruction)
+        cut = self.max_length - len(head) - len(self._tail_ids)
+        bodies = self.encoder.tokenizer.encode_batch([before + t + after for t in texts], add_special_tokens=False)
+        return [head + b.ids[:cut] + self._tail_ids for b in bodies]
+
+    def windows(self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None,
+                instruction: str | None = None) -> list[list[tuple[int, int]]]:
+        """Per text, the character spans of the windows the model reads (the whole text when it
+        fits or when chunking is off); see :mod:`finerank.models.chunks`."""
+        n = max_chunks_per_doc or self.max_chunks_per_doc
+        if n == 1:
+            return [[(0, len(t))] for t in texts]
+        budget = self.max_length - self._head_and_body(query, instruction)[2]
+        encodings = self.encoder.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [chunks.windows(e, t, budget, n, self.chunk_overlap) for e, t in zip(encodings, texts)]
+
+    def score(self, query: str, texts: Sequence[str], *, raw: bool = False, instruction: str | None = None,
+              max_chunks_per_doc: int | None = None) -> np.ndarray:
+        return self.score_passages(query, texts, raw=raw, instruction=instruction, max_chunks_per_doc=max_chunks_per_doc)[0]
 
     def score_many(self, requests: Sequence[tuple[str, Sequence[str]]], *, raw: bool = False, instruction: str | None = None,
                    max_chunks_per_doc: int | None = None) -> list[np.ndarray]:
-        out = [self._run(self.inputs(query, texts, instruction)) if len(texts) else np.empty(0, np.float32)
-               for query, texts in requests]
-        return out if raw else [self.calibrate(s) for s in out]
+        return [self.score(query, texts, raw=raw, instruction=instruction, max_chunks_per_doc=max_chunks_per_doc)
+                for query, texts in requests]
+
+    def score_passages(self, query: str, texts: Sequence[str], *, raw: bool = False, instruction: str | None = None,
+                       max_chunks_per_doc: int | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Scores (pooled over each text's windows) and the character span of each text's best window."""
+        if not len(texts):
+            return np.empty(0, np.float32), []
+        spans = self.windows(query, texts, max_chunks_per_doc, instruction)
+        pieces = [t[s:e] for t, text_spans in zip(texts, spans) for s, e in text_spans]
+        scores, best = chunks.pool(self._run(self.inputs(query, pieces, instruction)), [len(t) for t in spans], self.chunk_pool)
+        return (scores if raw else self.calibrate(scores)), [t[b] for t, b in zip(spans, best)]
 
     def _run(self, sequences: list[list[int]]) -> np.ndarray:
         """Scores for one query's sequences. Their common head (system prompt, instruction, query:

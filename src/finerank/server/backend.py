@@ -242,7 +242,8 @@ class Service:
         if instruction is not None:  # an instruction of its own: scored apart from other requests' pairs
             if "instruction" not in inspect.signature(scorer.score).parameters:
                 raise InvalidRequest("instruction", f"{self.model_name} takes no instruction (only LLM rerankers do)")
-            scores = await asyncio.to_thread(scorer.score, query, texts, raw=raw, instruction=instruction)
+            scores = await asyncio.to_thread(scorer.score, query, texts, raw=raw, instruction=instruction,
+                                             max_chunks_per_doc=max_chunks_per_doc)
         else:
             spans, pieces = await asyncio.to_thread(windows, scorer, query, texts, max_chunks_per_doc)
             scores, _ = pooled(scorer, spans, await self.batchers[id(scorer)].score(query, pieces), raw)
