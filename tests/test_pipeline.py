@@ -38,6 +38,24 @@ def test_pipeline_without_reranker_is_the_first_stage(scifact_index):
         Pipeline(scifact_index).search("   ")
 
 
+def test_a_cascade_reranks_only_what_the_cheap_stage_keeps(datasets, scifact_index, bi_encoder, tiny_ce):
+    queries = list(read_queries(datasets / "scifact" / "queries.jsonl").values())[:3]
+    expensive = load_reranker(tiny_ce)
+    cascade = Pipeline(scifact_index, expensive, candidates=40, top_k=5, cheap=bi_encoder, keep=8)
+    for query in queries:
+        ranking = cascade.search(query)
+        candidates = scifact_index.search(query, 40)
+        kept = Pipeline(scifact_index, bi_encoder, candidates=40, top_k=8).search(query).hits
+        alone = Pipeline(scifact_index, expensive, candidates=40, top_k=5).rerank(query, [h for h in candidates if h.id in {k.id for k in kept}])
+        assert [(h.id, h.score, h.original_rank) for h in ranking.hits] == [(h.id, h.score, h.original_rank) for h in alone.hits]
+        assert set(ranking.model_scores) == {h.id for h in kept} and len(ranking.candidates) == 40  # the model read 8 of 40
+        assert set(ranking.timings) == {"first_stage", "cheap", "rerank"}
+        assert ranking.reranker == f"all-minilm-l6-v2 keeps 8, then {expensive.name}"
+    assert len(Pipeline(scifact_index, expensive, top_k=10, cheap=bi_encoder, keep=3).search(queries[0]).hits) == 3
+    with pytest.raises(ValueError, match="needs a reranker"):
+        Pipeline(scifact_index, None, cheap=bi_encoder)
+
+
 @pytest.mark.slow
 def test_default_second_stage_beats_bm25_on_trec_dl_2019(datasets, bi_encoder):
     """The official BM25 run on TREC DL 2019 (nDCG@10 0.506), reranked by the shipped default."""

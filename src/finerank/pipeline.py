@@ -88,12 +88,20 @@ class Pipeline:
     a bare scorer) reorders them, the best ``top_k`` are returned. Without a reranker the first
     stage's top ``top_k`` come back as they are."""
 
-    def __init__(self, first_stage: Retriever, reranker: "Reranker | Scorer | None" = None, *, candidates: int = 100, top_k: int = 3):
-        _check_counts(candidates=candidates, top_k=top_k)
+    def __init__(self, first_stage: Retriever, reranker: "Reranker | Scorer | None" = None, *, candidates: int = 100, top_k: int = 3,
+                 cheap: "Reranker | Scorer | None" = None, keep: int = 30):
+        """``cheap`` (with a ``reranker``): a cascade. A cheap second stage (e.g. the bi-encoder
+        over the index's stored vectors) reads all candidates and keeps its best ``keep``; only
+        those go to ``reranker``, which orders them. At most ``keep`` hits come back."""
+        _check_counts(candidates=candidates, top_k=top_k, keep=keep)
         self.first_stage = first_stage
         self.second = second_stage(reranker) if reranker is not None else None
         self.candidates, self.top_k = candidates, top_k
         self._vectors = _stored_vectors(first_stage, self.second.scorer) if isinstance(self.second, SecondStage) else None
+        if cheap is not None and self.second is None:
+            raise ValueError("a cascade's cheap stage needs a reranker after it")
+        self.keep = keep
+        self._cheap = Pipeline(first_stage, cheap, candidates=candidates, top_k=keep) if cheap is not None else None
 
     def search(self, query: str, *, filter: Mapping[str, Any] | None = None, candidates: int | None = None,
                top_k: int | None = None, min_score: float | None = None) -> Ranking:
@@ -116,8 +124,13 @@ class Pipeline:
         _check_query(query)
         top_k = top_k or self.top_k
         timings = dict(timings or {})
-        reranked, model_scores = list(hits), {}
+        reranked, model_scores, candidates = list(hits), {}, hits
         second = self.second.route(query) if self.second is not None else None
+        if second is not None and self._cheap is not None and len(hits) > self.keep:
+            start = time.perf_counter()
+            kept = {h.id for h in self._cheap.rerank(query, hits).hits}
+            hits = [h for h in hits if h.id in kept]  # in the first stage's order, with its ranks and scores (for fusion)
+            timings["cheap"] = time.perf_counter() - start
         if second is not None and hits:
             start = time.perf_counter()
             texts, fusion = [h.document.content for h in hits], second.fusion
@@ -140,8 +153,11 @@ class Pipeline:
             if min_score is not None:
                 reranked = [h for h in reranked if model_scores[h.id].calibrated >= min_score]
             timings["rerank"] = time.perf_counter() - start
-        return Ranking(query, tuple(reranked[:top_k]), timings, self.first_stage.name,
-                       second.name if second is not None else None, candidates=tuple(hits), model_scores=model_scores)
+        name = second.name if second is not None else None
+        if name and self._cheap is not None:
+            name = f"{self._cheap.second.name} keeps {self.keep}, then {name}"
+        return Ranking(query, tuple(reranked[:top_k]), timings, self.first_stage.name, name,
+                       candidates=tuple(candidates), model_scores=model_scores)
 
 
 def rerank(reranker: "Reranker | Scorer", query: str, candidates: Sequence[Hit | Document | str], top_k: int | None = None) -> list[Hit]:
