@@ -25,6 +25,14 @@ def test_index_then_search_table_and_json(scifact_idx, capsys):
     assert all(h["rank"] == h["original_rank"] for h in result["hits"])
 
 
+def test_search_with_a_cascade(scifact_idx, capsys, tiny_ce):
+    capsys.readouterr()
+    args = ["search", str(scifact_idx), "vitamin D fractures", "--candidates", "30", "--top-k", "5", "--json", "--reranker", str(tiny_ce)]
+    assert main([*args, "--cheap", "all-minilm-l6-v2", "--keep", "4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["hits"]) == 4 and result["reranker"].startswith("all-minilm-l6-v2 keeps 4, then ")
+
+
 def test_rerank_from_file_and_stdin(tmp_path, capsys, monkeypatch, tiny_ce):
     docs = tmp_path / "docs.jsonl"
     docs.write_text("\n".join(json.dumps({"_id": i, "text": t}) for i, t in [("a", "Reading Excel files in Java"), ("b", "Use pd.read_csv() to read the data"), ("c", "Pandas basics tutorial")]))

@@ -56,6 +56,18 @@ def test_a_cascade_reranks_only_what_the_cheap_stage_keeps(datasets, scifact_ind
         Pipeline(scifact_index, None, cheap=bi_encoder)
 
 
+def test_a_budget_reads_as_many_candidates_as_fit(scifact_index, tiny_ce):
+    query, expensive = "vitamin D supplementation and fractures", load_reranker(tiny_ce)
+    pipeline = Pipeline(scifact_index, expensive, candidates=30, top_k=3)
+    assert expensive.scorer.pairs_per_second is None  # not tuned here (FINERANK_AUTOTUNE=0)
+    assert len(pipeline.search(query, budget_ms=1).model_scores) == 30  # no pace known yet: all read, and timed
+    tight = pipeline.search(query, budget_ms=0.001)
+    first_three = scifact_index.search(query, 3)
+    assert set(tight.model_scores) == {h.id for h in first_three}  # never fewer than top_k: the first stage's best 3
+    assert [h.id for h in tight.hits] == [h.id for h in pipeline.rerank(query, first_three).hits]
+    assert len(pipeline.search(query, budget_ms=60_000).model_scores) == 30
+
+
 @pytest.mark.slow
 def test_default_second_stage_beats_bm25_on_trec_dl_2019(datasets, bi_encoder):
     """The official BM25 run on TREC DL 2019 (nDCG@10 0.506), reranked by the shipped default."""

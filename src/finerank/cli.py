@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=_count(), default=100, help="first-stage candidates to rerank (default 100)")
     p.add_argument("--top-k", type=_count(), default=3)
     p.add_argument("--min-score", type=float, help="drop hits whose calibrated model score is below this (see finerank calibrate)")
+    p.add_argument("--cheap", help="a cascade: this cheaper second stage (e.g. minilm-fused over an index with stored vectors) "
+                   "reads every candidate and keeps --keep of them for the reranker")
+    p.add_argument("--keep", type=_count(), default=30, help="candidates the --cheap stage passes on (default 30)")
+    p.add_argument("--budget-ms", type=float, help="the reranker reads only as many of the best candidates as fit this many "
+                   "milliseconds, at its pace measured on this CPU (see finerank doctor)")
     _reranker_options(p, allow_none=True)
     p.set_defaults(run_command=_search)
 
@@ -367,7 +372,9 @@ def _search(args: argparse.Namespace) -> int:
             if args.reranker is not None:
                 raise
             logger.warning("no reranker: %s (showing the first stage only; --no-rerank hides this)", err)
-    ranking = Pipeline(retriever, reranker, candidates=args.candidates, top_k=args.top_k).search(args.query, filter=args.filter, min_score=args.min_score)
+    cheap = load_reranker(args.cheap) if args.cheap and reranker is not None else None
+    pipeline = Pipeline(retriever, reranker, candidates=args.candidates, top_k=args.top_k, cheap=cheap, keep=args.keep)
+    ranking = pipeline.search(args.query, filter=args.filter, min_score=args.min_score, budget_ms=args.budget_ms)
     if args.json:
         print(json.dumps(_ranking_json(ranking), ensure_ascii=False, indent=2))
     else:

@@ -102,12 +102,16 @@ class Pipeline:
             raise ValueError("a cascade's cheap stage needs a reranker after it")
         self.keep = keep
         self._cheap = Pipeline(first_stage, cheap, candidates=candidates, top_k=keep) if cheap is not None else None
+        self._pace: dict[int, float] = {}  # id(scorer) -> seconds per candidate it read, as measured here
 
     def search(self, query: str, *, filter: Mapping[str, Any] | None = None, candidates: int | None = None,
-               top_k: int | None = None, min_score: float | None = None) -> Ranking:
+               top_k: int | None = None, min_score: float | None = None, budget_ms: float | None = None) -> Ranking:
         """``filter``: see :mod:`finerank.filters`; ``candidates`` / ``top_k`` override the
         pipeline's for this call; ``min_score`` drops hits whose calibrated model score (a
-        probability of relevance once the model is calibrated) is below it."""
+        probability of relevance once the model is calibrated) is below it; ``budget_ms``: the
+        reranker reads only as many of the best candidates (the cheap stage's best in a cascade,
+        else the first stage's) as fit the time left, at its pace measured on this machine
+        (by earlier calls, else by backend tuning; never fewer than ``top_k``)."""
         _check_query(query)
         candidates, top_k = candidates or self.candidates, top_k or self.top_k
         _check_counts(candidates=candidates, top_k=top_k)
@@ -115,22 +119,32 @@ class Pipeline:
         k = candidates if self.second else top_k
         hits = self.first_stage.search(query, k, filter=filter) if filter else self.first_stage.search(query, k)
         timings = {"first_stage": time.perf_counter() - start}
-        return self.rerank(query, hits, top_k=top_k, timings=timings, min_score=min_score)
+        return self.rerank(query, hits, top_k=top_k, timings=timings, min_score=min_score,
+                           budget_ms=None if budget_ms is None else budget_ms - 1000 * timings["first_stage"])
 
     def rerank(self, query: str, hits: Sequence[Hit], *, top_k: int | None = None, timings: Mapping[str, float] | None = None,
-               min_score: float | None = None) -> Ranking:
+               min_score: float | None = None, budget_ms: float | None = None) -> Ranking:
         """The second half of :meth:`search`, for first-stage hits from elsewhere (a TREC run):
-        score, fuse with the hits' ranks and scores when the second stage fuses, cut to top k."""
+        score, fuse with the hits' ranks and scores when the second stage fuses, cut to top k.
+        ``budget_ms``: the time the second stage may take (see :meth:`search`)."""
         _check_query(query)
         top_k = top_k or self.top_k
         timings = dict(timings or {})
         reranked, model_scores, candidates = list(hits), {}, hits
         second = self.second.route(query) if self.second is not None else None
+        begin = time.perf_counter()
+        best_first = [h.id for h in hits]
         if second is not None and self._cheap is not None and len(hits) > self.keep:
-            start = time.perf_counter()
-            kept = {h.id for h in self._cheap.rerank(query, hits).hits}
-            hits = [h for h in hits if h.id in kept]  # in the first stage's order, with its ranks and scores (for fusion)
-            timings["cheap"] = time.perf_counter() - start
+            best_first = [h.id for h in self._cheap.rerank(query, hits).hits]
+            timings["cheap"] = time.perf_counter() - begin
+        if second is not None and budget_ms is not None:
+            pace = self._pace.get(id(second.scorer)) or (1 / rate if (rate := getattr(second.scorer, "pairs_per_second", None)) else None)
+            if pace:  # unmeasured: read them all this once, and measure
+                left = budget_ms / 1000 - (time.perf_counter() - begin)
+                best_first = best_first[: max(top_k, int(left / pace))]
+        if len(best_first) < len(hits):
+            read = set(best_first)
+            hits = [h for h in hits if h.id in read]  # in the first stage's order, with its ranks and scores (for fusion)
         if second is not None and hits:
             start = time.perf_counter()
             texts, fusion = [h.document.content for h in hits], second.fusion
@@ -153,6 +167,9 @@ class Pipeline:
             if min_score is not None:
                 reranked = [h for h in reranked if model_scores[h.id].calibrated >= min_score]
             timings["rerank"] = time.perf_counter() - start
+            pace = timings["rerank"] / len(hits)
+            previous = self._pace.get(id(second.scorer))
+            self._pace[id(second.scorer)] = pace if previous is None else 0.7 * previous + 0.3 * pace
         name = second.name if second is not None else None
         if name and self._cheap is not None:
             name = f"{self._cheap.second.name} keeps {self.keep}, then {name}"

@@ -83,8 +83,10 @@ class _TransformerReranker(Calibrated):
         self.encoder = TextEncoder(self.model_dir, max_length)
         self.calibration = calibration.load(self.model_dir, self.calibration_key)  # fitted by finerank calibrate, if it was
         self.backend = None
+        self.pairs_per_second: float | None = None  # the engine's rate on the tuning sample, when it was measured
         if backend == precision == "auto" and tuning.enabled():  # measured on this CPU once, then read from the cache
             (self.backend_name, self.precision), _ = tuning.choose(self, threads)
+            self.pairs_per_second = tuning.rate(self, threads, self.backend_name, self.precision)
         self.backend = BACKENDS[self.backend_name](self.model_dir, self.head, self.precision, threads)
         logger.info("loaded %s (%s, %s %s)", self.name, type(self).__name__, self.backend_name, self.precision)
 

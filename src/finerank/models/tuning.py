@@ -116,6 +116,12 @@ def last_trials(scorer, threads: int | None) -> list[Trial]:
         return []
 
 
+def rate(scorer, threads: int | None, backend: str, precision: str) -> float | None:
+    """The measured pairs per second of one engine (None when it was not measured)."""
+    found = [t.pairs_per_s for t in last_trials(scorer, threads) if (t.backend, t.precision) == (backend, precision) and not t.error]
+    return found[0] if found else None
+
+
 def measure(scorer, threads: int | None, repeats: int = 2) -> list[Trial]:
     """Every installed backend x precision on the sample request, with ``scorer``'s own reading
     (its tokenization, head and pooling); the backend it was loaded with is put back after."""
