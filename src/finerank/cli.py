@@ -178,6 +178,11 @@ def _parser() -> argparse.ArgumentParser:
     _reranker_options(p, allow_none=False)
     p.add_argument("--again", action="store_true", help="measure again instead of reading the cached measurement")
     p.add_argument("--threads", type=_count(), help="CPU threads to measure with (default: all)")
+    p.add_argument("--dataset", help="a BEIR folder: gate each engine on nDCG@10 over its --split (within "
+                   "0.005 of fp32) instead of on ranking agreement over a sample; this is how int8 earns its place")
+    p.add_argument("--split", default="dev")
+    p.add_argument("--queries", type=_count(), default=50, help="judged queries of --split (default 50)")
+    p.add_argument("--candidates", type=_count(), default=30, help="BM25 candidates per query (default 30)")
     p.set_defaults(run_command=_doctor)
 
     p = sub.add_parser("demo", help="the idea in two examples: first-stage order beside reranked order")
@@ -437,7 +442,7 @@ def _doctor(args: argparse.Namespace) -> int:
         if getattr(scorer, "head", None) is None:  # an LLM reranker: torch only
             record["models"].append({"model": scorer.name, "choice": [scorer.backend_name, scorer.precision], "trials": []})
             continue
-        choice, trials = tuning.choose(scorer, args.threads, again=args.again)
+        choice, trials = tuning.choose(scorer, args.threads, again=args.again, quality=_dev_quality(args) if args.dataset else None)
         record["models"].append({"model": scorer.name, "choice": list(choice), "measured": bool(trials),
                                  "trials": [dataclasses.asdict(t) for t in trials or tuning.last_trials(scorer, args.threads)]})
     if args.json:
@@ -447,11 +452,35 @@ def _doctor(args: argparse.Namespace) -> int:
     print("backends: " + ", ".join(f"{n} {'installed' if ok else 'not installed'}" for n, ok in installed.items() if n in BACKENDS))
     for model in record["models"]:
         print(f"\n{model['model']}: {' '.join(model['choice'])}"
-              + ("" if not model["trials"] else f" (the fastest with Kendall tau >= {tuning.MIN_TAU} against fp32 on a sample request)"))
+              + ("" if not model["trials"] else " (the fastest " + (f"within {tuning.MAX_NDCG_LOSS} nDCG@10 of fp32 on {args.dataset} {args.split}"
+                                                                   if args.dataset else f"with Kendall tau >= {tuning.MIN_TAU} against fp32 on a sample request") + ")"))
         for t in model["trials"]:
             verdict = f"error: {t['error']}" if t["error"] else f"{t['pairs_per_s']:7.1f} pairs/s  tau {t['tau']:.3f}"
+            if not t["error"] and t["ndcg"] == t["ndcg"]:
+                verdict += f"  nDCG@10 {t['ndcg']:.4f} ({-t['ndcg_loss']:+.4f})"
             print(f"  {t['backend']:9} {t['precision']:5} {verdict}")
     return 0
+
+
+def _dev_quality(args: argparse.Namespace):
+    """A function of a scorer: its mean nDCG@10 reranking BM25's top --candidates of --queries judged queries of --split."""
+    import numpy as np
+
+    from .evaluate import load_dataset, ndcg
+
+    folder = Path(args.dataset)
+    data = load_dataset(folder, args.split, args.queries)
+    bm25 = BM25(Index.build(read_corpus(folder)))
+    pools = {q: bm25.search(text, args.candidates) for q, text in data.queries.items()}
+
+    def quality(scorer) -> float:
+        values = []
+        for q, text in data.queries.items():
+            scores = scorer.score(text, [h.document.content for h in pools[q]], raw=True)
+            values.append(ndcg([pools[q][i].id for i in np.argsort(-scores, kind="stable")], data.qrels[q]))
+        return float(np.mean(values))
+
+    return quality
 
 
 def _demo(args: argparse.Namespace) -> int:

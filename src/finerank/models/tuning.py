@@ -28,6 +28,7 @@ from ._runtime import BACKENDS, _cache_dir, _temporary, _weights_mtime, choose_b
 logger = logging.getLogger(__name__)
 
 MIN_TAU = 0.99
+MAX_NDCG_LOSS = 0.005  # with a dev split (finerank doctor --dataset): the most nDCG@10 an engine may lose to fp32
 TUNING_VERSION = 1
 ENGINES = (("openvino", "bf16"), ("openvino", "fp32"), ("torch", "bf16"), ("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"))
 
@@ -68,10 +69,15 @@ class Trial:
     pairs_per_s: float = 0.0
     tau: float = float("nan")  # Kendall tau of its scores with the fp32 reference's
     error: str = ""
+    ndcg: float = float("nan")  # nDCG@10 on a dev split, when measured with one
+    ndcg_loss: float = float("nan")  # the fp32 reference's nDCG@10 minus this one's
 
     @property
     def agrees(self) -> bool:
-        return not self.error and self.tau >= MIN_TAU
+        """On a dev split: nDCG@10 within MAX_NDCG_LOSS of fp32's; else the sample's tau."""
+        if self.error:
+            return False
+        return self.ndcg_loss <= MAX_NDCG_LOSS if self.ndcg_loss == self.ndcg_loss else self.tau >= MIN_TAU
 
 
 def cpu_key(threads: int | None) -> str:
@@ -122,12 +128,13 @@ def rate(scorer, threads: int | None, backend: str, precision: str) -> float | N
     return found[0] if found else None
 
 
-def measure(scorer, threads: int | None, repeats: int = 2) -> list[Trial]:
+def measure(scorer, threads: int | None, repeats: int = 2, quality=None) -> list[Trial]:
     """Every installed backend x precision on the sample request, with ``scorer``'s own reading
-    (its tokenization, head and pooling); the backend it was loaded with is put back after."""
+    (its tokenization, head and pooling); the backend it was loaded with is put back after.
+    ``quality``: a function of the scorer giving its nDCG@10 on a dev split, measured per engine."""
     from tqdm.auto import tqdm
 
-    texts, trials, reference = sample_texts(), [], None
+    texts, trials, reference, reference_quality = sample_texts(), [], None, None
     loaded = scorer.backend
     engines = sorted(ENGINES, key=lambda e: e[1] != "fp32")  # fp32 first: the reference
     # a bar that follows logging: shown unless finerank's logger is set above warnings (the CLI's -q)
@@ -143,12 +150,14 @@ def measure(scorer, threads: int | None, repeats: int = 2) -> list[Trial]:
                     start = time.perf_counter()
                     scores = scorer.score(SAMPLE_QUERY, texts, raw=True)
                     best = min(best, time.perf_counter() - start)
+                ndcg = quality(scorer) if quality is not None else float("nan")
             except Exception as err:  # not installed, cannot export, no bf16 units: this engine is out
                 trials.append(Trial(backend, precision, error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"))
                 continue
             if reference is None:
-                reference = scores
-            trials.append(Trial(backend, precision, len(texts) / best, kendall_tau(scores, reference)))
+                reference, reference_quality = scores, ndcg
+            trials.append(Trial(backend, precision, len(texts) / best, kendall_tau(scores, reference), ndcg=ndcg,
+                                ndcg_loss=reference_quality - ndcg))
             scorer.backend = None
     finally:
         scorer.backend = loaded
@@ -163,19 +172,21 @@ def pick(trials: list[Trial]) -> tuple[str, str] | None:
     return best.backend, best.precision
 
 
-def choose(scorer, threads: int | None, *, again: bool = False) -> tuple[tuple[str, str], list[Trial]]:
+def choose(scorer, threads: int | None, *, again: bool = False, quality=None) -> tuple[tuple[str, str], list[Trial]]:
     """(backend, precision) for ``scorer`` on this CPU, and the trials behind it (empty when
-    read from the cache). Measures when nothing is cached (or ``again``) and stores the result."""
-    if not again:
+    read from the cache). Measures when nothing is cached (or ``again``, or a ``quality``
+    gate is given; see :func:`measure`) and stores the result."""
+    if not again and quality is None:
         found = cached(scorer, threads)
         if found:
             return found, []
     logger.info("measuring backends for %s on this CPU (once; FINERANK_AUTOTUNE=0 skips this)", scorer.name)
-    trials = measure(scorer, threads)
+    trials = measure(scorer, threads, quality=quality)
     choice = pick(trials) or choose_backend("auto", "auto")
     path = _file(scorer, threads)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"model": str(scorer.model_dir), "cpu": cpu_key(threads), "min_tau": MIN_TAU, "choice": list(choice),
+    gate = f"nDCG@10 on a dev split within {MAX_NDCG_LOSS} of fp32" if quality else f"Kendall tau >= {MIN_TAU} with fp32 on the sample"
+    record = {"model": str(scorer.model_dir), "cpu": cpu_key(threads), "gate": gate, "choice": list(choice),
               "trials": [asdict(t) for t in trials]}
     with _temporary(path) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=1), encoding="utf-8")
