@@ -433,8 +433,9 @@ def _doctor(args: argparse.Namespace) -> int:
     installed = {name: importlib.util.find_spec(module) is not None
                  for name, module in (("openvino", "openvino"), ("torch", "torch"), ("onnx", "onnxruntime"))}
     # loaded in fp32 (not measured on loading); the measurement, or its cached result, follows
+    options = {k: v for k, v in (("threads", args.threads), ("max_length", args.max_length)) if v}
     reranker = load_reranker(args.reranker or DEFAULT_RERANKER, kind=args.kind, backend="torch" if args.kind == "llm" else "auto",
-                             precision="fp32", **({"threads": args.threads} if args.threads else {}))
+                             precision="fp32", **options)
     stages = reranker.stages().values() if isinstance(reranker, ByLanguage) else [reranker]
     scorers = [stage.scorer for stage in stages if stage is not None]
     record = {"cpu": cpu, "backends": installed, "models": []}

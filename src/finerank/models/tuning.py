@@ -135,7 +135,9 @@ def measure(scorer, threads: int | None, repeats: int = 2, quality=None) -> list
     from tqdm.auto import tqdm
 
     texts, trials, reference, reference_quality = sample_texts(), [], None, None
-    loaded = scorer.backend
+    loaded, remembered = scorer.backend, getattr(scorer, "cache_size", 0)
+    if remembered:  # a bi-encoder that remembers embeddings would answer every engine after the first from memory
+        scorer.cache_size = 0
     engines = sorted(ENGINES, key=lambda e: e[1] != "fp32")  # fp32 first: the reference
     # a bar that follows logging: shown unless finerank's logger is set above warnings (the CLI's -q)
     bar = tqdm(engines, desc=f"measuring backends for {scorer.name} on this CPU (once)", unit=" engine",
@@ -161,6 +163,8 @@ def measure(scorer, threads: int | None, repeats: int = 2, quality=None) -> list
             scorer.backend = None
     finally:
         scorer.backend = loaded
+        if remembered:
+            scorer.cache_size = remembered
     return trials
 
 
