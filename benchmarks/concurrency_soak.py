@@ -74,8 +74,8 @@ def main() -> None:
         server.wait(30)
     final = {d.id for d in Index.load(index).documents}
     lost = sorted(expected - final)
-    print(f"| rounds | writer processes | server upserts | lost updates | failed loads | server 5xx | seconds |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| rounds | writer processes | server upserts | lost updates | failed loads | server 5xx | seconds |")
+    print("|---|---|---|---|---|---|---|")
     print(f"| {args.rounds} | {2 * args.rounds} | {len([e for e in expected if e.startswith('srv-')])} | {len(lost)} | {failed_loads} | {server_errors} | {time.time() - start:.0f} |")
     if lost:
         print("lost:", ", ".join(lost[:20]))

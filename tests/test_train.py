@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from finerank import BM25, Index, CrossEncoder, Document, load_reranker, read_corpus, read_qrels, read_queries
+from finerank import Index, CrossEncoder, Document, load_reranker, read_corpus, read_qrels, read_queries
 from finerank import train as training
 from finerank.cli import main
 from finerank.models._runtime import onnx_file

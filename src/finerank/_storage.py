@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -132,3 +133,18 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def replaced(target: Path) -> Iterator[str]:
+    """A temporary file beside ``target`` that replaces it atomically when the block succeeds
+    (and is removed when it fails): a reader sees the old file or the new one, never a part."""
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache others may read gets normal permissions
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -174,6 +174,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-queries", type=_count(), default=100, help="judged queries to evaluate (default 100)")
     p.set_defaults(run_command=_train)
 
+    p = sub.add_parser("rerank-run", help="rerank a TREC run of any size and write a TREC run (resumable: finished shards are kept)")
+    p.add_argument("run", help="a TREC run: qid Q0 docid rank score tag")
+    p.add_argument("--corpus", required=True, help="where the run's documents are (BEIR folder, JSONL/CSV/TSV)")
+    p.add_argument("--queries", required=True, help="the run's queries (BEIR queries.jsonl or qid<TAB>text)")
+    p.add_argument("--out", required=True, help="the reranked run to write (shards are kept in OUT.parts until it is)")
+    p.add_argument("--depth", type=_count(), default=100, help="documents per query reranked (default 100)")
+    p.add_argument("--shard-size", type=_count(), default=50, help="queries per shard (default 50)")
+    p.add_argument("--tag", default="finerank", help="the run tag written in the last column")
+    _reranker_options(p, allow_none=False)
+    p.set_defaults(run_command=_rerank_run)
+
     p = sub.add_parser("doctor", help="this CPU, the installed backends, and which backend/precision is fastest for a model here")
     _reranker_options(p, allow_none=False)
     p.add_argument("--again", action="store_true", help="measure again instead of reading the cached measurement")
@@ -424,6 +435,19 @@ def _read_documents(source: str) -> list[Document]:
     if not documents:
         raise ValueError(f"no documents in {'stdin' if source == '-' else source}")
     return documents
+
+
+def _rerank_run(args: argparse.Namespace) -> int:
+    from .batch import rerank_run
+    from .corpus import read_queries, read_run
+
+    _check_writable(args.out)
+    run, queries = read_run(args.run), read_queries(args.queries)
+    documents = {d.id: d for d in read_corpus(args.corpus)}
+    out = rerank_run(run, queries, documents, _load(args), args.out, depth=args.depth, shard_size=args.shard_size, tag=args.tag,
+                     show_progress=not args.quiet)
+    print(f"wrote {out}: {len(run)} queries, top {args.depth} reranked")
+    return 0
 
 
 def _doctor(args: argparse.Namespace) -> int:

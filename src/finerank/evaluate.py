@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import resource
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -20,7 +19,7 @@ import numpy as np
 
 from .corpus import read_qrels, read_queries
 from .errors import CorpusError
-from .types import Document, Hit
+from .types import Document
 
 if TYPE_CHECKING:
     from .models import Scorer
@@ -226,7 +225,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from .pipeline import Pipeline
+    from .pipeline import Pipeline, RunStage, hits_of_run
 
     is_run = isinstance(first_stage, Mapping)
     if is_run and reranker is not None:
@@ -234,16 +233,13 @@ def evaluate(
         if unknown:
             raise CorpusError(f"the run names {len(unknown)} document(s) not in the corpus: {', '.join(unknown[:5])}")
     name = first_stage_name or ("run" if is_run else first_stage.name)
-    pipeline = Pipeline(_RunStage(name) if is_run else first_stage, reranker, candidates=candidates, top_k=candidates)
+    pipeline = Pipeline(RunStage(name) if is_run else first_stage, reranker, candidates=candidates, top_k=candidates)
     first_run, reranked_run, documents_seen = {}, {}, {}
     times: dict[str, list[float]] = {"first_stage": [], "rerank": []}
     pairs = 0
     for qid, text in tqdm(dataset.queries.items(), desc=dataset.name, unit=" queries", disable=not show_progress):
         if is_run:
-            scored = first_stage.get(qid, {})
-            ranked = sorted(scored, key=lambda d: (scored[d], d), reverse=True)[:candidates]  # trec_eval's order
-            hits = [Hit(documents[d] if documents else Document(d, ""), scored[d], r, r) for r, d in enumerate(ranked, 1)]
-            ranking = pipeline.rerank(text, hits)
+            ranking = pipeline.rerank(text, hits_of_run(first_stage.get(qid, {}), documents, candidates))
         else:
             ranking = pipeline.search(text)
         first_run[qid] = [h.id for h in ranking.candidates]
@@ -281,16 +277,6 @@ def _label(document: Document) -> str:
     """A document's title, or its opening words (about 80 characters)."""
     text = " ".join((document.title or document.text).split())
     return text if len(text) <= 80 else text[:79] + "…"
-
-
-class _RunStage:
-    """Stands for a TREC run as the pipeline's first stage (its hits are given to Pipeline.rerank)."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def search(self, query: str, k: int = 10, *, filter=None) -> list[Hit]:
-        raise TypeError("a run is searched by query id: pass its hits to Pipeline.rerank")
 
 
 def evaluate_folder(

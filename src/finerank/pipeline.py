@@ -212,6 +212,25 @@ def as_documents(candidates: Sequence[Hit | Document | str]) -> tuple[list[Docum
     return documents, original
 
 
+class RunStage:
+    """Stands for a TREC run as a pipeline's first stage: its hits (:func:`hits_of_run`) are given
+    to :meth:`Pipeline.rerank`, never searched."""
+
+    def __init__(self, name: str = "run"):
+        self.name = name
+
+    def search(self, query: str, k: int = 10, *, filter=None) -> list[Hit]:
+        raise TypeError("a run is searched by query id: pass its hits to Pipeline.rerank")
+
+
+def hits_of_run(scored: Mapping[str, float], documents: Mapping[str, Document] | None, depth: int) -> list[Hit]:
+    """One query's run (doc id -> score) as hits, best first in trec_eval's order (score, then
+    doc id, descending), cut to ``depth``; documents looked up in ``documents`` (empty ones
+    without it)."""
+    ranked = sorted(scored, key=lambda d: (scored[d], d), reverse=True)[:depth]
+    return [Hit(documents[d] if documents else Document(d, ""), scored[d], r, r) for r, d in enumerate(ranked, 1)]
+
+
 def rank(documents: Sequence[Document], original: Sequence[int], scores: Sequence[float], top_k: int | None = None) -> list[Hit]:
     """Hits ordered by score (ties by original rank), cut to ``top_k``."""
     order = sorted(range(len(documents)), key=lambda j: (-scores[j], original[j]))[:top_k]
@@ -246,4 +265,4 @@ def _check_counts(**counts: int) -> None:
             raise ValueError(f"{name} must be at least 1, got {value}")
 
 
-__all__ = ["ByLanguage", "Pipeline", "Reranker", "SecondStage", "as_documents", "rank", "rerank", "second_stage"]
+__all__ = ["ByLanguage", "Pipeline", "Reranker", "RunStage", "SecondStage", "as_documents", "hits_of_run", "rank", "rerank", "second_stage"]

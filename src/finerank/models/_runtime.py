@@ -14,16 +14,15 @@ import inspect
 import json
 import logging
 import os
-import tempfile
 import threading
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .._storage import replaced
 from ..errors import InputTooLongError, MissingDependencyError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -335,23 +334,9 @@ def quantize_onnx(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with _temporary(target) as tmp:
+    with replaced(target) as tmp:
         quant_pre_process(source, tmp, skip_symbolic_shape=True)
         quantize_dynamic(tmp, tmp, weight_type=QuantType.QInt8, per_channel=True)
-
-
-@contextmanager
-def _temporary(target: Path):
-    """A temporary file beside ``target`` that replaces it when the block succeeds."""
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache others may read gets normal permissions
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _weights_mtime(model_dir: Path) -> float:
@@ -391,7 +376,7 @@ def export_onnx(model_dir: Path, head: str, target: Path) -> None:
     # token ids that are no model's padding id, segment 0 (a model with one token type has no segment 1)
     example = tuple(torch.full((2, 8), 5 if n == "input_ids" else 0 if n == "token_type_ids" else 1, dtype=torch.int64) for n in inputs)
     axes = {n: {0: "batch", 1: "sequence"} for n in inputs}
-    with _temporary(target) as tmp, warnings.catch_warnings():
+    with replaced(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes it treats as constant (parity is tested)
         torch.onnx.export(
             Wrapper().eval(), example, tmp, input_names=inputs, output_names=["output"],

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._runtime import BACKENDS, _cache_dir, _temporary, _weights_mtime, choose_backend
+from .._storage import replaced
+from ._runtime import BACKENDS, _cache_dir, _weights_mtime, choose_backend
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def choose(scorer, threads: int | None, *, again: bool = False, quality=None) ->
     gate = f"nDCG@10 on a dev split within {MAX_NDCG_LOSS} of fp32" if quality else f"Kendall tau >= {MIN_TAU} with fp32 on the sample"
     record = {"model": str(scorer.model_dir), "cpu": cpu_key(threads), "gate": gate, "choice": list(choice),
               "trials": [asdict(t) for t in trials]}
-    with _temporary(path) as tmp:
+    with replaced(path) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=1), encoding="utf-8")
     logger.info("%s: %s %s is the fastest that agrees with fp32 here", scorer.name, *choice)
     return choice, trials

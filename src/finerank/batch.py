@@ -1,0 +1,85 @@
+"""Reranking a whole TREC run offline, resumable. The run's queries are split into shards; each
+shard is reranked through :class:`~finerank.pipeline.Pipeline` and written atomically beside
+the output (``OUT.parts/``) when it is done, so a crash loses at most the shard in progress and
+a rerun skips the shards already written. When every shard is there they are joined into the
+output run, atomically, and the shards are removed. The settings are recorded with the shards, and a rerun with other
+settings is refused rather than mixing two rerankings in one run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Mapping
+
+from ._storage import replaced
+from .errors import CorpusError
+from .pipeline import Pipeline, RunStage, hits_of_run
+from .types import Document
+
+logger = logging.getLogger(__name__)
+
+
+def shards_of(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str], shard_size: int) -> list[list[str]]:
+    """The run's query ids, sorted, in groups of ``shard_size``; CorpusError naming query ids the
+    queries file lacks."""
+    missing = sorted(q for q in run if q not in queries)
+    if missing:
+        raise CorpusError(f"the run names {len(missing)} query id(s) not in the queries file: {', '.join(missing[:5])}")
+    qids = sorted(run)
+    return [qids[i : i + shard_size] for i in range(0, len(qids), shard_size)]
+
+
+def rerank_shard(pipeline: Pipeline, qids: list[str], run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str],
+                 documents: Mapping[str, Document], depth: int, tag: str) -> str:
+    """One shard's reranked run as TREC lines."""
+    lines = []
+    for qid in qids:
+        ranking = pipeline.rerank(queries[qid], hits_of_run(run[qid], documents, depth))
+        lines += [f"{qid} Q0 {h.id} {h.rank} {h.score:.6f} {tag}\n" for h in ranking.hits]
+    return "".join(lines)
+
+
+def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str], documents: Mapping[str, Document], reranker,
+               out: str | Path, *, depth: int = 100, shard_size: int = 50, tag: str = "finerank", show_progress: bool = False) -> Path:
+    """Rerank the top ``depth`` of every query of ``run`` with ``reranker`` and write a TREC run
+    to ``out`` (see the module's docstring for resuming). Returns ``out``."""
+    from tqdm.auto import tqdm
+
+    if depth < 1 or shard_size < 1:
+        raise ValueError(f"depth and shard_size must be at least 1, got {depth} and {shard_size}")
+    unknown = sorted({d for scored in run.values() for d in scored} - set(documents))
+    if unknown:
+        raise CorpusError(f"the run names {len(unknown)} document(s) not in the corpus: {', '.join(unknown[:5])}")
+    out = Path(out)
+    shards = shards_of(run, queries, shard_size)
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    pipeline = Pipeline(RunStage(), reranker, candidates=depth, top_k=depth)
+    settings = {"reranker": pipeline.second.name, "depth": depth, "shard_size": shard_size, "tag": tag,
+                "run": hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()[:16]}
+    recorded = parts / "settings.json"
+    if recorded.is_file() and json.loads(recorded.read_text(encoding="utf-8")) != settings:
+        raise CorpusError(f"{parts} holds shards of another reranking ({recorded.read_text(encoding='utf-8').strip()}): "
+                          "delete it, or rerun with the same run and settings")
+    _write(recorded, json.dumps(settings))
+    done = 0
+    for number, qids in enumerate(tqdm(shards, desc="reranking the run", unit=" shards", disable=not show_progress)):
+        path = parts / f"shard-{number:05d}.trec"
+        if path.is_file():
+            done += 1
+            continue
+        _write(path, rerank_shard(pipeline, qids, run, queries, documents, depth, tag))
+    if done:
+        logger.info("%d of %d shards were already done and were not reranked again", done, len(shards))
+    _write(out, "".join((parts / f"shard-{n:05d}.trec").read_text(encoding="utf-8") for n in range(len(shards))))
+    shutil.rmtree(parts)  # the run is whole: its shards are no longer needed
+    return out
+
+
+def _write(path: Path, text: str) -> None:
+    with replaced(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")

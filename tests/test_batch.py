@@ -1,0 +1,71 @@
+"""Reranking a TREC run offline, in shards: the same output as the pipeline query by query, and
+a crash loses only the shard in progress (a rerun keeps the finished ones)."""
+
+import pytest
+
+from finerank import Pipeline, load_reranker, read_corpus, read_queries, read_run
+from finerank.batch import rerank_run
+from finerank.cli import main
+from finerank.errors import CorpusError
+from finerank.pipeline import RunStage, hits_of_run
+
+
+@pytest.fixture(scope="module")
+def dl19(datasets):
+    folder = datasets / "trec-dl-2019-passage-pool"
+    full = read_run(folder / "runs" / "BM25.top100.trec")
+    run = {q: full[q] for q in sorted(full)[:6]}
+    wanted = {d for scored in run.values() for d in scored}
+    documents = {d.id: d for d in read_corpus(folder) if d.id in wanted}
+    return folder, run, read_queries(folder / "queries.jsonl"), documents
+
+
+def test_a_run_reranked_in_shards_equals_the_pipeline_and_resumes(dl19, tiny_ce, tmp_path, monkeypatch):
+    folder, run, queries, documents = dl19
+    reranker = load_reranker(tiny_ce)
+    out = rerank_run(run, queries, documents, reranker, tmp_path / "reranked.trec", depth=20, shard_size=2, tag="t")
+    lines = out.read_text().splitlines()
+    pipeline = Pipeline(RunStage(), reranker, candidates=20, top_k=20)
+    expected = [f"{q} Q0 {h.id} {h.rank} {h.score:.6f} t" for q in sorted(run)
+                for h in pipeline.rerank(queries[q], hits_of_run(run[q], documents, 20)).hits]
+    assert lines == expected and len(lines) == 6 * 20
+    assert not (tmp_path / "reranked.trec.parts").exists()  # joined: the shards are gone
+    # a crash in the second shard: the first shard stays written, the output is not
+    (tmp_path / "again.trec.parts").mkdir()
+    scorer, real, calls = reranker.scorer, reranker.scorer.score_passages, []
+
+    def failing(query, texts, **kw):
+        calls.append(query)
+        if len(calls) == 3:  # the first query of the second shard
+            raise RuntimeError("killed")
+        return real(query, texts, **kw)
+
+    monkeypatch.setattr(scorer, "score_passages", failing)
+    with pytest.raises(RuntimeError, match="killed"):
+        rerank_run(run, queries, documents, reranker, tmp_path / "again.trec", depth=20, shard_size=2, tag="t")
+    written = sorted((tmp_path / "again.trec.parts").glob("shard-*.trec"))
+    assert [p.name for p in written] == ["shard-00000.trec"] and not (tmp_path / "again.trec").exists()
+    # other settings over the finished shards are refused, not mixed into one run
+    with pytest.raises(CorpusError, match="another reranking"):
+        rerank_run(run, queries, documents, reranker, tmp_path / "again.trec", depth=10, shard_size=2, tag="t")
+    monkeypatch.setattr(scorer, "score_passages", lambda query, texts, **kw: calls.append(query) or real(query, texts, **kw))
+    calls.clear()
+    rerank_run(run, queries, documents, reranker, tmp_path / "again.trec", depth=20, shard_size=2, tag="t")
+    assert len(calls) == 4  # the second and third shards' queries: the finished first shard was not redone
+    assert (tmp_path / "again.trec").read_text().splitlines() == expected
+
+
+def test_rerank_run_from_the_command_line(dl19, tiny_ce, tmp_path, capsys):
+    folder, run, queries, documents = dl19
+    small = tmp_path / "run.trec"
+    small.write_text("".join(f"{q} Q0 {d} 1 {s} bm25\n" for q in list(run)[:2] for d, s in run[q].items()))
+    out = tmp_path / "out.trec"
+    args = ["-q", "rerank-run", str(small), "--corpus", str(folder), "--queries", str(folder / "queries.jsonl"), "--out", str(out),
+            "--depth", "5", "--reranker", str(tiny_ce)]
+    assert main(args) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 10 and {line.split()[0] for line in lines} == set(list(run)[:2])
+    assert [line.split()[3] for line in lines[:5]] == ["1", "2", "3", "4", "5"]
+    small.write_text(f"nope Q0 {next(iter(documents))} 1 1.0 bm25\n")
+    capsys.readouterr()
+    assert main(args) == 1 and "not in the queries file: nope" in capsys.readouterr().err
