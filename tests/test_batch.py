@@ -26,7 +26,7 @@ def test_a_run_reranked_in_shards_equals_the_pipeline_and_resumes(dl19, tiny_ce,
     out = rerank_run(run, queries, documents, reranker, tmp_path / "reranked.trec", depth=20, shard_size=2, tag="t")
     lines = out.read_text().splitlines()
     pipeline = Pipeline(RunStage(), reranker, candidates=20, top_k=20)
-    expected = [f"{q} Q0 {h.id} {h.rank} {h.score:.6f} t" for q in sorted(run)
+    expected = [f"{q} Q0 {h.id} {h.rank} {h.score!r} t" for q in sorted(run)
                 for h in pipeline.rerank(queries[q], hits_of_run(run[q], documents, 20)).hits]
     assert lines == expected and len(lines) == 6 * 20
     assert not (tmp_path / "reranked.trec.parts").exists()  # joined: the shards are gone

@@ -69,9 +69,9 @@ def test_a_plain_list_is_never_fused_and_its_order_does_not_matter(bi):
 
 @pytest.mark.slow
 def test_fit_fusion_on_a_dev_split(datasets, bi):
-    dataset = load_dataset(datasets / "nfcorpus", "dev", max_queries=15)
+    dataset = load_dataset(datasets / "nfcorpus", "dev", max_queries=10)
     index = Index.build(read_corpus(datasets / "nfcorpus"))
-    rows = fit_fusion(dataset, BM25(index), bi, candidates=30, weights=(0.0, 0.5, 1.0))
+    rows = fit_fusion(dataset, BM25(index), bi, candidates=20, weights=(0.0, 0.5, 1.0))
     assert len(rows) == 6 and rows == sorted(rows, key=lambda r: -r[2])
-    bm25 = mean_scores({q: [h.id for h in BM25(index).search(t, 30)] for q, t in dataset.queries.items()}, dataset.qrels)["ndcg@10"]
+    bm25 = mean_scores({q: [h.id for h in BM25(index).search(t, 20)] for q, t in dataset.queries.items()}, dataset.qrels)["ndcg@10"]
     assert dict(((m, w), n) for m, w, n in rows)[("rrf", 0.0)] == pytest.approx(bm25)

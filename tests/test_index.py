@@ -77,6 +77,8 @@ def test_stored_documents_are_read_when_used_and_equal_plain_ones(tmp_path):
     assert type(again) is Document and again == docs[2]  # pickled as the plain document, not the memory map
     assert dataclasses.asdict(store[1]) == dataclasses.asdict(docs[1]) and repr(store[1]) == repr(docs[1])
     assert store[1] != Document("plain", "apple pie!")
+    changed = dataclasses.replace(first, text="new text")  # a copy with a field changed is a plain document
+    assert type(changed) is Document and changed.id == docs[0].id and changed.text == "new text"
 
 
 def test_crash_mid_save_leaves_old_index_intact(tmp_path, monkeypatch):

@@ -66,6 +66,9 @@ def test_a_budget_reads_as_many_candidates_as_fit(scifact_index, tiny_ce):
     assert set(tight.model_scores) == {h.id for h in first_three}  # never fewer than top_k: the first stage's best 3
     assert [h.id for h in tight.hits] == [h.id for h in pipeline.rerank(query, first_three).hits]
     assert len(pipeline.search(query, budget_ms=60_000).model_scores) == 30
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="finite number of milliseconds"):
+            pipeline.search(query, budget_ms=bad)
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ def rerank_shard(pipeline: Pipeline, qids: list[str], run: Mapping[str, Mapping[
     lines = []
     for qid in qids:
         ranking = pipeline.rerank(queries[qid], hits_of_run(run[qid], documents, depth))
-        lines += [f"{qid} Q0 {h.id} {h.rank} {h.score:.6f} {tag}\n" for h in ranking.hits]
+        lines += [f"{qid} Q0 {h.id} {h.rank} {h.score!r} {tag}\n" for h in ranking.hits]  # every digit: trec_eval sorts by score
     return "".join(lines)
 
 
@@ -59,8 +59,8 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(RunStage(), reranker, candidates=depth, top_k=depth)
-    settings = {"reranker": pipeline.second.name, "depth": depth, "shard_size": shard_size, "tag": tag,
-                "run": hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()[:16]}
+    settings = {"reranker": pipeline.second.name, "reading": _reading(reranker), "depth": depth, "shard_size": shard_size, "tag": tag,
+                "inputs": _fingerprint(run, {q: queries[q] for q in run}, {d: documents[d].content for s in run.values() for d in s})}
     recorded = parts / "settings.json"
     if recorded.is_file() and json.loads(recorded.read_text(encoding="utf-8")) != settings:
         raise CorpusError(f"{parts} holds shards of another reranking ({recorded.read_text(encoding='utf-8').strip()}): "
@@ -75,9 +75,27 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
         _write(path, rerank_shard(pipeline, qids, run, queries, documents, depth, tag))
     if done:
         logger.info("%d of %d shards were already done and were not reranked again", done, len(shards))
-    _write(out, "".join((parts / f"shard-{n:05d}.trec").read_text(encoding="utf-8") for n in range(len(shards))))
-    shutil.rmtree(parts)  # the run is whole: its shards are no longer needed
+    with replaced(out) as tmp, open(tmp, "wb") as joined:  # shard by shard: a run of any size
+        for n in range(len(shards)):
+            with open(parts / f"shard-{n:05d}.trec", "rb") as shard:
+                shutil.copyfileobj(shard, joined)
+    finished = parts.with_name(parts.name + ".finished")  # out of the way first: a crash while deleting leaves no shards to mix
+    shutil.rmtree(finished, ignore_errors=True)
+    parts.rename(finished)
+    shutil.rmtree(finished)
     return out
+
+
+def _reading(reranker) -> dict:
+    """How the reranker reads: the settings that change its scores beyond its name."""
+    scorers = [reranker.scorer] if hasattr(reranker, "scorer") else [] if hasattr(reranker, "routes") else [reranker]  # routes: by name
+    keys = ("backend_name", "precision", "max_chunks_per_doc", "chunk_pool", "instruction", "template_name")
+    return {str(getattr(s, "name", s)): {k: getattr(s, k) for k in keys if hasattr(s, k)}
+            | {"max_length": getattr(getattr(s, "encoder", None), "max_length", None)} for s in scorers}
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def _write(path: Path, text: str) -> None:

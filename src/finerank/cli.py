@@ -463,11 +463,12 @@ def _doctor(args: argparse.Namespace) -> int:
     stages = reranker.stages().values() if isinstance(reranker, ByLanguage) else [reranker]
     scorers = [stage.scorer for stage in stages if stage is not None]
     record = {"cpu": cpu, "backends": installed, "models": []}
+    quality = _dev_quality(args) if args.dataset else None
     for scorer in scorers:
         if getattr(scorer, "head", None) is None:  # an LLM reranker: torch only
             record["models"].append({"model": scorer.name, "choice": [scorer.backend_name, scorer.precision], "trials": []})
             continue
-        choice, trials = tuning.choose(scorer, args.threads, again=args.again, quality=_dev_quality(args) if args.dataset else None)
+        choice, trials = tuning.choose(scorer, args.threads, again=args.again, quality=quality)
         record["models"].append({"model": scorer.name, "choice": list(choice), "measured": bool(trials),
                                  "trials": [dataclasses.asdict(t) for t in trials or tuning.last_trials(scorer, args.threads)]})
     if args.json:

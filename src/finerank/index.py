@@ -36,6 +36,11 @@ class StoredDocument(Document):
     front of its record (written first by :func:`encode`) without decoding the rest. Equal to,
     and pickled as, the plain :class:`Document` with the same fields."""
 
+    def __new__(cls, *args, **kwargs):
+        if kwargs or len(args) != 2 or not isinstance(args[0], DocumentStore):
+            return Document(*args, **kwargs)  # dataclasses.replace(...) and copies: a plain document
+        return object.__new__(cls)
+
     def __init__(self, store: "DocumentStore", position: int):  # noqa: D107 - fields come from the store
         self.__dict__.update(_store=store, _position=position)
 

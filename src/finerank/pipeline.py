@@ -9,6 +9,7 @@ no first stage and so is never fused: its scores do not depend on the order of t
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from .retrievers import Retriever
 from .types import Document, Hit, ModelScore, Ranking
 
 logger = logging.getLogger(__name__)
+
+MIN_PACED = 10  # candidates a rerank must read for its time to update the measured pace (budget_ms)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,8 @@ class Pipeline:
         ``budget_ms``: the time the second stage may take (see :meth:`search`)."""
         _check_query(query)
         top_k = top_k or self.top_k
+        if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and math.isfinite(budget_ms)):
+            raise ValueError(f"budget_ms must be a finite number of milliseconds, got {budget_ms!r}")
         timings = dict(timings or {})
         reranked, model_scores, candidates = list(hits), {}, hits
         second = self.second.route(query) if self.second is not None else None
@@ -167,11 +172,12 @@ class Pipeline:
             if min_score is not None:
                 reranked = [h for h in reranked if model_scores[h.id].calibrated >= min_score]
             timings["rerank"] = time.perf_counter() - start
-            pace = timings["rerank"] / len(hits)
             previous = self._pace.get(id(second.scorer))
-            self._pace[id(second.scorer)] = pace if previous is None else 0.7 * previous + 0.3 * pace
+            if previous is None or len(hits) >= MIN_PACED:  # a few reads are mostly fixed costs: they do not set the pace
+                pace = timings["rerank"] / len(hits)
+                self._pace[id(second.scorer)] = pace if previous is None else 0.7 * previous + 0.3 * pace
         name = second.name if second is not None else None
-        if name and self._cheap is not None:
+        if name and "cheap" in timings:
             name = f"{self._cheap.second.name} keeps {self.keep}, then {name}"
         return Ranking(query, tuple(reranked[:top_k]), timings, self.first_stage.name, name,
                        candidates=tuple(candidates), model_scores=model_scores)

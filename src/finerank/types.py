@@ -54,8 +54,9 @@ class ModelScore:
 @dataclass(frozen=True)
 class Ranking:
     """What a pipeline returns for one query: the hits, seconds spent per stage, the first
-    stage's candidates in its own order (what the reranker read) and, when a second stage ran,
-    its model's score of each candidate by id."""
+    stage's candidates in its own order and, when a second stage ran, its model's score of each
+    candidate it read, by id (every candidate, unless a cascade's cheap stage or a time budget
+    passed it fewer)."""
 
     query: str
     hits: tuple[Hit, ...]

@@ -14,6 +14,7 @@ and tail never are.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
 import re
@@ -131,6 +132,9 @@ class LLMReranker(Calibrated):
         self.answer_ids = [self._single_token(t) for t in (self.template.no, self.template.yes) if t is not None]
         model = _load_torch_model(self.model_dir, "causal-lm")
         self.decoder = model.base_model  # the transformer without its output projection
+        parameters = inspect.signature(self.decoder.forward).parameters
+        self._cache_arg = next((n for n in ("cache", "past_key_values") if n in parameters), None)  # transformers 5 / 4
+        self.reuse_prefix = self.reuse_prefix and self._cache_arg is not None
         head = model.get_output_embeddings()
         rows = head.weight[self.answer_ids].detach().clone()  # only the answer tokens' rows: (no, yes) or (yes,)
         self.rows = rows.to(torch.bfloat16) if self.precision == "bf16" else rows.float()
@@ -191,6 +195,7 @@ class LLMReranker(Calibrated):
 
     def score_many(self, requests: Sequence[tuple[str, Sequence[str]]], *, raw: bool = False, instruction: str | None = None,
                    max_chunks_per_doc: int | None = None) -> list[np.ndarray]:
+        """Each request in batches of its own: its shared head is read once, then its documents."""
         return [self.score(query, texts, raw=raw, instruction=instruction, max_chunks_per_doc=max_chunks_per_doc)
                 for query, texts in requests]
 
@@ -216,9 +221,12 @@ class LLMReranker(Calibrated):
         if shared:
             from transformers import DynamicCache
 
-            cache = DynamicCache(config=self.decoder.config)
+            try:
+                cache = DynamicCache(config=self.decoder.config)
+            except TypeError:  # older transformers: no config argument
+                cache = DynamicCache()
             with torch.inference_mode():
-                self.decoder(input_ids=torch.tensor([sequences[0][:shared]]), cache=cache, use_cache=True)
+                self.decoder(input_ids=torch.tensor([sequences[0][:shared]]), use_cache=True, **{self._cache_arg: cache})
         rests = [s[shared:] for s in sequences]
         scores = np.empty(len(rests), dtype=np.float32)
         order = sorted(range(len(rests)), key=lambda i: -len(rests[i]))
@@ -242,8 +250,8 @@ class LLMReranker(Calibrated):
                     past.batch_repeat_interleave(len(batch))
                     mask = torch.cat([torch.ones((len(batch), shared), dtype=torch.long), mask], dim=1)
                     positions = (shared + torch.arange(width)).expand(len(batch), width)
-                    states = self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=past,
-                                          use_cache=True).last_hidden_state
+                    states = self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                          **{self._cache_arg: past}).last_hidden_state
                     hidden = states[torch.arange(len(batch)), lengths - 1]
                 logits = (hidden.to(self.rows.dtype) @ self.rows.T).float()
                 if self.softcap:

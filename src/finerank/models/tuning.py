@@ -108,7 +108,7 @@ def cached(scorer, threads: int | None) -> tuple[str, str] | None:
     try:
         if path.stat().st_mtime >= _weights_mtime(scorer.model_dir):
             choice = json.loads(path.read_text(encoding="utf-8"))["choice"]
-            if choice[0] in BACKENDS:
+            if choice[0] in BACKENDS and _installed(choice[0]):  # a cache shared by environments may name one not here
                 return choice[0], choice[1]
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         pass
@@ -197,6 +197,12 @@ def choose(scorer, threads: int | None, *, again: bool = False, quality=None) ->
         Path(tmp).write_text(json.dumps(record, indent=1), encoding="utf-8")
     logger.info("%s: %s %s is the fastest that agrees with fp32 here", scorer.name, *choice)
     return choice, trials
+
+
+def _installed(backend: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec({"onnx": "onnxruntime"}.get(backend, backend)) is not None
 
 
 def enabled() -> bool:
