@@ -2,7 +2,8 @@
 shard is reranked through :class:`~finerank.pipeline.Pipeline` and written atomically beside
 the output (``OUT.parts/``) when it is done, so a crash loses at most the shard in progress and
 a rerun skips the shards already written. When every shard is there they are joined into the
-output run, atomically, and the shards are removed. The settings are recorded with the shards, and a rerun with other
+output run, atomically, and the shards are removed. The settings (reranker and how it reads,
+depth, the run, its queries and documents) are recorded with the shards, and a rerun with other
 settings is refused rather than mixing two rerankings in one run.
 """
 
