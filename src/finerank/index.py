@@ -33,7 +33,7 @@ FORMAT_VERSION = 2
 class StoredDocument(Document):
     """A document of an index, read from the store when first used: a search returns a hundred
     candidates and their ids, and only some are ever read in full. Its id is parsed from the
-    front of its record (written first by :func:`encode`) without decoding the rest. Equal to,
+    front of its record (written first by :func:`encode`) without parsing the rest. Equal to,
     and pickled as, the plain :class:`Document` with the same fields."""
 
     def __new__(cls, *args, **kwargs):
