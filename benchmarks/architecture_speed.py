@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from finerank.models.tuning import kendall_tau
+
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 QWEN3_SPECIALS = ("<|im_start|>", "<|im_end|>", "<think>", "</think>")
 
@@ -170,12 +172,6 @@ def run_engine(label: str, folder: str, query: str, texts: list[str], repeats: i
         scores = np.asarray(score(query, texts), dtype=np.float32)
         times.append(time.perf_counter() - t)
     return {"seconds": min(times), "scores": scores.tolist(), "warm_s": warm}
-
-
-def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
-    i, j = np.triu_indices(len(a), 1)
-    s = np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
-    return float(s.sum() / len(s))
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from finerank.models.tuning import kendall_tau
+
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 # label -> (engine, backend, precision); "finerank" in --json is the engine finerank picks by default
@@ -39,12 +41,6 @@ ENGINES = {
     "finerank openvino bf16": ("finerank", "openvino", "bf16"),
 }
 DEFAULT_ENGINE = "finerank openvino bf16"  # what backend="auto" picks on this machine
-
-
-def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
-    i, j = np.triu_indices(len(a), 1)
-    s = np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
-    return float(s.sum() / len(s))
 
 
 def default_model() -> Path:

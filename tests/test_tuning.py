@@ -45,7 +45,7 @@ def test_auto_measures_once_and_keeps_the_fastest_that_agrees(tiny_ce, datasets,
         mp.setattr(tuning, "cpu_key", lambda threads: "another CPU")
         assert tuning.cached(ce, 2) is None
     with monkeypatch.context() as mp:  # an environment without the chosen backend (the cache is shared): measure again
-        mp.setattr(tuning, "_installed", lambda backend: backend != ce.backend_name)
+        mp.setattr(tuning, "installed", lambda backend: backend != ce.backend_name)
         assert tuning.cached(ce, 2) is None
     assert tuning.cached(ce, 2) == (ce.backend_name, ce.precision) and tuning.cached(ce, 1) is None
     future = time.time() + 60

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -454,8 +453,7 @@ def _doctor(args: argparse.Namespace) -> int:
     from .models import tuning
 
     cpu = tuning.cpu_key(args.threads)
-    installed = {name: importlib.util.find_spec(module) is not None
-                 for name, module in (("openvino", "openvino"), ("torch", "torch"), ("onnx", "onnxruntime"))}
+    installed = {name: tuning.installed(name) for name in BACKENDS}
     # loaded in fp32 (not measured on loading); the measurement, or its cached result, follows
     options = {k: v for k, v in (("threads", args.threads), ("max_length", args.max_length)) if v}
     reranker = load_reranker(args.reranker or DEFAULT_RERANKER, kind=args.kind, backend="torch" if args.kind == "llm" else "auto",
@@ -475,7 +473,7 @@ def _doctor(args: argparse.Namespace) -> int:
         print(json.dumps(record, indent=2))
         return 0
     print(f"CPU: {cpu}")
-    print("backends: " + ", ".join(f"{n} {'installed' if ok else 'not installed'}" for n, ok in installed.items() if n in BACKENDS))
+    print("backends: " + ", ".join(f"{n} {'installed' if ok else 'not installed'}" for n, ok in installed.items()))
     for model in record["models"]:
         print(f"\n{model['model']}: {' '.join(model['choice'])}"
               + ("" if not model["trials"] else " (the fastest " + (f"within {tuning.MAX_NDCG_LOSS} nDCG@10 of fp32 on {args.dataset} {args.split}"

@@ -54,6 +54,15 @@ def windows(encoding, text: str, budget: int, max_chunks: int, overlap: int) -> 
     return spans
 
 
+def split(tokenizer, texts: Sequence[str], budget: int, max_chunks: int, overlap: int) -> list[list[tuple[int, int]]]:
+    """Per text, its windows' character spans (:func:`windows`); one span, the whole text, when
+    chunking is off (``max_chunks`` 1), without tokenizing."""
+    if max_chunks == 1:
+        return [[(0, len(t))] for t in texts]
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return [windows(e, t, budget, max_chunks, overlap) for e, t in zip(encodings, texts)]
+
+
 def _starts_word(text: str, previous: tuple[int, int], current: tuple[int, int]) -> bool:
     """Whether a window may start at the token at ``current``: after a space, or at a Chinese
     character (Chinese has no spaces), never inside a word or after its hyphen."""

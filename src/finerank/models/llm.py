@@ -183,11 +183,8 @@ class LLMReranker(Calibrated):
         """Per text, the character spans of the windows the model reads (the whole text when it
         fits or when chunking is off); see :mod:`finerank.models.chunks`."""
         n = max_chunks_per_doc or self.max_chunks_per_doc
-        if n == 1:
-            return [[(0, len(t))] for t in texts]
-        budget = self.max_length - self._head_and_body(query, instruction)[2]
-        encodings = self.encoder.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [chunks.windows(e, t, budget, n, self.chunk_overlap) for e, t in zip(encodings, texts)]
+        budget = self.max_length - self._head_and_body(query, instruction)[2] if n > 1 else 0
+        return chunks.split(self.encoder.tokenizer, texts, budget, n, self.chunk_overlap)
 
     def score(self, query: str, texts: Sequence[str], *, raw: bool = False, instruction: str | None = None,
               max_chunks_per_doc: int | None = None) -> np.ndarray:
@@ -237,12 +234,13 @@ class LLMReranker(Calibrated):
             batch = order[start : start + size]
             lengths = torch.tensor([len(rests[i]) for i in batch])
             ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : len(rests[i])] = torch.tensor(rests[i])
-            mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # without a cache, padded on the left: every sequence ends at the last position
+                first = width - len(rests[i]) if cache is None else 0
+                ids[row, first : first + len(rests[i])] = torch.tensor(rests[i])
+                mask[row, first : first + len(rests[i])] = 1
             with torch.inference_mode():
-                if cache is None:  # left padding: every sequence ends at the last position
-                    ids, mask = _to_left_padding(ids, mask, lengths, self.pad_id)
+                if cache is None:
                     positions = (mask.cumsum(1) - 1).clamp(min=0)
                     hidden = self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state[:, -1]
                 else:
@@ -279,16 +277,6 @@ def _common_prefix(sequences: list[list[int]]) -> int:
             k += 1
         n = k
     return max(n, 0)
-
-
-def _to_left_padding(ids, mask, lengths, pad_id: int):
-    """Right-padded rows moved to the right edge."""
-    width = ids.shape[1]
-    out_ids, out_mask = ids.new_full(ids.shape, pad_id), mask.new_zeros(mask.shape)
-    for row, n in enumerate(lengths.tolist()):
-        out_ids[row, width - n :] = ids[row, :n]
-        out_mask[row, width - n :] = 1
-    return out_ids, out_mask
 
 
 def is_causal_lm(model_dir) -> bool:

@@ -101,11 +101,7 @@ class _TransformerReranker(Calibrated):
         """Per text, the character spans of the windows the model reads (one span, the whole
         text, when it fits or when chunking is off)."""
         n = max_chunks_per_doc or self.max_chunks_per_doc
-        if n == 1:
-            return [[(0, len(t))] for t in texts]
-        budget = self._budget(query)
-        encodings = self.encoder.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [chunks.windows(e, t, budget, n, self.chunk_overlap) for e, t in zip(encodings, texts)]
+        return chunks.split(self.encoder.tokenizer, texts, self._budget(query) if n > 1 else 0, n, self.chunk_overlap)
 
     def score_many(self, requests: Sequence[tuple[str, Sequence[str]]], *, raw: bool = False,
                    max_chunks_per_doc: int | None = None) -> list[np.ndarray]:

@@ -108,7 +108,7 @@ def cached(scorer, threads: int | None) -> tuple[str, str] | None:
     try:
         if path.stat().st_mtime >= _weights_mtime(scorer.model_dir):
             choice = json.loads(path.read_text(encoding="utf-8"))["choice"]
-            if choice[0] in BACKENDS and _installed(choice[0]):  # a cache shared by environments may name one not here
+            if choice[0] in BACKENDS and installed(choice[0]):  # a cache shared by environments may name one not here
                 return choice[0], choice[1]
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         pass
@@ -199,7 +199,8 @@ def choose(scorer, threads: int | None, *, again: bool = False, quality=None) ->
     return choice, trials
 
 
-def _installed(backend: str) -> bool:
+def installed(backend: str) -> bool:
+    """Whether a backend's package is importable here."""
     import importlib.util
 
     return importlib.util.find_spec({"onnx": "onnxruntime"}.get(backend, backend)) is not None
