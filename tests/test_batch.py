@@ -1,6 +1,8 @@
 """Reranking a TREC run offline, in shards: the same output as the pipeline query by query, and
 a crash loses only the shard in progress (a rerun keeps the finished ones)."""
 
+import socket
+
 import pytest
 
 from finerank import Pipeline, load_reranker, read_corpus, read_queries, read_run
@@ -69,3 +71,20 @@ def test_rerank_run_from_the_command_line(dl19, tiny_ce, tmp_path, capsys):
     small.write_text(f"nope Q0 {next(iter(documents))} 1 1.0 bm25\n")
     capsys.readouterr()
     assert main(args) == 1 and "not in the queries file: nope" in capsys.readouterr().err
+
+
+def test_an_unreachable_cluster_is_one_line_for_batch_and_serve(dl19, tiny_ce, tmp_path, capsys):
+    folder, run, queries, documents = dl19
+    small = tmp_path / "run.trec"
+    small.write_text("".join(f"{q} Q0 {d} 1 {s} bm25\n" for q in list(run)[:1] for d, s in run[q].items()))
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    commands = (["rerank-run", str(small), "--corpus", str(folder), "--queries", str(folder / "queries.jsonl"),
+                 "--out", str(tmp_path / "out.trec"), "--ray", address], ["serve", "--ray", address], ["serve", "--ray", "nowhere"])
+    for command in commands:
+        capsys.readouterr()
+        assert main(["-q", *command, "--reranker", str(tiny_ce)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("cannot reach the Ray cluster at " + address in err or "not a Ray address: 'nowhere'" in err), err
+    assert not (tmp_path / "out.trec").exists() and not (tmp_path / "out.trec.parts").exists()

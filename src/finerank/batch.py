@@ -5,6 +5,10 @@ a rerun skips the shards already written. When every shard is there they are joi
 output run, atomically, and the shards are removed. The settings (reranker and how it reads,
 depth, the run, its queries and documents) are recorded with the shards, and a rerun with other
 settings is refused rather than mixing two rerankings in one run.
+
+With ``ray_address`` the unfinished shards are reranked by the workers of a Ray cluster
+(:func:`finerank.cluster.rerank_shards`) and written here as they come back: the same shards,
+the same output, and the same resuming.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from ._storage import replaced
 from .errors import CorpusError
@@ -45,13 +49,24 @@ def rerank_shard(pipeline: Pipeline, qids: list[str], run: Mapping[str, Mapping[
 
 
 def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str], documents: Mapping[str, Document], reranker,
-               out: str | Path, *, depth: int = 100, shard_size: int = 50, tag: str = "finerank", show_progress: bool = False) -> Path:
+               out: str | Path, *, depth: int = 100, shard_size: int = 50, tag: str = "finerank", show_progress: bool = False,
+               ray_address: str | None = None, load: Callable | None = None, workers: int | None = None) -> Path:
     """Rerank the top ``depth`` of every query of ``run`` with ``reranker`` and write a TREC run
-    to ``out`` (see the module's docstring for resuming). Returns ``out``."""
+    to ``out`` (see the module's docstring for resuming). Returns ``out``.
+
+    With ``ray_address`` the shards are reranked on that Ray cluster by ``workers`` workers
+    (default: one per CPU), each loading its own reranker with ``load()``, a function of no
+    arguments that makes the same reranker as ``reranker`` (same model, backend and precision)."""
     from tqdm.auto import tqdm
 
     if depth < 1 or shard_size < 1:
         raise ValueError(f"depth and shard_size must be at least 1, got {depth} and {shard_size}")
+    if ray_address:
+        from .cluster import connect, rerank_shards
+
+        if load is None:
+            raise ValueError("with ray_address, pass load: a function that loads the reranker on each worker")
+        connect(ray_address, quiet=not show_progress)  # an unreachable cluster: an error before anything is written
     unknown = sorted({d for scored in run.values() for d in scored} - set(documents))
     if unknown:
         raise CorpusError(f"the run names {len(unknown)} document(s) not in the corpus: {', '.join(unknown[:5])}")
@@ -67,15 +82,20 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
         raise CorpusError(f"{parts} holds shards of another reranking ({recorded.read_text(encoding='utf-8').strip()}): "
                           "delete it, or rerun with the same run and settings")
     _write(recorded, json.dumps(settings))
-    done = 0
-    for number, qids in enumerate(tqdm(shards, desc="reranking the run", unit=" shards", disable=not show_progress)):
-        path = parts / f"shard-{number:05d}.trec"
-        if path.is_file():
-            done += 1
-            continue
-        _write(path, rerank_shard(pipeline, qids, run, queries, documents, depth, tag))
-    if done:
-        logger.info("%d of %d shards were already done and were not reranked again", done, len(shards))
+    todo = [n for n in range(len(shards)) if not (parts / f"shard-{n:05d}.trec").is_file()]
+    if len(todo) < len(shards):
+        logger.info("%d of %d shards were already done and are not reranked again", len(shards) - len(todo), len(shards))
+    progress = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="reranking the run", unit=" shards", disable=not show_progress)
+    if ray_address:
+        work = {n: (shards[n], {q: run[q] for q in shards[n]}, {q: queries[q] for q in shards[n]},
+                    {d: documents[d] for q in shards[n] for d in run[q]}) for n in todo}
+        finished = rerank_shards(ray_address, load, work, depth=depth, tag=tag, workers=workers, show_progress=show_progress)
+    else:
+        finished = ((n, rerank_shard(pipeline, shards[n], run, queries, documents, depth, tag)) for n in todo)
+    with progress:
+        for number, lines in finished:
+            _write(parts / f"shard-{number:05d}.trec", lines)
+            progress.update()
     with replaced(out) as tmp, open(tmp, "wb") as joined:  # shard by shard: a run of any size
         for n in range(len(shards)):
             with open(parts / f"shard-{n:05d}.trec", "rb") as shard:

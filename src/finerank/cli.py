@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -146,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=_count(), default=64, help="requests waiting to be scored before 429")
     p.add_argument("--report", action="append", default=[], metavar="FILE",
                    help="a saved `finerank eval --json` file for the evaluation page at /eval (repeatable)")
+    p.add_argument("--ray", metavar="ADDRESS", help="serve as replicas on this Ray cluster (host:port of its head node) with Ray Serve")
+    p.add_argument("--replicas", type=_count(), default=1, help="with --ray: replicas, each with its own model and batcher (default 1)")
+    p.add_argument("--max-replicas", type=_count(), help="with --ray: scale up to this many replicas on load (default: --replicas, fixed)")
+    p.add_argument("--replica-cpus", type=float, default=1, help="with --ray: CPUs per replica (default 1)")
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_serve)
 
@@ -181,6 +186,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=_count(), default=100, help="documents per query reranked (default 100)")
     p.add_argument("--shard-size", type=_count(), default=50, help="queries per shard (default 50)")
     p.add_argument("--tag", default="finerank", help="the run tag written in the last column")
+    p.add_argument("--ray", metavar="ADDRESS", help="rerank the shards on this Ray cluster (host:port of its head node); same output")
+    p.add_argument("--workers", type=_count(), help="with --ray: reranking workers, one CPU each (default: one per CPU of the cluster)")
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_rerank_run)
 
@@ -269,11 +276,33 @@ def _serve(args: argparse.Namespace) -> int:
         first_stage(index, args.first_stage)
     limits = Limits(max_documents=args.max_documents, max_document_tokens=args.max_document_tokens,
                     batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
+    if args.ray:
+        return _serve_on_ray(args, limits)
     app = create_app(_load(args), index=args.index, first_stage=args.first_stage, api_key=args.api_key, limits=limits, reports=args.report)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"finerank: search page at http://{host}:{args.port}/" + (f" · evaluation page at http://{host}:{args.port}/eval" if args.report else ""),
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, limits) -> int:
+    """The same app as replicas on a Ray cluster, until interrupted; then the replicas are removed."""
+    import threading
+
+    from .server import replicas
+
+    reranker = _load(args)  # here first: a model that cannot load is one line now, not a failing replica
+    app_options = dict(index=str(Path(args.index).resolve()) if args.index else None, first_stage=args.first_stage,
+                       api_key=args.api_key, limits=limits, reports=[str(Path(r).resolve()) for r in args.report])
+    url = replicas.deploy(args.ray, _loader(args, reranker), replicas=args.replicas, max_replicas=args.max_replicas, cpus_per_replica=args.replica_cpus,
+                          host=args.host, port=args.port, quiet=args.quiet, **app_options)
+    print(f"finerank: {args.replicas} replica(s) on the Ray cluster at {args.ray}; search page at {url}/ (Ctrl-C removes them)",
+          file=sys.stderr, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        replicas.undeploy(args.ray)
     return 0
 
 
@@ -317,11 +346,24 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
+    return load_reranker(args.reranker or DEFAULT_RERANKER, kind=args.kind, **_reranker_settings(args))
+
+
+def _reranker_settings(args: argparse.Namespace) -> dict:
     options = {"backend": args.backend, "precision": args.precision, "max_chunks_per_doc": args.max_chunks_per_doc}
     if args.max_length:
         options["max_length"] = args.max_length
-    options.update({k: v for k in ("template", "instruction") if (v := getattr(args, k)) is not None})
-    return load_reranker(args.reranker or DEFAULT_RERANKER, kind=args.kind, **options)
+    return options | {k: v for k in ("template", "instruction") if (v := getattr(args, k)) is not None}
+
+
+def _loader(args: argparse.Namespace, reranker) -> functools.partial:
+    """A function that loads ``reranker`` again elsewhere (a Ray worker): the backend and
+    precision it chose here are pinned, so every worker scores as this process would."""
+    options = _reranker_settings(args)
+    scorer = getattr(reranker, "scorer", None)
+    if hasattr(scorer, "backend_name"):
+        options.update(backend=scorer.backend_name, precision=scorer.precision)
+    return functools.partial(load_reranker, args.reranker or DEFAULT_RERANKER, kind=args.kind, **options)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -443,8 +485,9 @@ def _rerank_run(args: argparse.Namespace) -> int:
     _check_writable(args.out)
     run, queries = read_run(args.run), read_queries(args.queries)
     documents = {d.id: d for d in read_corpus(args.corpus)}
-    out = rerank_run(run, queries, documents, _load(args), args.out, depth=args.depth, shard_size=args.shard_size, tag=args.tag,
-                     show_progress=not args.quiet)
+    reranker = _load(args)
+    out = rerank_run(run, queries, documents, reranker, args.out, depth=args.depth, shard_size=args.shard_size, tag=args.tag,
+                     show_progress=not args.quiet, ray_address=args.ray, load=_loader(args, reranker), workers=args.workers)
     print(f"wrote {out}: {len(run)} queries, top {args.depth} reranked")
     return 0
 

@@ -1,0 +1,95 @@
+"""Past one machine, on Ray: joining a cluster, and reranking a run's shards with Ray Data.
+
+Ray is an optional extra (``finerank[ray]``), imported only here and by the Ray Serve
+deployment (``server/replicas.py``). A worker gets a function that loads its reranker (each
+worker loads the model once, from a registry name, a hub id or a folder every node can read)
+and whole shards with their queries and documents, so the workers need no shared disk; the
+shards' lines come back to the caller, which writes them (see :mod:`finerank.batch`).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import socket
+from typing import Callable, Iterator
+
+from .errors import FinerankError, MissingDependencyError
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+class ClusterError(FinerankError, ConnectionError):
+    """The Ray cluster cannot be reached, or it failed the job."""
+
+
+def connect(address: str, *, quiet: bool = False):
+    """Join the Ray cluster at ``address`` (``host:port`` of its head node, or ``auto``) and
+    return the ``ray`` module. An address nothing answers on is a ClusterError within
+    :data:`CONNECT_TIMEOUT_S`, not Ray's minute of retries."""
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError("Ray", "ray") from None
+    if ray.is_initialized():
+        return ray
+    if address != "auto":
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        if not host or not port.isdigit():
+            raise ClusterError(f"not a Ray address: {address!r} (expected host:port of the head node, e.g. 127.0.0.1:6379)")
+        try:
+            socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as err:
+            raise ClusterError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}") from None
+    try:
+        ray.init(address=address, logging_level=logging.ERROR if quiet else logging.WARNING, log_to_driver=not quiet,
+                 configure_logging=False)
+    except (ConnectionError, RuntimeError) as err:
+        raise ClusterError(f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
+    return ray
+
+
+class _ShardWorker:
+    """A Ray Data actor: loads the reranker once, then reranks whole shards."""
+
+    def __init__(self, load: Callable, depth: int, tag: str):
+        from .pipeline import Pipeline, RunStage
+
+        self.pipeline = Pipeline(RunStage(), load(), candidates=depth, top_k=depth)
+        self.depth, self.tag = depth, tag
+
+    def __call__(self, batch: dict) -> dict:
+        from .batch import rerank_shard
+
+        lines = [rerank_shard(self.pipeline, *pickle.loads(payload), self.depth, self.tag) for payload in batch["payload"]]
+        return {"shard": batch["shard"], "lines": lines}
+
+
+def rerank_shards(address: str, load: Callable, shards: dict[int, tuple], *, depth: int, tag: str, workers: int | None = None,
+                  cpus_per_worker: float = 1, show_progress: bool = False) -> Iterator[tuple[int, str]]:
+    """Rerank ``shards`` (number -> (query ids, run, queries, documents) as
+    :func:`finerank.batch.rerank_shard` takes them) on the cluster's workers with Ray Data, and
+    yield (number, TREC lines) as each shard finishes, in any order. ``workers`` actors (default:
+    as many as the cluster's CPUs allow) each load the reranker with ``load()``. A worker that
+    dies is replaced and its shard redone (Ray Data's actor restarts and task retries)."""
+    connect(address, quiet=not show_progress)
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = show_progress
+    context.verbose_stats_logs = False
+    if workers is None:
+        workers = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker))
+    rows = [{"shard": n, "payload": pickle.dumps(shard, protocol=pickle.HIGHEST_PROTOCOL)} for n, shard in sorted(shards.items())]
+    if not rows:
+        return
+    dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        _ShardWorker, fn_constructor_args=(load, depth, tag), batch_size=1, concurrency=min(workers, len(rows)),
+        num_cpus=cpus_per_worker)
+    try:
+        for row in dataset.iter_rows():
+            yield int(row["shard"]), str(row["lines"])
+    except ray.exceptions.RayError as err:
+        raise ClusterError(f"the Ray job failed: {str(err).splitlines()[0]}") from None

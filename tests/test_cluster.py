@@ -1,0 +1,185 @@
+"""Past one machine, on a real local Ray cluster: a head and two worker nodes, each its own
+`ray start` process on 127.0.0.1, started and stopped here. Batch reranking equals the local
+run even when a worker is killed mid-shard; Ray Serve answers the Cohere SDK as the plain server
+does, retries a request whose replica is killed, and answers 503 when every try dies.
+
+A worker or replica is killed while it provably holds the request: the model is wrapped in a
+gate that writes the PID of the process scoring a chosen query and holds it until the test
+opens the gate, so the kill never depends on timing."""
+
+import functools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cohere
+import httpx
+import pytest
+
+from finerank import load_reranker, read_corpus, read_queries, read_run
+from finerank.batch import rerank_run
+from finerank.server import create_app, replicas
+
+from conftest import LiveServer
+
+pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+KEY = "cluster-key"
+READING = {"backend": "torch", "precision": "fp32", "threads": 1}  # as a one-CPU worker reads: the same scores everywhere
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.1)
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """host:port of a three-node cluster (one CPU a node); torn down after the module."""
+    port, log = _free_port(), open(tmp_path_factory.mktemp("ray") / "nodes.log", "w")
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+               "--disable-usage-stats"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    nodes = [subprocess.Popen([*command, "--head", f"--port={port}", "--include-dashboard=false"], env=env, stdout=log, stderr=log,
+                              start_new_session=True)]
+    address = f"127.0.0.1:{port}"
+    try:
+        _until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 60, "the head node")
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        for count in (2, 3):  # one at a time: two nodes registering at once on one machine can collide
+            nodes.append(subprocess.Popen([*command, f"--address={address}"], env=env, stdout=log, stderr=log, start_new_session=True))
+            _until(lambda: sum(n["Alive"] for n in ray.nodes()) == count, 60, f"{count} nodes")
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the gate travels to the workers
+        yield address
+    finally:
+        ray.shutdown()
+        for node in reversed(nodes):
+            node.terminate()
+        deadline = time.monotonic() + 5
+        for node in nodes:
+            try:
+                node.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:  # the head can take half a minute to stop: its processes are killed instead
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
+        log.close()
+
+
+class Gate:
+    """Holds any process scoring ``query`` until :meth:`open`; each held process's PID is
+    written to ``held``, and each that scores it after the gate opened to ``passed``."""
+
+    def __init__(self, folder: Path, query: str):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.query = folder, query
+
+    def __call__(self, query: str) -> None:
+        if query != self.query:
+            return
+        if not (self.folder / "open").exists():
+            with open(self.folder / "held", "a") as f:
+                f.write(f"{os.getpid()}\n")
+            _until(lambda: (self.folder / "open").exists(), 600, "the gate")
+        with open(self.folder / "passed", "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def pids(self, name: str) -> list[int]:
+        path = self.folder / name
+        return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+    def held(self, count: int = 1) -> int:
+        """The PID of the ``count``-th process held (waits for it)."""
+        return _until(lambda: len(self.pids("held")) >= count and self.pids("held")[count - 1], 240, f"a process held at {self.query!r}")
+
+    def open(self) -> None:
+        (self.folder / "open").touch()
+
+
+def gated(gate: Gate, model: str, **options):
+    """The model, loaded as usual, with ``gate`` in front of its scoring (pipeline and batcher paths)."""
+    reranker = load_reranker(model, **options)
+    scorer = reranker.scorer
+    passages, many = scorer.score_passages, scorer.score_many
+    scorer.score_passages = lambda query, texts, **kw: gate(query) or passages(query, texts, **kw)
+    scorer.score_many = lambda pairs, **kw: [gate(q) for q, _ in pairs] and many(pairs, **kw)
+    return reranker
+
+
+@pytest.fixture(scope="module")
+def dl19(datasets):
+    folder = datasets / "trec-dl-2019-passage-pool"
+    full = read_run(folder / "runs" / "BM25.top100.trec")
+    run = {q: full[q] for q in sorted(full)[:6]}
+    wanted = {d for scored in run.values() for d in scored}
+    return run, read_queries(folder / "queries.jsonl"), {d.id: d for d in read_corpus(folder) if d.id in wanted}
+
+
+def test_a_run_reranked_on_the_cluster_equals_the_local_run_though_a_worker_is_killed(cluster, dl19, tiny_ce, tmp_path):
+    run, queries, documents = dl19
+    reranker = load_reranker(tiny_ce, **READING)
+    local = rerank_run(run, queries, documents, reranker, tmp_path / "local.trec", depth=20, shard_size=1).read_text()
+    gate = Gate(tmp_path / "gate", queries[sorted(run)[3]])
+    load = functools.partial(gated, gate, str(tiny_ce), **READING)
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(rerank_run, run, queries, documents, reranker, tmp_path / "cluster.trec", depth=20, shard_size=1,
+                          ray_address=cluster, load=load)
+        killed = gate.held()  # the worker reranking the fourth shard, held mid-shard
+        os.kill(killed, signal.SIGKILL)
+        gate.open()
+        out = job.result(timeout=300)
+    assert out.read_text() == local and len(local.splitlines()) == 6 * 20
+    assert gate.pids("held") == [killed] and killed not in gate.pids("passed") and len(gate.pids("passed")) == 1  # redone elsewhere
+
+
+def test_serve_answers_as_the_plain_server_retries_a_killed_replica_and_says_503_when_all_die(cluster, tiny_ce, tmp_path):
+    query, documents = "how do vaccines train the immune system", [
+        "Vaccines expose the immune system to a harmless piece of a pathogen so it learns to recognise it.",
+        "The stock market fell sharply on Tuesday.", "Memory B cells remember antigens after vaccination."]
+    gate = Gate(tmp_path / "gate", "GATED " + query)
+    body = {"query": gate.query, "documents": documents}
+    with LiveServer(create_app(load_reranker(tiny_ce, **READING), api_key=KEY)) as plain:
+        expected = cohere.ClientV2(api_key=KEY, base_url=plain.url).rerank(model="default", query=query, documents=documents).results
+        gated_answer = httpx.post(f"{plain.url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {KEY}"}).json()["results"]
+    port = _free_port()
+    url = replicas.deploy(cluster, functools.partial(gated, gate, str(tiny_ce), **READING), replicas=2, port=port,
+                          quiet=True, api_key=KEY)
+    try:
+        got = cohere.ClientV2(api_key=KEY, base_url=url).rerank(model="default", query=query, documents=documents).results
+        assert [(r.index, r.relevance_score) for r in got] == [(r.index, r.relevance_score) for r in expected]
+        with ThreadPoolExecutor(1) as pool, httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as client:
+            # the replica scoring the request is killed: the request is answered by the other one
+            answer = pool.submit(client.post, f"{url}/v1/rerank", json=body)
+            os.kill(gate.held(1), signal.SIGKILL)
+            gate.held(2)  # the retry, held on the other replica
+            gate.open()
+            retried = answer.result(timeout=300)
+            assert retried.status_code == 200, retried.text
+            assert retried.json()["results"] == gated_answer
+            # both tries killed: a clear 503, not a hang or a bare 500
+            (gate.folder / "open").unlink()
+            answer = pool.submit(client.post, f"{url}/v1/rerank", json=body)
+            os.kill(gate.held(3), signal.SIGKILL)
+            os.kill(gate.held(4), signal.SIGKILL)
+            refused = answer.result(timeout=300)
+            gate.open()
+            assert refused.status_code == 503 and "stopped: retry shortly" in refused.json()["message"]
+            # a body over the limit is refused by the front as it streams in, before any replica reads it
+            big = client.post(f"{url}/v1/rerank", content=(b"x" * 1024 for _ in range(17 * 1024)))
+            assert big.status_code == 413 and big.json()["field"] == "body"
+    finally:
+        replicas.undeploy(cluster)
