@@ -1,0 +1,79 @@
+"""A first stage in Qdrant (its local mode, the same client API as a Qdrant cluster): BM25 in
+Qdrant ranks as finerank's own BM25 does, dense search as finerank's exact search, filters hold,
+the retriever returns what Qdrant's own client returns, and the pipeline reranks its hits."""
+
+import sys
+from dataclasses import replace
+
+import pytest
+from qdrant_client import QdrantClient, models
+
+from finerank import BM25, Dense, Index, MissingDependencyError, Pipeline, load_encoder, load_reranker, read_queries, rerank
+from finerank import qdrant
+
+QUERIES = 12
+
+
+@pytest.fixture(scope="module")
+def collection(scifact_docs, datasets, tmp_path_factory):
+    # the first 500 SciFact abstracts, each with a number to filter on; the caller's documents are not changed
+    documents = [replace(d, metadata={**d.metadata, "n": i}) for i, d in enumerate(scifact_docs[:500])]
+    encoder = load_encoder("all-minilm-l6-v2", max_length=128)  # the cost of the test: abstracts cut to 128 tokens
+    index = Index.build(documents, encoder=encoder)
+    client = QdrantClient(path=str(tmp_path_factory.mktemp("qdrant")))
+    assert qdrant.create(client, "scifact", documents, encoder=encoder) == len(documents)
+    titles = [d.title for d in documents[:QUERIES]]  # a title as the query: its abstract is the answer
+    yield client, index, encoder, titles
+    client.close()
+
+
+def test_bm25_in_qdrant_ranks_as_finerank_does(collection):
+    client, index, encoder, titles = collection
+    ours, theirs = BM25(index), qdrant.Qdrant(client, "scifact", "bm25")
+    for title in titles:
+        expected, got = ours.search(title, 10), theirs.search(title, 10)
+        assert [h.id for h in got] == [h.id for h in expected]
+        assert [h.score for h in got] == pytest.approx([h.score for h in expected], rel=1e-4)
+        assert [h.rank for h in got] == list(range(1, 11)) and got[0].document == index.documents[index.documents.position(got[0].id)]
+
+
+def test_dense_in_qdrant_finds_what_exact_search_finds(collection):
+    client, index, encoder, titles = collection
+    ours, theirs = Dense(index, encoder), qdrant.Qdrant(client, "scifact", "dense", encoder=encoder)
+    for title in titles:
+        expected, got = ours.search(title, 10), theirs.search(title, 10)
+        assert [h.id for h in got] == [h.id for h in expected]
+        assert [h.score for h in got] == pytest.approx([h.score for h in expected], abs=1e-5)
+
+
+def test_filters_and_the_retriever_return_what_qdrants_own_client_returns(collection):
+    client, index, encoder, titles = collection
+    retriever = qdrant.Qdrant(client, "scifact", "bm25")
+    spec = {"n": {"gte": 100, "lt": 400}}
+    hits = retriever.search(titles[0], 20, filter=spec)
+    assert len(hits) == 20 and all(100 <= h.document.metadata["n"] < 400 for h in hits)
+    own = client.query_points("scifact", query=retriever.query(titles[0]), using="bm25", limit=20, with_payload=True,
+                              query_filter=models.Filter(must=[models.FieldCondition(key="metadata.n", range=models.Range(gte=100, lt=400))]))
+    assert [(h.id, h.score) for h in hits] == [(p.payload["id"], p.score) for p in own.points]
+    assert [h.id for h in BM25(index).search(titles[0], 20, filter=spec)] == [h.id for h in hits]
+    wanted = [d.id for d in list(index.documents)[:40:3]]
+    assert {h.id for h in retriever.search(titles[0], 50, filter={"id": wanted})} <= set(wanted)
+    with pytest.raises(ValueError, match="numeric"):
+        retriever.search(titles[0], 5, filter={"title": {"gte": "a"}})
+
+
+def test_the_pipeline_reranks_qdrant_candidates(collection, datasets):
+    client, index, encoder, titles = collection
+    first, reranker = qdrant.Qdrant(client, "scifact", "bm25"), load_reranker("all-minilm-l6-v2")
+    query = read_queries(datasets / "scifact" / "queries.jsonl")["1"]  # a real SciFact claim
+    candidates = first.search(query, 30)
+    ranking = Pipeline(first, reranker, candidates=30, top_k=5).search(query)
+    expected = rerank(reranker, query, [h.document for h in candidates], top_k=5)
+    assert [(h.id, h.original_rank) for h in ranking.hits] == [(h.id, h.original_rank) for h in expected]
+    assert all(candidates[h.original_rank - 1].id == h.id for h in ranking.hits)
+
+
+def test_without_the_client_the_extra_is_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "qdrant_client", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'finerank\[qdrant\]'"):
+        qdrant.qdrant_filter({"n": 1})
