@@ -11,7 +11,6 @@ import functools
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ import pytest
 
 from finerank import load_reranker, read_corpus, read_queries, read_run
 from finerank.batch import rerank_run
+from finerank.cluster import local_cluster
 from finerank.server import create_app, replicas
 
 from conftest import LiveServer
@@ -50,34 +50,10 @@ def _until(check, timeout: float, what: str):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """host:port of a three-node cluster (one CPU a node); torn down after the module."""
-    port, log = _free_port(), open(tmp_path_factory.mktemp("ray") / "nodes.log", "w")
-    command = [str(Path(sys.executable).with_name("ray")), "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-               "--disable-usage-stats"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    nodes = [subprocess.Popen([*command, "--head", f"--port={port}", "--include-dashboard=false"], env=env, stdout=log, stderr=log,
-                              start_new_session=True)]
-    address = f"127.0.0.1:{port}"
-    try:
-        _until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 60, "the head node")
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-        for count in (2, 3):  # one at a time: two nodes registering at once on one machine can collide
-            nodes.append(subprocess.Popen([*command, f"--address={address}"], env=env, stdout=log, stderr=log, start_new_session=True))
-            _until(lambda: sum(n["Alive"] for n in ray.nodes()) == count, 60, f"{count} nodes")
+    """host:port of a three-node cluster (one CPU a node); stopped after the module."""
+    with local_cluster(3, log=tmp_path_factory.mktemp("ray") / "nodes.log") as address:
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the gate travels to the workers
         yield address
-    finally:
-        ray.shutdown()
-        for node in reversed(nodes):
-            node.terminate()
-        deadline = time.monotonic() + 5
-        for node in nodes:
-            try:
-                node.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:  # the head can take half a minute to stop: its processes are killed instead
-                os.killpg(node.pid, signal.SIGKILL)
-                node.wait()
-        log.close()
 
 
 class Gate:

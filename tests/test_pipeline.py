@@ -73,7 +73,8 @@ def test_a_budget_reads_as_many_candidates_as_fit(scifact_index, tiny_ce):
 
 @pytest.mark.slow
 def test_default_second_stage_beats_bm25_on_trec_dl_2019(datasets, bi_encoder):
-    """The official BM25 run on TREC DL 2019 (nDCG@10 0.506), reranked by the shipped default."""
+    """The official BM25 run on TREC DL 2019 (nDCG@10 0.506), its top 30 reranked by the shipped
+    default (the top 100: benchmarks/second_stages.py and docs/results.md)."""
     folder = datasets / "trec-dl-2019-passage-pool"
     documents = {d.id: d for d in read_corpus(folder)}
     queries, qrels = read_queries(folder / "queries.jsonl"), read_qrels(folder / "qrels" / "test.tsv")
@@ -81,7 +82,7 @@ def test_default_second_stage_beats_bm25_on_trec_dl_2019(datasets, bi_encoder):
     for qid, scores in read_run(folder / "runs" / "BM25.top100.trec").items():
         ordered = sorted(scores, key=lambda d: (-scores[d], d))
         first[qid] = ordered
-        reranked[qid] = [h.id for h in rerank(bi_encoder, queries[qid], [documents[d] for d in ordered])]
+        reranked[qid] = [h.id for h in rerank(bi_encoder, queries[qid], [documents[d] for d in ordered[:30]])] + ordered[30:]
     bm25, rescored = mean_scores(first, qrels)["ndcg@10"], mean_scores(reranked, qrels)["ndcg@10"]
     assert bm25 == pytest.approx(0.506, abs=0.002)
     assert rescored > bm25 + 0.08, (bm25, rescored)

@@ -43,6 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _share(text: str) -> float:
+    """An argparse type: a number of CPUs above 0 (a fraction allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def _count(minimum: int = 1):
     """An argparse type: an integer of at least ``minimum``."""
     def parse(text: str) -> int:
@@ -150,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", metavar="ADDRESS", help="serve as replicas on this Ray cluster (host:port of its head node) with Ray Serve")
     p.add_argument("--replicas", type=_count(), default=1, help="with --ray: replicas, each with its own model and batcher (default 1)")
     p.add_argument("--max-replicas", type=_count(), help="with --ray: scale up to this many replicas on load (default: --replicas, fixed)")
-    p.add_argument("--replica-cpus", type=float, default=1, help="with --ray: CPUs per replica (default 1)")
+    p.add_argument("--replica-cpus", type=_share, default=1, help="with --ray: CPUs per replica, a fraction allowed (default 1)")
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_serve)
 
@@ -292,10 +303,14 @@ def _serve_on_ray(args: argparse.Namespace, limits) -> int:
 
     from .server import replicas
 
+    if args.max_replicas is not None and args.max_replicas < args.replicas:
+        raise ValueError(f"--max-replicas ({args.max_replicas}) must be at least --replicas ({args.replicas})")
     reranker = _load(args)  # here first: a model that cannot load is one line now, not a failing replica
+    load = _loader(args, reranker)
+    del reranker
     app_options = dict(index=str(Path(args.index).resolve()) if args.index else None, first_stage=args.first_stage,
                        api_key=args.api_key, limits=limits, reports=[str(Path(r).resolve()) for r in args.report])
-    url = replicas.deploy(args.ray, _loader(args, reranker), replicas=args.replicas, max_replicas=args.max_replicas, cpus_per_replica=args.replica_cpus,
+    url = replicas.deploy(args.ray, load, replicas=args.replicas, max_replicas=args.max_replicas, cpus_per_replica=args.replica_cpus,
                           host=args.host, port=args.port, quiet=args.quiet, **app_options)
     print(f"finerank: {args.replicas} replica(s) on the Ray cluster at {args.ray}; search page at {url}/ (Ctrl-C removes them)",
           file=sys.stderr, flush=True)
