@@ -1,6 +1,7 @@
 """Past one machine, on a real local Ray cluster: a head and two worker nodes, each its own
 `ray start` process on 127.0.0.1, started and stopped here. Batch reranking equals the local
-run even when a worker is killed mid-shard; Ray Serve answers the Cohere SDK as the plain server
+run even when a worker is killed mid-shard; an evaluation and a teacher's scores computed on the
+cluster equal the local ones; Ray Serve answers the Cohere SDK as the plain server
 does, retries a request whose replica is killed, and answers 503 when every try dies.
 
 A worker or replica is killed while it provably holds the request: the model is wrapped in a
@@ -22,8 +23,10 @@ import pytest
 
 from finerank import load_reranker, read_corpus, read_queries, read_run
 from finerank.batch import rerank_run
+from finerank.evaluate import evaluate, load_dataset
 from finerank.cluster import local_cluster
 from finerank.server import create_app, replicas
+from finerank.train import Group, with_teacher
 
 from conftest import LiveServer
 
@@ -120,6 +123,20 @@ def test_a_run_reranked_on_the_cluster_equals_the_local_run_though_a_worker_is_k
         out = job.result(timeout=300)
     assert out.read_text() == local and len(local.splitlines()) == 6 * 20
     assert gate.pids("held") == [killed] and killed not in gate.pids("passed") and len(gate.pids("passed")) == 1  # redone elsewhere
+
+
+def test_eval_and_teacher_scores_on_the_cluster_equal_the_local_ones(cluster, datasets, tiny_ce):
+    folder = datasets / "trec-dl-2019-passage-pool"
+    dataset, run = load_dataset(folder, "test", max_queries=5), read_run(folder / "runs" / "BM25.top100.trec")
+    documents = {d.id: d for d in read_corpus(folder) if any(d.id in run[q] for q in dataset.queries)}
+    reranker, load = load_reranker(tiny_ce, **READING), functools.partial(load_reranker, str(tiny_ce), **READING)
+    local = evaluate(dataset, run, reranker, documents=documents, candidates=20)
+    remote = evaluate(dataset, run, reranker, documents=documents, candidates=20, ray_address=cluster, load=load)
+    assert remote.per_query == local.per_query and remote.tops == local.tops and remote.scores == local.scores
+    groups = [Group(text, tuple(documents[d].content for d in list(run[q])[:8]), tuple(list(run[q].values())[:8]))
+              for q, text in dataset.queries.items()]
+    taught = with_teacher(groups, reranker, ray_address=cluster, load=load, chunk=2)
+    assert taught == with_teacher(groups, reranker) and all(len(g.targets) == 8 for g in taught)
 
 
 def test_serve_answers_as_the_plain_server_retries_a_killed_replica_and_says_503_when_all_die(cluster, tiny_ce, tmp_path):

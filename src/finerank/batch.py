@@ -7,12 +7,13 @@ depth, the run, its queries and documents) are recorded with the shards, and a r
 settings is refused rather than mixing two rerankings in one run.
 
 With ``ray_address`` the unfinished shards are reranked by the workers of a Ray cluster
-(:func:`finerank.cluster.rerank_shards`) and written here as they come back: the same shards,
+(:func:`finerank.cluster.map_on_cluster`) and written here as they come back: the same shards,
 the same output, and the same resuming.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -62,7 +63,7 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
     if depth < 1 or shard_size < 1:
         raise ValueError(f"depth and shard_size must be at least 1, got {depth} and {shard_size}")
     if ray_address:
-        from .cluster import connect, rerank_shards
+        from .cluster import connect, map_on_cluster
 
         if load is None:
             raise ValueError("with ray_address, pass load: a function that loads the reranker on each worker")
@@ -89,7 +90,8 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
     if ray_address:
         work = {n: (shards[n], {q: run[q] for q in shards[n]}, {q: queries[q] for q in shards[n]},
                     {d: documents[d] for q in shards[n] for d in run[q]}) for n in todo}
-        finished = rerank_shards(ray_address, load, work, depth=depth, tag=tag, workers=workers, show_progress=show_progress)
+        finished = map_on_cluster(ray_address, functools.partial(_run_pipeline, load, depth),
+                                  functools.partial(_rerank_item, depth=depth, tag=tag), work, workers=workers, show_progress=show_progress)
     else:
         finished = ((n, rerank_shard(pipeline, shards[n], run, queries, documents, depth, tag)) for n in todo)
     with progress:
@@ -105,6 +107,15 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
     parts.rename(finished)
     shutil.rmtree(finished)
     return out
+
+
+def _run_pipeline(load, depth: int) -> Pipeline:
+    """On a worker: the pipeline that reranks a run with the reranker ``load()`` makes."""
+    return Pipeline(RunStage(), load(), candidates=depth, top_k=depth)
+
+
+def _rerank_item(pipeline: Pipeline, shard: tuple, *, depth: int, tag: str) -> str:
+    return rerank_shard(pipeline, *shard, depth, tag)
 
 
 def _reading(reranker) -> dict:

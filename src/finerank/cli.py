@@ -132,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write a Markdown report here")
     p.add_argument("--figure", help="write a PNG figure here (per-query nDCG@10 change, moves of relevant documents)")
     p.add_argument("--out", default="docs/results.md", help="with --all: the results page to write (default docs/results.md)")
+    p.add_argument("--ray", metavar="ADDRESS", help="with --run: rerank the run on this Ray cluster's workers (host:port of its head)")
     _reranker_options(p, allow_none=True)
     p.set_defaults(run_command=_eval)
 
@@ -172,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-kind", default="labelled", choices=("labelled", "self"), help="judged queries, or title -> text (first sentence -> rest) pairs")
     p.add_argument("--split", default="train")
     p.add_argument("--teacher", help="distil from this reranker's scores (loss kl), e.g. minilm-fused")
+    p.add_argument("--ray", metavar="ADDRESS", help="with --teacher: score the groups on this Ray cluster's workers (host:port of its head)")
     p.add_argument("--loss", choices=("listwise", "bce", "kl"), help="default: listwise (kl with --teacher)")
     p.add_argument("--group-size", type=_count(2), default=8, help="texts per group: 1 positive + negatives")
     p.add_argument("--batch-groups", type=_count(), default=4)
@@ -245,6 +247,8 @@ def _eval(args: argparse.Namespace) -> int:
     reranker = None if args.no_rerank else _load(args)
     options = dict(split=args.split, run=args.run, index=args.index, analyzer=args.analyzer, candidates=args.candidates,
                    max_queries=args.max_queries, first_stage=args.first_stage, show_progress=not args.quiet)
+    if args.ray and (args.all or not args.run or args.no_rerank):
+        raise ValueError("--ray reranks a run on the cluster: give one dataset, its --run and a reranker")
     if args.all:
         root = Path(args.dataset or "../shared/datasets")
         folders = sorted(f for f in root.iterdir() if (f / "qrels" / f"{args.split}.tsv").is_file())
@@ -256,6 +260,8 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     if not args.dataset:
         raise ValueError("name a dataset folder, or use --all")
+    if args.ray:
+        options.update(ray_address=args.ray, load=_loader(args, reranker))
     ev = evaluate_folder(Path(args.dataset), reranker, **options)
     figure_path = figure(ev, args.figure) if args.figure else None
     if args.report:
@@ -333,7 +339,9 @@ def _train(args: argparse.Namespace) -> int:
     else:
         groups = train.labelled_groups(args.data, index, split=args.split, group_size=args.group_size, max_queries=args.max_queries, seed=args.seed)
     if args.teacher:
-        groups = train.with_teacher(groups, load_reranker(args.teacher), show_progress=not args.quiet)
+        teacher = load_reranker(args.teacher)
+        groups = train.with_teacher(groups, teacher, show_progress=not args.quiet, ray_address=args.ray,
+                                    load=_pinned(args.teacher, teacher))
     config = train.TrainConfig(
         base=base, output=args.out, loss=args.loss or ("kl" if args.teacher else "listwise"), epochs=args.epochs,
         max_steps=args.max_steps, batch_groups=args.batch_groups, learning_rate=args.lr, max_length=args.max_length,
@@ -372,13 +380,17 @@ def _reranker_settings(args: argparse.Namespace) -> dict:
 
 
 def _loader(args: argparse.Namespace, reranker) -> functools.partial:
-    """A function that loads ``reranker`` again elsewhere (a Ray worker): the backend and
-    precision it chose here are pinned, so every worker scores as this process would."""
-    options = _reranker_settings(args)
+    """A function that loads ``reranker`` again elsewhere (a Ray worker or replica)."""
+    return _pinned(args.reranker or DEFAULT_RERANKER, reranker, kind=args.kind, **_reranker_settings(args))
+
+
+def _pinned(model: str, reranker, **options) -> functools.partial:
+    """``load_reranker(model, **options)`` with the backend and precision ``reranker`` chose
+    here pinned, so every worker scores as this process would."""
     scorer = getattr(reranker, "scorer", None)
     if hasattr(scorer, "backend_name"):
         options.update(backend=scorer.backend_name, precision=scorer.precision)
-    return functools.partial(load_reranker, args.reranker or DEFAULT_RERANKER, kind=args.kind, **options)
+    return functools.partial(load_reranker, model, **options)
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -1,10 +1,13 @@
-"""Past one machine, on Ray: joining a cluster, and reranking a run's shards with Ray Data.
+"""Past one machine, on Ray: joining a cluster, starting a local one, and running work that
+needs a model over a cluster's workers with Ray Data (:func:`map_on_cluster`: a run's shards
+in :mod:`finerank.batch`, a teacher's scores in :mod:`finerank.train`, an evaluation's
+rerankings in :mod:`finerank.evaluate`).
 
 Ray is an optional extra (``finerank[ray]``), imported only here and by the Ray Serve
-deployment (``server/replicas.py``). A worker gets a function that loads its reranker (each
-worker loads the model once, from a registry name, a hub id or a folder every node can read)
-and whole shards with their queries and documents, so the workers need no shared disk; the
-shards' lines come back to the caller, which writes them (see :mod:`finerank.batch`).
+deployment (``server/replicas.py``). A worker gets a function that loads its model (each
+worker loads it once, from a registry name, a hub id or a folder every node can read) and
+whole items with their texts, so the workers need no shared disk; the results come back to
+the caller.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from .errors import FinerankError, MissingDependencyError
 
@@ -115,29 +118,26 @@ def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
-class _ShardWorker:
-    """A Ray Data actor: loads the reranker once, then reranks whole shards."""
+class _Worker:
+    """A Ray Data actor: makes its model once with ``load()``, then applies ``work(model, item)``
+    to each item it is given."""
 
-    def __init__(self, load: Callable, depth: int, tag: str):
-        from .pipeline import Pipeline, RunStage
-
-        self.pipeline = Pipeline(RunStage(), load(), candidates=depth, top_k=depth)
-        self.depth, self.tag = depth, tag
+    def __init__(self, load: Callable, work: Callable):
+        self.model, self.work = load(), work
 
     def __call__(self, batch: dict) -> dict:
-        from .batch import rerank_shard
-
-        lines = [rerank_shard(self.pipeline, *pickle.loads(payload), self.depth, self.tag) for payload in batch["payload"]]
-        return {"shard": batch["shard"], "lines": lines}
+        done = [pickle.dumps(self.work(self.model, pickle.loads(p)), protocol=pickle.HIGHEST_PROTOCOL) for p in batch["payload"]]
+        return {"key": batch["key"], "payload": done}
 
 
-def rerank_shards(address: str, load: Callable, shards: dict[int, tuple], *, depth: int, tag: str, workers: int | None = None,
-                  cpus_per_worker: float = 1, show_progress: bool = False) -> Iterator[tuple[int, str]]:
-    """Rerank ``shards`` (number -> (query ids, run, queries, documents) as
-    :func:`finerank.batch.rerank_shard` takes them) on the cluster's workers with Ray Data, and
-    yield (number, TREC lines) as each shard finishes, in any order. ``workers`` actors (default:
-    as many as the cluster's CPUs allow) each load the reranker with ``load()``. A worker that
-    dies is replaced and its shard redone (Ray Data's actor restarts and task retries)."""
+def map_on_cluster(address: str, load: Callable, work: Callable, items: Mapping[int, Any], *, workers: int | None = None,
+                   cpus_per_worker: float = 1, show_progress: bool = False) -> Iterator[tuple[int, Any]]:
+    """``work(model, item)`` for every item of ``items`` (key -> item), on the cluster's workers
+    with Ray Data; yields (key, result) as each finishes, in any order. ``workers`` actors (default:
+    as many as the cluster's CPUs allow) each make the model once with ``load()``. A worker that
+    dies is replaced and its items redone (Ray Data's actor restarts and task retries). Items and
+    results travel pickled, so the workers need no shared disk; ``load`` and ``work`` must be
+    picklable (module-level functions, or partials of them)."""
     connect(address, quiet=not show_progress)
     import ray.data
 
@@ -148,14 +148,13 @@ def rerank_shards(address: str, load: Callable, shards: dict[int, tuple], *, dep
     context.verbose_stats_logs = False
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker))
-    rows = [{"shard": n, "payload": pickle.dumps(shard, protocol=pickle.HIGHEST_PROTOCOL)} for n, shard in sorted(shards.items())]
+    rows = [{"key": k, "payload": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)} for k, item in sorted(items.items())]
     if not rows:
         return
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        _ShardWorker, fn_constructor_args=(load, depth, tag), batch_size=1, concurrency=min(workers, len(rows)),
-        num_cpus=cpus_per_worker)
+        _Worker, fn_constructor_args=(load, work), batch_size=1, concurrency=min(workers, len(rows)), num_cpus=cpus_per_worker)
     try:
         for row in dataset.iter_rows():
-            yield int(row["shard"]), str(row["lines"])
+            yield int(row["key"]), pickle.loads(row["payload"])
     except ray.exceptions.RayError as err:
         raise ClusterError(f"the Ray job failed: {str(err).splitlines()[0]}") from None

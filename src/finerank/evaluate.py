@@ -9,11 +9,12 @@ misses (they are never dropped), and a query with no ranking scores zero.
 
 from __future__ import annotations
 
+import functools
 import math
 import resource
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from .types import Document
 
 if TYPE_CHECKING:
     from .models import Scorer
-    from .pipeline import SecondStage
+    from .pipeline import Pipeline, SecondStage
     from .retrievers import Retriever
 
 Qrels = Mapping[str, Mapping[str, int]]
@@ -215,13 +216,17 @@ def evaluate(
     candidates: int = 100,
     first_stage_name: str | None = None,
     show_progress: bool = False,
+    ray_address: str | None = None,
+    load: Callable | None = None,
 ) -> Evaluation:
     """Run the first stage (a Retriever, or a run: query id -> {doc id: score}) over the dataset's
     judged queries, rerank its top ``candidates`` if a reranker is given (through
     :class:`finerank.Pipeline`, as a search would), and score both lists.
 
     Reranking a run needs ``documents`` (id -> Document); a run that names a document missing
-    from them raises CorpusError naming it.
+    from them raises CorpusError naming it. With ``ray_address`` a run's queries are reranked on
+    that Ray cluster's workers, each loading the reranker with ``load()`` (the same rankings;
+    the latencies are the workers').
     """
     from tqdm.auto import tqdm
 
@@ -237,11 +242,20 @@ def evaluate(
     first_run, reranked_run, documents_seen = {}, {}, {}
     times: dict[str, list[float]] = {"first_stage": [], "rerank": []}
     pairs = 0
-    for qid, text in tqdm(dataset.queries.items(), desc=dataset.name, unit=" queries", disable=not show_progress):
-        if is_run:
-            ranking = pipeline.rerank(text, hits_of_run(first_stage.get(qid, {}), documents, candidates))
-        else:
-            ranking = pipeline.search(text)
+    if ray_address is not None:
+        if not is_run or reranker is None or load is None:
+            raise ValueError("on a Ray cluster, evaluate reranks a run: give a run, a reranker and load")
+        from .cluster import map_on_cluster
+
+        queries = [(q, text, hits_of_run(first_stage.get(q, {}), documents, candidates)) for q, text in dataset.queries.items()]
+        chunks = {n: queries[i : i + 20] for n, i in enumerate(range(0, len(queries), 20))}
+        done = {q: r for _, chunk in map_on_cluster(ray_address, functools.partial(_run_pipeline, load, name, candidates),
+                                                     _rerank_queries, chunks, show_progress=show_progress) for q, r in chunk}
+        rankings = ((q, done[q]) for q in dataset.queries)
+    else:
+        rankings = ((q, pipeline.rerank(text, hits_of_run(first_stage.get(q, {}), documents, candidates)) if is_run else pipeline.search(text))
+                    for q, text in tqdm(dataset.queries.items(), desc=dataset.name, unit=" queries", disable=not show_progress))
+    for qid, ranking in rankings:
         first_run[qid] = [h.id for h in ranking.candidates]
         documents_seen.update((h.id, h.document) for h in (*ranking.candidates[:10], *ranking.hits[:10]))
         for stage, seconds in ranking.timings.items():
@@ -273,6 +287,17 @@ def evaluate(
     )
 
 
+def _run_pipeline(load: Callable, name: str, candidates: int) -> "Pipeline":
+    """On a worker: the pipeline that reranks a run with the reranker ``load()`` makes."""
+    from .pipeline import Pipeline, RunStage
+
+    return Pipeline(RunStage(name), load(), candidates=candidates, top_k=candidates)
+
+
+def _rerank_queries(pipeline: "Pipeline", queries: list) -> list:
+    return [(q, pipeline.rerank(text, hits)) for q, text, hits in queries]
+
+
 def _label(document: Document) -> str:
     """A document's title, or its opening words (about 80 characters)."""
     text = " ".join((document.title or document.text).split())
@@ -293,12 +318,14 @@ def evaluate_folder(
     first_stage: str = "bm25",
     encoder=None,
     show_progress: bool = False,
+    ray_address: str | None = None,
+    load: Callable | None = None,
 ) -> Evaluation:
     """Evaluate a BEIR folder. The first stage is, in this order: ``run`` (a TREC run file, as a
     path or relative to the folder); with ``official_run``, the folder's ``runs/BM25.top100.trec``
     if it has one; else ``first_stage`` (bm25, dense or hybrid) over an existing ``index`` or
     one built from the folder's corpus (with ``encoder``, default all-MiniLM-L6-v2, for dense
-    and hybrid)."""
+    and hybrid). ``ray_address`` and ``load``: a run reranked on a Ray cluster (see :func:`evaluate`)."""
     from .corpus import read_corpus, read_run
     from .index import Index
     from .registry import load_encoder
@@ -315,7 +342,9 @@ def evaluate_folder(
     if run_file is not None and run_file.is_file():
         documents = {d.id: d for d in read_corpus(folder)} if reranker is not None else None
         return evaluate(dataset, read_run(run_file), reranker, documents=documents, candidates=candidates,
-                        first_stage_name=f"run {run_file.name}", show_progress=show_progress)
+                        first_stage_name=f"run {run_file.name}", show_progress=show_progress, ray_address=ray_address, load=load)
+    if ray_address is not None:
+        raise ValueError("on a Ray cluster, eval reranks a run: give one (--run FILE)")
     if index:
         loaded = Index.load(index)
         _check_index_matches(loaded, dataset)

@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -108,19 +108,36 @@ def self_supervised_groups(index: Index, *, group_size: int = 8, max_documents: 
     return groups
 
 
-def with_teacher(groups: Sequence[Group], teacher: SecondStage, *, show_progress: bool = False) -> list[Group]:
+def with_teacher(groups: Sequence[Group], teacher: SecondStage, *, show_progress: bool = False, ray_address: str | None = None,
+                 load: Callable | None = None, chunk: int = 64) -> list[Group]:
     """The same groups with the teacher's raw scores as targets (for ``loss="kl"``). A fused
     teacher is given the first stage's scores and ranks, not the group order (which would tell
-    it which text is the positive)."""
+    it which text is the positive). With ``ray_address`` the groups are scored ``chunk`` at a
+    time on that Ray cluster's workers, each loading the teacher with ``load()``: the same
+    targets, in the same order."""
     from tqdm.auto import tqdm
 
-    taught = []
-    for g in tqdm(groups, desc="teacher scores", unit=" groups", disable=not show_progress):
-        scores = teacher.scorer.score(g.query, list(g.texts), raw=True)
-        if teacher.fusion is not None:
-            scores = teacher.fusion(scores, ranks(np.array(g.first_scores)), g.first_scores)
-        taught.append(Group(g.query, g.texts, g.first_scores, tuple(float(s) for s in scores)))
-    return taught
+    if ray_address is None:
+        return [teach(teacher, g) for g in tqdm(groups, desc="teacher scores", unit=" groups", disable=not show_progress)]
+    if load is None:
+        raise ValueError("with ray_address, pass load: a function that loads the teacher on each worker")
+    from .cluster import map_on_cluster
+
+    chunks = {n: list(groups[i : i + chunk]) for n, i in enumerate(range(0, len(groups), chunk))}
+    taught = dict(map_on_cluster(ray_address, load, teach_all, chunks, show_progress=show_progress))
+    return [g for n in range(len(chunks)) for g in taught[n]]
+
+
+def teach(teacher: SecondStage, group: Group) -> Group:
+    """One group with the teacher's scores as its targets."""
+    scores = teacher.scorer.score(group.query, list(group.texts), raw=True)
+    if teacher.fusion is not None:
+        scores = teacher.fusion(scores, ranks(np.array(group.first_scores)), group.first_scores)
+    return Group(group.query, group.texts, group.first_scores, tuple(float(s) for s in scores))
+
+
+def teach_all(teacher: SecondStage, groups: Sequence[Group]) -> list[Group]:
+    return [teach(teacher, g) for g in groups]
 
 
 # --- training ---------------------------------------------------------------------------------
