@@ -119,8 +119,12 @@ def test_hnsw_finds_what_exact_search_finds(datasets, vaswani):
     batched = dense.batch_search(texts, 10)
     for text, hits in zip(texts, batched):
         single = dense.search(text, 10)
-        assert [h.id for h in hits] == [h.id for h in single] and [h.rank for h in hits] == list(range(1, 11))
-        np.testing.assert_allclose([h.score for h in hits], [h.score for h in single], atol=2e-3)  # bf16: batch shape moves the last digits
+        assert [h.rank for h in hits] == list(range(1, 11))
+        # bf16 (AMX or not) rounds differently for a batch than for one query, which moves the last
+        # digits: the scores agree within that, and only documents tied within it trade places
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in single], atol=2e-3)
+        traded = {h.id for h in hits} ^ {h.id for h in single}
+        assert all(abs(h.score - single[-1].score) <= 2e-3 for h in (*hits, *single) if h.id in traded)
 
 
 def test_filtered_dense_search_still_returns_k(vaswani, encoder):

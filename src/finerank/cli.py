@@ -167,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run_command=_serve)
 
     p = sub.add_parser("train", help="fine-tune a cross-encoder (labelled, self-supervised or distilled)")
-    p.add_argument("data", help="a BEIR folder (labelled: with qrels/<split>.tsv) or any corpus (--data-kind self)")
+    p.add_argument("data", nargs="+", help="BEIR folders (labelled: with qrels/<split>.tsv) or any corpora (--data-kind self); groups from each are pooled")
     p.add_argument("--out", required=True, help="output model folder (Hugging Face + ONNX + model card; checkpoints inside)")
     p.add_argument("--base", default="all-minilm-l6-v2", help="pretrained encoder: registry name, local folder or hub id")
     p.add_argument("--data-kind", default="labelled", choices=("labelled", "self"), help="judged queries, or title -> text (first sentence -> rest) pairs")
@@ -329,15 +329,17 @@ def _serve_on_ray(args: argparse.Namespace, limits) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from . import train
-    from .registry import PackagedModel
+    from .registry import ConvertedModel, PackagedModel
 
     spec = MODELS.get(args.base)
-    base = str(spec.locate()) if isinstance(spec, PackagedModel) else args.base
-    index = Index.build(read_corpus(args.data), show_progress=not args.quiet)
-    if args.data_kind == "self":
-        groups = train.self_supervised_groups(index, group_size=args.group_size, max_documents=args.max_queries, seed=args.seed)
-    else:
-        groups = train.labelled_groups(args.data, index, split=args.split, group_size=args.group_size, max_queries=args.max_queries, seed=args.seed)
+    base = str(spec.locate()) if isinstance(spec, (PackagedModel, ConvertedModel)) else args.base
+    groups = []
+    for folder in args.data:
+        index = Index.build(read_corpus(folder), show_progress=not args.quiet)
+        if args.data_kind == "self":
+            groups += train.self_supervised_groups(index, group_size=args.group_size, max_documents=args.max_queries, seed=args.seed)
+        else:
+            groups += train.labelled_groups(folder, index, split=args.split, group_size=args.group_size, max_queries=args.max_queries, seed=args.seed)
     if args.teacher:
         teacher = load_reranker(args.teacher)
         groups = train.with_teacher(groups, teacher, show_progress=not args.quiet, ray_address=args.ray,
@@ -347,13 +349,14 @@ def _train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, batch_groups=args.batch_groups, learning_rate=args.lr, max_length=args.max_length,
         seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
     )
-    print(f"training on {len(groups)} groups of {args.group_size} from {args.data} ({args.data_kind}{', distilled from ' + args.teacher if args.teacher else ''})")
+    data = " + ".join(args.data)
+    print(f"training on {len(groups)} groups of {args.group_size} from {data} ({args.data_kind}{', distilled from ' + args.teacher if args.teacher else ''})")
     try:
         result = train.train(groups, config, resume=args.resume, show_progress=not args.quiet)
     except KeyboardInterrupt:
         print(f"interrupted: the checkpoint in {args.out}/checkpoint is kept; continue with --resume", file=sys.stderr)
         return 130
-    out = train.export(config, result, f"{args.data} ({args.data_kind}, split {args.split}, {len(groups)} groups)")
+    out = train.export(config, result, f"{data} ({args.data_kind}, split {args.split}, {len(groups)} groups)")
     if args.eval:
         from .evaluate import evaluate_folder
         from .report import markdown, table
