@@ -113,6 +113,8 @@ def test_more_bad_input_is_one_line(tmp_path, capsys, scifact_idx, monkeypatch, 
     fails(["eval", str(datasets / "scifact"), "--max-queries", "0"], "usage: must be at least 1, got 0")
     fails(["train", str(datasets / "nfcorpus"), "--out", str(tmp_path / "m"), "--max-steps", "0"], "usage: must be at least 1")
     fails(["train", str(datasets / "nfcorpus"), "--out", str(tmp_path / "m"), "--group-size", "1"], "usage: must be at least 2")
+    fails(["train", str(datasets / "nfcorpus"), "--out", str(tmp_path / "m"), "--ray", "127.0.0.1:1"], "--ray scores a teacher's targets")
+    fails(["eval", str(datasets / "scifact"), "--ray", "127.0.0.1:1"], "--ray reranks a run on the cluster")
     fails(["serve", "--port", "-1"], "usage: must be at least 0")
     fails(["serve", "--index", "/nonexistent", "--reranker", "all-minilm-l6-v2"], "/nonexistent does not exist")
     fails(["serve", "--index", str(scifact_idx), "--first-stage", "dense"], "no dense vectors")

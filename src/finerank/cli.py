@@ -181,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=_count())
     p.add_argument("--lr", type=float, default=4e-5)
     p.add_argument("--max-length", type=_count(8), default=256)
-    p.add_argument("--max-queries", type=_count(), help="use only the first N queries (or documents, for self)")
+    p.add_argument("--max-queries", type=_count(), help="use only the first N queries (or documents, for self) of each folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=_count(), default=200)
     p.add_argument("--threads", type=_count(), help="CPU threads for training (default: torch's choice)")
@@ -244,11 +244,11 @@ def _eval(args: argparse.Namespace) -> int:
 
     for path in (args.report, args.figure, args.out if args.all else None):
         _check_writable(path)
+    if args.ray and (args.all or not args.run or args.no_rerank):
+        raise ValueError("--ray reranks a run on the cluster: give one dataset, its --run and a reranker")
     reranker = None if args.no_rerank else _load(args)
     options = dict(split=args.split, run=args.run, index=args.index, analyzer=args.analyzer, candidates=args.candidates,
                    max_queries=args.max_queries, first_stage=args.first_stage, show_progress=not args.quiet)
-    if args.ray and (args.all or not args.run or args.no_rerank):
-        raise ValueError("--ray reranks a run on the cluster: give one dataset, its --run and a reranker")
     if args.all:
         root = Path(args.dataset or "../shared/datasets")
         folders = sorted(f for f in root.iterdir() if (f / "qrels" / f"{args.split}.tsv").is_file())
@@ -331,6 +331,8 @@ def _train(args: argparse.Namespace) -> int:
     from . import train
     from .registry import ConvertedModel, PackagedModel
 
+    if args.ray and not args.teacher:
+        raise ValueError("--ray scores a teacher's targets on the cluster: give --teacher")
     spec = MODELS.get(args.base)
     base = str(spec.locate()) if isinstance(spec, (PackagedModel, ConvertedModel)) else args.base
     groups = []
