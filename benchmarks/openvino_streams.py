@@ -1,7 +1,7 @@
 """Does OpenVINO run faster as 2 streams of 1 thread (two batches in flight) than as 1 stream of
 2 threads (finerank's setting: the LATENCY hint)? Same batches, same model, bf16, one run.
 
-    python benchmarks/openvino_streams.py [MODEL] [--pairs 400]
+    python benchmarks/openvino_streams.py [MODEL] [--head encoder|classification] [--pairs 400]
 
 MODEL: a registry name or folder (default all-minilm-l6-v2, read as an encoder; the cost per
 token is a cross-encoder's of the same shape). SciFact queries x abstracts, length-bucketed

@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 from ._storage import replaced
 from .errors import CorpusError
-from .pipeline import Pipeline, RunStage, hits_of_run
+from .pipeline import Pipeline, RunStage, hits_of_run, run_pipeline
 from .types import Document
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
     if ray_address:
         work = {n: (shards[n], {q: run[q] for q in shards[n]}, {q: queries[q] for q in shards[n]},
                     {d: documents[d] for q in shards[n] for d in run[q]}) for n in todo}
-        finished = map_on_cluster(ray_address, functools.partial(_run_pipeline, load, depth),
+        finished = map_on_cluster(ray_address, functools.partial(run_pipeline, load, depth),
                                   functools.partial(_rerank_item, depth=depth, tag=tag), work, workers=workers, show_progress=show_progress)
     else:
         finished = ((n, rerank_shard(pipeline, shards[n], run, queries, documents, depth, tag)) for n in todo)
@@ -107,11 +107,6 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
     parts.rename(finished)
     shutil.rmtree(finished)
     return out
-
-
-def _run_pipeline(load, depth: int) -> Pipeline:
-    """On a worker: the pipeline that reranks a run with the reranker ``load()`` makes."""
-    return Pipeline(RunStage(), load(), candidates=depth, top_k=depth)
 
 
 def _rerank_item(pipeline: Pipeline, shard: tuple, *, depth: int, tag: str) -> str:

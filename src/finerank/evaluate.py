@@ -230,7 +230,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from .pipeline import Pipeline, RunStage, hits_of_run
+    from .pipeline import Pipeline, RunStage, hits_of_run, run_pipeline
 
     is_run = isinstance(first_stage, Mapping)
     if is_run and reranker is not None:
@@ -249,7 +249,7 @@ def evaluate(
 
         queries = [(q, text, hits_of_run(first_stage.get(q, {}), documents, candidates)) for q, text in dataset.queries.items()]
         chunks = {n: queries[i : i + 20] for n, i in enumerate(range(0, len(queries), 20))}
-        done = {q: r for _, chunk in map_on_cluster(ray_address, functools.partial(_run_pipeline, load, name, candidates),
+        done = {q: r for _, chunk in map_on_cluster(ray_address, functools.partial(run_pipeline, load, candidates, name),
                                                      _rerank_queries, chunks, show_progress=show_progress) for q, r in chunk}
         rankings = ((q, done[q]) for q in dataset.queries)
     else:
@@ -285,13 +285,6 @@ def evaluate(
                            {d: g for d, g in dataset.qrels[q].items() if g > 0}) for q, text in dataset.queries.items()},
         labels={d: _label(doc) for d, doc in documents_seen.items()},
     )
-
-
-def _run_pipeline(load: Callable, name: str, candidates: int) -> "Pipeline":
-    """On a worker: the pipeline that reranks a run with the reranker ``load()`` makes."""
-    from .pipeline import Pipeline, RunStage
-
-    return Pipeline(RunStage(name), load(), candidates=candidates, top_k=candidates)
 
 
 def _rerank_queries(pipeline: "Pipeline", queries: list) -> list:

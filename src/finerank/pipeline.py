@@ -218,6 +218,12 @@ def as_documents(candidates: Sequence[Hit | Document | str]) -> tuple[list[Docum
     return documents, original
 
 
+def run_pipeline(load: Callable, candidates: int, name: str = "run") -> "Pipeline":
+    """The pipeline that reranks a run's top ``candidates`` with the reranker ``load()`` makes
+    (what a Ray worker builds once: see :func:`finerank.cluster.map_on_cluster`)."""
+    return Pipeline(RunStage(name), load(), candidates=candidates, top_k=candidates)
+
+
 class RunStage:
     """Stands for a TREC run as a pipeline's first stage: its hits (:func:`hits_of_run`) are given
     to :meth:`Pipeline.rerank`, never searched."""

@@ -119,8 +119,8 @@ def with_teacher(groups: Sequence[Group], teacher: SecondStage, *, show_progress
 
     if ray_address is None:
         return [teach(teacher, g) for g in tqdm(groups, desc="teacher scores", unit=" groups", disable=not show_progress)]
-    if load is None:
-        raise ValueError("with ray_address, pass load: a function that loads the teacher on each worker")
+    if load is None or chunk < 1:
+        raise ValueError(f"with ray_address, pass load (a function that loads the teacher on each worker) and a chunk of at least 1, got {chunk}")
     from .cluster import map_on_cluster
 
     chunks = {n: list(groups[i : i + chunk]) for n, i in enumerate(range(0, len(groups), chunk))}
@@ -137,6 +137,7 @@ def teach(teacher: SecondStage, group: Group) -> Group:
 
 
 def teach_all(teacher: SecondStage, groups: Sequence[Group]) -> list[Group]:
+    """Groups with the teacher's scores as their targets (a cluster worker's share)."""
     return [teach(teacher, g) for g in groups]
 
 
