@@ -71,6 +71,19 @@ def scifact_docs(datasets):
     return list(read_corpus(datasets / "scifact"))
 
 
+@pytest.fixture(scope="session")
+def dl19_slice(datasets):
+    """The first 6 queries of DL19's official BM25 run (100 candidates each), as (folder, run,
+    queries, documents): the documents are only those the slice names."""
+    from finerank import read_corpus, read_queries, read_run
+
+    folder = datasets / "trec-dl-2019-passage-pool"
+    full = read_run(folder / "runs" / "BM25.top100.trec")
+    run = {q: full[q] for q in sorted(full)[:6]}
+    wanted = {d for scored in run.values() for d in scored}
+    return folder, run, read_queries(folder / "queries.jsonl"), {d.id: d for d in read_corpus(folder) if d.id in wanted}
+
+
 class LiveServer:
     """An ASGI app served by uvicorn on a free loopback port, in a thread, for the test's duration."""
 

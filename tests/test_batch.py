@@ -5,25 +5,15 @@ import socket
 
 import pytest
 
-from finerank import Pipeline, load_reranker, read_corpus, read_queries, read_run
+from finerank import Pipeline, load_reranker
 from finerank.batch import rerank_run
 from finerank.cli import main
 from finerank.errors import CorpusError
 from finerank.pipeline import RunStage, hits_of_run
 
 
-@pytest.fixture(scope="module")
-def dl19(datasets):
-    folder = datasets / "trec-dl-2019-passage-pool"
-    full = read_run(folder / "runs" / "BM25.top100.trec")
-    run = {q: full[q] for q in sorted(full)[:6]}
-    wanted = {d for scored in run.values() for d in scored}
-    documents = {d.id: d for d in read_corpus(folder) if d.id in wanted}
-    return folder, run, read_queries(folder / "queries.jsonl"), documents
-
-
-def test_a_run_reranked_in_shards_equals_the_pipeline_and_resumes(dl19, tiny_ce, tmp_path, monkeypatch):
-    folder, run, queries, documents = dl19
+def test_a_run_reranked_in_shards_equals_the_pipeline_and_resumes(dl19_slice, tiny_ce, tmp_path, monkeypatch):
+    folder, run, queries, documents = dl19_slice
     reranker = load_reranker(tiny_ce)
     out = rerank_run(run, queries, documents, reranker, tmp_path / "reranked.trec", depth=20, shard_size=2, tag="t")
     lines = out.read_text().splitlines()
@@ -57,8 +47,8 @@ def test_a_run_reranked_in_shards_equals_the_pipeline_and_resumes(dl19, tiny_ce,
     assert (tmp_path / "again.trec").read_text().splitlines() == expected
 
 
-def test_rerank_run_from_the_command_line(dl19, tiny_ce, tmp_path, capsys):
-    folder, run, queries, documents = dl19
+def test_rerank_run_from_the_command_line(dl19_slice, tiny_ce, tmp_path, capsys):
+    folder, run, queries, documents = dl19_slice
     small = tmp_path / "run.trec"
     small.write_text("".join(f"{q} Q0 {d} 1 {s} bm25\n" for q in list(run)[:2] for d, s in run[q].items()))
     out = tmp_path / "out.trec"
@@ -73,8 +63,8 @@ def test_rerank_run_from_the_command_line(dl19, tiny_ce, tmp_path, capsys):
     assert main(args) == 1 and "not in the queries file: nope" in capsys.readouterr().err
 
 
-def test_an_unreachable_cluster_is_one_line_for_batch_and_serve(dl19, tiny_ce, tmp_path, capsys):
-    folder, run, queries, documents = dl19
+def test_an_unreachable_cluster_is_one_line_for_batch_and_serve(dl19_slice, tiny_ce, tmp_path, capsys):
+    folder, run, queries, documents = dl19_slice
     small = tmp_path / "run.trec"
     small.write_text("".join(f"{q} Q0 {d} 1 {s} bm25\n" for q in list(run)[:1] for d, s in run[q].items()))
     with socket.socket() as s:  # a port nothing listens on

@@ -21,7 +21,7 @@ import cohere
 import httpx
 import pytest
 
-from finerank import load_reranker, read_corpus, read_queries, read_run
+from finerank import load_reranker, read_corpus, read_run
 from finerank.batch import rerank_run
 from finerank.evaluate import evaluate, load_dataset
 from finerank.cluster import local_cluster
@@ -99,17 +99,8 @@ def gated(gate: Gate, model: str, **options):
     return reranker
 
 
-@pytest.fixture(scope="module")
-def dl19(datasets):
-    folder = datasets / "trec-dl-2019-passage-pool"
-    full = read_run(folder / "runs" / "BM25.top100.trec")
-    run = {q: full[q] for q in sorted(full)[:6]}
-    wanted = {d for scored in run.values() for d in scored}
-    return run, read_queries(folder / "queries.jsonl"), {d.id: d for d in read_corpus(folder) if d.id in wanted}
-
-
-def test_a_run_reranked_on_the_cluster_equals_the_local_run_though_a_worker_is_killed(cluster, dl19, tiny_ce, tmp_path):
-    run, queries, documents = dl19
+def test_a_run_reranked_on_the_cluster_equals_the_local_run_though_a_worker_is_killed(cluster, dl19_slice, tiny_ce, tmp_path):
+    _, run, queries, documents = dl19_slice
     reranker = load_reranker(tiny_ce, **READING)
     local = rerank_run(run, queries, documents, reranker, tmp_path / "local.trec", depth=20, shard_size=1).read_text()
     gate = Gate(tmp_path / "gate", queries[sorted(run)[3]])
