@@ -152,7 +152,7 @@ def map_on_cluster(address: str, load: Callable, work: Callable, items: Mapping[
     if not rows:
         return
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        _Worker, fn_constructor_args=(load, work), batch_size=1, concurrency=min(workers, len(rows)), num_cpus=cpus_per_worker)
+        _Worker, fn_constructor_args=(load, work), batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(rows))), num_cpus=cpus_per_worker)
     try:
         for row in dataset.iter_rows():
             yield int(row["key"]), pickle.loads(row["payload"])
