@@ -97,7 +97,7 @@ def test_bi_encoder_second_stage_reads_the_stored_vectors(datasets, vaswani, tin
     assert Pipeline(BM25(vaswani), load_reranker("all-minilm-l6-v2", document_prefix="passage: "))._vectors is None
     assert Pipeline(BM25(vaswani), load_reranker(tiny_ce))._vectors is None
     assert Pipeline(BM25(Index.build(list(read_corpus(datasets / "vaswani"))[:50])), reranker)._vectors is None  # no vectors
-    with pytest.raises(ValueError, match="one 384-dimensional row per text"):
+    with pytest.raises(ValueError, match="one array of 384-dimensional rows"):
         reranker.scorer.score("fins", ["a", "b"], vectors=np.zeros((3, 384), np.float32))
 
 
@@ -220,3 +220,51 @@ def test_bad_input_gets_clear_errors(tmp_path, small, tiny_ce, minilm_dir, encod
     meta.write_text(json.dumps(params | {"documents": 7}))
     with pytest.raises(IndexFormatError, match="disagree on the number of documents"):
         Index.load(path)
+
+
+FILLER = ("Municipal records describe the history of the district, its markets, its bridges and the families who "
+          "traded along the river for many generations, together with notes on weather, harvests and local festivals. ")
+
+
+def test_windowed_vectors_read_a_late_sentence_and_survive_updates(tmp_path, encoder):
+    """document_window: a long text stored as one vector per window scores as its best window,
+    so a sentence past the model's 256 tokens is found; updates, reloads and HNSW keep that."""
+    late = Document("late", FILLER * 12 + "The Eiffel Tower is repainted by hand every seven years.")
+    docs = [late, *(Document(f"f{i}", FILLER * (i + 1) + f"Entry {i} lists the tolls of the northern bridge.") for i in range(5)),
+            Document("paint", "Oil paint dries slowly; artists wait weeks before varnishing a canvas.")]
+    query = "How often is the Eiffel Tower repainted?"
+    whole = Index.build(docs, encoder=encoder)
+    assert Dense(whole, encoder).search(query, 1)[0].id != "late"  # cut at 256 tokens, the sentence is never read
+    windowed_encoder = load_encoder(threads=2, document_window=48)
+    windowed = Index.build(docs, encoder=windowed_encoder)
+    assert windowed.params["dense"]["window"] == 48 and len(windowed.vectors.vectors) > 3 * len(docs)
+    hits = Dense(windowed, windowed_encoder).search(query, len(docs))
+    assert hits[0].id == "late" and len(hits) == len(docs) == len({h.id for h in hits})
+    # a document's score is its best window's cosine, as the encoder gives it for each window's text
+    spans = windowed_encoder.windows("", [late.content])[0]
+    best = max(windowed_encoder.embed_documents([late.content[s:e] for s, e in spans]) @ windowed_encoder.embed_queries([query])[0])
+    assert hits[0].score == pytest.approx(float(best), abs=5e-3)
+    # stored windows and encoded windows give the second stage the same scores
+    texts = [d.content for d in docs]
+    np.testing.assert_allclose(windowed_encoder.score(query, texts, vectors=windowed.vectors_of([d.id for d in docs])),
+                               windowed_encoder.score(query, texts), atol=5e-3)
+    # update, save, reload: equal to a fresh build of the same documents, in exact and HNSW search
+    new = Document("new", FILLER * 6 + "Zebrafish regenerate amputated fins through a blastema.")
+    windowed.save(tmp_path / "w")
+    updated = Index.load(tmp_path / "w").update(add=[new], delete=["f0"], encoder=windowed_encoder)
+    updated.save(tmp_path / "w")
+    reloaded = Index.load(tmp_path / "w")
+    rebuilt = Index.build([d for d in docs if d.id != "f0"] + [new], encoder=windowed_encoder)
+    graph = Index.build([d for d in docs if d.id != "f0"], encoder=windowed_encoder, ann="hnsw").update(add=[new], encoder=windowed_encoder)
+    graph.save(tmp_path / "g")
+    graph_reloaded = Index.load(tmp_path / "g")
+    assert graph_reloaded.vectors.ann == "hnsw"
+    for q in (query, "zebrafish fin regeneration", "bridge tolls"):
+        expected = [(h.id, h.score) for h in Dense(rebuilt, windowed_encoder).search(q, 7)]
+        for index in (reloaded, graph, graph_reloaded):
+            got = [(h.id, h.score) for h in Dense(index, windowed_encoder).search(q, 7)]
+            assert [i for i, _ in got] == [i for i, _ in expected] and np.allclose([s for _, s in got], [s for _, s in expected], atol=5e-3)
+    assert [len(v) for v in reloaded.vectors_of(["late", "paint"])] == [len(spans), 1]
+    assert encoder_of(reloaded).document_window == 48
+    with pytest.raises(ModelError, match="windows of 48 tokens"):
+        reloaded.update(add=[Document("x", "text")], encoder=encoder)

@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ann", default="auto", choices=ANN, help="dense search: exact, hnsw, or auto (hnsw from 100,000 documents)")
     p.add_argument("--query-prefix", help="prepended to queries before encoding (e5-style models: 'query: ')")
     p.add_argument("--document-prefix", help="prepended to documents before encoding (e5-style models: 'passage: ')")
+    p.add_argument("--dense-window", type=int, metavar="TOKENS", help="store one vector per window of this many tokens, a document "
+                   f"scoring as its best window (0: one vector a document; default: the encoder's, 32 for {MULTILINGUAL_ENCODER}, 0 otherwise)")
     p.add_argument("--add", help="update the index in --out: add (or replace, by id) the documents of this corpus")
     p.add_argument("--delete", nargs="+", default=[], metavar="ID", help="update the index in --out: delete these document ids")
     p.add_argument("--skip-invalid", action="store_true", help="skip bad records (reported) instead of stopping")
@@ -442,10 +444,12 @@ def _index(args: argparse.Namespace) -> int:
     encoder = None
     if args.dense:
         name = encoder_for(d.content for d in documents) if args.dense == "auto" else args.dense
-        encoder = load_encoder(name, query_prefix=args.query_prefix, document_prefix=args.document_prefix)
+        window = {} if args.dense_window is None else {"document_window": args.dense_window}
+        encoder = load_encoder(name, query_prefix=args.query_prefix, document_prefix=args.document_prefix, **window)
     index = Index.build(documents, analyzer=args.analyzer, k1=args.k1, b=args.b, encoder=encoder, ann=args.ann, show_progress=not args.quiet)
     index.save(args.out)
-    dense = f" + {index.vectors.ann} {index.vectors.dimension}-d vectors from {encoder.name}" if encoder else ""
+    windows = f", {len(index.vectors.vectors)} windows of {encoder.document_window} tokens" if encoder and encoder.document_window else ""
+    dense = f" + {index.vectors.ann} {index.vectors.dimension}-d vectors from {encoder.name}{windows}" if encoder else ""
     print(f"indexed {len(index)} documents into {args.out} ({BM25(index).name}{dense})")
     return 0
 

@@ -186,7 +186,8 @@ class Index:
         vectors = None
         if encoder is not None:
             params["dense"] = _encoder_params(encoder)
-            vectors = VectorIndex.build(_embed(encoder, docs, show_progress), keys, ann)
+            rows, counts = _embed(encoder, docs, show_progress)
+            vectors = VectorIndex.build(rows, keys, ann, counts)
             params["dense"]["ann"] = vectors.ann
         index = cls(DocumentStore.from_lines([encode(d) for d in docs]), tokens, offsets, keys,
                     bm25_model(token_lists, vocab, params), params | {"documents": len(docs), "next_key": len(docs)}, vectors)
@@ -219,8 +220,11 @@ class Index:
         if self.vectors is not None:
             if add and encoder is None:
                 raise ModelError(f"this index holds vectors from {self.params['dense']['model']}: pass that encoder to add documents")
-            new_vectors = _embed(encoder, add, show_progress) if add else np.empty((0, self.vectors.dimension), np.float32)
-            vectors = self.vectors.updated(keep, new_vectors, new_keys)
+            if add and getattr(encoder, "document_window", 0) != self.params["dense"].get("window", 0):
+                raise ModelError(f"this index reads documents in windows of {self.params['dense'].get('window', 0)} tokens (0: whole); "
+                                 f"the encoder given reads {encoder.document_window}: pass the one it was built with (finerank.encoder_of)")
+            new_vectors, counts = _embed(encoder, add, show_progress) if add else (np.empty((0, self.vectors.dimension), np.float32), None)
+            vectors = self.vectors.updated(keep, new_vectors, new_keys, counts)
         documents = DocumentStore.from_lines([self.documents.line(int(i)) for i in kept] + [encode(d) for d in add])
         counts = dict(self.params.get("languages", {}))  # documents per language: the removed out, the added in
         removed = [self.documents[int(i)].content for i in np.flatnonzero(~keep)]
@@ -317,11 +321,12 @@ class Index:
             mask[i] = filters.matches(self.documents[int(i)], filter)
         return mask
 
-    def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
-        """The stored vectors of these documents, one row per id."""
+    def vectors_of(self, ids: Sequence[str]) -> list[np.ndarray]:
+        """The stored vectors of these documents: per id, the rows of its windows (one row for
+        an index that reads documents whole)."""
         if self.vectors is None:
             raise IndexFormatError("this index has no dense vectors: build it with an encoder (finerank index --dense)")
-        return np.asarray(self.vectors.vectors[[self.documents.position(i) for i in ids]], dtype=np.float32)
+        return self.vectors.rows([self.documents.position(i) for i in ids])
 
 
 def _check_unique(docs: Sequence[Document]) -> None:
@@ -345,12 +350,16 @@ def _flatten(token_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 def _encoder_params(encoder) -> dict:
     return {"model": encoder.name, "dimension": encoder.dimension, "max_length": encoder.max_length,
-            "query_prefix": encoder.query_prefix, "document_prefix": encoder.document_prefix}
+            "query_prefix": encoder.query_prefix, "document_prefix": encoder.document_prefix,
+            "window": encoder.document_window}
 
 
-def _embed(encoder, docs: Sequence[Document], show_progress: bool, chunk: int = 256) -> np.ndarray:
+def _embed(encoder, docs: Sequence[Document], show_progress: bool, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors of the documents' windows, in order, and how many each document has."""
     from tqdm.auto import tqdm
 
-    parts = [encoder.embed_documents([d.content for d in docs[i : i + chunk]])
+    parts = [encoder.embed_document_windows([d.content for d in docs[i : i + chunk]])
              for i in tqdm(range(0, len(docs), chunk), desc="encoding", unit=f" x{chunk} docs", disable=not show_progress)]
-    return np.concatenate(parts) if parts else np.empty((0, encoder.dimension), dtype=np.float32)
+    if not parts:
+        return np.empty((0, encoder.dimension), dtype=np.float32), np.empty(0, dtype=np.int64)
+    return np.concatenate([v for v, _ in parts]), np.concatenate([c for _, c in parts])

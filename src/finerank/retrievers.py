@@ -16,7 +16,6 @@ from . import analysis, fusion
 from .errors import IndexFormatError, ModelError
 from .lexical import top_k
 from .types import Hit
-from .vectors import exact_many
 
 if TYPE_CHECKING:
     from .index import Index
@@ -89,10 +88,7 @@ class Dense:
     def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
         """Several queries at once: one encoder call, and one matrix product on an exact index."""
         _check_k(k)
-        vectors = self.encoder.embed_queries(list(queries))
-        if self.index.vectors.hnsw is not None:
-            return [self._hits(*self.index.vectors.search(v, k)) for v in vectors]
-        return [self._hits(*found) for found in exact_many(self.index.vectors.vectors, vectors, k)]
+        return [self._hits(*found) for found in self.index.vectors.search_many(self.encoder.embed_queries(list(queries)), k)]
 
     def _hits(self, positions: np.ndarray, scores: np.ndarray) -> list[Hit]:
         documents = self.index.documents

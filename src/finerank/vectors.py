@@ -1,9 +1,12 @@
 """Stored document vectors, searched exactly (one matrix product) or through an HNSW graph
 (usearch). Storage and search kernels only; the dense retriever lives in ``retrievers``.
 
-Vectors are float32 rows in the index's document order. The HNSW graph names documents by
-their stable keys (``Index.keys``, increasing in document order), so updates can remove and
-add graph nodes without renumbering the rest.
+Vectors are float32 rows in the index's document order. A document read in windows (a long
+text embedded as several short passages) has one row per window, consecutive, and scores as its
+best window: ``counts`` says how many rows each document has (None: one each). The HNSW graph
+names rows by their document's stable key (``Index.keys``, increasing in document order; a
+multi-key graph when documents have several rows), so updates can remove and add graph nodes
+without renumbering the rest.
 """
 
 from __future__ import annotations
@@ -26,10 +29,24 @@ def _usearch():
 
 
 class VectorIndex:
-    """Document vectors, one row per document; ``hnsw`` is a usearch graph over them or None."""
+    """Document vectors, ``counts[i]`` consecutive rows for document i (None: one row each);
+    ``hnsw`` is a usearch graph over them or None."""
 
-    def __init__(self, vectors: np.ndarray, keys: np.ndarray, hnsw=None):
+    def __init__(self, vectors: np.ndarray, keys: np.ndarray, hnsw=None, counts: np.ndarray | None = None):
         self.vectors, self.keys, self.hnsw = vectors, keys, hnsw
+        self.counts = None if counts is None or (len(counts) == len(vectors) and np.all(counts == 1)) else np.asarray(counts, dtype=np.int64)
+        self._starts = None if self.counts is None else np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+
+    def rows(self, positions) -> list[np.ndarray]:
+        """The vectors of the documents at ``positions``: per document, its rows (its windows)."""
+        vectors = self.vectors
+        if self.counts is None:
+            return [np.asarray(vectors[p : p + 1], dtype=np.float32) for p in positions]
+        return [np.asarray(vectors[self._starts[p] : self._starts[p] + self.counts[p]], dtype=np.float32) for p in positions]
+
+    def document_scores(self, row_scores: np.ndarray) -> np.ndarray:
+        """Per document, the best of its rows' scores (the last axis is rows)."""
+        return row_scores if self.counts is None else np.maximum.reduceat(row_scores, self._starts, axis=-1)
 
     @property
     def dimension(self) -> int:
@@ -40,12 +57,16 @@ class VectorIndex:
         return "exact" if self.hnsw is None else "hnsw"
 
     @classmethod
-    def build(cls, vectors: np.ndarray, keys: np.ndarray, ann: str = "auto") -> "VectorIndex":
+    def build(cls, vectors: np.ndarray, keys: np.ndarray, ann: str = "auto", counts: np.ndarray | None = None) -> "VectorIndex":
+        """``counts``: rows per document (its windows), None for one each."""
         if ann not in ANN:
             raise ValueError(f"unknown ann {ann!r}; choose one of {', '.join(ANN)}")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        use_hnsw = ann == "hnsw" or (ann == "auto" and len(vectors) >= HNSW_THRESHOLD)
-        return cls(vectors, keys, _new_graph(vectors, keys) if use_hnsw else None)
+        counts = np.ones(len(keys), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
+        if len(counts) != len(keys) or counts.sum() != len(vectors) or (len(counts) and counts.min() < 1):
+            raise ValueError(f"{len(vectors)} vectors do not split into {len(keys)} documents of at least one row each")
+        use_hnsw = ann == "hnsw" or (ann == "auto" and len(keys) >= HNSW_THRESHOLD)
+        return cls(vectors, keys, _new_graph(vectors, np.repeat(keys, counts), multi=len(vectors) > len(keys)) if use_hnsw else None, counts)
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Positions and inner products of the ``k`` nearest documents, best first; ``allowed``
@@ -59,17 +80,29 @@ class VectorIndex:
             found = self._graph_search(query, k, allowed)
             if found is not None:
                 return found
+        scores = self.document_scores(np.asarray(self.vectors) @ query)
         if candidates is None:
-            return _exact(self.vectors, query, k, np.arange(len(self.vectors)))
-        return _exact(self.vectors[candidates], query, k, candidates)
+            return _best(scores, k, np.arange(len(scores)))
+        return _best(scores[candidates], k, candidates)
+
+    def search_many(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`search` for several query vectors: one matrix product on an exact index."""
+        queries = np.asarray(queries, dtype=np.float32)
+        if self.hnsw is not None:
+            return [self.search(q, k) for q in queries]
+        scores = self.document_scores(queries @ np.asarray(self.vectors).T)
+        return [_best(row, k, np.arange(len(row))) for row in scores]
 
     def _graph_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None):
         """HNSW search, widened until k allowed documents are found (None: let exact search do it)."""
-        count = k if allowed is None else 2 * k
-        while count <= 8 * max(k, 100):
+        windows = 1 if self.counts is None else int(np.ceil(len(self.vectors) / len(self.keys)))
+        count = windows * (k if allowed is None else 2 * k)
+        while count <= 8 * windows * max(k, 100):
             matches = self.hnsw.search(query, count=min(count, len(self.vectors)))
-            positions = np.searchsorted(self.keys, matches.keys.astype(np.int64))
-            scores = 1.0 - matches.distances.astype(np.float32)  # usearch's "ip" distance is 1 - dot
+            _, first = np.unique(matches.keys.astype(np.int64), return_index=True)  # a document's best row comes first
+            first = np.sort(first)
+            positions = np.searchsorted(self.keys, matches.keys[first].astype(np.int64))
+            scores = 1.0 - matches.distances[first].astype(np.float32)  # usearch's "ip" distance is 1 - dot
             if allowed is not None:
                 keep = allowed[positions]
                 positions, scores = positions[keep], scores[keep]
@@ -80,26 +113,34 @@ class VectorIndex:
             count *= 2
         return None
 
-    def updated(self, keep: np.ndarray, vectors: np.ndarray, keys: np.ndarray) -> "VectorIndex":
-        """A new VectorIndex without the rows ``keep`` drops, with ``vectors`` appended (graph
-        nodes removed and added, not rebuilt). This one is left as it was."""
+    def updated(self, keep: np.ndarray, vectors: np.ndarray, keys: np.ndarray, counts: np.ndarray | None = None) -> "VectorIndex":
+        """A new VectorIndex without the documents ``keep`` drops, with ``vectors`` appended
+        (``counts`` rows for each of the new ``keys``; None: one each); graph nodes are removed
+        and added, not rebuilt. This one is left as it was."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape[1:] != (self.dimension,):
             raise ValueError(f"new vectors have {vectors.shape[1:]} dimensions; this index holds {self.dimension}")
-        rows = np.concatenate([np.asarray(self.vectors)[keep], vectors])
+        old_counts = np.ones(len(self.keys), dtype=np.int64) if self.counts is None else self.counts
+        counts = np.ones(len(keys), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
+        rows = np.concatenate([np.asarray(self.vectors)[np.repeat(keep, old_counts)], vectors])
         all_keys = np.concatenate([self.keys[keep], keys])
         graph = None
         if self.hnsw is not None:
-            graph = self.hnsw.copy()
-            dropped = self.keys[~keep]
-            if len(dropped):
-                graph.remove(dropped.astype(np.uint64))
-            if len(vectors):
-                graph.add(keys.astype(np.uint64), vectors)
-        return VectorIndex(rows, all_keys, graph)
+            if self.counts is None and counts.max(initial=1) > 1:  # a one-row graph cannot hold several rows a key
+                graph = _new_graph(rows, np.repeat(all_keys, np.concatenate([old_counts[keep], counts])), multi=True)
+            else:
+                graph = self.hnsw.copy()
+                dropped = self.keys[~keep]
+                if len(dropped):
+                    graph.remove(dropped.astype(np.uint64))
+                if len(vectors):
+                    graph.add(np.repeat(keys, counts).astype(np.uint64), vectors)
+        return VectorIndex(rows, all_keys, graph, np.concatenate([old_counts[keep], counts]))
 
     def save(self, folder: Path) -> None:
         np.save(folder / "vectors.npy", np.asarray(self.vectors))
+        if self.counts is not None:
+            np.save(folder / "vector_counts.npy", self.counts)
         if self.hnsw is not None:
             self.hnsw.save(str(folder / "vectors.hnsw"))
 
@@ -107,27 +148,21 @@ class VectorIndex:
     def load(cls, folder: Path, keys: np.ndarray, ann: str, mmap: bool = True) -> "VectorIndex":
         try:
             vectors = np.load(folder / "vectors.npy", mmap_mode="r" if mmap else None)
+            counts = np.load(folder / "vector_counts.npy") if (folder / "vector_counts.npy").exists() else None
             graph = _usearch().restore(str(folder / "vectors.hnsw"), view=mmap, expansion_search=HNSW_OPTIONS["expansion_search"]) if ann == "hnsw" else None
         except (OSError, ValueError, RuntimeError) as err:
             raise IndexFormatError(f"{folder.parent} is corrupt: cannot read its vectors ({err})") from None
-        if vectors.ndim != 2 or len(vectors) != len(keys) or (ann == "hnsw" and (graph is None or len(graph) != len(keys))):
+        rows = len(keys) if counts is None else int(counts.sum())
+        if (vectors.ndim != 2 or len(vectors) != rows or (counts is not None and (len(counts) != len(keys) or counts.min(initial=1) < 1))
+                or (ann == "hnsw" and (graph is None or len(graph) != rows))):
             raise IndexFormatError(f"{folder.parent} is corrupt: its vectors do not match its {len(keys)} documents")
-        return cls(vectors, keys, graph)
+        return cls(vectors, keys, graph, counts)
 
 
-def _new_graph(vectors: np.ndarray, keys: np.ndarray):
-    graph = _usearch()(ndim=vectors.shape[1], metric="ip", dtype="f32", **HNSW_OPTIONS)
+def _new_graph(vectors: np.ndarray, keys: np.ndarray, multi: bool = False):
+    graph = _usearch()(ndim=vectors.shape[1], metric="ip", dtype="f32", multi=multi, **HNSW_OPTIONS)
     graph.add(keys.astype(np.uint64), vectors)
     return graph
-
-
-def exact_many(vectors: np.ndarray, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Exact top ``k`` (positions, inner products) of several query vectors: one matrix product."""
-    return [_best(row, k, np.arange(len(row))) for row in np.asarray(queries, dtype=np.float32) @ np.asarray(vectors).T]
-
-
-def _exact(vectors: np.ndarray, query: np.ndarray, k: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return _best(np.asarray(vectors) @ query, k, positions)
 
 
 def _best(scores: np.ndarray, k: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

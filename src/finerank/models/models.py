@@ -185,6 +185,12 @@ class BiEncoder(_TransformerReranker):
     "query: " / "passage: "); by default they come from the model's ``prompts`` config, if any.
     As a reranker the relevance is (cosine + 1) / 2; ``raw=True`` returns the cosine (the dot
     product for a model without normalisation).
+
+    ``document_window`` > 0 reads every document as overlapping windows of that many tokens (a
+    quarter shared) and scores it by its best window: a question about one sentence of a long
+    paragraph matches that sentence's embedding better than the paragraph's average (measured in
+    docs/results.md). Indexes store one vector per window. 0 reads a document whole (cut to
+    ``max_length``).
     """
 
     head = "encoder"
@@ -197,8 +203,15 @@ class BiEncoder(_TransformerReranker):
         query_prefix: str | None = None,
         document_prefix: str | None = None,
         cache_size: int = 0,
+        document_window: int = 0,
         **options,
     ):
+        if document_window < 0:
+            raise ValueError(f"document_window must be 0 (whole documents) or a number of tokens, got {document_window}")
+        self.document_window = document_window
+        if document_window:
+            options.setdefault("max_chunks_per_doc", MAX_WINDOWS)
+            options.setdefault("chunk_overlap", document_window // 4)
         model_dir = resolve_model(model)
         self.cache_size = cache_size
         self._cache: dict[str, np.ndarray] = {}  # text -> embedding, for callers that meet the same documents again
@@ -229,6 +242,13 @@ class BiEncoder(_TransformerReranker):
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed([self.document_prefix + t for t in texts])
 
+    def embed_document_windows(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The embeddings of every text's windows (``document_window``; one window, the whole
+        text, when it is 0 or the text fits), in order, and how many windows each text has."""
+        spans = self.windows("", texts)
+        vectors = self.embed_documents([t[s:e] for t, text_spans in zip(texts, spans) for s, e in text_spans])
+        return vectors, np.array([len(text_spans) for text_spans in spans], dtype=np.int64)
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings (unit length when the model normalises), one float32 row per text, as is
         (no prefix). With ``cache_size`` > 0 the embeddings of the last ``cache_size`` texts are
@@ -250,15 +270,19 @@ class BiEncoder(_TransformerReranker):
                     del self._cache[stale]
         return np.stack([known[t] for t in texts])
 
-    def score(self, query: str, texts: Sequence[str], *, raw: bool = False, vectors: np.ndarray | None = None) -> np.ndarray:
-        """As for any reranker; ``vectors`` (one row per text, made by this model with its
-        document prefix, e.g. the ones an index stores) are used instead of encoding the texts."""
+    def score(self, query: str, texts: Sequence[str], *, raw: bool = False, vectors: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """As for any reranker; ``vectors`` (per text, the rows of its windows, made by this model
+        with its document prefix, e.g. the ones an index stores; or one row per text) are used
+        instead of encoding the texts, each text scoring as its best row."""
         if vectors is None:
             return super().score(query, texts, raw=raw)
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(texts), self.dimension):
-            raise ValueError(f"vectors have shape {vectors.shape}; expected one {self.dimension}-dimensional row per text ({len(texts)})")
-        cosines = vectors @ self.embed_queries([query])[0]
+        if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+            vectors = vectors[:, None, :]
+        shapes = [np.shape(v) for v in vectors]
+        if len(shapes) != len(texts) or any(len(sh) != 2 or sh[0] < 1 or sh[1] != self.dimension for sh in shapes):
+            raise ValueError(f"vectors must be one array of {self.dimension}-dimensional rows (at least one) per text ({len(texts)}); got shapes {shapes[:3]}")
+        query_vector = self.embed_queries([query])[0]
+        cosines = np.array([np.max(np.asarray(v, dtype=np.float32) @ query_vector) for v in vectors], dtype=np.float32)
         return cosines if raw else self.calibrate(cosines)
 
     def _pool(self, hidden: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -269,7 +293,8 @@ class BiEncoder(_TransformerReranker):
 
     def _budget(self, query: str) -> int:
         prefix = len(self.encoder.tokenizer.encode(self.document_prefix, add_special_tokens=False).ids) if self.document_prefix else 0
-        return max(1, self.encoder.max_length - self.encoder.single_specials - prefix)
+        whole = max(1, self.encoder.max_length - self.encoder.single_specials - prefix)
+        return min(whole, self.document_window) if self.document_window else whole
 
     def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
         vectors = self.embed([text for query, texts in requests for text in (self.query_prefix + query, *(self.document_prefix + t for t in texts))])
@@ -285,6 +310,7 @@ class BiEncoder(_TransformerReranker):
 
 
 SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
+MAX_WINDOWS = 4096  # windows read of one document with document_window (about 100,000 tokens at 32)
 
 
 def _check_modules(model_dir, modules: list) -> None:
