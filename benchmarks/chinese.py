@@ -5,8 +5,8 @@ default second stages, chosen on train/dev splits, reported on test splits.
     python benchmarks/chinese.py --cross-encoder /tmp/ce/zh-e5 --splits test --max-queries 1000 --no-first-stages
 
 Per dataset, one index (BM25 + multilingual-e5-small vectors, as ``finerank index --dense``
-builds for a Chinese corpus) is built once under ``--cache``. Rows: BM25, dense (e5), hybrid
-(RRF), and BM25 top-100 reranked by each candidate second stage through ``Pipeline`` (the
+builds for a Chinese corpus: one vector per 32-token window) is built once under ``--cache``.
+Rows: BM25, dense (e5), hybrid (RRF, and min-max at three weights), and BM25 top-100 reranked by each candidate second stage through ``Pipeline`` (the
 bi-encoders read the stored vectors, so only the query is encoded, once: the encoder caches
 query embeddings across rows). The e5-fused weight is chosen on the train splits (CMRC trial
 questions, DRCD dev questions); test splits are only reported. Latency: p50 ms per query of the
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finerank import BM25, Fusion, Index, Pipeline, SecondStage, first_stage, load_encoder, load_reranker, read_corpus
+from finerank import BM25, Dense, Fusion, Hybrid, Index, Pipeline, SecondStage, load_encoder, load_reranker, read_corpus
 from finerank.evaluate import load_dataset, mean_scores
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -34,8 +34,8 @@ SETS = {"cmrc2018-dev-retrieval": ("train", "test"), "drcd-retrieval": ("train",
 WEIGHTS = (0.3, 0.5, 0.7, 0.9)
 
 
-def index_of(name: str, cache: Path, encoder) -> Index:
-    path = cache / name
+def index_of(key: str, name: str, cache: Path, encoder) -> Index:
+    path = cache / key
     try:
         return Index.load(path)
     except Exception:
@@ -66,16 +66,18 @@ def main() -> None:
     parser.add_argument("--max-chunks-per-doc", type=int, default=1, help="the cross-encoder reads a longer text as up to N windows")
     parser.add_argument("--splits", choices=("both", "train", "test"), default="both")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    parser.add_argument("--window", type=int, help="e5 reads documents in windows of this many tokens (default: the model's, 32; 0: whole)")
     parser.add_argument("--no-first-stages", action="store_true", help="skip the first-stage and e5 weight rows")
     args = parser.parse_args()
-    e5 = load_encoder("multilingual-e5-small", cache_size=100_000)  # also the scorer: one embedding per query
+    window = {} if args.window is None else {"document_window": args.window}
+    e5 = load_encoder("multilingual-e5-small", cache_size=100_000, **window)  # also the scorer: one embedding per query
     minilm = load_reranker("minilm-fused") if args.minilm else None
     ce = (load_reranker(args.cross_encoder, max_length=args.max_length, max_chunks_per_doc=args.max_chunks_per_doc).scorer
           if args.cross_encoder else None)
     results = {}
     for name in args.sets:
         choose, report = SETS[name]
-        index = index_of(name, args.cache, e5)
+        index = index_of(f"{name}-w{e5.document_window}", name, args.cache, e5)
         bm25 = BM25(index)
         for split in {"both": (choose, report), "train": (choose,), "test": (report,)}[args.splits]:
             dataset = load_dataset(DATASETS / name, split, args.max_queries)
@@ -89,8 +91,11 @@ def main() -> None:
                 rows |= {
                     "BM25 -> e5 alone": run(Pipeline(bm25, e5, top_k=10), dataset),
                     "dense (e5)": run(Pipeline(first_stage(index, "dense", e5), None, top_k=10), dataset),
-                    "hybrid (BM25 + e5, RRF)": run(Pipeline(first_stage(index, "hybrid", e5), None, top_k=10), dataset),
+                    "hybrid (BM25 + e5, RRF)": run(Pipeline(Hybrid(bm25, Dense(index, e5), method="rrf"), None, top_k=10), dataset),
                 }
+                for weight in WEIGHTS[:3]:
+                    hybrid = Hybrid(bm25, Dense(index, e5), method="minmax", weight=weight)
+                    rows[f"hybrid (BM25 + e5, min-max w={weight})"] = run(Pipeline(hybrid, None, top_k=10), dataset)
                 if minilm is not None:
                     rows["BM25 -> minilm-fused"] = run(Pipeline(bm25, minilm, top_k=10), dataset)
                 for weight in WEIGHTS:
