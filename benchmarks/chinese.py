@@ -90,7 +90,7 @@ def main() -> None:
             if not args.no_first_stages:
                 rows |= {
                     "BM25 -> e5 alone": run(Pipeline(bm25, e5, top_k=10), dataset),
-                    "dense (e5)": run(Pipeline(first_stage(index, "dense", e5), None, top_k=10), dataset),
+                    "dense (e5)": run(Pipeline(Dense(index, e5), None, top_k=10), dataset),
                     "hybrid (BM25 + e5, RRF)": run(Pipeline(Hybrid(bm25, Dense(index, e5), method="rrf"), None, top_k=10), dataset),
                 }
                 for weight in WEIGHTS[:3]:

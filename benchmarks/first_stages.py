@@ -1,7 +1,8 @@
 """BM25, dense and hybrid first stages side by side, and the default second stage on top of each.
 
 For each dataset one index holds BM25 and all-MiniLM-L6-v2 vectors (built once, kept under
---cache); every judged test query is searched by each first stage (Recall@100, nDCG@10), and
+--cache); every judged test query is searched by each first stage (Recall@100, nDCG@10; hybrid
+is min-max fusion, equal weights, and RRF beside it), and
 the first --rerank-queries of them are reranked by the default second stage.
 
     python benchmarks/first_stages.py [--datasets scifact nfcorpus trec-dl-2019-passage-pool] [--rerank-queries 100]
@@ -17,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from finerank import Index, first_stage, load_reranker, read_corpus
+from finerank import BM25, Dense, Hybrid, Index, first_stage, load_reranker, read_corpus
 from finerank.evaluate import evaluate, load_dataset
 from finerank.retrievers import FIRST_STAGES
 from finerank.registry import DEFAULT_RERANKER, load_encoder
@@ -45,8 +46,9 @@ def main() -> None:
             print(f"{name}: indexed with vectors in {time.perf_counter() - start:.0f} s")
         index = Index.load(path)
         dataset = load_dataset(folder)
-        for kind in FIRST_STAGES:
-            retriever = first_stage(index, kind, encoder)
+        stages = {kind: first_stage(index, kind, encoder) for kind in FIRST_STAGES}
+        stages["hybrid (RRF)"] = Hybrid(BM25(index), Dense(index, encoder), method="rrf")  # the default before min-max
+        for kind, retriever in stages.items():
             full = evaluate(dataset, retriever)
             row = {"dataset": name, "first_stage": kind, "queries": full.queries, **{m: full.scores["first_stage"][m] for m in ("recall@100", "ndcg@10")},
                    "first_stage_p50_ms": full.latency_ms["first_stage"]["p50"]}

@@ -355,7 +355,7 @@ def test_hybrid_search_over_a_dense_index_follows_updates(tmp_path, scifact_docs
     Index.build(docs, encoder=load_encoder()).save(path)
     with LiveServer(create_app(reference, index=path, first_stage="hybrid")) as server, httpx.Client(base_url=server.url, timeout=60) as c:
         found = c.post("/v1/search", json={"query": "regrowing fins in fish", "top_n": 3, "rerank": False}).json()
-        assert found["first_stage"].startswith("hybrid(rrf") and len(found["results"]) == 3
+        assert found["first_stage"].startswith("hybrid(minmax") and len(found["results"]) == 3
         assert found["first_stage_results"] == found["results"] and all(h["model_score"] is None for h in found["results"])
         # a request may choose any first stage the index offers
         assert c.get("/v1/info").json()["first_stages"] == ["bm25", "dense", "hybrid"]

@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--run", help="rerank this TREC run (path, or relative to the dataset) instead of BM25")
     p.add_argument("--index", help="an existing index of the dataset's corpus (default: build one in memory)")
-    p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="bm25, dense (all-MiniLM-L6-v2 unless the index says otherwise) or hybrid (RRF)")
+    p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="bm25, dense (all-MiniLM-L6-v2 unless the index says otherwise) or hybrid (min-max fusion of both, equal weights)")
     p.add_argument("--analyzer", default="auto", choices=sorted(ANALYZERS))
     p.add_argument("--candidates", type=_count(), default=100, help="first-stage depth that is reranked and evaluated (default 100)")
     p.add_argument("--max-queries", type=_count(), default=None, help="evaluate only the first N judged queries")

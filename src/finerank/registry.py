@@ -98,8 +98,8 @@ MODELS: dict[str, PackagedModel | ConvertedModel | FusedModel | RoutedModel] = {
         options={"document_window": 32},
     ),
     "e5-fused": FusedModel(
-        base="multilingual-e5-small", method="minmax", weight=0.5,
-        description="0.5 x min-max(first-stage score) + 0.5 x min-max(multilingual-e5-small cosine), weight fitted on CMRC and DRCD train",
+        base="multilingual-e5-small", method="minmax", weight=0.7,
+        description="0.3 x min-max(first-stage score) + 0.7 x min-max(multilingual-e5-small cosine, 32-token windows), weight fitted on CMRC and DRCD train",
     ),
     "all-minilm-l6-v2": PackagedModel(
         kind="bi-encoder",
