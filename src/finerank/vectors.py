@@ -76,7 +76,7 @@ class VectorIndex:
         if query.shape != (self.dimension,):
             raise ValueError(f"query vector has shape {query.shape}; this index holds {self.dimension}-dimensional vectors")
         candidates = None if allowed is None else np.flatnonzero(allowed)
-        if self.hnsw is not None and (candidates is None or len(candidates) > 0.2 * len(self.vectors)):
+        if self.hnsw is not None and (candidates is None or len(candidates) > 0.2 * len(self.keys)):
             found = self._graph_search(query, k, allowed)
             if found is not None:
                 return found
