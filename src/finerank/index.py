@@ -222,7 +222,7 @@ class Index:
                 raise ModelError(f"this index holds vectors from {self.params['dense']['model']}: pass that encoder to add documents")
             if add and getattr(encoder, "document_window", 0) != self.params["dense"].get("window", 0):
                 raise ModelError(f"this index reads documents in windows of {self.params['dense'].get('window', 0)} tokens (0: whole); "
-                                 f"the encoder given reads {encoder.document_window}: pass the one it was built with (finerank.encoder_of)")
+                                 f"the encoder given reads {getattr(encoder, 'document_window', 0)}: pass the one it was built with (finerank.encoder_of)")
             new_vectors, counts = _embed(encoder, add, show_progress) if add else (np.empty((0, self.vectors.dimension), np.float32), None)
             vectors = self.vectors.updated(keep, new_vectors, new_keys, counts)
         documents = DocumentStore.from_lines([self.documents.line(int(i)) for i in kept] + [encode(d) for d in add])

@@ -39,7 +39,7 @@ class PackagedModel:
     module: str  # its import name; the weights lie in its model/ folder
     extra: str  # the finerank extra that installs it
     description: str
-    options: Mapping = field(default_factory=dict)  # how it is read unless the caller says otherwise
+    options: Mapping = field(default_factory=dict, hash=False)  # how it is read unless the caller says otherwise
 
     def locate(self) -> Path:
         if importlib.util.find_spec(self.module) is None:
@@ -55,7 +55,7 @@ class ConvertedModel:
     builder: str  # "module:function" returning the converted folder
     extra: str
     description: str
-    options: Mapping = field(default_factory=dict)  # how it is read unless the caller says otherwise
+    options: Mapping = field(default_factory=dict, hash=False)  # how it is read unless the caller says otherwise
 
     def locate(self) -> Path:
         module, function = self.builder.split(":")
