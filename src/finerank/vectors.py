@@ -3,10 +3,10 @@
 
 Vectors are float32 rows in the index's document order. A document read in windows (a long
 text embedded as several short passages) has one row per window, consecutive, and scores as its
-best window: ``counts`` says how many rows each document has (None: one each). The HNSW graph
-names rows by their document's stable key (``Index.keys``, increasing in document order; a
-multi-key graph when documents have several rows), so updates can remove and add graph nodes
-without renumbering the rest.
+best window: ``counts`` says how many rows each document has. The HNSW graph names rows by
+their document's stable key (``Index.keys``, increasing in document order; a multi-key graph,
+so a key may have several rows), so updates can remove and add graph nodes without renumbering
+the rest.
 """
 
 from __future__ import annotations
@@ -29,24 +29,22 @@ def _usearch():
 
 
 class VectorIndex:
-    """Document vectors, ``counts[i]`` consecutive rows for document i (None: one row each);
+    """Document vectors, ``counts[i]`` consecutive rows for document i (default: one each);
     ``hnsw`` is a usearch graph over them or None."""
 
     def __init__(self, vectors: np.ndarray, keys: np.ndarray, hnsw=None, counts: np.ndarray | None = None):
         self.vectors, self.keys, self.hnsw = vectors, keys, hnsw
-        self.counts = None if counts is None or (len(counts) == len(vectors) and np.all(counts == 1)) else np.asarray(counts, dtype=np.int64)
-        self._starts = None if self.counts is None else np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+        self.counts = np.ones(len(keys), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
+        self.windowed = len(vectors) > len(keys)  # some document has several rows
+        self._starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
 
     def rows(self, positions) -> list[np.ndarray]:
         """The vectors of the documents at ``positions``: per document, its rows (its windows)."""
-        vectors = self.vectors
-        if self.counts is None:
-            return [np.asarray(vectors[p : p + 1], dtype=np.float32) for p in positions]
-        return [np.asarray(vectors[self._starts[p] : self._starts[p] + self.counts[p]], dtype=np.float32) for p in positions]
+        return [np.asarray(self.vectors[self._starts[p] : self._starts[p] + self.counts[p]], dtype=np.float32) for p in positions]
 
     def document_scores(self, row_scores: np.ndarray) -> np.ndarray:
         """Per document, the best of its rows' scores (the last axis is rows)."""
-        return row_scores if self.counts is None else np.maximum.reduceat(row_scores, self._starts, axis=-1)
+        return np.maximum.reduceat(row_scores, self._starts, axis=-1) if self.windowed else row_scores
 
     @property
     def dimension(self) -> int:
@@ -63,10 +61,10 @@ class VectorIndex:
             raise ValueError(f"unknown ann {ann!r}; choose one of {', '.join(ANN)}")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         counts = np.ones(len(keys), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
-        if len(counts) != len(keys) or counts.sum() != len(vectors) or (len(counts) and counts.min() < 1):
+        if len(counts) != len(keys) or counts.sum() != len(vectors) or counts.min(initial=1) < 1:
             raise ValueError(f"{len(vectors)} vectors do not split into {len(keys)} documents of at least one row each")
         use_hnsw = ann == "hnsw" or (ann == "auto" and len(keys) >= HNSW_THRESHOLD)
-        return cls(vectors, keys, _new_graph(vectors, np.repeat(keys, counts), multi=len(vectors) > len(keys)) if use_hnsw else None, counts)
+        return cls(vectors, keys, _new_graph(vectors, np.repeat(keys, counts)) if use_hnsw else None, counts)
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Positions and inner products of the ``k`` nearest documents, best first; ``allowed``
@@ -95,7 +93,7 @@ class VectorIndex:
 
     def _graph_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None):
         """HNSW search, widened until k allowed documents are found (None: let exact search do it)."""
-        windows = 1 if self.counts is None else int(np.ceil(len(self.vectors) / len(self.keys)))
+        windows = int(np.ceil(len(self.vectors) / len(self.keys)))  # rows a document, on average
         count = windows * (k if allowed is None else 2 * k)
         while count <= 8 * windows * max(k, 100):
             matches = self.hnsw.search(query, count=min(count, len(self.vectors)))
@@ -120,26 +118,21 @@ class VectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape[1:] != (self.dimension,):
             raise ValueError(f"new vectors have {vectors.shape[1:]} dimensions; this index holds {self.dimension}")
-        old_counts = np.ones(len(self.keys), dtype=np.int64) if self.counts is None else self.counts
         counts = np.ones(len(keys), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
-        rows = np.concatenate([np.asarray(self.vectors)[np.repeat(keep, old_counts)], vectors])
-        all_keys = np.concatenate([self.keys[keep], keys])
+        rows = np.concatenate([np.asarray(self.vectors)[np.repeat(keep, self.counts)], vectors])
         graph = None
         if self.hnsw is not None:
-            if self.counts is None and counts.max(initial=1) > 1:  # a one-row graph cannot hold several rows a key
-                graph = _new_graph(rows, np.repeat(all_keys, np.concatenate([old_counts[keep], counts])), multi=True)
-            else:
-                graph = self.hnsw.copy()
-                dropped = self.keys[~keep]
-                if len(dropped):
-                    graph.remove(dropped.astype(np.uint64))
-                if len(vectors):
-                    graph.add(np.repeat(keys, counts).astype(np.uint64), vectors)
-        return VectorIndex(rows, all_keys, graph, np.concatenate([old_counts[keep], counts]))
+            graph = self.hnsw.copy()
+            dropped = self.keys[~keep]
+            if len(dropped):
+                graph.remove(dropped.astype(np.uint64))
+            if len(vectors):
+                graph.add(np.repeat(keys, counts).astype(np.uint64), vectors)
+        return VectorIndex(rows, np.concatenate([self.keys[keep], keys]), graph, np.concatenate([self.counts[keep], counts]))
 
     def save(self, folder: Path) -> None:
         np.save(folder / "vectors.npy", np.asarray(self.vectors))
-        if self.counts is not None:
+        if self.windowed:  # an index of one row a document reads as before
             np.save(folder / "vector_counts.npy", self.counts)
         if self.hnsw is not None:
             self.hnsw.save(str(folder / "vectors.hnsw"))
@@ -159,8 +152,9 @@ class VectorIndex:
         return cls(vectors, keys, graph, counts)
 
 
-def _new_graph(vectors: np.ndarray, keys: np.ndarray, multi: bool = False):
-    graph = _usearch()(ndim=vectors.shape[1], metric="ip", dtype="f32", multi=multi, **HNSW_OPTIONS)
+def _new_graph(vectors: np.ndarray, keys: np.ndarray):
+    """A multi-key graph: a document's windows are rows under its one key."""
+    graph = _usearch()(ndim=vectors.shape[1], metric="ip", dtype="f32", multi=True, **HNSW_OPTIONS)
     graph.add(keys.astype(np.uint64), vectors)
     return graph
 
