@@ -1,8 +1,9 @@
 """Past one machine, on a real local Ray cluster: a head and two worker nodes, each its own
 `ray start` process on 127.0.0.1, started and stopped here. Batch reranking equals the local
 run even when a worker is killed mid-shard; an evaluation and a teacher's scores computed on the
-cluster equal the local ones; Ray Serve answers the Cohere SDK as the plain server
-does, retries a request whose replica is killed, and answers 503 when every try dies.
+cluster equal the local ones; Ray Serve replicas answer the Cohere SDK as the plain server
+does, a request whose replica is killed is retried, and one is answered 503 when every try
+dies and 408 when it outlives the front's timeout.
 
 A worker or replica is killed while it provably holds the request: the model is wrapped in a
 gate that writes the PID of the process scoring a chosen query and holds it until the test
@@ -11,7 +12,6 @@ opens the gate, so the kill never depends on timing."""
 import functools
 import os
 import signal
-import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,12 +34,6 @@ pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 KEY = "cluster-key"
 READING = {"backend": "torch", "precision": "fp32", "threads": 1}  # as a one-CPU worker reads: the same scores everywhere
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _until(check, timeout: float, what: str):
@@ -139,31 +133,39 @@ def test_serve_answers_as_the_plain_server_retries_a_killed_replica_and_says_503
     with LiveServer(create_app(load_reranker(tiny_ce, **READING), api_key=KEY)) as plain:
         expected = cohere.ClientV2(api_key=KEY, base_url=plain.url).rerank(model="default", query=query, documents=documents).results
         gated_answer = httpx.post(f"{plain.url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {KEY}"}).json()["results"]
-    port = _free_port()
-    url = replicas.deploy(cluster, functools.partial(gated, gate, str(tiny_ce), **READING), replicas=2, port=port,
-                          quiet=True, api_key=KEY)
+    front = replicas.deploy(cluster, functools.partial(gated, gate, str(tiny_ce), **READING), replicas=2, quiet=True, api_key=KEY)
     try:
-        got = cohere.ClientV2(api_key=KEY, base_url=url).rerank(model="default", query=query, documents=documents).results
-        assert [(r.index, r.relevance_score) for r in got] == [(r.index, r.relevance_score) for r in expected]
-        with ThreadPoolExecutor(1) as pool, httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as client:
-            # the replica scoring the request is killed: the request is answered by the other one
-            answer = pool.submit(client.post, f"{url}/v1/rerank", json=body)
-            os.kill(gate.held(1), signal.SIGKILL)
-            gate.held(2)  # the retry, held on the other replica
-            gate.open()
-            retried = answer.result(timeout=300)
-            assert retried.status_code == 200, retried.text
-            assert retried.json()["results"] == gated_answer
-            # both tries killed: a clear 503, not a hang or a bare 500
+        with LiveServer(front) as server:
+            url = server.url
+            got = cohere.ClientV2(api_key=KEY, base_url=url).rerank(model="default", query=query, documents=documents).results
+            assert [(r.index, r.relevance_score) for r in got] == [(r.index, r.relevance_score) for r in expected]
+            with ThreadPoolExecutor(1) as pool, httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as client:
+                # the replica scoring the request is killed: the request is answered by the other one
+                answer = pool.submit(client.post, f"{url}/v1/rerank", json=body)
+                os.kill(gate.held(1), signal.SIGKILL)
+                gate.held(2)  # the retry, held on the other replica
+                gate.open()
+                retried = answer.result(timeout=300)
+                assert retried.status_code == 200, retried.text
+                assert retried.json()["results"] == gated_answer
+                # both tries killed: a clear 503, not a hang or a bare 500
+                (gate.folder / "open").unlink()
+                answer = pool.submit(client.post, f"{url}/v1/rerank", json=body)
+                os.kill(gate.held(3), signal.SIGKILL)
+                os.kill(gate.held(4), signal.SIGKILL)
+                refused = answer.result(timeout=300)
+                gate.open()
+                assert refused.status_code == 503 and "stopped: retry shortly" in refused.json()["message"]
+                # a body over the limit is refused by the front as it streams in, before any replica reads it
+                big = client.post(f"{url}/v1/rerank", content=(b"x" * 1024 for _ in range(17 * 1024)))
+                assert big.status_code == 413 and big.json()["field"] == "body"
+            # a request held past the front's timeout: cancelled and answered 408, not left hanging
             (gate.folder / "open").unlink()
-            answer = pool.submit(client.post, f"{url}/v1/rerank", json=body)
-            os.kill(gate.held(3), signal.SIGKILL)
-            os.kill(gate.held(4), signal.SIGKILL)
-            refused = answer.result(timeout=300)
+            from ray import serve
+
+            with LiveServer(replicas.Front(serve.get_app_handle(replicas.APP_NAME), request_timeout_s=1)) as impatient:
+                late = httpx.post(f"{impatient.url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
             gate.open()
-            assert refused.status_code == 503 and "stopped: retry shortly" in refused.json()["message"]
-            # a body over the limit is refused by the front as it streams in, before any replica reads it
-            big = client.post(f"{url}/v1/rerank", content=(b"x" * 1024 for _ in range(17 * 1024)))
-            assert big.status_code == 413 and big.json()["field"] == "body"
+            assert late.status_code == 408 and "no answer within 1 s" in late.json()["message"]
     finally:
         replicas.undeploy(cluster)

@@ -306,8 +306,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_on_ray(args: argparse.Namespace, limits) -> int:
-    """The same app as replicas on a Ray cluster, until interrupted; then the replicas are removed."""
-    import threading
+    """The same app with its models in replicas on a Ray cluster, answered here until interrupted;
+    then the replicas are removed."""
+    import uvicorn
 
     from .server import replicas
 
@@ -318,13 +319,14 @@ def _serve_on_ray(args: argparse.Namespace, limits) -> int:
     del reranker
     app_options = dict(index=str(Path(args.index).resolve()) if args.index else None, first_stage=args.first_stage,
                        api_key=args.api_key, limits=limits, reports=[str(Path(r).resolve()) for r in args.report])
-    url = replicas.deploy(args.ray, load, replicas=args.replicas, max_replicas=args.max_replicas, cpus_per_replica=args.replica_cpus,
-                          host=args.host, port=args.port, quiet=args.quiet, **app_options)
-    print(f"finerank: {args.replicas} replica(s) on the Ray cluster at {args.ray}; search page at {url}/ (Ctrl-C removes them)",
-          file=sys.stderr, flush=True)
+    front = replicas.deploy(args.ray, load, replicas=args.replicas, max_replicas=args.max_replicas,
+                            cpus_per_replica=args.replica_cpus, quiet=args.quiet, **app_options)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"finerank: {args.replicas} replica(s) on the Ray cluster at {args.ray}; search page at http://{host}:{args.port}/ "
+          "(Ctrl-C removes them)", file=sys.stderr, flush=True)
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
+        uvicorn.run(front, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    finally:
         replicas.undeploy(args.ray)
     return 0
 
