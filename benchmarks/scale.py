@@ -5,7 +5,8 @@ plain single-process server and the local batch run, in the same run.
     python benchmarks/scale.py [--seconds 15] [--clients 8] [--docs 20] [--queries 20] [--json]
 
 1. Overhead per request: p50/p95 of GET /health and of a two-document POST /v1/rerank,
-   sequential, keep-alive, on `finerank serve` and on Ray Serve (front + replicas).
+   sequential, keep-alive, on `finerank serve` (one thread, as a replica reads) and on Ray
+   Serve (finerank's front, then a replica over a gRPC handle).
 2. Throughput against replicas: --clients concurrent clients for --seconds, each request
    --docs SciFact BM25 candidates (first 600 characters) for a SciFact query, on the plain
    server (2 threads), Ray Serve with 1 replica and 2 replicas (1 CPU each), with and without
@@ -25,7 +26,6 @@ import functools
 import json
 import os
 import platform
-import socket
 import sys
 import time
 from pathlib import Path
@@ -49,12 +49,6 @@ def cpu_name() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip() + (" (AMX)" if "amx_bf16" in Path("/proc/cpuinfo").read_text() else " (no AMX)")
     return platform.processor()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sequential(url: str, count: int = 300) -> dict:
@@ -121,17 +115,19 @@ def main() -> None:
     bodies = bodies_of(args.docs)
 
     with local_cluster(3, cpus_per_node=1, head_cpus=0) as address:
-        # 1 and 2: the plain server, then Ray Serve with 1 and 2 replicas
+        # 1 and 2: the plain server (one thread as one replica reads, for the overhead; two for throughput),
+        # then Ray Serve with 1 and 2 replicas behind finerank's front
+        with LiveServer(create_app(load_reranker(model, **reading))) as plain:
+            result["plain"] = {"sequential": sequential(plain.url)}
         with LiveServer(create_app(load_reranker(model, **{**reading, "threads": 2}))) as plain:
-            result["plain"] = {"sequential": sequential(plain.url), "load": load(plain.url, bodies, args.clients, args.seconds)}
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
+            result["plain"]["load"] = load(plain.url, bodies, args.clients, args.seconds)
         for count, wait_ms in ((1, 5.0), (2, 5.0), (2, 0.0)):
-            replicas.deploy(address, functools.partial(load_reranker, model, **reading), replicas=count, port=port, quiet=True,
-                            limits=Limits(batch_wait_ms=wait_ms, max_queue=4 * args.clients))
-            entry = {"load": load(url, bodies, args.clients, args.seconds)}
-            if count == 2 and wait_ms:
-                entry["sequential"] = sequential(url)
+            front = replicas.deploy(address, functools.partial(load_reranker, model, **reading), replicas=count, quiet=True,
+                                    limits=Limits(batch_wait_ms=wait_ms, max_queue=4 * args.clients))
+            with LiveServer(front) as server:
+                entry = {"load": load(server.url, bodies, args.clients, args.seconds)}
+                if count == 2 and wait_ms:
+                    entry["sequential"] = sequential(server.url)
             result[f"serve-{count}-replicas-batch-{wait_ms:g}ms"] = entry
             replicas.undeploy(address)
         # 3: a run reranked locally and on the cluster
