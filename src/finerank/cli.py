@@ -165,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=_count(), default=1, help="with --ray: replicas, each with its own model and batcher (default 1)")
     p.add_argument("--max-replicas", type=_count(), help="with --ray: scale up to this many replicas on load (default: --replicas, fixed)")
     p.add_argument("--replica-cpus", type=_share, default=1, help="with --ray: CPUs per replica, a fraction allowed (default 1)")
+    p.add_argument("--request-timeout", type=_share, default=60, metavar="SECONDS",
+                   help="with --ray: cancel a request no replica has answered in this time and answer 408 (default 60)")
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_serve)
 
@@ -320,7 +322,8 @@ def _serve_on_ray(args: argparse.Namespace, limits) -> int:
     app_options = dict(index=str(Path(args.index).resolve()) if args.index else None, first_stage=args.first_stage,
                        api_key=args.api_key, limits=limits, reports=[str(Path(r).resolve()) for r in args.report])
     front = replicas.deploy(args.ray, load, replicas=args.replicas, max_replicas=args.max_replicas,
-                            cpus_per_replica=args.replica_cpus, quiet=args.quiet, **app_options)
+                            cpus_per_replica=args.replica_cpus, request_timeout_s=args.request_timeout, quiet=args.quiet,
+                            **app_options)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"finerank: {args.replicas} replica(s) on the Ray cluster at {args.ray}; search page at http://{host}:{args.port}/ "
           "(Ctrl-C removes them)", file=sys.stderr, flush=True)
