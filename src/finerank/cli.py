@@ -38,8 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run_command(args)
     except (FinerankError, KeyError, ValueError, OSError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"finerank: error: {message}", file=sys.stderr)
+        message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+        print(f"finerank: error: {' '.join(message.split())}", file=sys.stderr)  # a wrapped library error spans lines
         return 1
 
 
