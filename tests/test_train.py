@@ -121,3 +121,21 @@ def test_cli_train(tmp_path, tiny_ce, datasets, capsys):
     card = (out / "README.md").read_text()
     assert f"data: {datasets / 'nfcorpus'} + {datasets / 'drcd-retrieval'} (labelled, split train" in card
     assert "steps: 2" in card and "## Evaluation" in card and "| ndcg@10 |" in card and "the first 3 of 300 judged queries" in card
+
+
+def test_best_window_keeps_the_passage_that_matches_the_query(tiny_ce, scifact_docs):
+    """A long positive cut at its start loses the sentence a question asks about; --best-window
+    trains on the window that holds it, cut as the reranker's windows are cut."""
+    from finerank.models import chunks
+    from finerank.models._runtime import TextEncoder
+
+    encoder = TextEncoder(tiny_ce, 96)
+    doc = next(d.text for d in scifact_docs if len(encoder.tokenizer.encode(d.text).ids) > 300)
+    last = doc.rstrip(". ").rsplit(". ", 1)[-1]
+    query = " ".join(last.split()[:8])
+    short = "A short abstract fits whole."
+    best, whole = training.best_windows(encoder, query, [doc, short])
+    assert whole == short
+    assert last[:40] in best and last[:40] not in doc[: len(best)]
+    spans = chunks.split(encoder.tokenizer, [doc], encoder.document_budget(query), 10**9, 32)[0]
+    assert best in [doc[a:b] for a, b in spans] and len(encoder.pairs(query, [best])[0].ids) <= 96

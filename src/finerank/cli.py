@@ -185,6 +185,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=_count())
     p.add_argument("--lr", type=float, default=4e-5)
     p.add_argument("--max-length", type=_count(8), default=256)
+    p.add_argument("--best-window", action="store_true",
+                   help="train on a long text's window richest in query terms, not its first --max-length tokens "
+                        "(for a model that reads long documents in windows, --max-chunks-per-doc)")
     p.add_argument("--max-queries", type=_count(), help="use only the first N queries (or documents, for self) of each folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=_count(), default=200)
@@ -356,7 +359,7 @@ def _train(args: argparse.Namespace) -> int:
     config = train.TrainConfig(
         base=base, output=args.out, loss=args.loss or ("kl" if args.teacher else "listwise"), epochs=args.epochs,
         max_steps=args.max_steps, batch_groups=args.batch_groups, learning_rate=args.lr, max_length=args.max_length,
-        seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
+        seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads, best_window=args.best_window,
     )
     data = " + ".join(args.data)
     print(f"training on {len(groups)} groups of {args.group_size} from {data} ({args.data_kind}{', distilled from ' + args.teacher if args.teacher else ''})")

@@ -159,6 +159,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # bf16 autocast where the hardware has it
     freeze_embeddings: bool = True
+    best_window: bool = False  # a text too long for a pair: its window richest in query terms, not its start
     dropout: float = 0.0
     checkpoint_every: int = 200
     threads: int | None = None
@@ -201,7 +202,8 @@ def train(groups: Sequence[Group], config: TrainConfig, *, resume: bool = False,
     if config.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     encoder = TextEncoder(base, config.max_length)
-    encoded = [encoder.pairs(g.query, g.texts) for g in groups]  # tokenised once
+    encoded = [encoder.pairs(g.query, best_windows(encoder, g.query, g.texts) if config.best_window else g.texts)
+               for g in groups]  # tokenised once
     batches_per_epoch = math.ceil(len(groups) / config.batch_groups)
     total = config.max_steps or batches_per_epoch * config.epochs
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
@@ -251,6 +253,24 @@ def train(groups: Sequence[Group], config: TrainConfig, *, resume: bool = False,
     result.seconds = time.perf_counter() - start
     result.pairs_per_s = pairs / result.seconds if result.seconds else 0.0
     return result
+
+
+def best_windows(encoder: TextEncoder, query: str, texts: Sequence[str], overlap: int = 32) -> tuple[str, ...]:
+    """Each text too long to pair with ``query`` cut to the window (cut as a reranker reading
+    windows cuts it, ``overlap`` tokens shared) holding the most distinct query terms, the first
+    of equals; a text that fits stays whole. Cut at its start instead, a positive whose answer
+    lies further on teaches the model that answers are irrelevant, and a negative's best window
+    is what a reranker taking each document's best window compares the answer with."""
+    from .analysis import auto
+    from .models import chunks
+
+    terms = set(auto(query))
+    every_window = 10**9
+    cut = []
+    for text, spans in zip(texts, chunks.split(encoder.tokenizer, texts, encoder.document_budget(query), every_window, overlap)):
+        a, b = max(spans, key=lambda span: len(terms.intersection(auto(text[span[0] : span[1]]))))
+        cut.append(text[a:b])
+    return tuple(cut)
 
 
 def _epoch_batches(encoded: list, batch_groups: int, seed: int) -> list[list[int]]:
