@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--minilm", action="store_true", help="also BM25 -> minilm-fused (encodes every candidate)")
     parser.add_argument("--cross-encoder", help="also this cross-encoder over BM25's top --ce-candidates, alone and fused")
     parser.add_argument("--ce-candidates", type=int, default=20)
+    parser.add_argument("--ce-rows", choices=("both", "alone", "fused"), default="both",
+                        help="the cross-encoder alone, fused with BM25, or both (each row scores every pair again)")
     parser.add_argument("--max-length", type=int, default=256, help="the cross-encoder's tokens per pair")
     parser.add_argument("--max-chunks-per-doc", type=int, default=1, help="the cross-encoder reads a longer text as up to N windows")
     parser.add_argument("--splits", choices=("both", "train", "test"), default="both")
@@ -85,8 +87,10 @@ def main() -> None:
             if ce is not None:
                 n, fused = args.ce_candidates, Fusion("minmax", 0.5)
                 rows[f"BM25 top {n} -> e5-fused w=0.5"] = run(Pipeline(bm25, SecondStage(e5, fused), candidates=n, top_k=10), dataset)
-                rows[f"BM25 top {n} -> cross-encoder alone"] = run(Pipeline(bm25, ce, candidates=n, top_k=10), dataset)
-                rows[f"BM25 top {n} -> cross-encoder fused w=0.5"] = run(Pipeline(bm25, SecondStage(ce, fused), candidates=n, top_k=10), dataset)
+                if args.ce_rows != "fused":
+                    rows[f"BM25 top {n} -> cross-encoder alone"] = run(Pipeline(bm25, ce, candidates=n, top_k=10), dataset)
+                if args.ce_rows != "alone":
+                    rows[f"BM25 top {n} -> cross-encoder fused w=0.5"] = run(Pipeline(bm25, SecondStage(ce, fused), candidates=n, top_k=10), dataset)
             if not args.no_first_stages:
                 rows |= {
                     "BM25 -> e5 alone": run(Pipeline(bm25, e5, top_k=10), dataset),
