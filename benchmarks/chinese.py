@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from finerank import BM25, Dense, Fusion, Hybrid, Index, Pipeline, SecondStage, load_encoder, load_reranker, read_corpus
-from finerank.evaluate import load_dataset, mean_scores
+from finerank.evaluate import load_dataset, mean_scores, per_query, randomization_test
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SETS = {"cmrc2018-dev-retrieval": ("train", "test"), "drcd-retrieval": ("train", "test")}
@@ -51,7 +51,13 @@ def run(pipeline: Pipeline, dataset) -> dict:
         ranked[qid] = [h.id for h in ranking.hits]
         seconds.append(ranking.timings.get("rerank", ranking.timings["first_stage"]))
     scores = mean_scores(ranked, dataset.qrels)
-    return {"ndcg@10": scores["ndcg@10"], "hit@1": scores["hit@1"], "hit@3": scores["hit@3"], "p50_ms": 1000 * float(np.median(seconds))}
+    return {"ndcg@10": scores["ndcg@10"], "hit@1": scores["hit@1"], "hit@3": scores["hit@3"], "p50_ms": 1000 * float(np.median(seconds)),
+            "per_query": list(per_query(ranked, dataset.qrels)["ndcg@10"].values())}
+
+
+def against(row: dict, base: dict) -> dict:
+    """``row`` with the paired randomization test of its per-query nDCG@10 against ``base``'s."""
+    return row | {"p": randomization_test(base["per_query"], row["per_query"])}
 
 
 def main() -> None:
@@ -86,11 +92,12 @@ def main() -> None:
             rows = {"BM25": run(Pipeline(bm25, None, top_k=10), dataset)}
             if ce is not None:
                 n, fused = args.ce_candidates, Fusion("minmax", 0.5)
-                rows[f"BM25 top {n} -> e5-fused w=0.5"] = run(Pipeline(bm25, SecondStage(e5, fused), candidates=n, top_k=10), dataset)
+                base = rows[f"BM25 top {n} -> e5-fused w=0.5"] = run(Pipeline(bm25, SecondStage(e5, fused), candidates=n, top_k=10), dataset)
                 if args.ce_rows != "fused":
-                    rows[f"BM25 top {n} -> cross-encoder alone"] = run(Pipeline(bm25, ce, candidates=n, top_k=10), dataset)
+                    rows[f"BM25 top {n} -> cross-encoder alone"] = against(run(Pipeline(bm25, ce, candidates=n, top_k=10), dataset), base)
                 if args.ce_rows != "alone":
-                    rows[f"BM25 top {n} -> cross-encoder fused w=0.5"] = run(Pipeline(bm25, SecondStage(ce, fused), candidates=n, top_k=10), dataset)
+                    rows[f"BM25 top {n} -> cross-encoder fused w=0.5"] = against(
+                        run(Pipeline(bm25, SecondStage(ce, fused), candidates=n, top_k=10), dataset), base)
             if not args.no_first_stages:
                 rows |= {
                     "BM25 -> e5 alone": run(Pipeline(bm25, e5, top_k=10), dataset),
@@ -106,13 +113,19 @@ def main() -> None:
                     rows[f"BM25 -> e5-fused w={weight}"] = run(Pipeline(bm25, SecondStage(e5, Fusion("minmax", weight)), top_k=10), dataset)
             results[f"{name} ({split})"] = rows
             print(f"{name} ({split}, {len(dataset.queries)} queries) done", flush=True)
+    for rows in results.values():
+        for r in rows.values():
+            del r["per_query"]
     if args.json:
         print(json.dumps(results, indent=2))
         return
     for title, rows in results.items():
-        print(f"\n### {title}\n\n| method | nDCG@10 | Hit@1 | Hit@3 | p50 ms |\n|---|---|---|---|---|")
+        print(f"\n### {title}\n\n| method | nDCG@10 | Hit@1 | Hit@3 | p50 ms | p vs e5-fused |\n|---|---|---|---|---|---|")
         for method, r in rows.items():
-            print(f"| {method} | {r['ndcg@10']:.4f} | {r['hit@1']:.4f} | {r['hit@3']:.4f} | {r['p50_ms']:.1f} |")
+            p = f"{r['p']:.4f}" if "p" in r else ""
+            print(f"| {method} | {r['ndcg@10']:.4f} | {r['hit@1']:.4f} | {r['hit@3']:.4f} | {r['p50_ms']:.1f} | {p} |")
+    if ce is not None:
+        print("\np vs e5-fused: paired randomization test (10,000 sign flips) on per-query nDCG@10 against the e5-fused row")
 
 
 if __name__ == "__main__":
