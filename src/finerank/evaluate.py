@@ -389,17 +389,29 @@ def fit_fusion(
 
 
 def judged_scores(dataset: Dataset, first_stage: "Retriever", scorer: "Scorer", *, candidates: int = 20,
-                  show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  show_progress: bool = False, batch_queries: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """The scorer's raw scores of each query's top ``candidates`` and whether each is relevant
-    (unjudged counts as not): what ``finerank calibrate`` fits, and how a threshold is checked."""
+    (unjudged counts as not): what ``finerank calibrate`` fits, and how a threshold is checked.
+    A scorer with ``score_many`` reads ``batch_queries`` queries' candidates in shared batches."""
     from tqdm.auto import tqdm
 
-    raw, relevant = [], []
-    for qid, text in tqdm(dataset.queries.items(), desc=f"score {dataset.name}", unit=" queries", disable=not show_progress):
+    requests, relevant = [], []
+    for qid, text in dataset.queries.items():
         hits = first_stage.search(text, candidates)
         if hits:
-            raw.append(scorer.score(text, [h.document.content for h in hits], raw=True))
+            requests.append((text, [h.document.content for h in hits]))
             relevant.append([dataset.qrels[qid].get(h.id, 0) > 0 for h in hits])
+    if not requests:
+        return np.empty(0, np.float32), np.empty(0, bool)
+    raw = []
+    with tqdm(total=len(requests), desc=f"score {dataset.name}", unit=" queries", disable=not show_progress) as bar:
+        for start in range(0, len(requests), batch_queries):
+            part = requests[start : start + batch_queries]
+            if hasattr(scorer, "score_many"):
+                raw += scorer.score_many(part, raw=True)
+            else:
+                raw += [scorer.score(text, texts, raw=True) for text, texts in part]
+            bar.update(len(part))
     return np.concatenate(raw), np.concatenate(relevant)
 
 
