@@ -15,8 +15,9 @@ for it. ``--minilm`` adds the English default (it encodes 100 candidates per que
 ``--cross-encoder MODEL`` adds a cross-encoder (e.g. one ``finerank train`` made from
 multilingual-e5-small on the Chinese train splits), read once per (question, paragraph) and
 reused by its rows: alone and fused with BM25 over BM25's top ``--ce-candidates``, and as the
-last stage of a cascade (BM25 top 100 -> the default e5-fused -> its top ``--ce-candidates`` ->
-the cross-encoder fused with e5-fused's scores). Its fusion weight is 0.5, fixed beforehand: the
+last stage of a cascade (``Pipeline(..., cheap=the default, keep=--ce-candidates)``: BM25 top
+100 -> the default e5-fused -> its top ``--ce-candidates`` -> the cross-encoder fused with
+e5-fused's scores). Its fusion weight is 0.5, fixed beforehand: the
 train splits it could be chosen on are the ones it was trained on. Each cross-encoder row is
 tested (paired randomization test on per-query nDCG@10) against the default, BM25 top 100 ->
 e5-fused w=0.7, and against e5-fused w=0.5 over the same top ``--ce-candidates``.
@@ -127,9 +128,9 @@ def main() -> None:
                 for title, stage in ((f"BM25 top {n} -> cross-encoder alone", ce), (f"BM25 top {n} -> cross-encoder fused w=0.5", SecondStage(ce, half))):
                     rows[title] = against(run(Pipeline(bm25, stage, candidates=n, top_k=10).search, dataset, model_time),
                                           default=default, **{"e5-fused w=0.5": base})
-                cheap, last = Pipeline(bm25, e5_default, top_k=n), Pipeline(bm25, SecondStage(ce, half), top_k=10)
+                cascade = Pipeline(bm25, SecondStage(ce, half), top_k=10, cheap=e5_default, keep=n)
                 rows[f"BM25 top 100 -> default -> top {n} -> cross-encoder fused w=0.5 with it"] = against(
-                    run(lambda text: last.rerank(text, cheap.search(text).hits), dataset, model_time), default=default, **{"e5-fused w=0.5": base})
+                    run(cascade.search, dataset, model_time), default=default, **{"e5-fused w=0.5": base})
             if not args.no_first_stages:
                 rows |= {
                     "BM25 -> e5 alone": run(Pipeline(bm25, e5, top_k=10).search, dataset),

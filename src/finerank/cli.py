@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_count(), default=3)
     p.add_argument("--min-score", type=float, help="drop hits whose calibrated model score is below this (see finerank calibrate)")
     p.add_argument("--cheap", help="a cascade: this cheaper second stage (e.g. minilm-fused over an index with stored vectors) "
-                   "reads every candidate and keeps --keep of them for the reranker")
+                   "reads every candidate and keeps --keep of them for the reranker (a fused reranker fuses with its scores)")
     p.add_argument("--keep", type=_count(), default=30, help="candidates the --cheap stage passes on (default 30)")
     p.add_argument("--budget-ms", type=float, help="the reranker reads only as many of the best candidates as fit this many "
                    "milliseconds, at its pace measured on this CPU (see finerank doctor)")

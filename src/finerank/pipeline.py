@@ -1,9 +1,10 @@
 """Coarse recall, then fine ranking: the one place that composes the stages.
 
-first stage (a Retriever) -> scorer (a cross- or bi-encoder) -> fusion step (when the second
-stage fuses with the first stage's ranking) -> top k, with seconds per stage. Evaluation, the
-server and the benchmarks run :class:`Pipeline`; :func:`rerank` scores a plain list, which has
-no first stage and so is never fused: its scores do not depend on the order of the list.
+first stage (a Retriever) -> [a cascade's cheap second stage] -> scorer (a cross- or bi-encoder)
+-> fusion step (when the second stage fuses with the ranking before it) -> top k, with seconds
+per stage. Evaluation, the server and the benchmarks run :class:`Pipeline`; :func:`rerank`
+scores a plain list, which has no first stage and so is never fused: its scores do not depend
+on the order of the list.
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ class Pipeline:
                  cheap: "Reranker | Scorer | None" = None, keep: int = 30):
         """``cheap`` (with a ``reranker``): a cascade. A cheap second stage (e.g. the bi-encoder
         over the index's stored vectors) reads all candidates and keeps its best ``keep``; only
-        those go to ``reranker``, which orders them. At most ``keep`` hits come back."""
+        those go to ``reranker``, which orders them, fusing (when it fuses) with the cheap
+        stage's ranking, the one before it. At most ``keep`` hits come back; each one's
+        ``original_rank`` is still its first-stage rank."""
         _check_counts(candidates=candidates, top_k=top_k, keep=keep)
         self.first_stage = first_stage
         self.second = second_stage(reranker) if reranker is not None else None
@@ -138,10 +141,11 @@ class Pipeline:
         reranked, model_scores, candidates = list(hits), {}, hits
         second = self.second.route(query) if self.second is not None else None
         begin = time.perf_counter()
-        best_first = [h.id for h in hits]
-        if second is not None and self._cheap is not None and len(hits) > self.keep:
-            best_first = [h.id for h in self._cheap.rerank(query, hits).hits]
+        original = {h.id: h.rank for h in hits}
+        if second is not None and self._cheap is not None:  # the reranker reads, and fuses with, the cheap stage's best
+            hits = self._cheap.rerank(query, hits).hits
             timings["cheap"] = time.perf_counter() - begin
+        best_first = [h.id for h in hits]
         if second is not None and budget_ms is not None:
             pace = self._pace.get(id(second.scorer)) or (1 / rate if (rate := getattr(second.scorer, "pairs_per_second", None)) else None)
             if pace:  # unmeasured: read them all this once, and measure
@@ -149,7 +153,7 @@ class Pipeline:
                 best_first = best_first[: max(top_k, int(left / pace))]
         if len(best_first) < len(hits):
             read = set(best_first)
-            hits = [h for h in hits if h.id in read]  # in the first stage's order, with its ranks and scores (for fusion)
+            hits = [h for h in hits if h.id in read]  # in the previous stage's order, with its ranks and scores (for fusion)
         if second is not None and hits:
             start = time.perf_counter()
             texts, fusion = [h.document.content for h in hits], second.fusion
@@ -167,7 +171,7 @@ class Pipeline:
                 raw = scorer.score(query, texts, **options)
             calibrated = scorer.calibrate(raw) if hasattr(scorer, "calibrate") else raw
             scores = calibrated if fusion is None else fusion(raw, [h.rank for h in hits], [h.score for h in hits])
-            reranked = rank([h.document for h in hits], [h.rank for h in hits], scores)
+            reranked = rank([h.document for h in hits], [original[h.id] for h in hits], scores)
             model_scores = {h.id: ModelScore(float(r), float(c), p) for h, r, c, p in zip(hits, raw, calibrated, passages)}
             if min_score is not None:
                 reranked = [h for h in reranked if model_scores[h.id].calibrated >= min_score]
