@@ -31,6 +31,11 @@ def test_search_with_a_cascade(scifact_idx, capsys, tiny_ce):
     assert main([*args, "--cheap", "all-minilm-l6-v2", "--keep", "4"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert len(result["hits"]) == 4 and result["reranker"].startswith("all-minilm-l6-v2 keeps 4, then ")
+    assert main([*args, "--cheap", "all-minilm-l6-v2", "--keep", "4", "--fuse", "0.5"]) == 0
+    fused = json.loads(capsys.readouterr().out)
+    assert fused["reranker"].endswith(" fused (minmax x0.5)") and len(fused["hits"]) == 4
+    assert main([*args, "--fuse", "1.5"]) == 1
+    assert capsys.readouterr().err.strip().count("\n") == 0
 
 
 def test_rerank_from_file_and_stdin(tmp_path, capsys, monkeypatch, tiny_ce):

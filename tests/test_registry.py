@@ -58,6 +58,16 @@ def test_every_shipped_model_loads(monkeypatch):
         registry.load_reranker("somewhere", kind="colbert")
 
 
+def test_a_fusion_given_to_load_reranker_fuses_any_one_model(tiny_ce):
+    half = finerank.Fusion("minmax", 0.5)
+    folder = registry.load_reranker(tiny_ce, fusion=half)
+    assert folder.fusion == half and folder.name == f"{folder.scorer.name} fused (minmax x0.5)"
+    entry = registry.load_reranker("minilm-fused", fusion=half)  # a fused entry's own fusion (x0.7) is replaced
+    assert entry.fusion == half and entry.scorer.name == "all-minilm-l6-v2"
+    with pytest.raises(finerank.ModelError, match="per query language"):
+        registry.load_reranker("auto", fusion=half)
+
+
 def test_public_surface_is_sorted_and_import_is_light():
     assert finerank.__all__ == sorted(finerank.__all__)
     assert all(hasattr(finerank, name) for name in finerank.__all__)

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from . import Document, Index, Pipeline, __version__, load_reranker, read_corpus, rerank
+from . import Document, Fusion, Index, Pipeline, __version__, load_reranker, read_corpus, rerank
 from .errors import FinerankError, MissingDependencyError
 from .pipeline import ByLanguage
 from .registry import ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, MODELS, MULTILINGUAL_ENCODER, encoder_for, encoder_of, load_encoder
@@ -240,8 +240,10 @@ def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
     p.add_argument("--max-length", type=_count(8), help="tokens per (query, document) pair (default: the model's own limit, at most 512)")
     p.add_argument("--max-chunks-per-doc", type=_count(), default=1,
                    help="read a document longer than --max-length as up to N overlapping windows, scored by its best (default 1: cut it)")
-    if allow_none:
+    if allow_none:  # a command with a first stage: its ranking can be kept, or fused with
         p.add_argument("--no-rerank", action="store_true", help="first stage only")
+        p.add_argument("--fuse", type=float, metavar="WEIGHT", help="fuse the model's scores min-max with the ranking before it "
+                       "(the first stage's, or --cheap's), WEIGHT being the model's share, e.g. 0.5 (replaces a fused model's own fusion)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -389,6 +391,8 @@ def _load(args: argparse.Namespace):
 
 def _reranker_settings(args: argparse.Namespace) -> dict:
     options = {"backend": args.backend, "precision": args.precision, "max_chunks_per_doc": args.max_chunks_per_doc}
+    if getattr(args, "fuse", None) is not None:
+        options["fusion"] = Fusion("minmax", args.fuse)
     if args.max_length:
         options["max_length"] = args.max_length
     return options | {k: v for k in ("template", "instruction") if (v := getattr(args, k)) is not None}

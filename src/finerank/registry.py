@@ -135,21 +135,27 @@ DEFAULT_ENCODER = "all-minilm-l6-v2"
 MULTILINGUAL_ENCODER = "multilingual-e5-small"
 
 
-def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "cross-encoder", **options) -> Reranker:
+def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "cross-encoder", fusion: Fusion | None = None,
+                  **options) -> Reranker:
     """A second stage by registry name (its scorer, and its fusion for a fused entry), or a
     scorer (``kind``: cross-encoder or bi-encoder) from a local directory or hub id, unfused.
 
-    ``options`` go to the transformer scorer: backend ("auto", "openvino", "torch", "onnx"),
-    precision, max_length, batch_size, threads.
+    ``fusion``: fuse the model's scores with the ranking before it this way instead (a fused
+    entry's own fusion is replaced). ``options`` go to the transformer scorer: backend ("auto",
+    "openvino", "torch", "onnx"), precision, max_length, batch_size, threads.
     """
     spec = MODELS.get(str(model))
     if isinstance(spec, RoutedModel):
+        if fusion is not None:
+            raise ModelError(f"{model!r} chooses a second stage per query language, each with its own fusion; name one model to fuse")
         return ByLanguage({lang: (lambda name=name: load_reranker(name, **options)) for lang, name in spec.routes.items()}, name=str(model))
     if isinstance(spec, FusedModel):
         if spec.max_length is not None:
             options.setdefault("max_length", spec.max_length)
-        return SecondStage(load_scorer(spec.base, **options), Fusion(spec.method, spec.weight), name=str(model))
-    return SecondStage(load_scorer(model, kind=kind, **options))
+        if fusion is None:
+            return SecondStage(load_scorer(spec.base, **options), Fusion(spec.method, spec.weight), name=str(model))
+        model = spec.base
+    return SecondStage(load_scorer(model, kind=kind, **options), fusion)
 
 
 def load_scorer(model: str | os.PathLike, *, kind: str = "cross-encoder", **options) -> Scorer:
