@@ -91,8 +91,9 @@ def fuse(method: str, weight: float, second: np.ndarray, first_ranks: Sequence[i
 @dataclass(frozen=True)
 class Fusion:
     """The pipeline's fusion step: a second stage's scores fused with the ranking before it (the
-    first stage's, or a cascade's cheap stage's). ``weight`` is the second stage's share. Fusing keeps
-    what the first stage knows (exact terms, names, codes) and adds what the second knows."""
+    first stage's, or a cascade's cheap stage's). ``weight`` is the second stage's share.
+    Fusing keeps what the first stage knows (exact terms, names, codes) and adds what the second
+    knows."""
 
     method: str = "minmax"
     weight: float = 0.5
