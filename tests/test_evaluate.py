@@ -49,9 +49,10 @@ def test_missing_relevant_documents_count_as_misses():
 
 import json  # noqa: E402
 
-from finerank import CorpusError, CrossEncoder, read_corpus, read_run  # noqa: E402
+from finerank import CorpusError, CrossEncoder, Pipeline, load_reranker, read_corpus, read_run  # noqa: E402
 from finerank.cli import main  # noqa: E402
 from finerank.evaluate import evaluate, load_dataset, randomization_test  # noqa: E402
+from finerank.pipeline import RunStage, hits_of_run  # noqa: E402
 
 DL19 = "trec-dl-2019-passage-pool"
 
@@ -97,6 +98,16 @@ def test_reranked_side_by_side_with_cost(datasets, tiny_ce):
     matrix = np.array(out["moves"]["matrix"])
     assert matrix.shape == (5, 5) and out["moves"]["buckets"][-1] == "21-50"  # 50 candidates: the buckets up to rank 50
     assert matrix.sum() + out["moves"]["missed"] == len(ev.moves)
+    # a cascade: the bi-encoder keeps 10 of the 50, the cross-encoder reads only those, as Pipeline composes it
+    scorer, cheap = CrossEncoder(tiny_ce, backend="onnx", max_length=128), load_reranker("all-minilm-l6-v2")
+    cascade = evaluate(dataset, run, scorer, documents=documents, candidates=50, cheap=cheap, keep=10)
+    assert cascade.reranker == f"all-minilm-l6-v2 keeps 10, then {scorer.name}" and set(cascade.latency_ms) == {"cheap", "rerank"}
+    pipeline = Pipeline(RunStage(), scorer, candidates=50, top_k=50, cheap=cheap, keep=10)
+    for q in cascade.to_json()["per_query"]:
+        assert q["reranked"] == [h.id for h in pipeline.rerank(dataset.queries[q["id"]], hits_of_run(run[q["id"]], documents, 50)).hits]
+    moved = cascade.to_json()["moves"]  # a relevant candidate the cheap stage did not keep is counted, not placed
+    assert moved["dropped"] == sum(1 for before, after in cascade.moves if before and after is None) > 0
+    assert np.array(moved["matrix"]).sum() + moved["missed"] + moved["dropped"] == len(cascade.moves)
     first_query = next(iter(dataset.queries))
     run[first_query] = {"no-such-passage": 1.0, **run[first_query]}
     with pytest.raises(CorpusError, match="1 document.* not in the corpus: no-such-passage"):
@@ -117,6 +128,9 @@ def test_cli_eval_json_report_figure_and_all(datasets, tmp_path, tiny_ce, capsys
     result = json.loads(capsys.readouterr().out)
     assert result["dataset"] == "scifact" and result["queries"] == 4 and result["reranked"] is not None
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG" and "| ndcg@10 |" in (tmp_path / "r.md").read_text()
+    assert main(["-q", "eval", str(datasets / "scifact"), "--json", "--cheap", "all-minilm-l6-v2", "--keep", "10", "--fuse", "0.5", *args]) == 0
+    cascade = json.loads(capsys.readouterr().out)
+    assert cascade["reranker_name"].startswith("all-minilm-l6-v2 keeps 10, then ") and cascade["reranker_name"].endswith("fused (minmax x0.5)")
     assert main(["-q", "eval", str(datasets / DL19), "--run", "runs/BM25.top100.trec", "--no-rerank", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["reranked"] is None
     root = tmp_path / "sets"

@@ -106,9 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=_count(), default=100, help="first-stage candidates to rerank (default 100)")
     p.add_argument("--top-k", type=_count(), default=3)
     p.add_argument("--min-score", type=float, help="drop hits whose calibrated model score is below this (see finerank calibrate)")
-    p.add_argument("--cheap", help="a cascade: this cheaper second stage (e.g. minilm-fused over an index with stored vectors) "
-                   "reads every candidate and keeps --keep of them for the reranker (a fused reranker fuses with its scores)")
-    p.add_argument("--keep", type=_count(), default=30, help="candidates the --cheap stage passes on (default 30)")
+    _cascade_options(p)
     p.add_argument("--budget-ms", type=float, help="the reranker reads only as many of the best candidates as fit this many "
                    "milliseconds, at its pace measured on this CPU (see finerank doctor)")
     _reranker_options(p, allow_none=True)
@@ -135,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", help="write a PNG figure here (per-query nDCG@10 change, moves of relevant documents)")
     p.add_argument("--out", default="docs/results.md", help="with --all: the results page to write (default docs/results.md)")
     p.add_argument("--ray", metavar="ADDRESS", help="with --run: rerank the run on this Ray cluster's workers (host:port of its head)")
+    _cascade_options(p)
     _reranker_options(p, allow_none=True)
     p.set_defaults(run_command=_eval)
 
@@ -228,6 +227,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cascade_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cheap", help="a cascade: this cheaper second stage (e.g. minilm-fused over an index with stored vectors) "
+                   "reads every candidate and keeps --keep of them for the reranker (a fused reranker fuses with its scores)")
+    p.add_argument("--keep", type=_count(), default=30, help="candidates the --cheap stage passes on (default 30)")
+
+
 def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
     p.add_argument("--reranker", default=None, help=f"model name ({', '.join(MODELS)}), local model folder or hub id (default {DEFAULT_RERANKER})")
     p.add_argument("--kind", default="cross-encoder", choices=("cross-encoder", "bi-encoder", "llm"),
@@ -257,7 +262,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("--ray reranks a run on the cluster: give one dataset, its --run and a reranker")
     reranker = None if args.no_rerank else _load(args)
     options = dict(split=args.split, run=args.run, index=args.index, analyzer=args.analyzer, candidates=args.candidates,
-                   max_queries=args.max_queries, first_stage=args.first_stage, show_progress=not args.quiet)
+                   max_queries=args.max_queries, first_stage=args.first_stage, show_progress=not args.quiet,
+                   cheap=_cheap(args, reranker), keep=args.keep)
     if args.all:
         root = Path(args.dataset or "../shared/datasets")
         folders = sorted(f for f in root.iterdir() if (f / "qrels" / f"{args.split}.tsv").is_file())
@@ -389,6 +395,11 @@ def _load(args: argparse.Namespace):
     return load_reranker(args.reranker or DEFAULT_RERANKER, kind=args.kind, **_reranker_settings(args))
 
 
+def _cheap(args: argparse.Namespace, reranker):
+    """The --cheap stage of a cascade, when there is a reranker after it."""
+    return load_reranker(args.cheap) if args.cheap and reranker is not None else None
+
+
 def _reranker_settings(args: argparse.Namespace) -> dict:
     options = {"backend": args.backend, "precision": args.precision, "max_chunks_per_doc": args.max_chunks_per_doc}
     if getattr(args, "fuse", None) is not None:
@@ -477,8 +488,7 @@ def _search(args: argparse.Namespace) -> int:
             if args.reranker is not None:
                 raise
             logger.warning("no reranker: %s (showing the first stage only; --no-rerank hides this)", err)
-    cheap = load_reranker(args.cheap) if args.cheap and reranker is not None else None
-    pipeline = Pipeline(retriever, reranker, candidates=args.candidates, top_k=args.top_k, cheap=cheap, keep=args.keep)
+    pipeline = Pipeline(retriever, reranker, candidates=args.candidates, top_k=args.top_k, cheap=_cheap(args, reranker), keep=args.keep)
     ranking = pipeline.search(args.query, filter=args.filter, min_score=args.min_score, budget_ms=args.budget_ms)
     if args.json:
         print(json.dumps(_ranking_json(ranking), ensure_ascii=False, indent=2))

@@ -147,7 +147,7 @@ class Evaluation:
     latency_ms: dict[str, dict[str, float]]  # stage -> p50 / p95 / mean per query
     pairs_per_s: float | None
     peak_rss_mb: float
-    moves: tuple[tuple[int, int | None], ...]  # per relevant document: (first-stage rank or 0 if missed, reranked rank)
+    moves: tuple[tuple[int, int | None], ...]  # per relevant document: (first-stage rank or 0 if missed, reranked rank or None)
     # per query: its text and the top ten ids of each list (reranked is empty without a reranker)
     tops: dict[str, "QueryTops"] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)  # id -> a short label (title or opening words) of each id in tops
@@ -163,7 +163,8 @@ class Evaluation:
             "metric_notes": "nDCG@10 with trec_eval's linear gain; relevant = grade > 0; relevant documents the first stage missed count as misses",
             "first_stage": self.scores["first_stage"], "reranked": self.scores["reranked"],
             "p_value": self.p_value, "latency_ms": self.latency_ms, "pairs_per_s": self.pairs_per_s, "peak_rss_mb": self.peak_rss_mb,
-            "moves": {"buckets": list(BUCKET_NAMES[: len(matrix)]), "matrix": matrix.tolist(), "missed": missed(self)},
+            "moves": {"buckets": list(BUCKET_NAMES[: len(matrix)]), "matrix": matrix.tolist(), "missed": missed(self),
+                      "dropped": dropped(self)},
             "per_query": [
                 {"id": q, "query": t.query, "ndcg@10": [ndcg["first_stage"].get(q), ndcg["reranked"].get(q)],
                  "first_stage": list(t.first_stage), "reranked": list(t.reranked), "relevant": t.relevant}
@@ -193,7 +194,7 @@ def move_matrix(ev: Evaluation) -> np.ndarray:
     size = _bucket(ev.candidates) + 1
     matrix = np.zeros((size, size), dtype=int)
     for before, after in ev.moves:
-        if before:
+        if before and after is not None:
             matrix[_bucket(before), _bucket(after)] += 1
     return matrix
 
@@ -201,6 +202,12 @@ def move_matrix(ev: Evaluation) -> np.ndarray:
 def missed(ev: Evaluation) -> int:
     """Relevant documents the first stage did not recall among its candidates."""
     return sum(1 for before, _ in ev.moves if not before)
+
+
+def dropped(ev: Evaluation) -> int:
+    """Relevant documents among the candidates that the reranked list left out (a cascade's
+    cheap stage did not keep them)."""
+    return sum(1 for before, after in ev.moves if before and after is None)
 
 
 def _bucket(rank: int) -> int:
@@ -218,10 +225,13 @@ def evaluate(
     show_progress: bool = False,
     ray_address: str | None = None,
     load: Callable | None = None,
+    cheap: "SecondStage | Scorer | None" = None,
+    keep: int = 30,
 ) -> Evaluation:
     """Run the first stage (a Retriever, or a run: query id -> {doc id: score}) over the dataset's
     judged queries, rerank its top ``candidates`` if a reranker is given (through
-    :class:`finerank.Pipeline`, as a search would), and score both lists.
+    :class:`finerank.Pipeline`, as a search would; with ``cheap``, a cascade that returns the
+    ``keep`` best), and score both lists.
 
     Reranking a run needs ``documents`` (id -> Document); a run that names a document missing
     from them raises CorpusError naming it. With ``ray_address`` a run's queries are reranked on
@@ -238,13 +248,15 @@ def evaluate(
         if unknown:
             raise CorpusError(f"the run names {len(unknown)} document(s) not in the corpus: {', '.join(unknown[:5])}")
     name = first_stage_name or ("run" if is_run else first_stage.name)
-    pipeline = Pipeline(RunStage(name) if is_run else first_stage, reranker, candidates=candidates, top_k=candidates)
+    pipeline = Pipeline(RunStage(name) if is_run else first_stage, reranker, candidates=candidates, top_k=candidates, cheap=cheap, keep=keep)
     first_run, reranked_run, documents_seen = {}, {}, {}
-    times: dict[str, list[float]] = {"first_stage": [], "rerank": []}
+    times: dict[str, list[float]] = {"first_stage": [], "cheap": [], "rerank": []}
     pairs = 0
     if ray_address is not None:
         if not is_run or reranker is None or load is None:
             raise ValueError("on a Ray cluster, evaluate reranks a run: give a run, a reranker and load")
+        if cheap is not None:
+            raise ValueError("a cascade is evaluated on this machine: a Ray cluster's workers rerank with one stage")
         from .cluster import map_on_cluster
 
         queries = [(q, text, hits_of_run(first_stage.get(q, {}), documents, candidates)) for q, text in dataset.queries.items()]
@@ -262,7 +274,7 @@ def evaluate(
             times[stage].append(seconds)
         if reranker is not None:
             reranked_run[qid] = [h.id for h in ranking.hits]
-            pairs += len(ranking.candidates)
+            pairs += len(ranking.model_scores)  # the pairs the reranker read (a cascade's cheap stage passes it fewer)
     first_per_query = per_query(first_run, dataset.qrels)
     reranked_per_query = per_query(reranked_run, dataset.qrels) if reranker is not None else None
     moves = []
@@ -273,7 +285,7 @@ def evaluate(
             moves += [(first_pos.get(d, 0), new_pos.get(d)) for d, g in judged.items() if g > 0]
     return Evaluation(
         dataset=dataset.name, split=dataset.split, queries=len(dataset.queries), judged=dataset.judged, skipped=dataset.skipped,
-        first_stage=name, reranker=pipeline.second.name if pipeline.second else None, candidates=candidates,
+        first_stage=name, reranker=pipeline.reranker, candidates=candidates,
         scores={"first_stage": _means(first_per_query), "reranked": _means(reranked_per_query) if reranked_per_query else None},
         per_query={"first_stage": first_per_query, "reranked": reranked_per_query},
         p_value=randomization_test(*(list(p["ndcg@10"].values()) for p in (first_per_query, reranked_per_query))) if reranked_per_query else None,
@@ -313,12 +325,15 @@ def evaluate_folder(
     show_progress: bool = False,
     ray_address: str | None = None,
     load: Callable | None = None,
+    cheap: "SecondStage | Scorer | None" = None,
+    keep: int = 30,
 ) -> Evaluation:
     """Evaluate a BEIR folder. The first stage is, in this order: ``run`` (a TREC run file, as a
     path or relative to the folder); with ``official_run``, the folder's ``runs/BM25.top100.trec``
     if it has one; else ``first_stage`` (bm25, dense or hybrid) over an existing ``index`` or
     one built from the folder's corpus (with ``encoder``, default all-MiniLM-L6-v2, for dense
-    and hybrid). ``ray_address`` and ``load``: a run reranked on a Ray cluster (see :func:`evaluate`)."""
+    and hybrid). ``ray_address`` and ``load``: a run reranked on a Ray cluster; ``cheap`` and
+    ``keep``: a cascade (see :func:`evaluate`)."""
     from .corpus import read_corpus, read_run
     from .index import Index
     from .registry import load_encoder
@@ -335,7 +350,8 @@ def evaluate_folder(
     if run_file is not None and run_file.is_file():
         documents = {d.id: d for d in read_corpus(folder)} if reranker is not None else None
         return evaluate(dataset, read_run(run_file), reranker, documents=documents, candidates=candidates,
-                        first_stage_name=f"run {run_file.name}", show_progress=show_progress, ray_address=ray_address, load=load)
+                        first_stage_name=f"run {run_file.name}", show_progress=show_progress, ray_address=ray_address, load=load,
+                        cheap=cheap, keep=keep)
     if ray_address is not None:
         raise ValueError("on a Ray cluster, eval reranks a run: give one (--run FILE)")
     if index:
@@ -346,7 +362,7 @@ def evaluate_folder(
             encoder = load_encoder()
         loaded = Index.build(read_corpus(folder), analyzer=analyzer, encoder=encoder if first_stage != "bm25" else None, show_progress=show_progress)
     retriever = BM25(loaded) if first_stage == "bm25" else make_first_stage(loaded, first_stage, encoder)
-    return evaluate(dataset, retriever, reranker, candidates=candidates, show_progress=show_progress)
+    return evaluate(dataset, retriever, reranker, candidates=candidates, show_progress=show_progress, cheap=cheap, keep=keep)
 
 
 def _check_index_matches(index, dataset: Dataset) -> None:

@@ -110,6 +110,14 @@ class Pipeline:
         self._cheap = Pipeline(first_stage, cheap, candidates=candidates, top_k=keep) if cheap is not None else None
         self._pace: dict[int, float] = {}  # id(scorer) -> seconds per candidate it read, as measured here
 
+    @property
+    def reranker(self) -> str | None:
+        """The second stage's name (a cascade's names both stages); None without one."""
+        return None if self.second is None else self._named(self.second.name)
+
+    def _named(self, name: str) -> str:
+        return f"{self._cheap.second.name} keeps {self.keep}, then {name}" if self._cheap is not None else name
+
     def search(self, query: str, *, filter: Mapping[str, Any] | None = None, candidates: int | None = None,
                top_k: int | None = None, min_score: float | None = None, budget_ms: float | None = None) -> Ranking:
         """``filter``: see :mod:`finerank.filters`; ``candidates`` / ``top_k`` override the
@@ -180,10 +188,7 @@ class Pipeline:
             if previous is None or len(hits) >= MIN_PACED:  # a few reads are mostly fixed costs: they do not set the pace
                 pace = timings["rerank"] / len(hits)
                 self._pace[id(second.scorer)] = pace if previous is None else 0.7 * previous + 0.3 * pace
-        name = second.name if second is not None else None
-        if name and "cheap" in timings:
-            name = f"{self._cheap.second.name} keeps {self.keep}, then {name}"
-        return Ranking(query, tuple(reranked[:top_k]), timings, self.first_stage.name, name,
+        return Ranking(query, tuple(reranked[:top_k]), timings, self.first_stage.name, None if second is None else self._named(second.name),
                        candidates=tuple(candidates), model_scores=model_scores)
 
 

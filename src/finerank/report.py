@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .evaluate import BUCKET_NAMES, METRICS, Evaluation, missed, move_matrix
+from .evaluate import BUCKET_NAMES, METRICS, Evaluation, dropped, missed, move_matrix
 
 
 def table(ev: Evaluation) -> str:
@@ -73,6 +73,8 @@ def _moves_markdown(ev: Evaluation) -> str:
     lines = ["| first \\ reranked | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(str(v) for v in row) + " |" for name, row in zip(names, matrix)]
     lines.append(f"\n{missed(ev)} relevant document(s) were not among the first stage's {ev.candidates} candidates.")
+    if dropped(ev):
+        lines.append(f"{dropped(ev)} were among them but not in the reranked list: the cascade's cheap stage did not keep them.")
     return "\n".join(lines)
 
 
