@@ -54,14 +54,13 @@ def test_a_cascade_reranks_only_what_the_cheap_stage_keeps(datasets, scifact_ind
         assert ranking.reranker == f"all-minilm-l6-v2 keeps 8, then {expensive.name}"
     assert len(Pipeline(scifact_index, expensive, top_k=10, cheap=bi_encoder, keep=3).search(queries[0]).hits) == 3
     # a fused reranker fuses with the cheap stage's ranking (the stage before it), not the first stage's
-    fused = SecondStage(expensive.scorer, Fusion("minmax", 0.5))
-    for query in queries:
-        ranking = Pipeline(scifact_index, fused, candidates=40, top_k=5, cheap=bi_encoder, keep=8).search(query)
-        kept = Pipeline(scifact_index, bi_encoder, candidates=40, top_k=8).search(query).hits
-        after = Pipeline(scifact_index, fused, top_k=5).rerank(query, kept)
-        assert [(h.id, h.score) for h in ranking.hits] == [(h.id, h.score) for h in after.hits]
-        first = {h.id: h.rank for h in scifact_index.search(query, 40)}
-        assert [h.original_rank for h in ranking.hits] == [first[h.id] for h in ranking.hits]
+    fused, query = SecondStage(expensive.scorer, Fusion("minmax", 0.5)), queries[0]
+    ranking = Pipeline(scifact_index, fused, candidates=40, top_k=5, cheap=bi_encoder, keep=8).search(query)
+    kept = Pipeline(scifact_index, bi_encoder, candidates=40, top_k=8).search(query).hits
+    after = Pipeline(scifact_index, fused, top_k=5).rerank(query, kept)
+    assert [(h.id, h.score) for h in ranking.hits] == [(h.id, h.score) for h in after.hits]
+    first = {h.id: h.rank for h in scifact_index.search(query, 40)}
+    assert [h.original_rank for h in ranking.hits] == [first[h.id] for h in ranking.hits]
     # with no more candidates than it keeps, the cheap stage still runs: the reranker fuses with it
     few = Pipeline(scifact_index, fused, candidates=6, top_k=5, cheap=bi_encoder, keep=8).search(queries[0])
     assert "cheap" in few.timings and len(few.model_scores) == 6
