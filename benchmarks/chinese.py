@@ -26,6 +26,7 @@ e5-fused w=0.7, and against e5-fused w=0.5 over the same top ``--ce-candidates``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -94,6 +95,7 @@ class ReadOnce:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-queries", type=int, default=None)
+    parser.add_argument("--skip-queries", type=int, default=0, help="leave out the split's first N judged queries")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/finerank-zh"))
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--minilm", action="store_true", help="also BM25 -> minilm-fused (encodes every candidate)")
@@ -117,7 +119,10 @@ def main() -> None:
         index = index_of(f"{name}-w{e5.document_window}", name, args.cache, e5)
         bm25 = BM25(index)
         for split in {"both": (choose, report), "train": (choose,), "test": (report,)}[args.splits]:
-            dataset = load_dataset(DATASETS / name, split, args.max_queries)
+            dataset = load_dataset(DATASETS / name, split, args.max_queries and args.skip_queries + args.max_queries)
+            if args.skip_queries:  # a later slice of the split, e.g. the questions after a first run's 1,000
+                kept = list(dataset.queries)[args.skip_queries:]
+                dataset = dataclasses.replace(dataset, queries={q: dataset.queries[q] for q in kept}, qrels={q: dataset.qrels[q] for q in kept})
             rows = {"BM25": run(Pipeline(bm25, None, top_k=10).search, dataset)}
             if ce is not None:
                 n, half = args.ce_candidates, Fusion("minmax", 0.5)
@@ -144,7 +149,8 @@ def main() -> None:
                     rows["BM25 -> minilm-fused"] = run(Pipeline(bm25, minilm, top_k=10).search, dataset)
                 for weight in WEIGHTS:
                     rows[f"BM25 -> e5-fused w={weight}"] = run(Pipeline(bm25, SecondStage(e5, Fusion("minmax", weight)), top_k=10).search, dataset)
-            results[f"{name} ({split})"] = rows
+            part = f", queries {args.skip_queries + 1}-{args.skip_queries + len(dataset.queries)}" if args.skip_queries else ""
+            results[f"{name} ({split}{part})"] = rows
             print(f"{name} ({split}, {len(dataset.queries)} queries) done", flush=True)
     for rows in results.values():
         for r in rows.values():
