@@ -3,6 +3,8 @@ default second stages, chosen on train/dev splits, reported on test splits.
 
     python benchmarks/chinese.py [--max-queries N] [--cache /tmp/finerank-zh] [--json]
     python benchmarks/chinese.py --cross-encoder /tmp/ce/zh-bw --splits test --max-queries 1000 --no-first-stages --max-chunks-per-doc 3
+    python benchmarks/chinese.py ... --skip-queries 1000 --max-queries 500 --per-query b.json   # a later slice
+    python benchmarks/chinese.py --combine a.json b.json   # slices of a split as one table, tested over all their queries
 
 Per dataset, one index (BM25 + multilingual-e5-small vectors, as ``finerank index --dense``
 builds for a Chinese corpus: one vector per 32-token window) is built once under ``--cache``.
@@ -61,12 +63,33 @@ def run(search, dataset, latency=None) -> dict:
         seconds.append(latency(text, ranking) if latency else ranking.timings.get("rerank", ranking.timings["first_stage"]))
     scores = mean_scores(ranked, dataset.qrels)
     return {"ndcg@10": scores["ndcg@10"], "hit@1": scores["hit@1"], "hit@3": scores["hit@3"], "p50_ms": 1000 * float(np.median(seconds)),
-            "per_query": list(per_query(ranked, dataset.qrels)["ndcg@10"].values())}
+            "per_query": per_query(ranked, dataset.qrels)["ndcg@10"]}
 
 
 def against(row: dict, **bases: dict) -> dict:
     """``row`` with the paired randomization test of its per-query nDCG@10 against each base's."""
-    return row | {f"p vs {name}": randomization_test(base["per_query"], row["per_query"]) for name, base in bases.items()}
+    return row | {f"p vs {name}": paired(base["per_query"], row["per_query"]) for name, base in bases.items()}
+
+
+def paired(base: dict, row: dict) -> float:
+    """The randomization test of two rows' per-query nDCG@10 (query id -> value), paired by query."""
+    return randomization_test([base[q] for q in row], list(row.values()))
+
+
+def combine(files: list[Path]) -> None:
+    """One table per set from ``--per-query`` files of several slices of its split: each row's
+    mean nDCG@10 over all their queries and its paired test against the default's."""
+    merged: dict = {}
+    for file in files:
+        for title, rows in json.loads(file.read_text()).items():
+            for method, values in rows.items():
+                merged.setdefault(title, {}).setdefault(method, {}).update(values)
+    for title, rows in merged.items():
+        default = next((v for m, v in rows.items() if m.endswith("(the default)")), None)
+        print(f"\n### {title}, {len(next(iter(rows.values())))} queries from {len(files)} file(s)\n\n| method | nDCG@10 | p vs default |\n|---|---|---|")
+        for method, values in rows.items():
+            p = f"{paired(default, values):.4f}" if default is not None and values is not default else ""
+            print(f"| {method} | {np.mean(list(values.values())):.4f} | {p} |")
 
 
 class ReadOnce:
@@ -96,6 +119,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-queries", type=int, default=None)
     parser.add_argument("--skip-queries", type=int, default=0, help="leave out the split's first N judged queries")
+    parser.add_argument("--per-query", type=Path, help="also write each row's per-query nDCG@10 here (JSON), for --combine")
+    parser.add_argument("--combine", type=Path, nargs="+", help="only combine these --per-query files of slices of a split into one table")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/finerank-zh"))
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--minilm", action="store_true", help="also BM25 -> minilm-fused (encodes every candidate)")
@@ -108,12 +133,14 @@ def main() -> None:
     parser.add_argument("--window", type=int, help="e5 reads documents in windows of this many tokens (default: the model's, 32; 0: whole)")
     parser.add_argument("--no-first-stages", action="store_true", help="skip the first-stage and e5 weight rows")
     args = parser.parse_args()
+    if args.combine:
+        return combine(args.combine)
     window = {} if args.window is None else {"document_window": args.window}
     e5 = load_encoder("multilingual-e5-small", cache_size=100_000, **window)  # also the scorer: one embedding per query
     minilm = load_reranker("minilm-fused") if args.minilm else None
     ce = (ReadOnce(load_reranker(args.cross_encoder, max_length=args.max_length, max_chunks_per_doc=args.max_chunks_per_doc).scorer)
           if args.cross_encoder else None)
-    results = {}
+    results, per_set = {}, {}
     for name in args.sets:
         choose, report = SETS[name]
         index = index_of(f"{name}-w{e5.document_window}", name, args.cache, e5)
@@ -151,7 +178,10 @@ def main() -> None:
                     rows[f"BM25 -> e5-fused w={weight}"] = run(Pipeline(bm25, SecondStage(e5, Fusion("minmax", weight)), top_k=10).search, dataset)
             part = f", queries {args.skip_queries + 1}-{args.skip_queries + len(dataset.queries)}" if args.skip_queries else ""
             results[f"{name} ({split}{part})"] = rows
+            per_set[f"{name} ({split})"] = {method: r["per_query"] for method, r in rows.items()}
             print(f"{name} ({split}, {len(dataset.queries)} queries) done", flush=True)
+    if args.per_query:
+        args.per_query.write_text(json.dumps(per_set))
     for rows in results.values():
         for r in rows.values():
             del r["per_query"]
