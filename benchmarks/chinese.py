@@ -5,6 +5,7 @@ default second stages, chosen on train/dev splits, reported on test splits.
     python benchmarks/chinese.py --cross-encoder /tmp/ce/zh-bw --splits test --max-queries 1000 --no-first-stages --max-chunks-per-doc 3
     python benchmarks/chinese.py ... --skip-queries 1000 --max-queries 500 --per-query b.json   # a later slice
     python benchmarks/chinese.py --combine a.json b.json   # slices of a split as one table, tested over all their queries
+    python benchmarks/chinese.py ... --shuffle 13 --skip-queries 250 --max-queries 250 --only-cascade --per-query s1.json   # random slices
 
 Per dataset, one index (BM25 + multilingual-e5-small vectors, as ``finerank index --dense``
 builds for a Chinese corpus: one vector per 32-token window) is built once under ``--cache``.
@@ -119,6 +120,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-queries", type=int, default=None)
     parser.add_argument("--skip-queries", type=int, default=0, help="leave out the split's first N judged queries")
+    parser.add_argument("--shuffle", type=int, metavar="SEED", help="take the split's questions in this seed's random order before"
+                        " --skip/--max-queries, so every slice (and any first K slices) is a random sample of the split")
+    parser.add_argument("--only-cascade", action="store_true", help="of the cross-encoder's rows, only the cascade (it reads half the pairs)")
     parser.add_argument("--per-query", type=Path, help="also write each row's per-query nDCG@10 here (JSON), for --combine")
     parser.add_argument("--combine", type=Path, nargs="+", help="only combine these --per-query files of slices of a split into one table")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/finerank-zh"))
@@ -146,9 +150,12 @@ def main() -> None:
         index = index_of(f"{name}-w{e5.document_window}", name, args.cache, e5)
         bm25 = BM25(index)
         for split in {"both": (choose, report), "train": (choose,), "test": (report,)}[args.splits]:
-            dataset = load_dataset(DATASETS / name, split, args.max_queries and args.skip_queries + args.max_queries)
-            if args.skip_queries:  # a later slice of the split, e.g. the questions after a first run's 1,000
-                kept = list(dataset.queries)[args.skip_queries:]
+            dataset = load_dataset(DATASETS / name, split, None if args.shuffle is not None else args.max_queries and args.skip_queries + args.max_queries)
+            if args.skip_queries or args.shuffle is not None:  # a slice of the split, e.g. the questions after a first run's 1,000
+                kept = list(dataset.queries)
+                if args.shuffle is not None:  # questions come grouped by article: a file-order slice is no sample
+                    kept = [kept[i] for i in np.random.default_rng(args.shuffle).permutation(len(kept))]
+                kept = kept[args.skip_queries:][:args.max_queries]
                 dataset = dataclasses.replace(dataset, queries={q: dataset.queries[q] for q in kept}, qrels={q: dataset.qrels[q] for q in kept})
             rows = {"BM25": run(Pipeline(bm25, None, top_k=10).search, dataset)}
             if ce is not None:
@@ -157,7 +164,9 @@ def main() -> None:
                 default = rows["BM25 top 100 -> e5-fused w=0.7 (the default)"] = run(Pipeline(bm25, e5_default, top_k=10).search, dataset)
                 base = rows[f"BM25 top {n} -> e5-fused w=0.5"] = run(Pipeline(bm25, SecondStage(e5, half), candidates=n, top_k=10).search, dataset)
                 model_time = lambda text, ranking: ce.seconds.get(text, 0.0)  # noqa: E731 (the model's time, whichever row paid it)
-                for title, stage in ((f"BM25 top {n} -> cross-encoder alone", ce), (f"BM25 top {n} -> cross-encoder fused w=0.5", SecondStage(ce, half))):
+                alone = () if args.only_cascade else (
+                    (f"BM25 top {n} -> cross-encoder alone", ce), (f"BM25 top {n} -> cross-encoder fused w=0.5", SecondStage(ce, half)))
+                for title, stage in alone:
                     rows[title] = against(run(Pipeline(bm25, stage, candidates=n, top_k=10).search, dataset, model_time),
                                           default=default, **{"e5-fused w=0.5": base})
                 cascade = Pipeline(bm25, SecondStage(ce, half), top_k=10, cheap=e5_default, keep=n)
@@ -176,7 +185,8 @@ def main() -> None:
                     rows["BM25 -> minilm-fused"] = run(Pipeline(bm25, minilm, top_k=10).search, dataset)
                 for weight in WEIGHTS:
                     rows[f"BM25 -> e5-fused w={weight}"] = run(Pipeline(bm25, SecondStage(e5, Fusion("minmax", weight)), top_k=10).search, dataset)
-            part = f", queries {args.skip_queries + 1}-{args.skip_queries + len(dataset.queries)}" if args.skip_queries else ""
+            order = f" in seed {args.shuffle}'s order" if args.shuffle is not None else ""
+            part = f", queries {args.skip_queries + 1}-{args.skip_queries + len(dataset.queries)}{order}" if args.skip_queries or order else ""
             results[f"{name} ({split}{part})"] = rows
             per_set[f"{name} ({split})"] = {method: r["per_query"] for method, r in rows.items()}
             print(f"{name} ({split}, {len(dataset.queries)} queries) done", flush=True)
