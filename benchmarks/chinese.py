@@ -150,13 +150,12 @@ def main() -> None:
         index = index_of(f"{name}-w{e5.document_window}", name, args.cache, e5)
         bm25 = BM25(index)
         for split in {"both": (choose, report), "train": (choose,), "test": (report,)}[args.splits]:
-            dataset = load_dataset(DATASETS / name, split, None if args.shuffle is not None else args.max_queries and args.skip_queries + args.max_queries)
-            if args.skip_queries or args.shuffle is not None:  # a slice of the split, e.g. the questions after a first run's 1,000
-                kept = list(dataset.queries)
-                if args.shuffle is not None:  # questions come grouped by article: a file-order slice is no sample
-                    kept = [kept[i] for i in np.random.default_rng(args.shuffle).permutation(len(kept))]
-                kept = kept[args.skip_queries:][:args.max_queries]
-                dataset = dataclasses.replace(dataset, queries={q: dataset.queries[q] for q in kept}, qrels={q: dataset.qrels[q] for q in kept})
+            dataset = load_dataset(DATASETS / name, split)
+            kept = list(dataset.queries)
+            if args.shuffle is not None:  # questions come grouped by article: a file-order slice is no sample
+                kept = [kept[i] for i in np.random.default_rng(args.shuffle).permutation(len(kept))]
+            kept = kept[args.skip_queries:][:args.max_queries]  # the slice this run measures
+            dataset = dataclasses.replace(dataset, queries={q: dataset.queries[q] for q in kept}, qrels={q: dataset.qrels[q] for q in kept})
             rows = {"BM25": run(Pipeline(bm25, None, top_k=10).search, dataset)}
             if ce is not None:
                 n, half = args.ce_candidates, Fusion("minmax", 0.5)
