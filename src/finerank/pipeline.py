@@ -9,15 +9,16 @@ on the order of the list.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
-from .analysis import language
-from .errors import MissingDependencyError
+from .analysis import UNDETERMINED, language
+from .errors import FinerankError, MissingDependencyError, ModelError
 from .fusion import Fusion
 from .models import Scorer
 from .retrievers import Retriever
@@ -47,37 +48,59 @@ class SecondStage:
 
 
 class ByLanguage:
-    """A second stage per query language (:func:`finerank.analysis.language`): e.g. a
-    multilingual model for Chinese queries and an English one for the rest. Each stage loads at
-    its first use. A language whose stage cannot load (its extra is not installed) keeps the
-    first stage's order in a pipeline, with a warning, rather than being reranked by a model
-    that does not read it; :func:`rerank` raises instead."""
+    """A second stage per query language (:func:`finerank.analysis.language`): ``routes`` for
+    some languages (English to an English model), ``default`` for every other language in
+    ``languages`` (what its model reads; text without letters goes there too). Each stage loads
+    at its first use. In a pipeline, a query in a language no stage reads, or whose stage cannot
+    load (its extra is not installed), keeps the first stage's order, with a warning, rather than
+    being reranked by a model that does not read it; :func:`rerank` raises instead."""
 
-    def __init__(self, routes: Mapping[str, Callable[[], SecondStage]], name: str):
-        self.routes, self.name = dict(routes), name
-        self._loaded: dict[str, SecondStage | MissingDependencyError] = {}
+    def __init__(self, routes: Mapping[str, Callable[[], SecondStage]], default: Callable[[], SecondStage],
+                 languages: Collection[str], name: str):
+        self.routes, self.default, self.languages, self.name = dict(routes), default, frozenset(languages), name
+        self._loaded: dict[str, SecondStage | FinerankError] = {}
         self._lock = threading.Lock()
 
     def route(self, query: str, *, required: bool = False) -> SecondStage | None:
         lang = language(query)
-        lang = lang if lang in self.routes else "other"
+        key = lang if lang in self.routes else "*" if lang in self.languages or lang == UNDETERMINED else lang
+        return self._stage(key, lang, required)
+
+    def _stage(self, key: str, lang: str, required: bool = False) -> SecondStage | None:
         with self._lock:
-            if lang not in self._loaded:
-                try:
-                    self._loaded[lang] = self.routes[lang]()
-                except MissingDependencyError as err:
-                    logger.warning("no second stage for %s queries: %s (they keep the first stage's order)", lang, err)
-                    self._loaded[lang] = err
-            stage = self._loaded[lang]
-        if isinstance(stage, MissingDependencyError):
+            if key not in self._loaded:
+                self._loaded[key] = self._load(key, lang)
+            stage = self._loaded[key]
+        if isinstance(stage, FinerankError):
             if required:
                 raise stage
             return None
         return stage
 
+    def _load(self, key: str, lang: str) -> SecondStage | FinerankError:
+        if key != "*" and key not in self.routes:
+            logger.warning("no second stage of %s reads %s queries: they keep the first stage's order", self.name, lang)
+            return ModelError(f"no second stage of {self.name} reads {lang} queries")
+        try:
+            return (self.default if key == "*" else self.routes[key])()
+        except MissingDependencyError as err:
+            logger.warning("no second stage for %s queries: %s (they keep the first stage's order)", lang, err)
+            return err
+
     def stages(self) -> dict[str, SecondStage | None]:
-        """Every language's stage, loaded now."""
-        return {lang: self.route("中文" if lang == "zh" else "text") for lang in self.routes}
+        """Every route's stage ("*": the default's), loaded now."""
+        return {key: self._stage(key, key) for key in [*self.routes, "*"]}
+
+    def mapped(self, make: Callable[[SecondStage], SecondStage]) -> "ByLanguage":
+        """The same routing over ``make(stage)`` for each of its stages (all loaded now)."""
+        made = {key: self._loaded[key] if stage is None else make(stage) for key, stage in self.stages().items()}
+
+        def load(key: str) -> SecondStage:
+            if isinstance(made[key], FinerankError):
+                raise made[key]
+            return made[key]
+
+        return ByLanguage({key: functools.partial(load, key) for key in self.routes}, functools.partial(load, "*"), self.languages, self.name)
 
 
 Reranker = SecondStage | ByLanguage

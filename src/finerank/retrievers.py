@@ -41,15 +41,14 @@ class BM25:
 
     def __init__(self, index: "Index"):
         self.index = index
-        if index.share("zh") > 0:  # jieba's dictionary loads now, not inside the first query's timing
-            analysis.warm_up(index.params["analyzer"])
+        analysis.warm_up(index.params["analyzer"], index.params.get("languages", {}))  # not inside the first query's timing
         p = index.params
         self.name = f"bm25({p['method']}, k1={p['k1']}, b={p['b']}, {p['analyzer']})"
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every document for ``query`` (terms unknown to the index are ignored)."""
         vocab = self.index.bm25.vocab_dict
-        ids = [vocab[t] for t in self.index.analyzer(query) if t in vocab]
+        ids = [vocab[t] for t in self.index.analyze_query(query) if t in vocab]
         return self.index.bm25.get_scores(ids) if ids else np.zeros(len(self.index), dtype=np.float32)
 
     def search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[Hit]:

@@ -129,7 +129,7 @@ class Service:
         self._served: Served | None = None
         # every second stage loads now (a per-language reranker loads each language's), each
         # model with a batcher of its own
-        stages = reranker.stages() if isinstance(reranker, ByLanguage) else {"other": reranker}
+        stages = reranker.stages() if isinstance(reranker, ByLanguage) else {"*": reranker}
         self.stages = {lang: stage for lang, stage in stages.items() if stage is not None}
         self.batchers = {id(st.scorer): Batcher(st.scorer, max_wait_ms=limits.batch_wait_ms, max_pairs=limits.max_batch_pairs,
                                                 max_queue=limits.max_queue) for st in self.stages.values()}
@@ -144,12 +144,10 @@ class Service:
         loop = asyncio.get_running_loop()
         for batcher in self.batchers.values():
             batcher.start()
-        batched = {lang: SecondStage(BatchedScorer(st.scorer, self.batchers[id(st.scorer)], loop), st.fusion, st.name)
-                   for lang, st in self.stages.items()}
-        if isinstance(self.second, ByLanguage):
-            self._batched: Reranker = ByLanguage({lang: (lambda st=st: st) for lang, st in batched.items()}, self.second.name)
-        else:
-            self._batched = batched["other"]
+        def batched(st: SecondStage) -> SecondStage:
+            return SecondStage(BatchedScorer(st.scorer, self.batchers[id(st.scorer)], loop), st.fusion, st.name)
+
+        self._batched: Reranker = self.second.mapped(batched) if isinstance(self.second, ByLanguage) else batched(self.second)
         if self._loaded is not None:
             self._serve(self._loaded)
 
