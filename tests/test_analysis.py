@@ -61,7 +61,8 @@ def test_each_language_is_identified_and_analysed_in_its_own_way():
 def test_a_query_takes_the_likeliest_language_the_index_holds():
     from finerank import Document, Index
 
-    assert analysis.language("vitamin D", among=["en"]) == "en"  # a short query over English documents reads as English
+    assert analysis.language("bone fractures") == "eo"  # too short to tell on its own: fastText guesses Esperanto
+    assert analysis.language("bone fractures", among={"en": 990, "eo": 10}) == "en"  # an index of English documents reads it as English
     index = Index.build([Document("ru", "Москва — столица России, крупнейший город страны."),
                          Document("en", "London is the capital of the United Kingdom and its largest city."),
                          Document("de", "Berlin ist die Hauptstadt Deutschlands und die größte Stadt des Landes.")])
@@ -71,3 +72,11 @@ def test_a_query_takes_the_likeliest_language_the_index_holds():
 
     assert [h.id for h in BM25(index).search("столицы", 3)] == ["ru"]  # stemmed as the Russian document was
     assert [h.id for h in BM25(index).search("Hauptstädte", 3)] == ["de"]
+
+
+def test_a_corpus_reads_its_short_documents_in_its_main_language():
+    english = [f"Vitamin D supplementation and the risk of fractures in study {i}" for i in range(20)]
+    assert analysis.language("bone fractures") == "eo"
+    assert analysis.corpus_languages(["bone fractures", *english]) == ["en"] * 21
+    russian = "Москва — столица России, крупнейший город страны."
+    assert analysis.corpus_languages([russian, *english])[0] == "ru"  # a clear guess stands

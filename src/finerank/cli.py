@@ -25,7 +25,7 @@ from .vectors import ANN
 
 logger = logging.getLogger("finerank")
 
-DEMO_QUERIES = ("如何治疗感冒？", "How do I read a CSV file in Python?")
+DEMO_QUERIES = ("如何治疗感冒？", "How do I read a CSV file in Python?", "Как быстро выучить иностранный язык?")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

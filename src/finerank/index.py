@@ -10,6 +10,7 @@ the HNSW graph keep their unchanged rows and nodes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import mmap as _mmap
@@ -179,7 +180,7 @@ class Index:
         _check_unique(docs)
         analyze = analysis.analyzer(analyzer)
         vocab: dict[str, int] = {"": 0}
-        langs = [analysis.language(d.content) for d in tqdm(docs, desc="identifying languages", unit=" docs", disable=not show_progress)]
+        langs = analysis.corpus_languages(d.content for d in tqdm(docs, desc="identifying languages", unit=" docs", disable=not show_progress))
         token_lists = [_token_ids(analyze, d, lang, vocab)
                        for d, lang in tqdm(zip(docs, langs), desc="analyzing", unit=" docs", total=len(docs), disable=not show_progress)]
         params = {"format_version": FORMAT_VERSION, "analyzer": analyzer, "analyzer_version": analysis.ANALYZER_VERSION,
@@ -190,7 +191,7 @@ class Index:
         if encoder is not None:
             params["dense"] = _encoder_params(encoder)
             rows, counts = _embed(encoder, docs, show_progress)
-            vectors = VectorIndex.build(rows, keys, ann, counts)
+            vectors = VectorIndex.build(rows, keys, ann, counts, encoder.whole_document)
             params["dense"]["ann"] = vectors.ann
         index = cls(DocumentStore.from_lines([encode(d) for d in docs]), tokens, offsets, keys,
                     bm25_model(token_lists, vocab, params), params | {"documents": len(docs), "next_key": len(docs)}, vectors)
@@ -215,7 +216,7 @@ class Index:
         kept = np.flatnonzero(keep)
         vocab = dict(self.bm25.vocab_dict)
         token_lists = [self._tokens[self._token_offsets[i] : self._token_offsets[i + 1]].tolist() for i in kept]
-        added = [analysis.language(d.content) for d in add]
+        added = analysis.corpus_languages((d.content for d in add), self.params.get("languages"))
         token_lists += [_token_ids(self.analyzer, d, lang, vocab) for d, lang in zip(add, added)]
         tokens, offsets = _flatten(token_lists)
         new_keys = np.arange(self.params["next_key"], self.params["next_key"] + len(add), dtype=np.int64)
@@ -223,14 +224,15 @@ class Index:
         if self.vectors is not None:
             if add and encoder is None:
                 raise ModelError(f"this index holds vectors from {self.params['dense']['model']}: pass that encoder to add documents")
-            if add and getattr(encoder, "document_window", 0) != self.params["dense"].get("window", 0):
-                raise ModelError(f"this index reads documents in windows of {self.params['dense'].get('window', 0)} tokens (0: whole); "
+            reads = (self.params["dense"].get("window", 0), self.params["dense"].get("whole", 0.0))
+            if add and (getattr(encoder, "document_window", 0), getattr(encoder, "whole_document", 0.0)) != reads:
+                raise ModelError(f"this index reads documents in windows of {reads[0]} tokens (0: whole), the whole text weighing {reads[1]}; "
                                  f"the encoder given reads {getattr(encoder, 'document_window', 0)}: pass the one it was built with (finerank.encoder_of)")
             new_vectors, counts = _embed(encoder, add, show_progress) if add else (np.empty((0, self.vectors.dimension), np.float32), None)
             vectors = self.vectors.updated(keep, new_vectors, new_keys, counts)
         documents = DocumentStore.from_lines([self.documents.line(int(i)) for i in kept] + [encode(d) for d in add])
         counts = dict(self.params.get("languages", {}))  # documents per language: the removed out, the added in
-        removed = analysis.languages(self.documents[int(i)].content for i in np.flatnonzero(~keep))
+        removed = _counts(analysis.corpus_languages((self.documents[int(i)].content for i in np.flatnonzero(~keep)), counts))
         for langs, sign in ((removed, -1), (_counts(added), 1)):
             for lang, n in langs.items():
                 counts[lang] = counts.get(lang, 0) + sign * n
@@ -300,7 +302,7 @@ class Index:
             raise IndexFormatError(f"{path} is corrupt: {err}") from None
         if not len(documents) == len(arrays[2]) == len(arrays[1]) - 1 == params.get("documents"):
             raise IndexFormatError(f"{path} is corrupt: its files disagree on the number of documents")
-        vectors = VectorIndex.load(folder, arrays[2], params["dense"]["ann"], mmap) if "dense" in params else None
+        vectors = VectorIndex.load(folder, arrays[2], params["dense"]["ann"], mmap, params["dense"].get("whole", 0.0)) if "dense" in params else None
         index = cls(documents, *arrays, bm25, params, vectors, generation=folder.name)
         index._base = (Path(path).resolve(), folder.name)
         return index
@@ -310,13 +312,21 @@ class Index:
 
     def query_language(self, query: str) -> str:
         """The language ``query`` is analysed as: the likeliest of the languages the index's
-        documents are in (the most common one when none is likely)."""
-        counts = self.params.get("languages", {})
-        return analysis.language(query, sorted(counts, key=lambda lang: -counts[lang]))
+        documents are in, each weighted by its share of them (see :func:`finerank.analysis.language`)."""
+        return analysis.language(query, self.params.get("languages", {}))
 
     def analyze_query(self, query: str) -> list[str]:
         """The query's terms, analysed as the documents of its language were."""
-        return self.analyzer(query, self.query_language(query)) if self.per_language else self.analyzer(query)
+        return self.query_analyzer(query)(query)
+
+    def query_analyzer(self, query: str):
+        """The analysis of texts in the query's language (what highlighting matches words with)."""
+        return functools.partial(self.analyzer, lang=self.query_language(query)) if self.per_language else self.analyzer
+
+    def query_analysis(self, query: str) -> str:
+        """How the query is analysed, in words: the analyzer's name, and the language for one
+        that reads each language in its own way (e.g. "auto (ru)")."""
+        return f"{self.params['analyzer']} ({self.query_language(query)})" if self.per_language else self.params["analyzer"]
 
     def share(self, language: str) -> float:
         """The share of the index's documents in ``language`` (see :func:`finerank.analysis.language`)."""
@@ -368,7 +378,7 @@ def _flatten(token_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 def _encoder_params(encoder) -> dict:
     return {"model": encoder.name, "dimension": encoder.dimension, "max_length": encoder.max_length,
             "query_prefix": encoder.query_prefix, "document_prefix": encoder.document_prefix,
-            "window": encoder.document_window}
+            "window": encoder.document_window, "whole": encoder.whole_document}
 
 
 def _embed(encoder, docs: Sequence[Document], show_progress: bool, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -282,14 +282,17 @@ def rank(documents: Sequence[Document], original: Sequence[int], scores: Sequenc
 
 
 def _stored_vectors(first_stage: Retriever, scorer: Scorer):
-    """When ``scorer`` is the bi-encoder that made the vectors the first stage's index stores
-    (same model name, document prefix and dimension), the index's lookup of stored vectors by
-    id, so candidates are not encoded again; otherwise None."""
+    """When ``scorer`` is the bi-encoder that made the vectors the first stage's index stores and
+    reads documents as they were read (same model name, document prefix, dimension, max_length,
+    window and whole-document row), the index's lookup of stored vectors by id, so candidates
+    are not encoded again; otherwise None."""
     index = getattr(first_stage, "index", None)
     made_by = getattr(index, "params", {}).get("dense")
     if made_by is None or not hasattr(scorer, "document_prefix"):
         return None
-    if (made_by["model"], made_by["document_prefix"], made_by["dimension"]) != (scorer.name, scorer.document_prefix, scorer.dimension):
+    stored = (made_by["model"], made_by["document_prefix"], made_by["dimension"], made_by["max_length"], made_by.get("window", 0),
+              made_by.get("whole", 0.0))
+    if stored != (scorer.name, scorer.document_prefix, scorer.dimension, scorer.max_length, scorer.document_window, scorer.whole_document):
         return None
     return index.vectors_of
 

@@ -32,19 +32,31 @@ class VectorIndex:
     """Document vectors, ``counts[i]`` consecutive rows for document i (default: one each);
     ``hnsw`` is a usearch graph over them or None."""
 
-    def __init__(self, vectors: np.ndarray, keys: np.ndarray, hnsw=None, counts: np.ndarray | None = None):
-        self.vectors, self.keys, self.hnsw = vectors, keys, hnsw
+    def __init__(self, vectors: np.ndarray, keys: np.ndarray, hnsw=None, counts: np.ndarray | None = None, whole: float = 0.0):
+        self.vectors, self.keys, self.hnsw, self.whole = vectors, keys, hnsw, whole
         self.counts = np.ones(len(keys), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
         self.windowed = len(vectors) > len(keys)  # some document has several rows
         self._starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+        self._lasts = self._starts + self.counts - 1
+        if whole and self.windowed:  # the whole-text rows (the last of each document of several), kept out of the best window
+            self._whole_rows = np.zeros(len(vectors), dtype=bool)
+            self._whole_rows[self._lasts[self.counts > 1]] = True
 
     def rows(self, positions) -> list[np.ndarray]:
         """The vectors of the documents at ``positions``: per document, its rows (its windows)."""
         return [np.asarray(self.vectors[self._starts[p] : self._starts[p] + self.counts[p]], dtype=np.float32) for p in positions]
 
     def document_scores(self, row_scores: np.ndarray) -> np.ndarray:
-        """Per document, the best of its rows' scores (the last axis is rows)."""
-        return np.maximum.reduceat(row_scores, self._starts, axis=-1) if self.windowed else row_scores
+        """Per document, the best of its rows' scores (the last axis is rows); with ``whole``, a
+        document of several rows scores (1 - whole) x its best window + whole x its last row,
+        its whole text (as :func:`finerank.models.chunks.pool`)."""
+        if not self.windowed:
+            return row_scores
+        if not self.whole:
+            return np.maximum.reduceat(row_scores, self._starts, axis=-1)
+        best = np.maximum.reduceat(np.where(self._whole_rows, -np.inf, row_scores), self._starts, axis=-1)
+        last = row_scores[..., self._lasts]
+        return np.where(self.counts > 1, (1 - self.whole) * best + self.whole * last, last).astype(np.float32)
 
     @property
     def dimension(self) -> int:
@@ -55,8 +67,9 @@ class VectorIndex:
         return "exact" if self.hnsw is None else "hnsw"
 
     @classmethod
-    def build(cls, vectors: np.ndarray, keys: np.ndarray, ann: str = "auto", counts: np.ndarray | None = None) -> "VectorIndex":
-        """``counts``: rows per document (its windows), None for one each."""
+    def build(cls, vectors: np.ndarray, keys: np.ndarray, ann: str = "auto", counts: np.ndarray | None = None,
+              whole: float = 0.0) -> "VectorIndex":
+        """``counts``: rows per document (its windows), None for one each; ``whole``: see :meth:`document_scores`."""
         if ann not in ANN:
             raise ValueError(f"unknown ann {ann!r}; choose one of {', '.join(ANN)}")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -64,7 +77,7 @@ class VectorIndex:
         if len(counts) != len(keys) or counts.sum() != len(vectors) or counts.min(initial=1) < 1:
             raise ValueError(f"{len(vectors)} vectors do not split into {len(keys)} documents of at least one row each")
         use_hnsw = ann == "hnsw" or (ann == "auto" and len(keys) >= HNSW_THRESHOLD)
-        return cls(vectors, keys, _new_graph(vectors, np.repeat(keys, counts)) if use_hnsw else None, counts)
+        return cls(vectors, keys, _new_graph(vectors, np.repeat(keys, counts)) if use_hnsw else None, counts, whole)
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Positions and inner products of the ``k`` nearest documents, best first; ``allowed``
@@ -104,12 +117,29 @@ class VectorIndex:
             if allowed is not None:
                 keep = allowed[positions]
                 positions, scores = positions[keep], scores[keep]
+            if self.whole and len(positions) >= k:
+                # a document's score mixes its best window and its whole text, and is at most its best row's: the
+                # documents found, scored exactly, are the top k once the k-th beats the best row of any not yet found
+                bound = scores[-1] if count < len(self.vectors) else -np.inf
+                scores = np.array([self.document_scores_of(p, query) for p in positions], dtype=np.float32)
+                order = np.lexsort((positions, -scores))
+                positions, scores = positions[order], scores[order]
+                if scores[k - 1] < bound:
+                    positions = positions[:0]  # widen
             if len(positions) >= k:
                 return positions[:k], scores[:k]
             if count >= len(self.vectors):
                 return None  # the graph reaches fewer than k of them (nodes cut off by removals): exact search finds all
             count *= 2
         return None
+
+    def document_scores_of(self, position: int, query: np.ndarray) -> float:
+        """The score of the document at ``position`` for a query vector, from its rows."""
+        rows = np.asarray(self.vectors[self._starts[position] : self._starts[position] + self.counts[position]], dtype=np.float32)
+        scores = rows @ query
+        if self.whole and len(scores) > 1:
+            return float((1 - self.whole) * scores[:-1].max() + self.whole * scores[-1])
+        return float(scores.max())
 
     def updated(self, keep: np.ndarray, vectors: np.ndarray, keys: np.ndarray, counts: np.ndarray | None = None) -> "VectorIndex":
         """A new VectorIndex without the documents ``keep`` drops, with ``vectors`` appended
@@ -128,7 +158,7 @@ class VectorIndex:
                 graph.remove(dropped.astype(np.uint64))
             if len(vectors):
                 graph.add(np.repeat(keys, counts).astype(np.uint64), vectors)
-        return VectorIndex(rows, np.concatenate([self.keys[keep], keys]), graph, np.concatenate([self.counts[keep], counts]))
+        return VectorIndex(rows, np.concatenate([self.keys[keep], keys]), graph, np.concatenate([self.counts[keep], counts]), self.whole)
 
     def save(self, folder: Path) -> None:
         np.save(folder / "vectors.npy", np.asarray(self.vectors))
@@ -138,7 +168,7 @@ class VectorIndex:
             self.hnsw.save(str(folder / "vectors.hnsw"))
 
     @classmethod
-    def load(cls, folder: Path, keys: np.ndarray, ann: str, mmap: bool = True) -> "VectorIndex":
+    def load(cls, folder: Path, keys: np.ndarray, ann: str, mmap: bool = True, whole: float = 0.0) -> "VectorIndex":
         try:
             vectors = np.load(folder / "vectors.npy", mmap_mode="r" if mmap else None)
             counts = np.load(folder / "vector_counts.npy") if (folder / "vector_counts.npy").exists() else None
@@ -149,7 +179,7 @@ class VectorIndex:
         if (vectors.ndim != 2 or len(vectors) != rows or (counts is not None and (len(counts) != len(keys) or counts.min(initial=1) < 1))
                 or (ann == "hnsw" and (graph is None or len(graph) != rows))):
             raise IndexFormatError(f"{folder.parent} is corrupt: its vectors do not match its {len(keys)} documents")
-        return cls(vectors, keys, graph, counts)
+        return cls(vectors, keys, graph, counts, whole)
 
 
 def _new_graph(vectors: np.ndarray, keys: np.ndarray):

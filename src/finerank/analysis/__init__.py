@@ -21,8 +21,9 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from .identify import _CJK_CHAR, UNDETERMINED, guesses, language, languages
-from .tokens import CHINESE_STOPWORDS, ENGLISH_STOPWORDS, SEGMENTED, SNOWBALL, _to_simplified, as_language, chinese, chinese_v1, english, mixed
+from .identify import _CJK_CHAR, UNDETERMINED, corpus_languages, guesses, language, languages  # noqa: F401 (_CJK_CHAR: highlight)
+from .tokens import (CHINESE_STOPWORDS, ENGLISH_STOPWORDS, SEGMENTED, SNOWBALL, _to_simplified,  # noqa: F401 (highlight)
+                     as_language, chinese, chinese_v1, english, mixed)
 
 Analyzer = Callable[..., list[str]]  # (text, lang=None) -> terms
 
@@ -82,6 +83,6 @@ def warm_up(name: str, languages=("zh",)) -> None:
 
 __all__ = [
     "ANALYZERS", "ANALYZER_VERSION", "CHINESE_STOPWORDS", "ENGLISH_STOPWORDS", "PER_LANGUAGE", "SEGMENTED", "SNOWBALL", "UNDETERMINED",
-    "Analyzer", "analyzer", "analyzer_of", "as_language", "auto", "auto_v1", "auto_v2", "chinese", "english", "guesses", "language",
+    "Analyzer", "analyzer", "analyzer_of", "as_language", "auto", "auto_v1", "auto_v2", "chinese", "corpus_languages", "english", "guesses", "language",
     "languages", "warm_up",
 ]

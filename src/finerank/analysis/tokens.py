@@ -110,7 +110,7 @@ def chinese(text: str) -> list[str]:
 
 def mixed(chinese_analyzer, text: str) -> list[str]:
     """Runs of Chinese characters through ``chinese_analyzer``, the rest through ``english``."""
-    parts = _CJK_RUN.split(text)  # odd positions are CJK runs
+    parts = [text] if text.isascii() else _CJK_RUN.split(text)  # odd positions are CJK runs
     if len(parts) == 1:
         return english(text)
     terms: list[str] = []

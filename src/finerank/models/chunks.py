@@ -69,16 +69,21 @@ def _starts_word(text: str, previous: tuple[int, int], current: tuple[int, int])
     return current[0] > previous[1] or _CJK_CHAR.match(text[current[0]]) or _CJK_CHAR.match(text[current[0] - 1])
 
 
-def pool(scores: np.ndarray, counts: Sequence[int], pool_name: str = "max") -> tuple[np.ndarray, np.ndarray]:
+def pool(scores: np.ndarray, counts: Sequence[int], pool_name: str = "max", whole: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Per document (``counts`` windows each, in order): the pooled score, and the index of its
-    best window among its own."""
+    best window among its own. ``whole`` > 0: a document of several windows has its whole text
+    as its last row, and scores (1 - whole) x its pooled windows + whole x that row."""
     k = check_pool(pool_name)
     pooled = np.empty(len(counts), dtype=np.float32)
     best = np.zeros(len(counts), dtype=np.int64)
     start = 0
     for i, count in enumerate(counts):
         window_scores = scores[start : start + count]
+        if whole and count > 1:
+            window_scores, whole_score = window_scores[:-1], window_scores[-1]
         best[i] = int(np.argmax(window_scores))
         pooled[i] = window_scores[best[i]] if k == 1 else np.sort(window_scores)[::-1][:k].mean()
+        if whole and count > 1:
+            pooled[i] = (1 - whole) * pooled[i] + whole * whole_score
         start += count
     return pooled, best

@@ -203,7 +203,7 @@ class LLMReranker(Calibrated):
             return np.empty(0, np.float32), []
         spans = self.windows(query, texts, max_chunks_per_doc, instruction)
         pieces = [t[s:e] for t, text_spans in zip(texts, spans) for s, e in text_spans]
-        scores, best = chunks.pool(self._run(self.inputs(query, pieces, instruction)), [len(t) for t in spans], self.chunk_pool)
+        scores, best = self.pool(self._run(self.inputs(query, pieces, instruction)), [len(t) for t in spans])
         return (scores if raw else self.calibrate(scores)), [t[b] for t, b in zip(spans, best)]
 
     def _run(self, sequences: list[list[int]]) -> np.ndarray:

@@ -39,6 +39,14 @@ class Calibrated:
         """A calibration belongs to the model as it reads: its name and token limit."""
         return f"{self.name}@{self.max_length}"
 
+    chunk_pool = "max"  # how a text's window scores pool into its score (see finerank.models.chunks)
+    whole_document = 0.0  # the whole text's share of a windowed document's score (BiEncoder)
+
+    def pool(self, window_scores: np.ndarray, counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Per text (``counts`` windows each, in order), its windows' raw scores pooled as this
+        model pools them, and the index of its best window among its own."""
+        return chunks.pool(window_scores, counts, self.chunk_pool, self.whole_document)
+
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Raw scores to a relevance in [0, 1]: the probability of relevance when the model was
         calibrated (``finerank calibrate``), else the model's own squashing of its score."""
@@ -120,7 +128,7 @@ class _TransformerReranker(Calibrated):
         spans = [self.windows(query, texts, max_chunks_per_doc) for query, texts in requests]
         pieces = [(query, [t[s:e] for t, text_spans in zip(texts, request_spans) for s, e in text_spans])
                   for (query, texts), request_spans in zip(requests, spans)]
-        pooled, best = chunks.pool(self._raw_scores(pieces), [len(t) for request_spans in spans for t in request_spans], self.chunk_pool)
+        pooled, best = self.pool(self._raw_scores(pieces), [len(t) for request_spans in spans for t in request_spans])
         out, start = [], 0
         for request_spans in spans:
             scores = pooled[start : start + len(request_spans)]
@@ -190,7 +198,11 @@ class BiEncoder(_TransformerReranker):
     quarter shared) and scores it by its best window: a question about one sentence of a long
     paragraph matches that sentence's embedding better than the paragraph's average (measured in
     docs/results.md). Indexes store one vector per window. 0 reads a document whole (cut to
-    ``max_length``).
+    ``max_length``). ``whole_document`` > 0 also reads a document of several windows whole, as
+    one more row (its last), and scores it (1 - whole_document) x its best window +
+    whole_document x its whole text: a question in another language matches whole paragraphs
+    better than short windows, a question in the documents' language their windows
+    (docs/results.md).
     """
 
     head = "encoder"
@@ -204,11 +216,14 @@ class BiEncoder(_TransformerReranker):
         document_prefix: str | None = None,
         cache_size: int = 0,
         document_window: int = 0,
+        whole_document: float = 0.0,
         **options,
     ):
         if document_window < 0:
             raise ValueError(f"document_window must be 0 (whole documents) or a number of tokens, got {document_window}")
-        self.document_window = document_window
+        if not 0 <= whole_document < 1:
+            raise ValueError(f"whole_document is the whole text's share of a document's score, from 0 to under 1; got {whole_document}")
+        self.document_window, self.whole_document = document_window, float(whole_document) if document_window else 0.0
         if document_window:
             options.setdefault("max_chunks_per_doc", MAX_WINDOWS)
             options.setdefault("chunk_overlap", document_window // 4)
@@ -242,9 +257,16 @@ class BiEncoder(_TransformerReranker):
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed([self.document_prefix + t for t in texts])
 
+    def windows(self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None) -> list[list[tuple[int, int]]]:
+        spans = super().windows(query, texts, max_chunks_per_doc)
+        if self.whole_document:  # the whole text as one more row (cut to max_length when embedded)
+            spans = [text_spans if len(text_spans) == 1 else [*text_spans, (0, len(text))] for text, text_spans in zip(texts, spans)]
+        return spans
+
     def embed_document_windows(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """The embeddings of every text's windows (``document_window``; one window, the whole
-        text, when it is 0 or the text fits), in order, and how many windows each text has."""
+        text, when it is 0 or the text fits; with ``whole_document`` the whole text too), in
+        order, and how many rows each text has."""
         spans = self.windows("", texts)
         vectors = self.embed_documents([t[s:e] for t, text_spans in zip(texts, spans) for s, e in text_spans])
         return vectors, np.array([len(text_spans) for text_spans in spans], dtype=np.int64)
@@ -282,7 +304,8 @@ class BiEncoder(_TransformerReranker):
         if len(shapes) != len(texts) or any(len(sh) != 2 or sh[0] < 1 or sh[1] != self.dimension for sh in shapes):
             raise ValueError(f"vectors must be one array of {self.dimension}-dimensional rows (at least one) per text ({len(texts)}); got shapes {shapes[:3]}")
         query_vector = self.embed_queries([query])[0]
-        cosines = np.array([np.max(np.asarray(v, dtype=np.float32) @ query_vector) for v in vectors], dtype=np.float32)
+        rows = np.concatenate([np.asarray(v, dtype=np.float32) @ query_vector for v in vectors])
+        cosines = self.pool(rows, [len(v) for v in vectors])[0]
         return cosines if raw else self.calibrate(cosines)
 
     def _pool(self, hidden: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -22,6 +22,7 @@ from .. import __version__
 from ..errors import NotFoundError
 from ..highlight import highlight
 from ..pipeline import second_stage
+from ..analysis import language
 from ..registry import DEFAULT_RERANKER, load_reranker
 from ..types import Document, Hit
 from . import errors
@@ -258,7 +259,7 @@ def _routes() -> APIRouter:
         service: Service = request.app.state.service
         ranking = await service.search(body.query, candidates=body.candidates, top_n=body.top_n, filter=body.filter,
                                        rerank=body.rerank, first_stage=body.first_stage)
-        analyzer = service.index.analyzer  # the same in every generation of the index
+        analyzer = service.index.query_analyzer(body.query)  # the same in every generation of the index
 
         def shown(h: Hit) -> dict:  # what belongs to the document: the same in both lists
             model = ranking.model_scores.get(h.id)
@@ -277,7 +278,8 @@ def _routes() -> APIRouter:
 
         reranked, first = await asyncio.to_thread(results)
         return {
-            "query": body.query, "first_stage": ranking.first_stage, "reranker": ranking.reranker,
+            "query": body.query, "first_stage": ranking.first_stage, "reranker": ranking.reranker, "language": language(body.query),
+            "analysis": service.index.query_analysis(body.query),
             "results": reranked, "first_stage_results": first, "timings_ms": {k: v * 1000 for k, v in ranking.timings.items()},
         }
 

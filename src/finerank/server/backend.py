@@ -22,7 +22,6 @@ import numpy as np
 from .._storage import current
 from ..errors import CorpusError, FinerankError, InputTooLongError, NotFoundError
 from ..index import Index
-from ..models import chunks
 from ..pipeline import ByLanguage, Pipeline, Reranker, SecondStage
 from ..registry import encoder_of
 from ..retrievers import first_stage as make_first_stage
@@ -99,7 +98,7 @@ def windows(scorer, query: str, texts: Sequence[str], max_chunks_per_doc: int | 
 
 def pooled(scorer, spans: list[list[tuple[int, int]]], window_scores: np.ndarray, raw: bool) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Per text, its windows' raw scores pooled (calibrated unless ``raw``), and its best window."""
-    scores, best = chunks.pool(window_scores, [len(t) for t in spans], getattr(scorer, "chunk_pool", "max"))
+    scores, best = scorer.pool(window_scores, [len(t) for t in spans])
     return (scores if raw else scorer.calibrate(scores)), [t[b] for t, b in zip(spans, best)]
 
 

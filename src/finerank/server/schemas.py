@@ -205,6 +205,8 @@ class SearchResponse(BaseModel):
     query: str
     first_stage: str
     reranker: str | None
+    language: str  # the query's language (ISO 639-1, "und" without letters): it chose the reranker's route
+    analysis: str  # how BM25 analysed the query: the index's analyzer and, for a per-language one, the language it read it as
     results: list[SearchResult]
     first_stage_results: list[SearchResult]  # the first stage's own top ``top_n``, before reranking
     timings_ms: dict[str, float]

@@ -71,8 +71,9 @@ async function search() {
 function render(data) {
   document.getElementById("results").hidden = false;
   document.getElementById("legend").hidden = !data.reranker;
-  document.getElementById("first-name").textContent = data.first_stage;
-  document.getElementById("reranked-name").textContent = data.reranker || "(not reranked)";
+  document.getElementById("first-name").textContent = `${data.first_stage} · query analysed as ${data.analysis}`;
+  document.getElementById("reranked-name").textContent = data.reranker
+    ? `${data.reranker} · route for ${data.language} queries` : `(not reranked; query language ${data.language})`;
   document.getElementById("reranked-column").hidden = !data.reranker;
   const reranked = new Map(data.results.map((hit) => [hit.id, hit]));
   const first = new Map(data.first_stage_results.map((hit) => [hit.id, hit]));
