@@ -27,6 +27,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 KEY = "page-key"
 DL19 = "trec-dl-2019-passage-pool"
 QUERY = "vitamin D deficiency and bone fractures"
+RUSSIAN = "Как быстро выучить иностранный язык?"
 CHINESE = "如何治疗感冒？"
 
 if not Path(CHROMIUM).is_file():
@@ -134,6 +135,22 @@ def test_a_query_shows_both_rankings_joined_by_lines(server, page):
     assert page.locator(f'.hit.active[data-id="{moved["id"]}"]').count() == 2
     assert page.locator(f'#lines path.active[data-id="{moved["id"]}"]').count() == 1
     shot(page, "page-search.png")
+    assert page.problems == []
+
+
+def test_the_page_names_the_language_its_analysis_and_its_route(server, page):
+    """A Russian query over the demo's Russian documents: BM25 read it as Russian (its stems mark
+    the matching words), e5-fused reranked it; an English one went to minilm-fused."""
+    page.goto(f"{server.url}/?q={RUSSIAN}&top_n=5")
+    enter_key(page)
+    page.wait_for_selector("#reranked-list .hit")
+    assert "auto (ru)" in page.inner_text("#first-name")
+    assert page.inner_text("#reranked-name") == "e5-fused · route for ru queries"
+    assert page.locator("#reranked-list .hit").first.get_attribute("data-id") == "ru-2"
+    assert {"выучить", "иностранный", "язык"} <= set(page.locator("#reranked-list .hit").first.locator("mark").all_inner_texts())
+    shot(page, "page-search-russian.png")
+    assert api_search(server, query=QUERY, top_n=3)["reranker"] == "minilm-fused"
+    assert api_search(server, query=QUERY, top_n=3)["analysis"] == "auto (en)"
     assert page.problems == []
 
 
