@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finerank import BM25, Dense, Fusion, Hybrid, Index, Pipeline, SecondStage, load_encoder, load_reranker, read_corpus
+from finerank import BM25, Dense, Fusion, Hybrid, Index, Pipeline, Scorer, SecondStage, load_encoder, load_reranker, read_corpus
 from finerank.evaluate import load_dataset, per_query, randomization_test
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -93,27 +93,33 @@ def combine(files: list[Path]) -> None:
             print(f"| {method} | {np.mean(list(values.values())):.4f} | {p} |")
 
 
-class ReadOnce:
-    """A cross-encoder whose score of each (query, text) is computed once and reused, so its
-    rows cost one pass (a pass is 30 min per 1,000 DRCD questions on 2 cores). ``seconds[query]``:
-    the time its model took on the query's first read (``--ce-candidates`` texts), which every
-    row of it reports."""
+class ReadOnce(Scorer):
+    """A cross-encoder whose raw score of each (query, window) is computed once and reused, so
+    its rows cost one pass (a pass is 30 min per 1,000 DRCD questions on 2 cores). Windows,
+    pooling and calibration are the model's. ``seconds[query]``: the time its model took on the
+    query's first read (``--ce-candidates`` texts), which every row of it reports."""
 
-    def __init__(self, scorer):
-        self.scorer, self.name, self.memo, self.seconds = scorer, scorer.name, {}, {}
+    def __init__(self, scorer: Scorer):
+        self.scorer, self.name, self.calibration, self.memo, self.seconds = scorer, scorer.name, scorer.calibration, {}, {}
 
-    def score_passages(self, query: str, texts, raw: bool = True):
-        new = [t for t in dict.fromkeys(texts) if (query, t) not in self.memo]
-        if new:
-            start = time.perf_counter()
-            scores, passages = self.scorer.score_passages(query, new, raw=True)
-            self.seconds.setdefault(query, time.perf_counter() - start)
-            self.memo.update({(query, t): (s, span) for t, s, span in zip(new, scores, passages)})
-        scores = np.array([self.memo[query, t][0] for t in texts], dtype=np.float32)
-        return (scores if raw else self.scorer.calibrate(scores)), [self.memo[query, t][1] for t in texts]
+    def windows(self, query: str, texts, max_chunks_per_doc=None):
+        return self.scorer.windows(query, texts, max_chunks_per_doc)
 
-    def calibrate(self, raw):
-        return self.scorer.calibrate(raw)
+    def pool(self, window_scores, counts):
+        return self.scorer.pool(window_scores, counts)
+
+    def squash(self, raw):
+        return self.scorer.squash(raw)
+
+    def raw_scores(self, requests) -> np.ndarray:
+        for query, pieces in requests:
+            new = [p for p in dict.fromkeys(pieces) if (query, p) not in self.memo]
+            if new:
+                start = time.perf_counter()
+                scores = self.scorer.raw_scores([(query, new)])
+                self.seconds.setdefault(query, time.perf_counter() - start)
+                self.memo.update({(query, p): s for p, s in zip(new, scores)})
+        return np.array([self.memo[query, p] for query, pieces in requests for p in pieces], dtype=np.float32)
 
 
 def main() -> None:

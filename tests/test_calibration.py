@@ -74,3 +74,21 @@ def test_calibrate_command_stores_it_with_the_model_and_min_score_uses_it(nfcorp
     assert main(["-q", "rerank", "--query", query, "--docs", str(docs), *args]) == 1  # the CLI says it in one line
     err = capsys.readouterr().err.strip()
     assert "is not a finerank calibration" in err and "\n" not in err
+
+
+def test_calibrations_at_two_token_limits_keep_apart_in_a_writable_model_folder(tiny_ce, tmp_path):
+    import shutil
+
+    from finerank import CrossEncoder
+
+    folder = shutil.copytree(tiny_ce, tmp_path / "ce")
+    fits = {}
+    for max_length, a in ((64, 2.0), (128, -3.0)):
+        scorer = CrossEncoder(folder, backend="torch", precision="fp32", max_length=max_length)
+        path = calibration.save(calibration.Calibration("platt", a=a), calibration.location(folder, scorer.calibration_key))
+        assert path.parent == folder
+        fits[max_length] = path
+    assert fits[64] != fits[128]
+    for max_length, a in ((64, 2.0), (128, -3.0)):
+        assert CrossEncoder(folder, backend="torch", precision="fp32", max_length=max_length).calibration.a == a
+    assert CrossEncoder(folder, backend="torch", precision="fp32", max_length=96).calibration is None

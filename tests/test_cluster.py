@@ -84,12 +84,12 @@ class Gate:
 
 
 def gated(gate: Gate, model: str, **options):
-    """The model, loaded as usual, with ``gate`` in front of its scoring (pipeline and batcher paths)."""
+    """The model, loaded as usual, with ``gate`` in front of its scoring (its raw_scores: the
+    pipeline's path and the batcher's both end there)."""
     reranker = load_reranker(model, **options)
     scorer = reranker.scorer
-    passages, many = scorer.score_passages, scorer.score_many
-    scorer.score_passages = lambda query, texts, **kw: gate(query) or passages(query, texts, **kw)
-    scorer.score_many = lambda pairs, **kw: [gate(q) for q, _ in pairs] and many(pairs, **kw)
+    raw = scorer.raw_scores
+    scorer.raw_scores = lambda requests: [gate(q) for q, _ in requests] and raw(requests)
     return reranker
 
 

@@ -98,7 +98,7 @@ def test_bi_encoder_second_stage_reads_the_stored_vectors(datasets, vaswani, tin
     assert Pipeline(BM25(vaswani), load_reranker(tiny_ce))._vectors is None
     assert Pipeline(BM25(Index.build(list(read_corpus(datasets / "vaswani"))[:50])), reranker)._vectors is None  # no vectors
     with pytest.raises(ValueError, match="one array of 384-dimensional rows"):
-        reranker.scorer.score("fins", ["a", "b"], vectors=np.zeros((3, 384), np.float32))
+        reranker.scorer.score_vectors("fins", [np.zeros((3, 384), np.float32), np.zeros((1, 12), np.float32)])
 
 
 def test_hnsw_finds_what_exact_search_finds(datasets, vaswani):
@@ -246,7 +246,7 @@ def test_windowed_vectors_read_a_late_sentence_and_survive_updates(tmp_path, enc
     assert hits[0].score == pytest.approx(float(best), abs=5e-3)
     # stored windows and encoded windows give the second stage the same scores
     texts = [d.content for d in docs]
-    np.testing.assert_allclose(windowed_encoder.score(query, texts, vectors=windowed.vectors_of([d.id for d in docs])),
+    np.testing.assert_allclose(windowed_encoder.score_vectors(query, windowed.vectors_of([d.id for d in docs])),
                                windowed_encoder.score(query, texts), atol=5e-3)
     # update, save, reload: equal to a fresh build of the same documents, in exact and HNSW search
     new = Document("new", FILLER * 6 + "Zebrafish regenerate amputated fins through a blastema.")

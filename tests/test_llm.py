@@ -86,7 +86,8 @@ def test_qwen3_reranker_scores_as_its_model_card_does(qwen3):
     # a document's score never depends on its neighbours
     np.testing.assert_allclose(reranker.score(QUERY, DOCS[::-1])[::-1], got, atol=1e-5)
     # the instruction is part of the prompt
-    assert not np.allclose(reranker.score(QUERY, DOCS, instruction="Find recipes"), got, atol=1e-4)
+    assert not np.allclose(reranker.instructed("Find recipes").score(QUERY, DOCS), got, atol=1e-4)
+    assert reranker.instructed("Find recipes").reading != reranker.reading
 
 
 def test_the_shared_head_is_computed_once_per_query(qwen3):
@@ -125,10 +126,10 @@ def test_a_long_document_read_in_windows_takes_its_best(qwen3):
     (spans, short), = [reranker.windows(QUERY, texts)]
     assert len(spans) == 4 and short == [(0, len(DOCS[0]))]
     scores, passages = reranker.score_passages(QUERY, texts, raw=True)
-    alone = reranker.score(QUERY, [long_doc[s:e] for s, e in spans] + [DOCS[0]], raw=True, max_chunks_per_doc=1)
+    alone = reranker.score_many([(QUERY, [long_doc[s:e] for s, e in spans] + [DOCS[0]])], raw=True, max_chunks_per_doc=1)[0]
     np.testing.assert_allclose(scores, [alone[:4].max(), alone[4]], atol=1e-4)  # each window read alone; the best counts
     assert passages[0] == spans[int(np.argmax(alone[:4]))]
-    cut = reranker.score(QUERY, texts, raw=True, max_chunks_per_doc=1)  # chunking off: the first window only
+    cut = reranker.score_passages(QUERY, texts, raw=True, max_chunks_per_doc=1)[0]  # chunking off: the first window only
     np.testing.assert_allclose(cut[1], scores[1], atol=1e-4)
     assert reranker.score("what does {x} mean for {query}", ["a {document} in braces"]).shape == (1,)
 
@@ -181,7 +182,7 @@ def test_the_instruction_over_http(qwen3):
             body = {"query": QUERY, "documents": DOCS, **({"instruction": instruction} if instruction else {})}
             results = client.post("/v1/rerank", json=body).json()["results"]
             got = {r["index"]: r["relevance_score"] for r in results}
-            np.testing.assert_allclose([got[i] for i in range(len(DOCS))], reranker.score(QUERY, DOCS, instruction=instruction), atol=1e-5)
+            np.testing.assert_allclose([got[i] for i in range(len(DOCS))], (reranker.instructed(instruction) if instruction else reranker).score(QUERY, DOCS), atol=1e-5)
     with TestClient(create_app(load_scorer("all-minilm-l6-v2"))) as client:
         refused = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "instruction": "x"})
         assert refused.status_code == 422 and refused.json()["field"] == "instruction"

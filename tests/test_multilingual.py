@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from finerank import BM25, Dense, Document, Index, MissingDependencyError, Pipeline, first_stage, load_encoder, load_reranker, rerank
+from finerank import BM25, Dense, Document, Index, MissingDependencyError, Pipeline, Scorer, first_stage, load_encoder, load_reranker, rerank
 from finerank.analysis import language
 from finerank.pipeline import ByLanguage, SecondStage
 from finerank.registry import MULTILINGUAL_ENCODER, encoder_for
@@ -37,13 +37,13 @@ def test_an_index_records_its_languages_through_updates():
     assert encoder_for(["an English text about the weather"] * 90 + ["Текст на русском языке о погоде"] * 10) == MULTILINGUAL_ENCODER
 
 
-class Reversing:
+class Reversing(Scorer):
     """A scorer that prefers the first stage's last candidate (to see which route ran)."""
 
     name = "reversing"
 
-    def score(self, query, texts, *, raw=False):  # a bare Scorer: no calibrate, no windows
-        return np.arange(len(texts), dtype=np.float64)
+    def raw_scores(self, requests):  # a scorer of one's own implements this alone
+        return np.concatenate([np.arange(len(texts), dtype=np.float64) for _, texts in requests])
 
 
 def test_a_language_without_its_model_keeps_the_first_stage_order(caplog):

@@ -11,6 +11,8 @@ import cohere
 import httpx
 import numpy as np
 import pytest
+
+import finerank
 import schemathesis
 from hypothesis import HealthCheck, settings
 
@@ -100,6 +102,8 @@ def test_tei_infinity_and_jina_shapes(client, reference):
         ("/v2/rerank", {"query": "q", "documents": ["a"], "model": "nope"}, 404, "model"),
         ("/v2/rerank", {"query": "q", "documents": ["a"] * 51}, 413, "documents"),
         ("/v2/rerank", {"query": "q", "documents": ["ok", "word " * 400]}, 413, "documents[1]"),
+        ("/v2/rerank", {"query": "q", "documents": ["ok", "x" * 4000]}, 413, "documents[1]"),  # one token, refused by its length
+        ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": True}, 422, "top_n"),
         ("/rerank", {"query": "q"}, 422, "texts"),
         ("/rerank", {"query": "q", "texts": ["a"], "documents": ["b"]}, 422, "texts"),
         ("/v1/search", {"query": "q", "candidates": 5000}, 413, "candidates"),
@@ -113,6 +117,11 @@ def test_bad_requests_get_a_4xx_naming_the_field(client, path, body, status, fie
     response = client.post(path, json=body)
     assert response.status_code == status, response.text
     assert response.json()["field"] == field, response.json()
+
+
+def test_a_query_with_a_lone_surrogate_is_named(client):
+    response = client.post("/v1/search", content=b'{"query": "a \\ud800 b"}', headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and response.json()["field"] == "query"
 
 
 def test_oversized_body_and_missing_key(client, live):
@@ -261,16 +270,16 @@ def test_the_server_follows_updates_made_by_the_cli(client, index_dir):
     assert client.post("/v1/documents/delete", json={"ids": ["cli-1", "srv-1"]}).status_code == 200
 
 
-class SlowScorer:
-    """A fake reranker for the batcher's plumbing: records each call."""
+class SlowScorer(finerank.Scorer):
+    """A fake scorer for the batcher's plumbing: records each call."""
 
     def __init__(self):
         self.calls = []
 
-    def score_many(self, requests, raw=True, max_chunks_per_doc=None):
+    def raw_scores(self, requests):
         self.calls.append(len(requests))
         time.sleep(0.05)
-        return [np.full(len(texts), float(len(query))) for query, texts in requests]
+        return np.concatenate([np.full(len(texts), float(len(query))) for query, texts in requests])
 
 
 def test_batcher_groups_requests_and_refuses_when_full():

@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 from ._storage import replaced
 from .errors import CorpusError
-from .pipeline import Pipeline, RunStage, hits_of_run, run_pipeline
+from .pipeline import ByLanguage, Pipeline, RunStage, hits_of_run, run_pipeline, second_stage
 from .types import Document
 
 logger = logging.getLogger(__name__)
@@ -114,11 +114,13 @@ def _rerank_item(pipeline: Pipeline, shard: tuple, *, depth: int, tag: str) -> s
 
 
 def _reading(reranker) -> dict:
-    """How the reranker reads: the settings that change its scores beyond its name."""
-    scorers = [reranker.scorer] if hasattr(reranker, "scorer") else [] if hasattr(reranker, "routes") else [reranker]  # routes: by name
-    keys = ("backend_name", "precision", "max_chunks_per_doc", "chunk_pool", "instruction", "template_name")
-    return {str(getattr(s, "name", s)): {k: getattr(s, k) for k in keys if hasattr(s, k)}
-            | {"max_length": getattr(getattr(s, "encoder", None), "max_length", None)} for s in scorers}
+    """How the reranker reads: every setting that changes its scores (its scorer's ``reading``,
+    and the engine); a per-language reranker by its routes' names."""
+    if isinstance(reranker, ByLanguage):
+        return {"routes": sorted(reranker.routes), "languages": sorted(reranker.languages)}
+    stage = second_stage(reranker)
+    return {stage.scorer.name: stage.scorer.reading | {"backend": stage.scorer.backend_name, "precision": stage.scorer.precision,
+                                                       "fusion": stage.fusion.name if stage.fusion else None}}
 
 
 def _fingerprint(*parts) -> str:

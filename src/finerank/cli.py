@@ -17,7 +17,8 @@ from typing import Sequence
 
 from . import Document, Fusion, Index, Pipeline, __version__, load_reranker, read_corpus, rerank
 from .errors import FinerankError, MissingDependencyError
-from .pipeline import ByLanguage
+from .models import LLMReranker
+from .pipeline import ByLanguage, SecondStage
 from .registry import ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, MODELS, MULTILINGUAL_ENCODER, encoder_for, encoder_of, load_encoder
 from .retrievers import BM25, FIRST_STAGES, first_stage
 from .types import Hit, Ranking
@@ -417,9 +418,8 @@ def _loader(args: argparse.Namespace, reranker) -> functools.partial:
 def _pinned(model: str, reranker, **options) -> functools.partial:
     """``load_reranker(model, **options)`` with the backend and precision ``reranker`` chose
     here pinned, so every worker scores as this process would."""
-    scorer = getattr(reranker, "scorer", None)
-    if hasattr(scorer, "backend_name"):
-        options.update(backend=scorer.backend_name, precision=scorer.precision)
+    if isinstance(reranker, SecondStage) and reranker.scorer.backend_name is not None:
+        options.update(backend=reranker.scorer.backend_name, precision=reranker.scorer.precision)
     return functools.partial(load_reranker, model, **options)
 
 
@@ -564,7 +564,7 @@ def _doctor(args: argparse.Namespace) -> int:
     record = {"cpu": cpu, "backends": installed, "models": []}
     quality = _dev_quality(args) if args.dataset else None
     for scorer in scorers:
-        if getattr(scorer, "head", None) is None:  # an LLM reranker: torch only
+        if isinstance(scorer, LLMReranker):  # torch only
             record["models"].append({"model": scorer.name, "choice": [scorer.backend_name, scorer.precision], "trials": []})
             continue
         choice, trials = tuning.choose(scorer, args.threads, again=args.again, quality=quality)

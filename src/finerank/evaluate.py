@@ -408,7 +408,7 @@ def judged_scores(dataset: Dataset, first_stage: "Retriever", scorer: "Scorer", 
                   show_progress: bool = False, batch_queries: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """The scorer's raw scores of each query's top ``candidates`` and whether each is relevant
     (unjudged counts as not): what ``finerank calibrate`` fits, and how a threshold is checked.
-    A scorer with ``score_many`` reads ``batch_queries`` queries' candidates in shared batches."""
+    ``batch_queries`` queries' candidates are read in shared batches."""
     from tqdm.auto import tqdm
 
     requests, relevant = [], []
@@ -423,10 +423,7 @@ def judged_scores(dataset: Dataset, first_stage: "Retriever", scorer: "Scorer", 
     with tqdm(total=len(requests), desc=f"score {dataset.name}", unit=" queries", disable=not show_progress) as bar:
         for start in range(0, len(requests), batch_queries):
             part = requests[start : start + batch_queries]
-            if hasattr(scorer, "score_many"):
-                raw += scorer.score_many(part, raw=True)
-            else:
-                raw += [scorer.score(text, texts, raw=True) for text, texts in part]
+            raw += scorer.score_many(part, raw=True)
             bar.update(len(part))
     return np.concatenate(raw), np.concatenate(relevant)
 

@@ -149,8 +149,9 @@ class Pipeline:
         reranker reads only as many of the best candidates (the cheap stage's best in a cascade,
         else the first stage's) as fit the time left, at its pace measured on this machine
         (by earlier calls, else by backend tuning; never fewer than ``top_k``)."""
-        _check_query(query)
-        candidates, top_k = candidates or self.candidates, top_k or self.top_k
+        check_query(query)
+        candidates = self.candidates if candidates is None else candidates
+        top_k = self.top_k if top_k is None else top_k
         _check_counts(candidates=candidates, top_k=top_k)
         start = time.perf_counter()
         k = candidates if self.second else top_k
@@ -164,8 +165,9 @@ class Pipeline:
         """The second half of :meth:`search`, for first-stage hits from elsewhere (a TREC run):
         score, fuse with the hits' ranks and scores when the second stage fuses, cut to top k.
         ``budget_ms``: the time the second stage may take (see :meth:`search`)."""
-        _check_query(query)
-        top_k = top_k or self.top_k
+        check_query(query)
+        top_k = self.top_k if top_k is None else top_k
+        _check_counts(top_k=top_k)
         if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and math.isfinite(budget_ms)):
             raise ValueError(f"budget_ms must be a finite number of milliseconds, got {budget_ms!r}")
         timings = dict(timings or {})
@@ -178,7 +180,8 @@ class Pipeline:
             timings["cheap"] = time.perf_counter() - begin
         best_first = [h.id for h in hits]
         if second is not None and budget_ms is not None:
-            pace = self._pace.get(id(second.scorer)) or (1 / rate if (rate := getattr(second.scorer, "pairs_per_second", None)) else None)
+            rate = second.scorer.pairs_per_second
+            pace = self._pace.get(id(second.scorer)) or (1 / rate if rate else None)
             if pace:  # unmeasured: read them all this once, and measure
                 left = budget_ms / 1000 - (time.perf_counter() - begin)
                 best_first = best_first[: max(top_k, int(left / pace))]
@@ -187,20 +190,13 @@ class Pipeline:
             hits = [h for h in hits if h.id in read]  # in the previous stage's order, with its ranks and scores (for fusion)
         if second is not None and hits:
             start = time.perf_counter()
-            texts, fusion = [h.document.content for h in hits], second.fusion
-            options = {}
-            vectors = self._vectors if second is self.second else _stored_vectors(self.first_stage, second.scorer)
-            if vectors is not None:
-                options["vectors"] = vectors([h.id for h in hits])
-            passages = [None] * len(hits)
-            scorer = second.scorer
-            if not options and hasattr(scorer, "score_passages"):  # a long document is read in windows
+            texts, fusion, scorer = [h.document.content for h in hits], second.fusion, second.scorer
+            vectors = self._vectors if second is self.second else _stored_vectors(self.first_stage, scorer)
+            if vectors is not None:  # the index stores this model's reading of each document: only the query is encoded
+                raw, passages = scorer.score_vectors(query, vectors([h.id for h in hits]), raw=True), [None] * len(hits)
+            else:  # a long document is read in windows; fusion reads the model's raw scores
                 raw, passages = scorer.score_passages(query, texts, raw=True)
-            elif hasattr(scorer, "calibrate") or fusion is not None:
-                raw = scorer.score(query, texts, raw=True, **options)  # fusion reads the model's raw scores
-            else:  # a scorer of one's own may only give its relevance
-                raw = scorer.score(query, texts, **options)
-            calibrated = scorer.calibrate(raw) if hasattr(scorer, "calibrate") else raw
+            calibrated = scorer.calibrate(raw)
             scores = calibrated if fusion is None else fusion(raw, [h.rank for h in hits], [h.score for h in hits])
             reranked = rank([h.document for h in hits], [original[h.id] for h in hits], scores)
             model_scores = {h.id: ModelScore(float(r), float(c), p) for h, r, c, p in zip(hits, raw, calibrated, passages)}
@@ -225,7 +221,9 @@ def rerank(reranker: "Reranker | Scorer", query: str, candidates: Sequence[Hit |
     documents whose id is their 0-based input index. Ties keep the input order. The caller's
     list is not changed.
     """
-    _check_query(query)
+    check_query(query)
+    if top_k is not None:
+        _check_counts(top_k=top_k)
     documents, original = as_documents(candidates)
     scores = second_stage(reranker).route(query, required=True).scorer.score(query, [d.content for d in documents])
     return rank(documents, original, scores, top_k)
@@ -282,22 +280,21 @@ def rank(documents: Sequence[Document], original: Sequence[int], scores: Sequenc
 
 
 def _stored_vectors(first_stage: Retriever, scorer: Scorer):
-    """When ``scorer`` is the bi-encoder that made the vectors the first stage's index stores and
-    reads documents as they were read (same model name, document prefix, dimension, max_length,
-    window and whole-document row), the index's lookup of stored vectors by id, so candidates
-    are not encoded again; otherwise None."""
-    index = getattr(first_stage, "index", None)
-    made_by = getattr(index, "params", {}).get("dense")
-    if made_by is None or not hasattr(scorer, "document_prefix"):
+    """When the first stage's index stores vectors made as ``scorer`` reads documents (its
+    :attr:`~finerank.BiEncoder.vector_reading`: model, document prefix, dimension, max_length,
+    window and whole-text share), the index's lookup of stored vectors by id, so candidates are
+    not encoded again; otherwise None."""
+    index = getattr(first_stage, "index", None)  # a Retriever's index: None for one outside finerank
+    made_by = None if index is None else index.params.get("dense")
+    if made_by is None or scorer.vector_reading is None:
         return None
-    stored = (made_by["model"], made_by["document_prefix"], made_by["dimension"], made_by["max_length"], made_by.get("window", 0),
-              made_by.get("whole", 0.0))
-    if stored != (scorer.name, scorer.document_prefix, scorer.dimension, scorer.max_length, scorer.document_window, scorer.whole_document):
-        return None
-    return index.vectors_of
+    stored = {"model": made_by["model"], "document_prefix": made_by["document_prefix"], "dimension": made_by["dimension"],
+              "max_length": made_by["max_length"], "window": made_by.get("window", 0), "whole": made_by.get("whole", 0.0)}
+    return index.vectors_of if stored == scorer.vector_reading else None
 
 
-def _check_query(query: str) -> None:
+def check_query(query: str) -> None:
+    """ValueError for a query that is empty or not valid Unicode text."""
     if not isinstance(query, str) or not query.strip():
         raise ValueError("the query is empty")
     try:
@@ -312,4 +309,5 @@ def _check_counts(**counts: int) -> None:
             raise ValueError(f"{name} must be at least 1, got {value}")
 
 
-__all__ = ["ByLanguage", "Pipeline", "Reranker", "RunStage", "SecondStage", "as_documents", "hits_of_run", "rank", "rerank", "second_stage"]
+__all__ = ["ByLanguage", "Pipeline", "Reranker", "RunStage", "SecondStage", "as_documents", "check_query", "hits_of_run", "rank", "rerank",
+           "second_stage"]

@@ -5,8 +5,9 @@ that a threshold such as 0.5 means the same across queries and models.
 - ``platt``: a logistic curve, p = sigmoid(a * raw + b), fitted by Newton's method.
 - ``isotonic``: the best non-decreasing step function (pool adjacent violators), interpolated.
 
-A fitted calibration is stored as JSON with the model: ``finerank-calibration.json`` in the
-model's folder when it can be written there, else in the user cache (never in site-packages).
+A fitted calibration is stored as JSON with the model, one file per way of reading it (the
+scorer's ``calibration_key``): in the model's folder when it can be written there, else in the
+user cache (never in site-packages).
 """
 
 from __future__ import annotations
@@ -95,26 +96,30 @@ def _isotonic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xs, np.array(values)
 
 
-def location(model_dir: Path, name: str) -> Path:
-    """Where a model's calibration is kept: its folder when writable (and not an installed
-    package), else the user cache."""
+def location(model_dir: Path, key: str) -> Path:
+    """Where a model's calibration for ``key`` (the scorer's ``calibration_key``: how it reads)
+    is kept: its folder when writable (and not an installed package), else the user cache; one
+    file per key, so fits at two token limits do not overwrite each other."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     if os.access(model_dir, os.W_OK) and "site-packages" not in model_dir.resolve().parts:
-        return model_dir / FILE
-    key = hashlib.sha256(f"{model_dir.resolve()}|{name}".encode()).hexdigest()[:16]
-    return cache_root() / "calibration" / f"{key}.json"
+        return model_dir / f"finerank-calibration-{digest}.json"
+    return cache_root() / "calibration" / f"{hashlib.sha256(f'{model_dir.resolve()}|{key}'.encode()).hexdigest()[:16]}.json"
 
 
 def save(calibration: Calibration, path: Path) -> Path:
+    """Write atomically (a reader sees the old file or the new one)."""
+    from .._storage import replaced
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(calibration), indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    with replaced(path) as tmp:
+        Path(tmp).write_text(json.dumps(asdict(calibration), indent=2), encoding="utf-8")
     return path
 
 
-def load(model_dir: Path, name: str) -> Calibration | None:
-    """The model's stored calibration, if it has one."""
-    for path in (model_dir / FILE, location(model_dir, name)):
+def load(model_dir: Path, key: str) -> Calibration | None:
+    """The model's stored calibration for ``key``, if it has one (a ``finerank-calibration.json``
+    from before keys were kept counts for every key, as it did then)."""
+    for path in (location(model_dir, key), model_dir / FILE):
         if path.is_file():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))

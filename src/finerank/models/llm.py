@@ -26,7 +26,8 @@ import numpy as np
 from ..errors import InputTooLongError, ModelError
 from ._runtime import TextEncoder, _load_torch_model, _torch_available, read_json, resolve_model
 from . import calibration, chunks
-from .models import Calibrated, sigmoid
+from .base import Scorer
+from .models import sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def template_for(model_dir, name: str, template: str | None) -> str:
     return found[0]
 
 
-class LLMReranker(Calibrated):
+class LLMReranker(Scorer):
     """A causal LM scored as a yes/no reranker (torch backend; fp32 or bf16)."""
 
     def __init__(self, model: str | os.PathLike, *, template: str | None = None, instruction: str | None = None,
@@ -178,33 +179,28 @@ class LLMReranker(Calibrated):
         bodies = self.encoder.tokenizer.encode_batch([before + t + after for t in texts], add_special_tokens=False)
         return [head + b.ids[:cut] + self._tail_ids for b in bodies]
 
-    def windows(self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None,
-                instruction: str | None = None) -> list[list[tuple[int, int]]]:
+    def windows(self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None) -> list[list[tuple[int, int]]]:
         """Per text, the character spans of the windows the model reads (the whole text when it
         fits or when chunking is off); see :mod:`finerank.models.chunks`."""
         n = max_chunks_per_doc or self.max_chunks_per_doc
-        budget = self.max_length - self._head_and_body(query, instruction)[2] if n > 1 else 0
+        budget = self.max_length - self._head_and_body(query, self.instruction)[2] if n > 1 else 0
         return chunks.split(self.encoder.tokenizer, texts, budget, n, self.chunk_overlap)
 
-    def score(self, query: str, texts: Sequence[str], *, raw: bool = False, instruction: str | None = None,
-              max_chunks_per_doc: int | None = None) -> np.ndarray:
-        return self.score_passages(query, texts, raw=raw, instruction=instruction, max_chunks_per_doc=max_chunks_per_doc)[0]
-
-    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]], *, raw: bool = False, instruction: str | None = None,
-                   max_chunks_per_doc: int | None = None) -> list[np.ndarray]:
+    def raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
         """Each request in batches of its own: its shared head is read once, then its documents."""
-        return [self.score(query, texts, raw=raw, instruction=instruction, max_chunks_per_doc=max_chunks_per_doc)
-                for query, texts in requests]
+        scores = [self._run(self.inputs(query, texts, self.instruction)) for query, texts in requests if len(texts)]
+        return np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
 
-    def score_passages(self, query: str, texts: Sequence[str], *, raw: bool = False, instruction: str | None = None,
-                       max_chunks_per_doc: int | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """Scores (pooled over each text's windows) and the character span of each text's best window."""
-        if not len(texts):
-            return np.empty(0, np.float32), []
-        spans = self.windows(query, texts, max_chunks_per_doc, instruction)
-        pieces = [t[s:e] for t, text_spans in zip(texts, spans) for s, e in text_spans]
-        scores, best = self.pool(self._run(self.inputs(query, pieces, instruction)), [len(t) for t in spans])
-        return (scores if raw else self.calibrate(scores)), [t[b] for t, b in zip(spans, best)]
+    def instructed(self, instruction: str) -> "LLMReranker":
+        """This reranker with another instruction (Qwen3-Reranker's <Instruct>), sharing its model."""
+        other = copy.copy(self)
+        other.instruction = instruction
+        return other
+
+    @property
+    def reading(self) -> dict:
+        return super().reading | {"model": str(self.model_dir), "template": self.template_name, "instruction": self.instruction,
+                                  "chunk_overlap": self.chunk_overlap}
 
     def _run(self, sequences: list[list[int]]) -> np.ndarray:
         """Scores for one query's sequences. Their common head (system prompt, instruction, query:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import ModelError
 from . import calibration, chunks, tuning
+from .base import Scorer
 from ._runtime import BACKENDS, TextEncoder, choose_backend, read_json, resolve_model, run_batches
 
 logger = logging.getLogger(__name__)
@@ -21,43 +22,9 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-class Calibrated:
-    """What every finerank scorer shares: its token limit, and raw scores to a relevance in
-    [0, 1] (the fitted calibration, if ``finerank calibrate`` made one, else ``squash``)."""
+class _TransformerReranker(Scorer):
+    """A Hugging Face model run by one of finerank's backends: what cross- and bi-encoders share."""
 
-    name: str
-    encoder: TextEncoder
-    calibration: "calibration.Calibration | None"
-
-    @property
-    def max_length(self) -> int:
-        """Tokens the model reads per input (a pair for a cross-encoder)."""
-        return self.encoder.max_length
-
-    @property
-    def calibration_key(self) -> str:
-        """A calibration belongs to the model as it reads: its name and token limit."""
-        return f"{self.name}@{self.max_length}"
-
-    chunk_pool = "max"  # how a text's window scores pool into its score (see finerank.models.chunks)
-    whole_document = 0.0  # the whole text's share of a windowed document's score (BiEncoder)
-
-    def pool(self, window_scores: np.ndarray, counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Per text (``counts`` windows each, in order), its windows' raw scores pooled as this
-        model pools them, and the index of its best window among its own."""
-        return chunks.pool(window_scores, counts, self.chunk_pool, self.whole_document)
-
-    def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        """Raw scores to a relevance in [0, 1]: the probability of relevance when the model was
-        calibrated (``finerank calibrate``), else the model's own squashing of its score."""
-        return self.calibration(raw) if self.calibration is not None else self.squash(raw)
-
-    @staticmethod
-    def squash(raw: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-
-class _TransformerReranker(Calibrated):
     head: str
 
     def __init__(
@@ -91,7 +58,6 @@ class _TransformerReranker(Calibrated):
         self.encoder = TextEncoder(self.model_dir, max_length)
         self.calibration = calibration.load(self.model_dir, self.calibration_key)  # fitted by finerank calibrate, if it was
         self.backend = None
-        self.pairs_per_second: float | None = None  # the engine's rate on the tuning sample, when it was measured
         if backend == precision == "auto" and tuning.enabled():  # measured on this CPU once, then read from the cache
             (self.backend_name, self.precision), _ = tuning.choose(self, threads)
             self.pairs_per_second = tuning.rate(self, threads, self.backend_name, self.precision)
@@ -101,48 +67,19 @@ class _TransformerReranker(Calibrated):
     def _check_config(self) -> None:
         pass
 
-    def score(self, query: str, texts: Sequence[str], *, raw: bool = False) -> np.ndarray:
-        """One score per text: a relevance in [0, 1], or the model's raw score with ``raw=True``."""
-        return self.score_many([(query, texts)], raw=raw)[0]
-
     def windows(self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None) -> list[list[tuple[int, int]]]:
         """Per text, the character spans of the windows the model reads (one span, the whole
         text, when it fits or when chunking is off)."""
         n = max_chunks_per_doc or self.max_chunks_per_doc
         return chunks.split(self.encoder.tokenizer, texts, self._budget(query) if n > 1 else 0, n, self.chunk_overlap)
 
-    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]], *, raw: bool = False,
-                   max_chunks_per_doc: int | None = None) -> list[np.ndarray]:
-        """Score several (query, texts) requests in shared batches (the server batches across clients)."""
-        return [scores for scores, _ in self._read(requests, max_chunks_per_doc, raw)]
-
-    def score_passages(self, query: str, texts: Sequence[str], *, raw: bool = False,
-                       max_chunks_per_doc: int | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """Scores (pooled over each text's windows), and the character span of each text's best
-        window: the passage that matched (the whole text when it was read in one window)."""
-        return self._read([(query, texts)], max_chunks_per_doc, raw)[0]
-
-    def _read(self, requests, max_chunks_per_doc: int | None, raw: bool) -> list[tuple[np.ndarray, list[tuple[int, int]]]]:
-        if not any(texts for _, texts in requests):
-            return [(np.empty((0,), dtype=np.float32), []) for _ in requests]
-        spans = [self.windows(query, texts, max_chunks_per_doc) for query, texts in requests]
-        pieces = [(query, [t[s:e] for t, text_spans in zip(texts, request_spans) for s, e in text_spans])
-                  for (query, texts), request_spans in zip(requests, spans)]
-        pooled, best = self.pool(self._raw_scores(pieces), [len(t) for request_spans in spans for t in request_spans])
-        out, start = [], 0
-        for request_spans in spans:
-            scores = pooled[start : start + len(request_spans)]
-            passages = [text_spans[b] for text_spans, b in zip(request_spans, best[start : start + len(request_spans)])]
-            out.append((scores if raw else self.calibrate(scores), passages))
-            start += len(request_spans)
-        return out
-
     def _budget(self, query: str) -> int:
         """Tokens of a document the model reads in one window."""
         raise NotImplementedError
 
-    def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
-        raise NotImplementedError
+    @property
+    def reading(self) -> dict:
+        return super().reading | {"model": str(self.model_dir), "head": self.head, "chunk_overlap": self.chunk_overlap}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, backend={self.backend_name!r}, precision={self.precision!r})"
@@ -174,7 +111,7 @@ class CrossEncoder(_TransformerReranker):
     def _budget(self, query: str) -> int:
         return self.encoder.document_budget(query)
 
-    def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
+    def raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
         pairs = [pair for query, texts in requests for pair in self.encoder.pairs(query, texts)]
         logits = run_batches(self.backend, pairs, self.batch_size, self.max_batch_tokens, lambda out, feeds: out, self.encoder.pad_id)
         return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
@@ -292,17 +229,29 @@ class BiEncoder(_TransformerReranker):
                     del self._cache[stale]
         return np.stack([known[t] for t in texts])
 
-    def score(self, query: str, texts: Sequence[str], *, raw: bool = False, vectors: Sequence[np.ndarray] | None = None) -> np.ndarray:
-        """As for any reranker; ``vectors`` (per text, the rows of its windows, made by this model
-        with its document prefix, e.g. the ones an index stores; or one row per text) are used
-        instead of encoding the texts, each text scoring as its best row."""
-        if vectors is None:
-            return super().score(query, texts, raw=raw)
+    @property
+    def vector_reading(self) -> dict:
+        """How this model reads a document into stored vectors: an index's vectors serve as this
+        scorer's reading of its documents only when they were made the same way."""
+        return {"model": self.name, "document_prefix": self.document_prefix, "dimension": self.dimension, "max_length": self.max_length,
+                "window": self.document_window, "whole": self.whole_document}
+
+    @property
+    def reading(self) -> dict:
+        return super().reading | self.vector_reading | {"query_prefix": self.query_prefix, "cls_pooling": self.cls_pooling,
+                                                        "normalize": self.normalize}
+
+    def score_vectors(self, query: str, vectors: Sequence[np.ndarray], *, raw: bool = False) -> np.ndarray:
+        """As :meth:`score`, from stored vectors instead of texts: per text, the rows of its
+        windows (made by this model as :attr:`vector_reading` says, e.g. the ones an index
+        stores; or one row per text), each text pooled over its rows."""
         if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
             vectors = vectors[:, None, :]
         shapes = [np.shape(v) for v in vectors]
-        if len(shapes) != len(texts) or any(len(sh) != 2 or sh[0] < 1 or sh[1] != self.dimension for sh in shapes):
-            raise ValueError(f"vectors must be one array of {self.dimension}-dimensional rows (at least one) per text ({len(texts)}); got shapes {shapes[:3]}")
+        if any(len(sh) != 2 or sh[0] < 1 or sh[1] != self.dimension for sh in shapes):
+            raise ValueError(f"vectors must be one array of {self.dimension}-dimensional rows (at least one) per text; got shapes {shapes[:3]}")
+        if not shapes:
+            return np.empty(0, dtype=np.float32)
         query_vector = self.embed_queries([query])[0]
         rows = np.concatenate([np.asarray(v, dtype=np.float32) @ query_vector for v in vectors])
         cosines = self.pool(rows, [len(v) for v in vectors])[0]
@@ -319,7 +268,7 @@ class BiEncoder(_TransformerReranker):
         whole = max(1, self.encoder.max_length - self.encoder.single_specials - prefix)
         return min(whole, self.document_window) if self.document_window else whole
 
-    def _raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
+    def raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
         vectors = self.embed([text for query, texts in requests for text in (self.query_prefix + query, *(self.document_prefix + t for t in texts))])
         cosines, start = [], 0
         for _, texts in requests:

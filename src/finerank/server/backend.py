@@ -8,8 +8,8 @@ to the cross-request batcher; plain rerank requests go to the batcher directly.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
+import re
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +22,9 @@ import numpy as np
 from .._storage import current
 from ..errors import CorpusError, FinerankError, InputTooLongError, NotFoundError
 from ..index import Index
-from ..pipeline import ByLanguage, Pipeline, Reranker, SecondStage
+from ..models import LLMReranker, Scorer
+from .. import filters
+from ..pipeline import ByLanguage, Pipeline, Reranker, SecondStage, check_query
 from ..registry import encoder_of
 from ..retrievers import first_stage as make_first_stage
 from ..types import Document, Ranking
@@ -47,6 +49,8 @@ class InvalidRequest(FinerankError, ValueError):
 class Limits:
     max_documents: int = 1000  # documents per rerank request
     max_document_tokens: int = 8192  # tokens per document; longer documents are refused
+    max_document_chars: int | None = None  # refused before tokenizing (None: 12 x max_document_tokens, which no text within
+    # the token limit nears: a token is 1-6 characters of real text), so a huge text costs no tokenizing
     max_body_bytes: int = 16 * 1024 * 1024
     max_candidates: int = 1000  # first-stage depth of a search request
     batch_wait_ms: float = 5.0  # how long a request may wait for others to share its batch
@@ -63,43 +67,37 @@ class Scored:
     tokens: int
 
 
-class BatchedScorer:
-    """A scorer whose pairs are scored by the batcher, together with other requests' pairs.
-    Called from a pipeline thread; waits on the event loop that runs the batcher. Stored
-    document vectors (a bi-encoder over its own index) need no batching and go straight to the
-    model. Other attributes are the model's."""
+class BatchedScorer(Scorer):
+    """A scorer whose windows are scored by the batcher, together with other requests' windows,
+    and read, pooled and calibrated as the model's own (the base class's code). Called from a
+    worker thread; waits on the event loop that runs the batcher. Stored document vectors (a
+    bi-encoder over its own index) need no batching and go straight to the model."""
 
-    def __init__(self, scorer, batcher: Batcher, loop: asyncio.AbstractEventLoop):
+    def __init__(self, scorer: Scorer, batcher: Batcher, loop: asyncio.AbstractEventLoop):
         self.scorer, self.batcher, self.loop = scorer, batcher, loop
+        self.name, self.calibration, self.pairs_per_second = scorer.name, scorer.calibration, scorer.pairs_per_second
+        self.encoder, self.vector_reading = scorer.encoder, scorer.vector_reading
 
-    def __getattr__(self, name: str):
-        return getattr(self.scorer, name)
+    @property
+    def reading(self) -> dict:
+        return self.scorer.reading
 
-    def score(self, query: str, texts: Sequence[str], *, raw: bool = False, vectors: np.ndarray | None = None) -> np.ndarray:
-        if vectors is not None:
-            return self.scorer.score(query, texts, raw=raw, vectors=vectors)
-        return self.score_passages(query, texts, raw=raw)[0]
+    def windows(self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None) -> list[list[tuple[int, int]]]:
+        return self.scorer.windows(query, texts, max_chunks_per_doc)
 
-    def score_passages(self, query: str, texts: Sequence[str], *, raw: bool = False,
-                       max_chunks_per_doc: int | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """As the model's own: each text's windows (which fit the model) are batched as texts of
-        their own, then pooled per text."""
-        spans, pieces = windows(self.scorer, query, texts, max_chunks_per_doc)
-        window_scores = asyncio.run_coroutine_threadsafe(self.batcher.score(query, pieces), self.loop).result()
-        return pooled(self.scorer, spans, window_scores, raw)
+    def pool(self, window_scores: np.ndarray, counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        return self.scorer.pool(window_scores, counts)
 
+    def squash(self, raw: np.ndarray) -> np.ndarray:
+        return self.scorer.squash(raw)
 
-def windows(scorer, query: str, texts: Sequence[str], max_chunks_per_doc: int | None) -> tuple[list[list[tuple[int, int]]], list[str]]:
-    """Each text's windows (spans; the whole text for a model that does not read windows) and
-    the windows' texts, in order: what the batcher scores."""
-    spans = scorer.windows(query, texts, max_chunks_per_doc) if hasattr(scorer, "windows") else [[(0, len(t))] for t in texts]
-    return spans, [t[s:e] for t, text_spans in zip(texts, spans) for s, e in text_spans]
+    def score_vectors(self, query: str, vectors: Sequence[np.ndarray], *, raw: bool = False) -> np.ndarray:
+        return self.scorer.score_vectors(query, vectors, raw=raw)
 
-
-def pooled(scorer, spans: list[list[tuple[int, int]]], window_scores: np.ndarray, raw: bool) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Per text, its windows' raw scores pooled (calibrated unless ``raw``), and its best window."""
-    scores, best = scorer.pool(window_scores, [len(t) for t in spans])
-    return (scores if raw else scorer.calibrate(scores)), [t[b] for t, b in zip(spans, best)]
+    def raw_scores(self, requests) -> np.ndarray:
+        futures = [asyncio.run_coroutine_threadsafe(self.batcher.score(query, texts), self.loop) for query, texts in requests]
+        scores = [future.result() for future in futures]
+        return np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -214,18 +212,28 @@ class Service:
             raise InvalidRequest("documents", "must not be empty")
         if len(documents) > self.limits.max_documents:
             raise InputTooLongError(f"documents: {len(documents)} documents; at most {self.limits.max_documents} per request", "documents")
+        most = self.limits.max_document_chars or 12 * self.limits.max_document_tokens
+        for i, text in enumerate([query, *documents]):  # before any tokenizing: a huge text costs seconds and gigabytes
+            if len(text) > most:
+                field = "query" if i == 0 else f"documents[{i - 1}]"
+                raise InputTooLongError(f"{field}: {len(text)} characters; at most {most}", field)
         scorer = self.scorer_for(query)
-        tokenizer = scorer.encoder.tokenizer
-        query_tokens = len(tokenizer.encode(query, add_special_tokens=False).ids)
+        if scorer.encoder is None:  # a scorer without a tokenizer: its words count as tokens
+            words = [len(text.split()) for text in [query, *documents]]
+            offsets = [[m.end() for m in re.finditer(r"\S+", text)] for text in documents]
+        else:
+            tokenizer = scorer.encoder.tokenizer
+            encodings = tokenizer.encode_batch([query, *documents], add_special_tokens=False)
+            words = [len(e.ids) for e in encodings]
+            offsets = [[end for _, end in e.offsets] for e in encodings[1:]]
         texts, tokens = [], 0
-        for i, (text, encoding) in enumerate(zip(documents, tokenizer.encode_batch(list(documents), add_special_tokens=False))):
-            n = len(encoding.ids)
+        for i, (text, n, ends) in enumerate(zip(documents, words[1:], offsets)):
             if n > self.limits.max_document_tokens:
                 raise InputTooLongError(f"documents[{i}]: {n} tokens; at most {self.limits.max_document_tokens} per document", f"documents[{i}]")
             if max_tokens_per_doc is not None and n > max_tokens_per_doc:
-                text, n = text[: encoding.offsets[max_tokens_per_doc - 1][1]], max_tokens_per_doc
+                text, n = text[: ends[max_tokens_per_doc - 1]], max_tokens_per_doc
             texts.append(text)
-            tokens += min(query_tokens + n, scorer.max_length)
+            tokens += min(words[0] + n, scorer.max_length or words[0] + n)
         return texts, tokens
 
     async def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None, raw: bool = False,
@@ -235,15 +243,14 @@ class Service:
         document's score does not depend on the order of the list. ``max_chunks_per_doc``: read
         a long document as up to that many windows (default: the model's setting)."""
         texts, tokens = await asyncio.to_thread(self.prepare, query, documents, max_tokens_per_doc)
-        scorer = self.scorer_for(query)
+        scorer = self._batched.route(query).scorer  # prepare checked that the route has a stage
         if instruction is not None:  # an instruction of its own: scored apart from other requests' pairs
-            if "instruction" not in inspect.signature(scorer.score).parameters:
+            model = self.scorer_for(query)
+            if not isinstance(model, LLMReranker):
                 raise InvalidRequest("instruction", f"{self.model_name} takes no instruction (only LLM rerankers do)")
-            scores = await asyncio.to_thread(scorer.score, query, texts, raw=raw, instruction=instruction,
-                                             max_chunks_per_doc=max_chunks_per_doc)
-        else:
-            spans, pieces = await asyncio.to_thread(windows, scorer, query, texts, max_chunks_per_doc)
-            scores, _ = pooled(scorer, spans, await self.batchers[id(scorer)].score(query, pieces), raw)
+            scorer = model.instructed(instruction)
+        loop = asyncio.get_running_loop()
+        scores, _ = await loop.run_in_executor(self._pool, lambda: scorer.score_passages(query, texts, raw=raw, max_chunks_per_doc=max_chunks_per_doc))
         self.pairs_scored += len(texts)
         order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:top_n]
         return Scored(order, scores, tokens)
@@ -261,15 +268,15 @@ class Service:
         kind = first_stage or self.first_stage_kind
         if kind not in self.first_stages:
             raise InvalidRequest("first_stage", f"{kind!r} is not served here; choose one of {', '.join(self.first_stages)}")
+        for field, check in (("query", lambda: check_query(query)), ("filter", lambda: filters.validate(filter) if filter else None)):
+            try:
+                check()
+            except ValueError as err:  # what the pipeline would refuse, named by its field here
+                raise InvalidRequest(field, str(err)) from None
         state = self.served()  # read once: a concurrent update swaps in a new state, this request keeps its own
         pipeline = (state.search if rerank else state.first_only)[kind]
-        try:
-            ranking = await asyncio.get_running_loop().run_in_executor(
-                self._pool, lambda: pipeline.search(query, filter=filter, candidates=candidates, top_k=top_n))
-        except ValueError as err:
-            if isinstance(err, FinerankError):
-                raise
-            raise InvalidRequest("filter", str(err)) from None
+        ranking = await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: pipeline.search(query, filter=filter, candidates=candidates, top_k=top_n))
         if rerank:
             self.pairs_scored += len(ranking.candidates)
         return ranking

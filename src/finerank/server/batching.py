@@ -8,7 +8,6 @@ hands each request its scores. A full queue refuses new work (Overloaded) instea
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -33,10 +32,7 @@ class _Request:
 
 class Batcher:
     def __init__(self, reranker, *, max_wait_ms: float = 5.0, max_pairs: int = 256, max_queue: int = 64):
-        self.reranker = reranker
-        # texts come already cut into windows (BatchedScorer.score_passages): score each as it is
-        takes_chunks = "max_chunks_per_doc" in inspect.signature(reranker.score_many).parameters
-        self._options = {"max_chunks_per_doc": 1} if takes_chunks else {}
+        self.reranker = reranker  # a Scorer: the windows it is given are scored as they are (its raw_scores)
         self.max_wait, self.max_pairs, self.max_queue = max_wait_ms / 1000, max_pairs, max_queue
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task | None = None
@@ -90,12 +86,13 @@ class Batcher:
 
     def _score(self, batch: list[_Request]) -> list:
         try:
-            return self.reranker.score_many([(r.query, r.texts) for r in batch], raw=True, **self._options)
+            scores = np.asarray(self.reranker.raw_scores([(r.query, r.texts) for r in batch]), dtype=np.float32)
+            return np.split(scores, np.cumsum([len(r.texts) for r in batch])[:-1])
         except Exception:  # one bad request must not fail its neighbours: score them one by one
             results = []
             for r in batch:
                 try:
-                    results.append(self.reranker.score_many([(r.query, r.texts)], raw=True, **self._options)[0])
+                    results.append(np.asarray(self.reranker.raw_scores([(r.query, r.texts)]), dtype=np.float32))
                 except Exception as err:
                     results.append(err)
             return results

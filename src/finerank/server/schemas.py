@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictInt, model_validator
 
 Document = Union[str, dict[str, Any]]
 
@@ -46,10 +46,10 @@ class V1RerankRequest(Request):
     model: str | None = None
     query: str = Field(min_length=1)
     documents: list[Document] = Field(min_length=1)
-    top_n: int | None = Field(None, ge=1)
+    top_n: StrictInt | None = Field(None, ge=1)
     return_documents: bool = False
     rank_fields: list[str] | None = None
-    max_chunks_per_doc: int | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
+    max_chunks_per_doc: StrictInt | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
     instruction: str | None = None  # an LLM reranker's instruction for this request (its default otherwise)
     raw_scores: bool = False
 
@@ -60,9 +60,9 @@ class V2RerankRequest(Request):
     model: str | None = None
     query: str = Field(min_length=1)
     documents: list[str] = Field(min_length=1)
-    top_n: int | None = Field(None, ge=1)
-    max_tokens_per_doc: int | None = Field(None, ge=1)
-    max_chunks_per_doc: int | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
+    top_n: StrictInt | None = Field(None, ge=1)
+    max_tokens_per_doc: StrictInt | None = Field(None, ge=1)
+    max_chunks_per_doc: StrictInt | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
     instruction: str | None = None  # an LLM reranker's instruction for this request (its default otherwise)
     raw_scores: bool = False
 
@@ -98,8 +98,8 @@ class TextRerankRequest(Request):
     query: str = Field(min_length=1)
     texts: list[str] | None = Field(None, min_length=1)
     documents: list[str] | None = Field(None, min_length=1)
-    top_n: int | None = Field(None, ge=1)
-    max_chunks_per_doc: int | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
+    top_n: StrictInt | None = Field(None, ge=1)
+    max_chunks_per_doc: StrictInt | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
     instruction: str | None = None  # an LLM reranker's instruction for this request (its default otherwise)
     raw_scores: bool = False
     return_text: bool = False
@@ -160,8 +160,8 @@ class InfinityRerankResponse(BaseModel):
 
 class SearchRequest(Request):
     query: str = Field(min_length=1)
-    candidates: int = Field(100, ge=1)
-    top_n: int = Field(3, ge=1)
+    candidates: StrictInt = Field(100, ge=1)
+    top_n: StrictInt = Field(3, ge=1)
     filter: dict[str, Any] | None = None
     rerank: bool = True
     first_stage: str | None = None  # bm25, dense or hybrid, among those the server offers (GET /v1/info)
