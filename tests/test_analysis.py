@@ -80,3 +80,11 @@ def test_a_corpus_reads_its_short_documents_in_its_main_language():
     assert analysis.corpus_languages(["bone fractures", *english]) == ["en"] * 21
     russian = "Москва — столица России, крупнейший город страны."
     assert analysis.corpus_languages([russian, *english])[0] == "ru"  # a clear guess stands
+
+
+def test_chinese_text_with_japanese_or_korean_in_it_stays_chinese_in_a_chinese_corpus():
+    assert analysis.language("斯翁斯和蒂姆・烏爾里希斯與菲利克斯・努斯鮑姆這些藝術家都來自於？") == "zh"  # "・" is no kana
+    assert analysis.language("首尔（서울）是韩国的首都，也是最大的城市。") == "zh"  # a Korean name inside Chinese
+    quoting = "上知令，（平假名：じょうちれい、あげちれい），是指从1840年代到1870年代，江户幕府及明治政府所发出的土地没收政令"
+    assert analysis.language(quoting) == "ja"  # alone, this much kana reads as Japanese (CMRC has two such paragraphs)
+    assert analysis.corpus_languages([quoting, *["这是一个关于历史的中文段落。"] * 20])[0] == "zh"

@@ -36,7 +36,7 @@ def e5():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lang", ["ar", "th", "de"])
+@pytest.mark.parametrize("lang", ["ar"])  # the others: docs/results.md (benchmarks/languages.py)
 def test_the_default_second_stage_never_harms_a_language(datasets, e5, lang):
     """BM25 top 30 -> the default (routed to e5-fused for these languages): at least the first
     stage's nDCG@10 and Hit@1 (English-only minilm-fused took Arabic from 0.88 to 0.34)."""

@@ -471,7 +471,8 @@ def _index(args: argparse.Namespace) -> int:
         encoder = load_encoder(name, query_prefix=args.query_prefix, document_prefix=args.document_prefix, **window)
     index = Index.build(documents, analyzer=args.analyzer, k1=args.k1, b=args.b, encoder=encoder, ann=args.ann, show_progress=not args.quiet)
     index.save(args.out)
-    windows = f", {len(index.vectors.vectors)} windows of {encoder.document_window} tokens" if encoder and encoder.document_window else ""
+    windows = (f", {len(index.vectors.vectors)} rows: windows of {encoder.document_window} tokens"
+               + (" and the whole text of each longer document" if encoder.whole_document else "")) if encoder and encoder.document_window else ""
     dense = f" + {index.vectors.ann} {index.vectors.dimension}-d vectors from {encoder.name}{windows}" if encoder else ""
     print(f"indexed {len(index)} documents into {args.out} ({BM25(index).name}{dense})")
     return 0

@@ -99,8 +99,21 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _file(scorer, threads: int | None) -> Path:
-    key = hashlib.sha256(repr((cpu_key(threads), scorer.head, scorer.encoder.max_length, TUNING_VERSION)).encode()).hexdigest()[:12]
+    # what changes the measured rates: the CPU, how the model reads (head, max_length, windows, ...: its reading),
+    # the batch settings and the installed engines' versions
+    versions = {name: _version(name) for name in ("openvino", "onnxruntime", "torch", "transformers")}
+    key = hashlib.sha256(repr((cpu_key(threads), scorer.head, scorer.reading_key, scorer.batch_size, scorer.max_batch_tokens,
+                               sorted(versions.items()), TUNING_VERSION)).encode()).hexdigest()[:12]
     return _cache_dir(scorer.model_dir) / f"tuning-{key}.json"
+
+
+def _version(distribution: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def cached(scorer, threads: int | None) -> tuple[str, str] | None:

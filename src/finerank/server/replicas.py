@@ -89,10 +89,11 @@ class Front:
             response = self.replicas.answer.remote(*call)
             try:
                 status, headers, content = await asyncio.wait_for(response, self.request_timeout_s)
-            except TimeoutError:
+            except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
                 response.cancel()
-                return await errors.error_response(408, f"no answer within {self.request_timeout_s:g} s; the request was cancelled")(
-                    scope, receive, send)
+                said = ("it was cancelled, but a write may still land: read the index before retrying" if write
+                        else "the request was cancelled")
+                return await errors.error_response(408, f"no answer within {self.request_timeout_s:g} s; {said}")(scope, receive, send)
             except RayActorError:
                 logger.warning("a replica died answering %s %s (attempt %d)", method, path, attempt + 1)
                 continue
