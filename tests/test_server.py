@@ -183,7 +183,7 @@ def test_concurrent_add_delete_search_loses_nothing(client, index_dir):
 def test_concurrent_requests_share_batches_and_get_their_own_scores(reference):
     """On a server of its own (counters start at zero): 12 concurrent requests, each answered with
     its own scores, in fewer scoring calls than requests; the same load with batching off (a
-    zero wait and a batch of one pair at most) takes one call per request."""
+    zero wait and a batch of one pair at most) takes one call per pair."""
     queries = [f"{QUERY} {i}" for i in range(12)]
 
     def load(limits):
@@ -197,7 +197,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_scores(reference):
         return int(next(line for line in metrics.splitlines() if line.startswith("finerank_batches_total")).rsplit(" ", 1)[1])
 
     assert load(Limits(batch_wait_ms=50)) < len(queries)
-    assert load(Limits(batch_wait_ms=0, max_batch_pairs=1)) == len(queries)
+    assert load(Limits(batch_wait_ms=0, max_batch_pairs=1)) == len(queries) * len(DOCS)  # a pair a call
 
 
 def test_rerank_scores_do_not_depend_on_input_order(client, reference):
@@ -274,10 +274,11 @@ class SlowScorer(finerank.Scorer):
     """A fake scorer for the batcher's plumbing: records each call."""
 
     def __init__(self):
-        self.calls = []
+        self.calls, self.queries = [], []  # per call: how many requests, and their queries
 
     def raw_scores(self, requests):
         self.calls.append(len(requests))
+        self.queries.append([q for q, _ in requests])
         time.sleep(0.05)
         return np.concatenate([np.full(len(texts), float(len(query))) for query, texts in requests])
 
@@ -298,6 +299,36 @@ def test_batcher_groups_requests_and_refuses_when_full():
         await small.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_large_request_does_not_hold_a_small_one_for_its_whole_length():
+    """A request of 10 parts is queued a part at a time: one sent while its first part is scored
+    is scored before its second (deterministic: the scorer records the order of its calls)."""
+    async def scenario():
+        scorer = SlowScorer()
+        batcher = Batcher(scorer, max_wait_ms=0, max_pairs=4, part_pairs=4)
+        batcher.start()
+        large = asyncio.create_task(batcher.score("large", ["t"] * 40))
+        while not scorer.calls:  # the first part is being scored
+            await asyncio.sleep(0.001)
+        small = await batcher.score("sm", ["a", "b"])
+        assert small.tolist() == [2.0, 2.0] and (await large).tolist() == [5.0] * 40
+        calls = scorer.queries
+        assert calls[0] == ["large"] and "sm" in calls[1] and sum(q.count("large") for q in calls) == 10, calls
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_over_the_work_budget_is_refused(reference):
+    from fastapi.testclient import TestClient
+
+    docs = ["word " * 200] * 20  # about 4,000 tokens for the model to read, windows of one each
+    with TestClient(create_app(reference, limits=Limits(max_request_tokens=2_000))) as test_client:
+        refused = test_client.post("/v1/rerank", json={"query": "q", "documents": docs})
+        fits = test_client.post("/v1/rerank", json={"query": "q", "documents": docs[:5]})
+    assert refused.status_code == 413 and refused.json()["field"] == "documents" and "tokens" in refused.json()["message"]
+    assert fits.status_code == 200
 
 
 def test_full_queue_answers_429(reference):
@@ -405,3 +436,28 @@ def test_info_first_stage_choice_and_reports_are_checked(client, tmp_path, capsy
     # the CLI says it in one line, before serving anything
     assert main(["-q", "serve", "--reranker", "all-minilm-l6-v2", "--report", str(bad)]) == 1
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_counts_follow_another_writer_and_an_unwritable_index_is_named(tmp_path, scifact_docs, reference, monkeypatch):
+    """/health, /v1/info and /metrics count what is on disk after another process's update,
+    without a search first; a write the disk refuses is a JSON 503 (507 when it is full) and the
+    index is left as it was."""
+    import errno
+
+    from fastapi.testclient import TestClient
+
+    path = tmp_path / "idx"
+    Index.build(scifact_docs[:20]).save(path)
+    with TestClient(create_app(reference, index=path)) as test_client:
+        assert test_client.get("/health").json()["index_documents"] == 20
+        Index.edit(path, add=[Document("other-writer", "added by another process")])  # the CLI, say
+        assert test_client.get("/health").json()["index_documents"] == 21
+        assert test_client.get("/v1/info").json()["index_documents"] == 21
+        assert "finerank_index_documents 21" in test_client.get("/metrics").text
+        for error, status in ((PermissionError(errno.EACCES, "Permission denied"), 503), (OSError(errno.ENOSPC, "No space left on device"), 507)):
+            monkeypatch.setattr(Index, "edit", classmethod(lambda cls, *a, **k: (_ for _ in ()).throw(error)))
+            response = test_client.post("/v1/documents", json={"documents": [{"id": "x", "text": "new"}]})
+            assert response.status_code == status and response.json()["field"] == "index", response.text
+            assert error.strerror in response.json()["message"] and "nothing was changed" in response.json()["message"]
+        monkeypatch.undo()
+        assert len(Index.load(path)) == 21

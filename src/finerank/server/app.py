@@ -152,12 +152,12 @@ def create_app(
     @app.get("/health", response_model=Health)
     async def health(request: Request) -> Health:
         service: Service = request.app.state.service
-        return Health(status="ok", model=service.model_name, index_documents=len(service.index) if service.index is not None else None,
+        return Health(status="ok", model=service.model_name, index_documents=await asyncio.to_thread(service.documents),
                       api_key_required=api_key is not None)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> str:
-        return request.app.state.service.metrics()
+        return await asyncio.to_thread(request.app.state.service.metrics)
 
     return app
 
@@ -288,7 +288,7 @@ def _routes() -> APIRouter:
         service: Service = request.app.state.service
         return {"model": service.model_name, "first_stage": service.first_stage_kind if service.index_path else None,
                 "first_stages": list(service.first_stages) if service.index_path else [],
-                "index_documents": len(service.index) if service.index is not None else None, "reports": [name for name, _ in request.app.state.reports]}
+                "index_documents": await asyncio.to_thread(service.documents), "reports": [name for name, _ in request.app.state.reports]}
 
     @router.get("/v1/reports/{number}")
     async def report(number: int, request: Request) -> dict:

@@ -8,6 +8,7 @@ to the cross-request batcher; plain rerank requests go to the batcher directly.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import threading
@@ -37,6 +38,16 @@ class ModelNotInstalled(FinerankError):
     """The second stage for a request's language is not installed (503)."""
 
 
+class IndexNotWritable(FinerankError):
+    """The served index's folder cannot be written (permissions, a read-only disk): 503."""
+
+    field = "index"
+
+
+class StorageFull(IndexNotWritable):
+    """No space left where the index is written: 507."""
+
+
 class InvalidRequest(FinerankError, ValueError):
     """A request field with a value the service cannot use (422)."""
 
@@ -55,7 +66,9 @@ class Limits:
     max_candidates: int = 1000  # first-stage depth of a search request
     batch_wait_ms: float = 5.0  # how long a request may wait for others to share its batch
     max_batch_pairs: int = 256
+    request_part_pairs: int = 32  # a rerank request is scored this many texts (windows) at a time, others' between its parts
     max_queue: int = 64  # requests waiting to be scored; beyond this: 429
+    max_request_tokens: int = 131_072  # tokens a rerank request may have the model read, windows and query included; beyond: 413
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,16 @@ class BatchedScorer(Scorer):
         return np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
 
 
+def _tokens_read(query: int, document: int, max_length: int | None, windows: int) -> int:
+    """Tokens a model reads for one document of ``document`` tokens: one input of query and
+    document cut to ``max_length``, or up to ``windows`` inputs of query and a window each."""
+    if max_length is None:
+        return query + document
+    room = max(1, max_length - query)
+    count = max(1, min(windows, -(-document // room)))
+    return count * min(max_length, query + -(-document // count))
+
+
 @dataclass(frozen=True)
 class Served:
     """One generation of the served index and the pipelines over it (per first stage it can
@@ -129,7 +152,8 @@ class Service:
         stages = reranker.stages() if isinstance(reranker, ByLanguage) else {"*": reranker}
         self.stages = {lang: stage for lang, stage in stages.items() if stage is not None}
         self.batchers = {id(st.scorer): Batcher(st.scorer, max_wait_ms=limits.batch_wait_ms, max_pairs=limits.max_batch_pairs,
-                                                max_queue=limits.max_queue) for st in self.stages.values()}
+                                                max_queue=limits.max_queue, part_pairs=limits.request_part_pairs)
+                         for st in self.stages.values()}
         self._pool = ThreadPoolExecutor(max_workers=max(1, limits.max_queue), thread_name_prefix="finerank-search")
         self._swap = threading.Lock()
         self.requests: Counter[tuple[str, int]] = Counter()
@@ -190,6 +214,11 @@ class Service:
     def index(self) -> Index | None:
         return self._served.index if self._served else None
 
+    def documents(self) -> int | None:
+        """Documents in the served index as it is on disk now (a newer generation another
+        process published is loaded first); None without an index."""
+        return None if self.index_path is None or self._served is None else len(self.served().index)
+
     # --- reranking -------------------------------------------------------------------------
 
     def check_model(self, name: str | None) -> None:
@@ -203,9 +232,11 @@ class Service:
             raise ModelNotInstalled(f"query: no second stage for this query's language is installed on this server ({self.model_name})")
         return stage.scorer
 
-    def prepare(self, query: str, documents: Sequence[str], max_tokens_per_doc: int | None = None) -> tuple[list[str], int]:
+    def prepare(self, query: str, documents: Sequence[str], max_tokens_per_doc: int | None = None,
+                max_chunks_per_doc: int | None = None) -> tuple[list[str], int]:
         """Check a rerank request against the limits; cut documents to ``max_tokens_per_doc``.
-        Returns the texts to score and the number of tokens the model will read."""
+        Returns the texts to score and the number of tokens the model will read (every window
+        of a document read in windows, each with the query), refused beyond ``max_request_tokens``."""
         if not query.strip():
             raise InvalidRequest("query", "must not be empty")
         if not documents:
@@ -233,7 +264,11 @@ class Service:
             if max_tokens_per_doc is not None and n > max_tokens_per_doc:
                 text, n = text[: ends[max_tokens_per_doc - 1]], max_tokens_per_doc
             texts.append(text)
-            tokens += min(words[0] + n, scorer.max_length or words[0] + n)
+            tokens += _tokens_read(words[0], n, scorer.max_length, max_chunks_per_doc or scorer.max_chunks_per_doc)
+        if tokens > self.limits.max_request_tokens:
+            raise InputTooLongError(f"documents: the model would read {tokens} tokens (windows and query included); at most "
+                                    f"{self.limits.max_request_tokens} per request: send fewer or shorter documents, or fewer windows",
+                                    "documents")
         return texts, tokens
 
     async def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None, raw: bool = False,
@@ -242,7 +277,7 @@ class Service:
         """A plain list has no first stage: the model's scores alone, never fused, so a
         document's score does not depend on the order of the list. ``max_chunks_per_doc``: read
         a long document as up to that many windows (default: the model's setting)."""
-        texts, tokens = await asyncio.to_thread(self.prepare, query, documents, max_tokens_per_doc)
+        texts, tokens = await asyncio.to_thread(self.prepare, query, documents, max_tokens_per_doc, max_chunks_per_doc)
         scorer = self._batched.route(query).scorer  # prepare checked that the route has a stage
         if instruction is not None:  # an instruction of its own: scored apart from other requests' pairs
             model = self.scorer_for(query)
@@ -307,6 +342,9 @@ class Service:
             _, new = Index.edit(self.index_path, **change, encoder=encoder)
         except CorpusError as err:
             raise InvalidRequest("ids" if "delete" in change else "documents", str(err)) from None
+        except OSError as err:  # nothing was published: the index on disk is as it was
+            kind = StorageFull if err.errno in (errno.ENOSPC, errno.EDQUOT) else IndexNotWritable
+            raise kind(f"the index {self.index_path} cannot be written ({err.strerror or err}); nothing was changed") from None
         with self._swap:
             self._serve(new)
         return len(new)
@@ -330,6 +368,6 @@ class Service:
             "# HELP finerank_queue_depth Requests waiting to be scored.", "# TYPE finerank_queue_depth gauge",
             f"finerank_queue_depth {sum(b.depth for b in self.batchers.values())}",
             "# HELP finerank_index_documents Documents in the served index.", "# TYPE finerank_index_documents gauge",
-            f"finerank_index_documents {len(self.index) if self.index else 0}",
+            f"finerank_index_documents {self.documents() or 0}",
         ]
         return "\n".join(lines) + "\n"

@@ -31,9 +31,10 @@ class _Request:
 
 
 class Batcher:
-    def __init__(self, reranker, *, max_wait_ms: float = 5.0, max_pairs: int = 256, max_queue: int = 64):
+    def __init__(self, reranker, *, max_wait_ms: float = 5.0, max_pairs: int = 256, max_queue: int = 64, part_pairs: int = 32):
         self.reranker = reranker  # a Scorer: the windows it is given are scored as they are (its raw_scores)
         self.max_wait, self.max_pairs, self.max_queue = max_wait_ms / 1000, max_pairs, max_queue
+        self.part_pairs = max(1, min(part_pairs, max_pairs))  # a request is queued this many texts at a time
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task | None = None
         self.batches = 0  # how many scoring calls were made (for /metrics)
@@ -52,7 +53,15 @@ class Batcher:
             await asyncio.gather(self._worker, return_exceptions=True)
 
     async def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
-        """Raw scores for ``texts`` against ``query``, computed in a shared batch."""
+        """Raw scores for ``texts`` against ``query``, computed in shared batches. A request of
+        more than ``part_pairs`` texts is queued a part at a time, each part after the last one is
+        scored, so requests that arrive meanwhile are scored between its parts (a large request
+        never holds a small one for its whole length)."""
+        parts = [texts[i : i + self.part_pairs] for i in range(0, len(texts), self.part_pairs)] or [texts]
+        scores = [await self._part(query, part) for part in parts]
+        return np.concatenate(scores) if len(scores) > 1 else scores[0]
+
+    async def _part(self, query: str, texts: Sequence[str]) -> np.ndarray:
         if self._queue is None:
             raise RuntimeError("the batcher is not started")
         if self._queue.qsize() >= self.max_queue:

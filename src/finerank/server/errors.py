@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..errors import CorpusError, FinerankError, InputTooLongError, ModelError, NotFoundError
-from .backend import InvalidRequest, ModelNotInstalled
+from .backend import IndexNotWritable, InvalidRequest, ModelNotInstalled, StorageFull
 from .batching import Overloaded
 
 STATUS: tuple[tuple[type[Exception], int], ...] = (
@@ -15,6 +15,8 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (InputTooLongError, 413),
     (Overloaded, 429),
     (ModelNotInstalled, 503),
+    (StorageFull, 507),
+    (IndexNotWritable, 503),
     (InvalidRequest, 422),
     (CorpusError, 422),
     (ModelError, 422),
