@@ -63,6 +63,17 @@ def test_windows_are_pooled_and_the_best_one_is_the_passage():
     assert scores[0] == 2.0 and "vitamin fractures" in text[slice(*passages[0])]
 
 
+def test_an_object_that_is_no_scorer_is_refused_by_name():
+    class Bare:  # the old implicit protocol: a score method alone
+        name = "bare"
+
+        def score(self, query, texts, *, raw=False):
+            return np.zeros(len(texts))
+
+    with pytest.raises(TypeError, match="subclass it and implement raw_scores"):
+        Pipeline(BM25(Index.build(DOCS)), Bare())
+
+
 def test_a_scorer_that_gives_the_wrong_number_of_scores_is_named():
     class Broken(Overlap):
         def raw_scores(self, requests):

@@ -111,12 +111,20 @@ def test_tei_infinity_and_jina_shapes(client, reference):
         ("/v1/search", {"query": "q", "filter": {"group": {"near": 1}}}, 422, "filter"),
         ("/v1/documents/delete", {"ids": ["no-such-doc"]}, 404, "ids"),
         ("/v1/documents", {"documents": [{"id": "x", "text": " "}]}, 422, "documents[0]"),
+        ("/v1/documents", {"documents": [{"id": "two\nlines", "text": "t"}]}, 422, "documents.0"),
+        ("/v1/documents", {"documents": [{"id": "x" * 10_001, "text": "t"}]}, 422, "documents.0"),
     ],
 )
 def test_bad_requests_get_a_4xx_naming_the_field(client, path, body, status, field):
     response = client.post(path, json=body)
     assert response.status_code == status, response.text
     assert response.json()["field"] == field, response.json()
+
+
+def test_metadata_json_cannot_store_is_refused(client):
+    response = client.post("/v1/documents", content=b'{"documents": [{"id": "n", "text": "t", "metadata": {"score": NaN}}]}',
+                           headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and "metadata.score is NaN" in response.json()["message"], response.text
 
 
 def test_a_query_with_a_lone_surrogate_is_named(client):

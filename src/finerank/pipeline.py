@@ -107,7 +107,12 @@ Reranker = SecondStage | ByLanguage
 
 
 def second_stage(reranker: "Reranker | Scorer") -> "Reranker":
-    return reranker if isinstance(reranker, (SecondStage, ByLanguage)) else SecondStage(reranker)
+    if isinstance(reranker, (SecondStage, ByLanguage)):
+        return reranker
+    if not isinstance(reranker, Scorer):
+        raise TypeError(f"a second stage is a finerank.Scorer (subclass it and implement raw_scores), a SecondStage or a "
+                        f"per-language one; got {type(reranker).__name__}")
+    return SecondStage(reranker)
 
 
 class Pipeline:

@@ -3,6 +3,7 @@ Infinity) and of its own search and index endpoints."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Union
 
 from pydantic import BaseModel, Field, StrictInt, model_validator
@@ -223,8 +224,34 @@ class Info(BaseModel):
     reports: list[str]
 
 
+MAX_ID_CHARS = 1000
+
+
+class NewDocument(StoredDocument):
+    """A document to add: an id that can be fetched again (one line, at most 1,000 characters)
+    and metadata JSON can store as sent (no NaN or Infinity, which would come back as null)."""
+
+    @model_validator(mode="after")
+    def _storable(self):
+        if len(self.id) > MAX_ID_CHARS or any(c in self.id for c in "\n\r\x00") or not self.id.strip():
+            raise ValueError(f"id must be one line of 1 to {MAX_ID_CHARS} characters (got {len(self.id)} characters)")
+        if (where := _non_finite_at(self.metadata, "metadata")) is not None:
+            raise ValueError(f"{where} is NaN or infinite, which JSON cannot store")
+        return self
+
+
+def _non_finite_at(value: Any, path: str) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() if (p := _non_finite_at(v, f"{path}.{k}"))), None)
+    if isinstance(value, list):
+        return next((p for i, v in enumerate(value) if (p := _non_finite_at(v, f"{path}[{i}]"))), None)
+    return None
+
+
 class UpsertRequest(Request):
-    documents: list[StoredDocument] = Field(min_length=1)
+    documents: list[NewDocument] = Field(min_length=1)
 
 
 class DeleteRequest(Request):
