@@ -469,3 +469,21 @@ def test_counts_follow_another_writer_and_an_unwritable_index_is_named(tmp_path,
             assert error.strerror in response.json()["message"] and "nothing was changed" in response.json()["message"]
         monkeypatch.undo()
         assert len(Index.load(path)) == 21
+
+
+def test_a_request_not_answered_in_time_gets_a_408():
+    """The plain server cancels what it has not answered within request_timeout_s (the Ray front
+    already did): a scorer that takes 3 s against a limit of 0.2 s."""
+    from fastapi.testclient import TestClient
+
+    class Stuck(finerank.Scorer):
+        name = "stuck"
+
+        def raw_scores(self, requests):
+            time.sleep(3)
+            return np.zeros(sum(len(texts) for _, texts in requests))
+
+    with TestClient(create_app(Stuck(), limits=Limits(request_timeout_s=0.2))) as test_client:
+        response = test_client.post("/v1/rerank", json={"query": "q", "documents": ["a"]})
+        assert response.status_code == 408 and "no answer within 0.2 s" in response.json()["message"]
+        assert test_client.get("/health").status_code == 200  # the server goes on answering

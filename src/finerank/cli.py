@@ -166,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-replicas", type=_count(), help="with --ray: scale up to this many replicas on load (default: --replicas, fixed)")
     p.add_argument("--replica-cpus", type=_share, default=1, help="with --ray: CPUs per replica, a fraction allowed (default 1)")
     p.add_argument("--request-timeout", type=_share, default=60, metavar="SECONDS",
-                   help="with --ray: cancel a request no replica has answered in this time and answer 408 (default 60)")
+                   help="cancel a request not answered in this time and answer 408 (default 60)")
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_serve)
 
@@ -308,7 +308,7 @@ def _serve(args: argparse.Namespace) -> int:
         index = Index.load(args.index)
         first_stage(index, args.first_stage)
     limits = Limits(max_documents=args.max_documents, max_document_tokens=args.max_document_tokens,
-                    batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
+                    batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue, request_timeout_s=args.request_timeout)
     if args.ray:
         return _serve_on_ray(args, limits)
     app = create_app(_load(args), index=args.index, first_stage=args.first_stage, api_key=args.api_key, limits=limits, reports=args.report)

@@ -40,6 +40,36 @@ PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' d
                 "X-Content-Type-Options": "nosniff"}
 
 
+WRITES = ("/v1/documents", "/v1/documents/delete")  # the routes that change the served index
+
+
+class RequestTimeout:
+    """Cancels a request whose response has not started within ``seconds`` and answers 408 (a
+    write under way may still land, and the answer says so), so no client waits without end."""
+
+    def __init__(self, app, seconds: float | None):
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.seconds:
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, sending), self.seconds)
+        except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
+            if started:  # the answer was already under way: nothing else can be said
+                return
+            write = scope["method"] not in ("GET", "HEAD") and scope["path"] in WRITES
+            said = "it was cancelled, but a write may still land: read the index before retrying" if write else "the request was cancelled"
+            await errors.error_response(408, f"no answer within {self.seconds:g} s; {said}")(scope, receive, send)
+
+
 class Unauthorized(Exception):
     """No or a wrong API key (401)."""
 
@@ -113,6 +143,7 @@ def create_app(
     app.state.reports = loaded_reports
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(RequestTimeout, seconds=limits.request_timeout_s)
     app.mount("/static", StaticFiles(directory=PAGES), name="static")
 
     @app.get("/", include_in_schema=False)

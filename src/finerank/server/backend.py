@@ -68,6 +68,7 @@ class Limits:
     max_batch_pairs: int = 256
     request_part_pairs: int = 32  # a rerank request is scored this many texts (windows) at a time, others' between its parts
     max_queue: int = 64  # requests waiting to be scored; beyond this: 429
+    request_timeout_s: float | None = 60.0  # a request not answered by then is cancelled and answered 408 (None: no limit)
     max_request_tokens: int = 131_072  # tokens a rerank request may have the model read, windows and query included; beyond: 413
 
 

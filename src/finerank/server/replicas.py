@@ -24,13 +24,12 @@ from typing import Callable
 
 from ..cluster import connect
 from . import errors
-from .app import BodyLimit, create_app
+from .app import WRITES, BodyLimit, create_app
 from .backend import Limits
 
 logger = logging.getLogger(__name__)
 
 APP_NAME = "finerank"
-WRITES = ("/v1/documents", "/v1/documents/delete")  # the routes that change the served index
 
 
 class Replica:
