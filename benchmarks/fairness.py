@@ -43,7 +43,10 @@ def timed(client: httpx.Client, body: dict) -> tuple[float, int]:
 
 
 def run(model, limits: Limits, large: dict, small: dict) -> dict:
-    with LiveServer(create_app(model, limits=limits)) as server, httpx.Client(base_url=server.url, timeout=600) as client:
+    with (
+        LiveServer(create_app(model, limits=limits)) as server,
+        httpx.Client(base_url=server.url, timeout=600) as client,
+    ):
         timed(client, small)  # warm
         out: dict = {}
         worker = threading.Thread(target=lambda: out.update(large=timed(client, large)))
@@ -64,24 +67,40 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     model = load_reranker(args.model, precision="fp32")
+
     def document(n: int) -> str:  # ~2,900 tokens, each document its own (a bi-encoder reads a repeated text once)
         return " ".join(f"Sentence {i} of report {n} about vitamin D, bone density and fractures." for i in range(160))
 
     small = {"query": "vitamin D and fractures", "documents": ["Vitamin D lowers fracture risk.", "Stock prices fell."]}
     default = Limits()
     fits = max(1, default.max_request_tokens // (512 * 7))  # documents of about seven 512-token windows each
-    large = {"query": "vitamin D and fractures", "documents": [document(n) for n in range(fits)], "max_chunks_per_doc": 32}
-    rows = {"default limits": run(model, default, large, small),
-            "4x the work budget, whole requests (as before)": run(model, Limits(max_request_tokens=4 * default.max_request_tokens,
-                                                                                request_part_pairs=default.max_batch_pairs),
-                                                                 {**large, "documents": [document(n) for n in range(4 * fits)]}, small)}
+    large = {
+        "query": "vitamin D and fractures",
+        "documents": [document(n) for n in range(fits)],
+        "max_chunks_per_doc": 32,
+    }
+    rows = {
+        "default limits": run(model, default, large, small),
+        "4x the work budget, whole requests (as before)": run(
+            model,
+            Limits(max_request_tokens=4 * default.max_request_tokens, request_part_pairs=default.max_batch_pairs),
+            {**large, "documents": [document(n) for n in range(4 * fits)]},
+            small,
+        ),
+    }
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"\n| limits | large request ({fits} or {4 * fits} docs) s, status | 2-doc request sent meanwhile s | 15.7 MB document: s to status | RSS growth MB |")
+    print(
+        f"\n| limits | large request ({fits} or {4 * fits} docs) s, status | 2-doc request sent meanwhile s "
+        "| 15.7 MB document: s to status | RSS growth MB |"
+    )
     print("|---|---|---|---|---|")
     for name, r in rows.items():
-        print(f"| {name} | {r['large'][0]:.1f}, {r['large'][1]} | {r['small'][0]:.2f} | {r['huge'][0]:.3f} to {r['huge'][1]} | {r['rss_growth_mb']:.0f} |")
+        print(
+            f"| {name} | {r['large'][0]:.1f}, {r['large'][1]} | {r['small'][0]:.2f} "
+            f"| {r['huge'][0]:.3f} to {r['huge'][1]} | {r['rss_growth_mb']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

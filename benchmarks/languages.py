@@ -5,8 +5,8 @@ and latency. Settings are chosen on these dev splits; other XQuAD articles and l
 held out.
 
     python benchmarks/languages.py [--sets xquad-ru xquad-th ...] [--weights 0.3 0.5 0.7] [--window 32 --whole] [--json]
-    python benchmarks/languages.py --build-cost scifact --before /tmp/old/src   # indexing an English corpus, now and before
-    python benchmarks/languages.py --cross zh ar hi de       # questions in these languages -> the English paragraphs, dense
+    python benchmarks/languages.py --build-cost scifact --before /tmp/old/src   # indexing English, now and before
+    python benchmarks/languages.py --cross zh ar hi de   # these languages' questions -> English paragraphs
 
 Per set: one index (BM25 + e5 vectors) built once under ``--cache``. Rows: ``BM25 v2`` (the
 analysis before version 3), ``BM25``, ``dense (e5)``, ``hybrid`` (BM25 + e5, min-max, equal
@@ -70,16 +70,27 @@ def build_cost(name: str, before: Path | None) -> None:
     runs: dict = {label: [] for label in sources}
     for _ in range(3):
         for label, src in sources.items():
-            out = subprocess.run([sys.executable, "-c", BUILD, str(src), str(DATASETS / name)], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", BUILD, str(src), str(DATASETS / name)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             runs[label].append([float(x) for x in out.stdout.split()])
     for label, found in runs.items():
-        print(f"{name}, {label}: {np.median([r[0] for r in found]):.2f} s, {found[0][1] / 1e6:.2f} MB of tokens, {int(found[0][2])} terms")
+        print(
+            f"{name}, {label}: {np.median([r[0] for r in found]):.2f} s, "
+            f"{found[0][1] / 1e6:.2f} MB of tokens, {int(found[0][2])} terms"
+        )
 
 
 def cross_lingual(langs: list[str], split: str, max_queries: int | None) -> None:
     """Dense search of the English paragraphs with each language's questions, per way of reading a paragraph."""
-    readings = {"windows (32 tokens)": {"whole_document": 0.0}, "whole paragraph": {"document_window": 0},
-                "both: 0.5 x best window + 0.5 x whole (default)": {}}
+    readings = {
+        "windows (32 tokens)": {"whole_document": 0.0},
+        "whole paragraph": {"document_window": 0},
+        "both: 0.5 x best window + 0.5 x whole (default)": {},
+    }
     docs = list(read_corpus(DATASETS / "xquad-en"))
     rows: dict = {}
     for title, options in readings.items():
@@ -101,19 +112,30 @@ def main() -> None:
     parser.add_argument("--split", default="dev")
     parser.add_argument("--candidates", type=int, default=30)
     parser.add_argument("--weights", type=float, nargs="*", default=[], help="also BM25 -> e5-fused at these weights")
-    parser.add_argument("--window", type=int, help="e5 reads documents in windows of this many tokens (default: the model's)")
+    parser.add_argument(
+        "--window", type=int, help="e5 reads documents in windows of this many tokens (default: the model's)"
+    )
     parser.add_argument("--max-queries", type=int)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/finerank-languages"))
-    parser.add_argument("--build-cost", metavar="SET", help="only time indexing this set (BM25), here and with --before")
+    parser.add_argument(
+        "--build-cost", metavar="SET", help="only time indexing this set (BM25), here and with --before"
+    )
     parser.add_argument("--before", type=Path, help="with --build-cost: the src folder of another checkout to time too")
-    parser.add_argument("--cross", nargs="+", metavar="LANG", help="only dense search of the English paragraphs with these languages' questions")
+    parser.add_argument(
+        "--cross",
+        nargs="+",
+        metavar="LANG",
+        help="only dense search of the English paragraphs with these languages' questions",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.build_cost:
         return build_cost(args.build_cost, args.before)
     if args.cross:
         return cross_lingual(args.cross, args.split, args.max_queries)
-    e5 = load_encoder("multilingual-e5-small", cache_size=100_000, **({} if args.window is None else {"document_window": args.window}))
+    e5 = load_encoder(
+        "multilingual-e5-small", cache_size=100_000, **({} if args.window is None else {"document_window": args.window})
+    )
     default = load_reranker()
     results = {}
     for name in args.sets:
@@ -121,10 +143,14 @@ def main() -> None:
         old, index = index_of(name, args.cache, None, "auto-v2"), index_of(name, args.cache, e5, "auto")
         bm25 = BM25(index)
         whole = lambda text, ranking: sum(ranking.timings.values())  # noqa: E731
-        rows = {"BM25 v2 (every language as English)": run(Pipeline(BM25(old), None, top_k=10).search, dataset),
-                "BM25": run(Pipeline(bm25, None, top_k=10).search, dataset)}
+        rows = {
+            "BM25 v2 (every language as English)": run(Pipeline(BM25(old), None, top_k=10).search, dataset),
+            "BM25": run(Pipeline(bm25, None, top_k=10).search, dataset),
+        }
         rows["dense (e5)"] = run(Pipeline(Dense(index, e5), None, top_k=10).search, dataset)
-        rows["hybrid (BM25 + e5, min-max 0.5)"] = run(Pipeline(Hybrid(bm25, Dense(index, e5)), None, top_k=10).search, dataset)
+        rows["hybrid (BM25 + e5, min-max 0.5)"] = run(
+            Pipeline(Hybrid(bm25, Dense(index, e5)), None, top_k=10).search, dataset
+        )
         routes: Counter = Counter()
         pipeline = Pipeline(bm25, default, candidates=args.candidates, top_k=10)
 
@@ -137,7 +163,8 @@ def main() -> None:
         for weight in args.weights:
             stage = SecondStage(e5, Fusion("minmax", weight))
             rows[f"BM25 top {args.candidates} -> e5-fused w={weight}"] = run(
-                Pipeline(bm25, stage, candidates=args.candidates, top_k=10).search, dataset, whole)
+                Pipeline(bm25, stage, candidates=args.candidates, top_k=10).search, dataset, whole
+            )
         base = rows["BM25"]["per_query"]
         for row in rows.values():
             row["p vs BM25"] = paired(base, row["per_query"]) if row["per_query"] is not base else None

@@ -26,7 +26,9 @@ def test_bm25_reads_each_language_better_than_as_english(datasets, lang):
     vowel signs, Thai never segmented)."""
     dataset = load_dataset(datasets / f"xquad-{lang}", "dev", QUESTIONS)
     docs = list(read_corpus(datasets / f"xquad-{lang}"))
-    before, now = (scores(Pipeline(BM25(Index.build(docs, analyzer=a)), top_k=10), dataset) for a in ("auto-v2", "auto"))
+    before, now = (
+        scores(Pipeline(BM25(Index.build(docs, analyzer=a)), top_k=10), dataset) for a in ("auto-v2", "auto")
+    )
     assert now["ndcg@10"] > before["ndcg@10"] + 0.03 and now["hit@1"] > before["hit@1"], (before, now)
 
 
@@ -57,10 +59,16 @@ def test_chinese_questions_find_english_paragraphs(datasets, e5):
     dataset = load_dataset(datasets / "xquad-zh", "dev", QUESTIONS)
     docs = list(read_corpus(datasets / "xquad-en"))
     results = {}
-    for name, encoder in (("windows and whole", e5), ("windows", load_encoder(MULTILINGUAL_ENCODER, whole_document=0.0))):
+    for name, encoder in (
+        ("windows and whole", e5),
+        ("windows", load_encoder(MULTILINGUAL_ENCODER, whole_document=0.0)),
+    ):
         results[name] = scores(Pipeline(Dense(Index.build(docs, encoder=encoder), encoder), top_k=10), dataset)
     assert e5.whole_document == 0.5
-    assert results["windows and whole"]["ndcg@10"] >= 0.85 and results["windows and whole"]["ndcg@10"] > results["windows"]["ndcg@10"] + 0.03, results
+    assert (
+        results["windows and whole"]["ndcg@10"] >= 0.85
+        and results["windows and whole"]["ndcg@10"] > results["windows"]["ndcg@10"] + 0.03
+    ), results
 
 
 def test_whole_text_rows_score_the_same_everywhere():

@@ -26,7 +26,10 @@ class Overlap(Scorer):
     name = "overlap"
 
     def raw_scores(self, requests):
-        return np.array([len(set(q.lower().split()) & set(t.lower().split())) for q, texts in requests for t in texts], dtype=np.float32)
+        return np.array(
+            [len(set(q.lower().split()) & set(t.lower().split())) for q, texts in requests for t in texts],
+            dtype=np.float32,
+        )
 
 
 class Windowed(Overlap):
@@ -38,7 +41,10 @@ class Windowed(Overlap):
         spans = []
         for text in texts:
             words = [m.span() for m in re.finditer(r"\S+", text)]
-            spans.append([(group[0][0], group[-1][1]) for group in (words[i : i + 4] for i in range(0, len(words), 4))] or [(0, len(text))])
+            spans.append(
+                [(group[0][0], group[-1][1]) for group in (words[i : i + 4] for i in range(0, len(words), 4))]
+                or [(0, len(text))]
+            )
         return spans
 
 
@@ -46,9 +52,18 @@ def test_a_scorer_of_ones_own_implements_raw_scores_alone():
     scorer = Overlap()
     query = "vitamin D fractures supplements"
     raw = scorer.score(query, [d.text for d in DOCS], raw=True)
-    assert raw.tolist() == [4.0, 0.0, 2.0, 0.0]  # words as they stand: "D:" and "supplements." are not "d", "supplements"
-    assert scorer.score(query, [d.text for d in DOCS[::-1]], raw=True).tolist() == raw[::-1].tolist()  # order never matters
-    np.testing.assert_array_equal(scorer.calibrate(raw), raw)  # uncalibrated, and squash is the identity: it is what it is
+    assert raw.tolist() == [
+        4.0,
+        0.0,
+        2.0,
+        0.0,
+    ]  # words as they stand: "D:" and "supplements." are not "d", "supplements"
+    assert (
+        scorer.score(query, [d.text for d in DOCS[::-1]], raw=True).tolist() == raw[::-1].tolist()
+    )  # order never matters
+    np.testing.assert_array_equal(
+        scorer.calibrate(raw), raw
+    )  # uncalibrated, and squash is the identity: it is what it is
     hits = rerank(scorer, query, DOCS)
     assert {hits[0].id, hits[1].id} == {"a", "c"} and [d.id for d in DOCS] == ["a", "b", "c", "d"]
     ranking = Pipeline(BM25(Index.build(DOCS)), scorer, candidates=4, top_k=2).search("vitamin fractures")
@@ -105,6 +120,9 @@ def test_the_library_asks_no_object_what_it_can_do():
     found = []
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in ("hasattr", "signature"):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in (
+                "hasattr",
+                "signature",
+            ):
                 found.append(f"{path.relative_to(root)}:{node.lineno}")
     assert sorted(f.split(":")[0] for f in found) == ["models/_runtime.py", "models/llm.py"], found

@@ -21,9 +21,20 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from .identify import _CJK_CHAR, UNDETERMINED, corpus_languages, guesses, language, languages  # noqa: F401 (_CJK_CHAR: highlight)
-from .tokens import (CHINESE_STOPWORDS, ENGLISH_STOPWORDS, SEGMENTED, SNOWBALL, _to_simplified,  # noqa: F401 (highlight)
-                     as_language, chinese, chinese_v1, english, mixed)
+from .identify import _CJK_CHAR  # noqa: F401 (highlight reads it)
+from .identify import UNDETERMINED, corpus_languages, guesses, language, languages
+from .tokens import (
+    CHINESE_STOPWORDS,
+    ENGLISH_STOPWORDS,
+    SEGMENTED,
+    SNOWBALL,
+    _to_simplified,  # noqa: F401 (highlight)
+    as_language,
+    chinese,
+    chinese_v1,
+    english,
+    mixed,
+)
 
 Analyzer = Callable[..., list[str]]  # (text, lang=None) -> terms
 
@@ -44,8 +55,12 @@ auto_v2 = _one_language(functools.partial(mixed, chinese))
 auto_v1 = _one_language(functools.partial(mixed, chinese_v1))
 
 ANALYZERS: dict[str, Analyzer] = {
-    "auto": auto, "auto-v2": auto_v2, "auto-v1": auto_v1,
-    "chinese": _one_language(chinese), "chinese-v1": _one_language(chinese_v1), "english": _one_language(english),
+    "auto": auto,
+    "auto-v2": auto_v2,
+    "auto-v1": auto_v1,
+    "chinese": _one_language(chinese),
+    "chinese-v1": _one_language(chinese_v1),
+    "english": _one_language(english),
 }
 ANALYZER_VERSION = 3  # 2: Traditional converted to Simplified before segmentation; 3: each language its own analysis
 PER_LANGUAGE = frozenset({"auto"})  # analyzers that read each text in its own language
@@ -82,7 +97,26 @@ def warm_up(name: str, languages=("zh",)) -> None:
 
 
 __all__ = [
-    "ANALYZERS", "ANALYZER_VERSION", "CHINESE_STOPWORDS", "ENGLISH_STOPWORDS", "PER_LANGUAGE", "SEGMENTED", "SNOWBALL", "UNDETERMINED",
-    "Analyzer", "analyzer", "analyzer_of", "as_language", "auto", "auto_v1", "auto_v2", "chinese", "corpus_languages", "english", "guesses", "language",
-    "languages", "warm_up",
+    "ANALYZERS",
+    "ANALYZER_VERSION",
+    "CHINESE_STOPWORDS",
+    "ENGLISH_STOPWORDS",
+    "PER_LANGUAGE",
+    "SEGMENTED",
+    "SNOWBALL",
+    "UNDETERMINED",
+    "Analyzer",
+    "analyzer",
+    "analyzer_of",
+    "as_language",
+    "auto",
+    "auto_v1",
+    "auto_v2",
+    "chinese",
+    "corpus_languages",
+    "english",
+    "guesses",
+    "language",
+    "languages",
+    "warm_up",
 ]

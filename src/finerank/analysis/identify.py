@@ -18,7 +18,9 @@ from collections import Counter
 from typing import Iterable, Mapping
 
 _CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
-_KANA = re.compile(r"[\u3041-\u3096\u30a1-\u30fa\u31f0-\u31ff\uff66-\uff9d]")  # not "・" (U+30FB), which Chinese names use too
+_KANA = re.compile(
+    r"[\u3041-\u3096\u30a1-\u30fa\u31f0-\u31ff\uff66-\uff9d]"
+)  # not "・" (U+30FB), which Chinese names use too
 _HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
 _LETTER = re.compile(r"[^\W\d_]")
 
@@ -27,8 +29,25 @@ PREFIX = 120  # characters of a text the model reads: a document's language show
 # paragraphs in nine languages identified right; the model's time grows with the characters it reads)
 
 # fastText labels for varieties that analyse, and are read by models, as their main language
-_ALIASES = {"arz": "ar", "azb": "az", "pnb": "pa", "yue": "zh", "wuu": "zh", "gan": "zh", "nan": "zh", "als": "de", "bar": "de",
-            "nds": "de", "nn": "no", "nb": "no", "sh": "hr", "mrj": "ru", "mhr": "ru", "ckb": "ku", "diq": "ku"}
+_ALIASES = {
+    "arz": "ar",
+    "azb": "az",
+    "pnb": "pa",
+    "yue": "zh",
+    "wuu": "zh",
+    "gan": "zh",
+    "nan": "zh",
+    "als": "de",
+    "bar": "de",
+    "nds": "de",
+    "nn": "no",
+    "nb": "no",
+    "sh": "hr",
+    "mrj": "ru",
+    "mhr": "ru",
+    "ckb": "ku",
+    "diq": "ku",
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,7 +86,9 @@ def guesses(text: str, k: int = 5) -> dict[str, float]:
         return {script: 1.0} if script == "ko" else {script: 0.9, ("zh" if script == "ja" else "ja"): 0.1}
     text = " ".join(text.split())
     labels, scores = _model().predict(text, k=k)
-    if scores[0] < 0.5 and sum(map(str.isupper, text)) > len(text) // 4:  # unsure, in capitals (a title): try it in lower case
+    if (
+        scores[0] < 0.5 and sum(map(str.isupper, text)) > len(text) // 4
+    ):  # unsure, in capitals (a title): try it in lower case
         lowered = _model().predict(text.lower(), k=k)
         if lowered[1][0] > scores[0]:
             labels, scores = lowered

@@ -34,16 +34,46 @@ ENGLISH_STOPWORDS = frozenset(
     some own same so than too very s t just don now""".split()
 )
 CHINESE_STOPWORDS = frozenset(
-    "的 了 和 是 在 有 与 及 或 之 也 都 而 就 被 把 对 从 这 那 个 吗 呢 吧 啊 着 过 等 如何 怎么 怎样 什么 为什么 哪些 哪个".split()
+    ("的 了 和 是 在 有 与 及 或 之 也 都 而 就 被 把 对 "
+     "从 这 那 个 吗 呢 吧 啊 着 过 等 如何 怎么 怎样 什么 为什么 哪些 哪个").split()
 )
 
 # ISO 639-1 code -> PyStemmer's Snowball algorithm
 SNOWBALL = {
-    "ar": "arabic", "hy": "armenian", "eu": "basque", "ca": "catalan", "cs": "czech", "da": "danish", "nl": "dutch",
-    "en": "english", "eo": "esperanto", "et": "estonian", "fi": "finnish", "fr": "french", "de": "german", "el": "greek",
-    "hi": "hindi", "hu": "hungarian", "id": "indonesian", "ga": "irish", "it": "italian", "lt": "lithuanian", "ne": "nepali",
-    "no": "norwegian", "fa": "persian", "pl": "polish", "pt": "portuguese", "ro": "romanian", "ru": "russian", "sr": "serbian",
-    "st": "sesotho", "es": "spanish", "sv": "swedish", "ta": "tamil", "tr": "turkish", "yi": "yiddish",
+    "ar": "arabic",
+    "hy": "armenian",
+    "eu": "basque",
+    "ca": "catalan",
+    "cs": "czech",
+    "da": "danish",
+    "nl": "dutch",
+    "en": "english",
+    "eo": "esperanto",
+    "et": "estonian",
+    "fi": "finnish",
+    "fr": "french",
+    "de": "german",
+    "el": "greek",
+    "hi": "hindi",
+    "hu": "hungarian",
+    "id": "indonesian",
+    "ga": "irish",
+    "it": "italian",
+    "lt": "lithuanian",
+    "ne": "nepali",
+    "no": "norwegian",
+    "fa": "persian",
+    "pl": "polish",
+    "pt": "portuguese",
+    "ro": "romanian",
+    "ru": "russian",
+    "sr": "serbian",
+    "st": "sesotho",
+    "es": "spanish",
+    "sv": "swedish",
+    "ta": "tamil",
+    "tr": "turkish",
+    "yi": "yiddish",
 }
 SEGMENTED = frozenset({"th", "lo", "km", "my", "ja"})  # written without spaces between words: ICU's word breaker
 

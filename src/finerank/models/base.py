@@ -85,8 +85,14 @@ class Scorer:
         """Every setting that changes this scorer's scores (model and weights, max_length,
         windows, prefixes, template, head, pooling): the key of its calibration, its tuning, the
         reuse of stored vectors and the resumption of rerank runs."""
-        return {"name": self.name, "kind": type(self).__name__, "max_length": self.max_length, "max_chunks_per_doc": self.max_chunks_per_doc,
-                "chunk_pool": self.chunk_pool, "whole_document": self.whole_document}
+        return {
+            "name": self.name,
+            "kind": type(self).__name__,
+            "max_length": self.max_length,
+            "max_chunks_per_doc": self.max_chunks_per_doc,
+            "chunk_pool": self.chunk_pool,
+            "whole_document": self.whole_document,
+        }
 
     @property
     def reading_key(self) -> str:
@@ -97,12 +103,15 @@ class Scorer:
         """One score per text: a relevance in [0, 1], or the model's raw score with ``raw=True``."""
         return self._read([(query, texts)], None, raw)[0][0]
 
-    def score_many(self, requests: Sequence[Request], *, raw: bool = False, max_chunks_per_doc: int | None = None) -> list[np.ndarray]:
+    def score_many(
+        self, requests: Sequence[Request], *, raw: bool = False, max_chunks_per_doc: int | None = None
+    ) -> list[np.ndarray]:
         """Score several (query, texts) requests in shared batches (the server batches across clients)."""
         return [scores for scores, _ in self._read(requests, max_chunks_per_doc, raw)]
 
-    def score_passages(self, query: str, texts: Sequence[str], *, raw: bool = False,
-                       max_chunks_per_doc: int | None = None) -> tuple[np.ndarray, list[Span]]:
+    def score_passages(
+        self, query: str, texts: Sequence[str], *, raw: bool = False, max_chunks_per_doc: int | None = None
+    ) -> tuple[np.ndarray, list[Span]]:
         """Scores (pooled over each text's windows), and the character span of each text's best
         window: the passage that matched (the whole text when it was read in one window)."""
         return self._read([(query, texts)], max_chunks_per_doc, raw)[0]
@@ -111,16 +120,22 @@ class Scorer:
         """Scores from documents' stored vectors (a bi-encoder's, see :attr:`vector_reading`)."""
         raise TypeError(f"{self.name} scores texts, not stored vectors")
 
-    def _read(self, requests: Sequence[Request], max_chunks_per_doc: int | None, raw: bool) -> list[tuple[np.ndarray, list[Span]]]:
+    def _read(
+        self, requests: Sequence[Request], max_chunks_per_doc: int | None, raw: bool
+    ) -> list[tuple[np.ndarray, list[Span]]]:
         if not any(len(texts) for _, texts in requests):
             return [(np.empty((0,), dtype=np.float32), []) for _ in requests]
         spans = [self.windows(query, texts, max_chunks_per_doc) for query, texts in requests]
-        pieces = [(query, [t[s:e] for t, text_spans in zip(texts, request_spans) for s, e in text_spans])
-                  for (query, texts), request_spans in zip(requests, spans)]
+        pieces = [
+            (query, [t[s:e] for t, text_spans in zip(texts, request_spans) for s, e in text_spans])
+            for (query, texts), request_spans in zip(requests, spans)
+        ]
         window_scores = np.asarray(self.raw_scores(pieces), dtype=np.float32)
         if window_scores.shape != (sum(len(texts) for _, texts in pieces),):
-            raise ValueError(f"{self.name}: raw_scores gave {window_scores.shape[0] if window_scores.ndim else 0} scores "
-                             f"for {sum(len(texts) for _, texts in pieces)} texts")
+            raise ValueError(
+                f"{self.name}: raw_scores gave {window_scores.shape[0] if window_scores.ndim else 0} scores "
+                f"for {sum(len(texts) for _, texts in pieces)} texts"
+            )
         pooled, best = self.pool(window_scores, [len(t) for request_spans in spans for t in request_spans])
         out, start = [], 0
         for request_spans in spans:
