@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import IndexFormatError
 from .lexical import top_k
+from .models import chunks
 
 ANN = ("auto", "exact", "hnsw")
 HNSW_THRESHOLD = 100_000  # documents; below it exact search is as fast and never misses (benchmarks/dense_ann.py)
@@ -136,10 +137,7 @@ class VectorIndex:
     def document_scores_of(self, position: int, query: np.ndarray) -> float:
         """The score of the document at ``position`` for a query vector, from its rows."""
         rows = np.asarray(self.vectors[self._starts[position] : self._starts[position] + self.counts[position]], dtype=np.float32)
-        scores = rows @ query
-        if self.whole and len(scores) > 1:
-            return float((1 - self.whole) * scores[:-1].max() + self.whole * scores[-1])
-        return float(scores.max())
+        return float(chunks.pool(rows @ query, [len(rows)], "max", self.whole)[0][0])
 
     def updated(self, keep: np.ndarray, vectors: np.ndarray, keys: np.ndarray, counts: np.ndarray | None = None) -> "VectorIndex":
         """A new VectorIndex without the documents ``keep`` drops, with ``vectors`` appended
