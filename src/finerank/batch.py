@@ -119,8 +119,10 @@ def _reading(reranker) -> dict:
     if isinstance(reranker, ByLanguage):
         return {"routes": sorted(reranker.routes), "languages": sorted(reranker.languages)}
     stage = second_stage(reranker)
-    return {stage.scorer.name: stage.scorer.reading | {"backend": stage.scorer.backend_name, "precision": stage.scorer.precision,
-                                                       "fusion": stage.fusion.name if stage.fusion else None}}
+    scorer = stage.scorer
+    fusion = stage.fusion.name if stage.fusion else None
+    engine = {"backend": scorer.backend_name, "precision": scorer.precision, "fusion": fusion}
+    return {scorer.name: scorer.reading | engine}
 
 
 def _fingerprint(*parts) -> str:

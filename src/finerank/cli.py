@@ -26,7 +26,11 @@ from .vectors import ANN
 
 logger = logging.getLogger("finerank")
 
-DEMO_QUERIES = ("如何治疗感冒？", "How do I read a CSV file in Python?", "Как быстро выучить иностранный язык?")
+DEMO_QUERIES = (
+    "如何治疗感冒？",
+    "How do I read a CSV file in Python?",
+    "Как быстро выучить иностранный язык?",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -471,8 +475,10 @@ def _index(args: argparse.Namespace) -> int:
         encoder = load_encoder(name, query_prefix=args.query_prefix, document_prefix=args.document_prefix, **window)
     index = Index.build(documents, analyzer=args.analyzer, k1=args.k1, b=args.b, encoder=encoder, ann=args.ann, show_progress=not args.quiet)
     index.save(args.out)
-    windows = (f", {len(index.vectors.vectors)} rows: windows of {encoder.document_window} tokens"
-               + (" and the whole text of each longer document" if encoder.whole_document else "")) if encoder and encoder.document_window else ""
+    windows = ""
+    if encoder and encoder.document_window:
+        whole = " and the whole text of each longer document" if encoder.whole_document else ""
+        windows = f", {len(index.vectors.vectors)} rows: windows of {encoder.document_window} tokens{whole}"
     dense = f" + {index.vectors.ann} {index.vectors.dimension}-d vectors from {encoder.name}{windows}" if encoder else ""
     print(f"indexed {len(index)} documents into {args.out} ({BM25(index).name}{dense})")
     return 0

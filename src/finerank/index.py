@@ -180,9 +180,10 @@ class Index:
         _check_unique(docs)
         analyze = analysis.analyzer(analyzer)
         vocab: dict[str, int] = {"": 0}
-        langs = analysis.corpus_languages(d.content for d in tqdm(docs, desc="identifying languages", unit=" docs", disable=not show_progress))
-        token_lists = [_token_ids(analyze, d, lang, vocab)
-                       for d, lang in tqdm(zip(docs, langs), desc="analyzing", unit=" docs", total=len(docs), disable=not show_progress)]
+        bar = {"unit": " docs", "total": len(docs), "disable": not show_progress}
+        langs = analysis.corpus_languages(d.content for d in tqdm(docs, desc="identifying languages", **bar))
+        analyzing = tqdm(zip(docs, langs), desc="analyzing", **bar)
+        token_lists = [_token_ids(analyze, d, lang, vocab) for d, lang in analyzing]
         params = {"format_version": FORMAT_VERSION, "analyzer": analyzer, "analyzer_version": analysis.ANALYZER_VERSION,
                   "k1": k1, "b": b, "method": method, "languages": _counts(langs)}
         tokens, offsets = _flatten(token_lists)
@@ -226,13 +227,15 @@ class Index:
                 raise ModelError(f"this index holds vectors from {self.params['dense']['model']}: pass that encoder to add documents")
             reads = (self.params["dense"].get("window", 0), self.params["dense"].get("whole", 0.0))
             if add and (getattr(encoder, "document_window", 0), getattr(encoder, "whole_document", 0.0)) != reads:
-                raise ModelError(f"this index reads documents in windows of {reads[0]} tokens (0: whole), the whole text weighing {reads[1]}; "
+                raise ModelError(f"this index reads documents in windows of {reads[0]} tokens (0: whole), "
+                                 f"the whole text weighing {reads[1]}; "
                                  f"the encoder given reads {getattr(encoder, 'document_window', 0)}: pass the one it was built with (finerank.encoder_of)")
             new_vectors, counts = _embed(encoder, add, show_progress) if add else (np.empty((0, self.vectors.dimension), np.float32), None)
             vectors = self.vectors.updated(keep, new_vectors, new_keys, counts)
         documents = DocumentStore.from_lines([self.documents.line(int(i)) for i in kept] + [encode(d) for d in add])
         counts = dict(self.params.get("languages", {}))  # documents per language: the removed out, the added in
-        removed = _counts(analysis.corpus_languages((self.documents[int(i)].content for i in np.flatnonzero(~keep)), counts))
+        removed_texts = (self.documents[int(i)].content for i in np.flatnonzero(~keep))
+        removed = _counts(analysis.corpus_languages(removed_texts, counts))
         for langs, sign in ((removed, -1), (_counts(added), 1)):
             for lang, n in langs.items():
                 counts[lang] = counts.get(lang, 0) + sign * n
@@ -302,7 +305,8 @@ class Index:
             raise IndexFormatError(f"{path} is corrupt: {err}") from None
         if not len(documents) == len(arrays[2]) == len(arrays[1]) - 1 == params.get("documents"):
             raise IndexFormatError(f"{path} is corrupt: its files disagree on the number of documents")
-        vectors = VectorIndex.load(folder, arrays[2], params["dense"]["ann"], mmap, params["dense"].get("whole", 0.0)) if "dense" in params else None
+        dense = params.get("dense")
+        vectors = VectorIndex.load(folder, arrays[2], dense["ann"], mmap, dense.get("whole", 0.0)) if dense else None
         index = cls(documents, *arrays, bm25, params, vectors, generation=folder.name)
         index._base = (Path(path).resolve(), folder.name)
         return index
@@ -326,7 +330,8 @@ class Index:
     def query_analysis(self, query: str) -> str:
         """How the query is analysed, in words: the analyzer's name, and the language for one
         that reads each language in its own way (e.g. "auto (ru)")."""
-        return f"{self.params['analyzer']} ({self.query_language(query)})" if self.per_language else self.params["analyzer"]
+        name = self.params["analyzer"]
+        return f"{name} ({self.query_language(query)})" if self.per_language else name
 
     def share(self, language: str) -> float:
         """The share of the index's documents in ``language`` (see :func:`finerank.analysis.language`)."""

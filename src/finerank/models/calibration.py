@@ -103,7 +103,8 @@ def location(model_dir: Path, key: str) -> Path:
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     if os.access(model_dir, os.W_OK) and "site-packages" not in model_dir.resolve().parts:
         return model_dir / f"finerank-calibration-{digest}.json"
-    return cache_root() / "calibration" / f"{hashlib.sha256(f'{model_dir.resolve()}|{key}'.encode()).hexdigest()[:16]}.json"
+    cached = hashlib.sha256(f"{model_dir.resolve()}|{key}".encode()).hexdigest()[:16]
+    return cache_root() / "calibration" / f"{cached}.json"
 
 
 def save(calibration: Calibration, path: Path) -> Path:
