@@ -1,5 +1,6 @@
 """The ASGI app: ``create_app()`` loads the model and index once (lifespan), routes map the
-de-facto rerank APIs and finerank's search onto :class:`~finerank.server.backend.Service`."""
+de-facto rerank APIs and finerank's search onto :class:`~finerank.server.backend.Service`, and
+the document routes onto :class:`~finerank.server.admin.Admin`."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ..analysis import language
 from ..registry import DEFAULT_RERANKER, load_reranker
 from ..types import Document, Hit
 from . import errors
+from .admin import Admin
 from .backend import InvalidRequest, Limits, Service
 from .schemas import (
     DeleteRequest, Health, IndexChange, Info, InfinityRerankResponse, ScoreRequest, ScoreResponse, SearchRequest, SearchResponse,
@@ -134,7 +136,7 @@ def create_app(
         model = load_reranker(reranker, **(reranker_options or {})) if isinstance(reranker, (str, os.PathLike)) else second_stage(reranker)
         service = await asyncio.to_thread(Service, model, index=index, first_stage=first_stage, limits=limits)
         service.start()
-        app.state.service = service
+        app.state.service, app.state.admin = service, Admin(service)
         yield
         await service.stop()
 
@@ -330,7 +332,7 @@ def _routes() -> APIRouter:
 
     @router.get("/v1/documents/{doc_id:path}", response_model=StoredDocument)
     async def get_document(doc_id: str, request: Request) -> dict:
-        return _stored(request.app.state.service.document(doc_id))
+        return _stored(request.app.state.admin.document(doc_id))
 
     @router.post("/v1/documents", response_model=IndexChange)
     async def upsert(body: UpsertRequest, request: Request) -> dict:
@@ -338,12 +340,12 @@ def _routes() -> APIRouter:
         for i, d in enumerate(documents):
             if not d.content.strip():
                 raise InvalidRequest(f"documents[{i}]", "has no text")
-        total = await asyncio.to_thread(request.app.state.service.upsert, documents)
+        total = await asyncio.to_thread(request.app.state.admin.upsert, documents)
         return {"changed": len(documents), "documents": total}
 
     @router.post("/v1/documents/delete", response_model=IndexChange)
     async def delete(body: DeleteRequest, request: Request) -> dict:
-        total = await asyncio.to_thread(request.app.state.service.delete, body.ids)
+        total = await asyncio.to_thread(request.app.state.admin.delete, body.ids)
         return {"changed": len(set(body.ids)), "documents": total}
 
     return router

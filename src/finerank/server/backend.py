@@ -1,4 +1,5 @@
-"""The service behind the HTTP layer: the second stage, the served index, limits and batching.
+"""The service behind the HTTP layer: the second stage, the served index, limits and batching
+(the index's administration, its writes, is ``admin.py``).
 
 No web-framework code here; ``errors.py`` maps the exceptions raised here to HTTP statuses.
 Searches run :class:`finerank.Pipeline` (in a thread pool) with a scorer that hands its pairs
@@ -8,7 +9,6 @@ to the cross-request batcher; plain rerank requests go to the batcher directly.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import re
 import threading
@@ -21,14 +21,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .._storage import current
-from ..errors import CorpusError, FinerankError, InputTooLongError, NotFoundError
+from ..errors import FinerankError, InputTooLongError, NotFoundError
 from ..index import Index
 from ..models import LLMReranker, Scorer
 from .. import filters
 from ..pipeline import ByLanguage, Pipeline, Reranker, SecondStage, check_query
 from ..registry import encoder_of
 from ..retrievers import first_stage as make_first_stage
-from ..types import Document, Ranking
+from ..types import Ranking
 from .batching import Batcher
 
 logger = logging.getLogger(__name__)
@@ -36,16 +36,6 @@ logger = logging.getLogger(__name__)
 
 class ModelNotInstalled(FinerankError):
     """The second stage for a request's language is not installed (503)."""
-
-
-class IndexNotWritable(FinerankError):
-    """The served index's folder cannot be written (permissions, a read-only disk): 503."""
-
-    field = "index"
-
-
-class StorageFull(IndexNotWritable):
-    """No space left where the index is written: 507."""
 
 
 class InvalidRequest(FinerankError, ValueError):
@@ -211,6 +201,11 @@ class Service:
                     state = self._serve(Index.load(self.index_path))
         return state
 
+    def publish(self, index: Index) -> None:
+        """Serve ``index``, a generation this process has just saved (index administration's writes)."""
+        with self._swap:
+            self._serve(index)
+
     @property
     def index(self) -> Index | None:
         return self._served.index if self._served else None
@@ -291,7 +286,7 @@ class Service:
         order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:top_n]
         return Scored(order, scores, tokens)
 
-    # --- search and index administration ---------------------------------------------------------
+    # --- search ------------------------------------------------------------------------------------
 
     async def search(self, query: str, *, candidates: int, top_n: int, filter: Mapping[str, Any] | None, rerank: bool,
                      first_stage: str | None = None) -> Ranking:
@@ -317,38 +312,6 @@ class Service:
             self.pairs_scored += len(ranking.candidates)
         return ranking
 
-    def document(self, doc_id: str) -> Document:
-        index = self.served().index
-        try:
-            return index.documents[index.documents.position(doc_id)]
-        except KeyError as err:
-            raise NotFoundError(f"id: {err.args[0]}", "id") from None
-
-    def upsert(self, documents: Sequence[Document]) -> int:
-        """Add or replace documents by id; the new index is saved atomically, then served."""
-        return self._update(add=documents)
-
-    def delete(self, ids: Sequence[str]) -> int:
-        """Delete documents by id; an unknown id deletes nothing and raises NotFoundError."""
-        return self._update(delete=ids)
-
-    def _update(self, **change) -> int:
-        self.served()
-        encoder = self.encoder
-        if encoder is None and self._served.index.vectors is not None and change.get("add"):
-            encoder = self.encoder = encoder_of(self._served.index)
-        try:
-            # load, change and save under the index's writer lock: the latest generation on
-            # disk (another process's update included) is the one changed
-            _, new = Index.edit(self.index_path, **change, encoder=encoder)
-        except CorpusError as err:
-            raise InvalidRequest("ids" if "delete" in change else "documents", str(err)) from None
-        except OSError as err:  # nothing was published: the index on disk is as it was
-            kind = StorageFull if err.errno in (errno.ENOSPC, errno.EDQUOT) else IndexNotWritable
-            raise kind(f"the index {self.index_path} cannot be written ({err.strerror or err}); nothing was changed") from None
-        with self._swap:
-            self._serve(new)
-        return len(new)
     # --- metrics ------------------------------------------------------------------------------
 
     def observe(self, route: str, status: int, seconds: float) -> None:

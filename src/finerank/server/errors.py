@@ -7,7 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..errors import CorpusError, FinerankError, InputTooLongError, ModelError, NotFoundError
-from .backend import IndexNotWritable, InvalidRequest, ModelNotInstalled, StorageFull
+from .admin import IndexNotWritable, StorageFull
+from .backend import InvalidRequest, ModelNotInstalled
 from .batching import Overloaded
 
 STATUS: tuple[tuple[type[Exception], int], ...] = (
