@@ -9,7 +9,7 @@ from finerank import Pipeline, load_reranker
 from finerank.batch import rerank_run
 from finerank.cli import main
 from finerank.errors import CorpusError
-from finerank.pipeline import RunStage, hits_of_run
+from finerank.pipeline import Reranking, hits_of_run
 
 
 def test_a_run_reranked_in_shards_equals_the_pipeline_and_resumes(dl19_slice, tiny_ce, tmp_path, monkeypatch):
@@ -17,22 +17,22 @@ def test_a_run_reranked_in_shards_equals_the_pipeline_and_resumes(dl19_slice, ti
     reranker = load_reranker(tiny_ce)
     out = rerank_run(run, queries, documents, reranker, tmp_path / "reranked.trec", depth=20, shard_size=2, tag="t")
     lines = out.read_text().splitlines()
-    pipeline = Pipeline(RunStage(), reranker, candidates=20, top_k=20)
+    pipeline = Reranking(reranker, top_k=20)
     expected = [f"{q} Q0 {h.id} {h.rank} {h.score!r} t" for q in sorted(run)
                 for h in pipeline.rerank(queries[q], hits_of_run(run[q], documents, 20)).hits]
     assert lines == expected and len(lines) == 6 * 20
     assert not (tmp_path / "reranked.trec.parts").exists()  # joined: the shards are gone
     # a crash in the second shard: the first shard stays written, the output is not
     (tmp_path / "again.trec.parts").mkdir()
-    scorer, real, calls = reranker.scorer, reranker.scorer.score_passages, []
+    scorer, real, calls = reranker.scorer, reranker.scorer.score_passages_many, []
 
-    def failing(query, texts, **kw):
-        calls.append(query)
+    def failing(requests, **kw):
+        calls.extend(query for query, _ in requests)
         if len(calls) == 3:  # the first query of the second shard
             raise RuntimeError("killed")
-        return real(query, texts, **kw)
+        return real(requests, **kw)
 
-    monkeypatch.setattr(scorer, "score_passages", failing)
+    monkeypatch.setattr(scorer, "score_passages_many", failing)
     with pytest.raises(RuntimeError, match="killed"):
         rerank_run(run, queries, documents, reranker, tmp_path / "again.trec", depth=20, shard_size=2, tag="t")
     written = sorted((tmp_path / "again.trec.parts").glob("shard-*.trec"))
@@ -40,7 +40,7 @@ def test_a_run_reranked_in_shards_equals_the_pipeline_and_resumes(dl19_slice, ti
     # other settings over the finished shards are refused, not mixed into one run
     with pytest.raises(CorpusError, match="another reranking"):
         rerank_run(run, queries, documents, reranker, tmp_path / "again.trec", depth=10, shard_size=2, tag="t")
-    monkeypatch.setattr(scorer, "score_passages", lambda query, texts, **kw: calls.append(query) or real(query, texts, **kw))
+    monkeypatch.setattr(scorer, "score_passages_many", lambda requests, **kw: calls.extend(q for q, _ in requests) or real(requests, **kw))
     calls.clear()
     rerank_run(run, queries, documents, reranker, tmp_path / "again.trec", depth=20, shard_size=2, tag="t")
     assert len(calls) == 4  # the second and third shards' queries: the finished first shard was not redone

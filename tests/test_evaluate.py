@@ -52,7 +52,7 @@ import json  # noqa: E402
 from finerank import CorpusError, CrossEncoder, Pipeline, load_reranker, read_corpus, read_run  # noqa: E402
 from finerank.cli import main  # noqa: E402
 from finerank.evaluate import evaluate, load_dataset, randomization_test  # noqa: E402
-from finerank.pipeline import RunStage, hits_of_run  # noqa: E402
+from finerank.pipeline import Reranking, hits_of_run  # noqa: E402
 
 DL19 = "trec-dl-2019-passage-pool"
 
@@ -102,7 +102,7 @@ def test_reranked_side_by_side_with_cost(datasets, tiny_ce):
     scorer, cheap = CrossEncoder(tiny_ce, backend="onnx", max_length=128), load_reranker("all-minilm-l6-v2")
     cascade = evaluate(dataset, run, scorer, documents=documents, candidates=50, cheap=cheap, keep=10)
     assert cascade.reranker == f"all-minilm-l6-v2 keeps 10, then {scorer.name}" and set(cascade.latency_ms) == {"cheap", "rerank"}
-    pipeline = Pipeline(RunStage(), scorer, candidates=50, top_k=50, cheap=cheap, keep=10)
+    pipeline = Reranking(scorer, top_k=50, cheap=cheap, keep=10)
     for q in cascade.to_json()["per_query"]:
         assert q["reranked"] == [h.id for h in pipeline.rerank(dataset.queries[q["id"]], hits_of_run(run[q["id"]], documents, 50)).hits]
     moved = cascade.to_json()["moves"]  # a relevant candidate the cheap stage did not keep is counted, not placed

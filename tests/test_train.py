@@ -104,6 +104,8 @@ def test_distillation_from_a_teacher(tmp_path, tiny_ce, groups):
     # a fused teacher reads the first stage's scores, not the group order (which would give the positive away)
     np.testing.assert_allclose([g.targets for g in training.with_teacher(flipped, load_reranker("minilm-fused", precision="fp32"))],
                                [g.targets[::-1] for g in fused], atol=1e-5)
+    auto = training.with_teacher(groups[:4], load_reranker("auto", precision="fp32"))  # English queries: minilm-fused's route
+    np.testing.assert_allclose([g.targets for g in auto], [g.targets for g in fused], atol=1e-5)
     result = training.train(taught, config(tmp_path, tiny_ce, loss="kl", epochs=3))
     assert result.steps == 3 and all(np.isfinite(result.losses))
     with pytest.raises(ValueError, match="needs teacher scores"):

@@ -1,5 +1,5 @@
 """Reranking a whole TREC run offline, resumable. The run's queries are split into shards; each
-shard is reranked through :class:`~finerank.pipeline.Pipeline` and written atomically beside
+shard is reranked through :class:`~finerank.pipeline.Reranking` and written atomically beside
 the output (``OUT.parts/``) when it is done, so a crash loses at most the shard in progress and
 a rerun skips the shards already written. When every shard is there they are joined into the
 output run, atomically, and the shards are removed. The settings (reranker and how it reads,
@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 from ._storage import replaced
 from .errors import CorpusError
-from .pipeline import ByLanguage, Pipeline, RunStage, hits_of_run, run_pipeline, second_stage
+from .pipeline import ByLanguage, Reranking, hits_of_run, run_reranking, second_stage
 from .types import Document
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def shards_of(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str]
     return [qids[i : i + shard_size] for i in range(0, len(qids), shard_size)]
 
 
-def rerank_shard(pipeline: Pipeline, qids: list[str], run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str],
+def rerank_shard(pipeline: Reranking, qids: list[str], run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str],
                  documents: Mapping[str, Document], depth: int, tag: str) -> str:
     """One shard's reranked run as TREC lines."""
     lines = []
@@ -75,7 +75,7 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
     shards = shards_of(run, queries, shard_size)
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline(RunStage(), reranker, candidates=depth, top_k=depth)
+    pipeline = Reranking(reranker, top_k=depth)
     settings = {"reranker": pipeline.second.name, "reading": _reading(reranker), "depth": depth, "shard_size": shard_size, "tag": tag,
                 "inputs": _fingerprint(run, {q: queries[q] for q in run}, {d: documents[d].content for s in run.values() for d in s})}
     recorded = parts / "settings.json"
@@ -90,7 +90,7 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
     if ray_address:
         work = {n: (shards[n], {q: run[q] for q in shards[n]}, {q: queries[q] for q in shards[n]},
                     {d: documents[d] for q in shards[n] for d in run[q]}) for n in todo}
-        finished = map_on_cluster(ray_address, functools.partial(run_pipeline, load, depth),
+        finished = map_on_cluster(ray_address, functools.partial(run_reranking, load, depth),
                                   functools.partial(_rerank_item, depth=depth, tag=tag), work, workers=workers, show_progress=show_progress)
     else:
         finished = ((n, rerank_shard(pipeline, shards[n], run, queries, documents, depth, tag)) for n in todo)
@@ -109,7 +109,7 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
     return out
 
 
-def _rerank_item(pipeline: Pipeline, shard: tuple, *, depth: int, tag: str) -> str:
+def _rerank_item(pipeline: Reranking, shard: tuple, *, depth: int, tag: str) -> str:
     return rerank_shard(pipeline, *shard, depth, tag)
 
 

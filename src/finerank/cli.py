@@ -18,7 +18,7 @@ from typing import Sequence
 from . import Document, Fusion, Index, Pipeline, __version__, load_reranker, read_corpus, rerank
 from .errors import FinerankError, MissingDependencyError
 from .models import LLMReranker
-from .pipeline import ByLanguage, SecondStage
+from .pipeline import ByLanguage, Reranking, SecondStage
 from .registry import ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, MODELS, MULTILINGUAL_ENCODER, encoder_for, encoder_of, load_encoder
 from .retrievers import BM25, FIRST_STAGES, first_stage
 from .types import Hit, Ranking
@@ -606,11 +606,9 @@ def _dev_quality(args: argparse.Namespace):
     pools = {q: bm25.search(text, args.candidates) for q, text in data.queries.items()}
 
     def quality(scorer) -> float:
-        values = []
-        for q, text in data.queries.items():
-            scores = scorer.score(text, [h.document.content for h in pools[q]], raw=True)
-            values.append(ndcg([pools[q][i].id for i in np.argsort(-scores, kind="stable")], data.qrels[q]))
-        return float(np.mean(values))
+        reranking = Reranking(scorer, top_k=args.candidates, source="bm25")
+        rankings = reranking.rerank_many([(text, pools[q]) for q, text in data.queries.items()])
+        return float(np.mean([ndcg([h.id for h in r.hits], data.qrels[q]) for q, r in zip(data.queries, rankings)]))
 
     return quality
 

@@ -240,7 +240,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from .pipeline import Pipeline, RunStage, hits_of_run, run_pipeline
+    from .pipeline import Pipeline, Reranking, hits_of_run, run_reranking
 
     is_run = isinstance(first_stage, Mapping)
     if is_run and reranker is not None:
@@ -248,7 +248,8 @@ def evaluate(
         if unknown:
             raise CorpusError(f"the run names {len(unknown)} document(s) not in the corpus: {', '.join(unknown[:5])}")
     name = first_stage_name or ("run" if is_run else first_stage.name)
-    pipeline = Pipeline(RunStage(name) if is_run else first_stage, reranker, candidates=candidates, top_k=candidates, cheap=cheap, keep=keep)
+    pipeline = (Reranking(reranker, top_k=candidates, cheap=cheap, keep=keep, source=name) if is_run
+                else Pipeline(first_stage, reranker, candidates=candidates, top_k=candidates, cheap=cheap, keep=keep))
     first_run, reranked_run, documents_seen = {}, {}, {}
     times: dict[str, list[float]] = {"first_stage": [], "cheap": [], "rerank": []}
     pairs = 0
@@ -261,7 +262,7 @@ def evaluate(
 
         queries = [(q, text, hits_of_run(first_stage.get(q, {}), documents, candidates)) for q, text in dataset.queries.items()]
         chunks = {n: queries[i : i + 20] for n, i in enumerate(range(0, len(queries), 20))}
-        done = {q: r for _, chunk in map_on_cluster(ray_address, functools.partial(run_pipeline, load, candidates, name),
+        done = {q: r for _, chunk in map_on_cluster(ray_address, functools.partial(run_reranking, load, candidates, name),
                                                      _rerank_queries, chunks, show_progress=show_progress) for q, r in chunk}
         rankings = ((q, done[q]) for q in dataset.queries)
     else:
@@ -299,7 +300,7 @@ def evaluate(
     )
 
 
-def _rerank_queries(pipeline: "Pipeline", queries: list) -> list:
+def _rerank_queries(pipeline: "Reranking", queries: list) -> list:
     return [(q, pipeline.rerank(text, hits)) for q, text, hits in queries]
 
 
@@ -388,11 +389,13 @@ def fit_fusion(
     from tqdm.auto import tqdm
 
     from .fusion import METHODS, fuse
+    from .pipeline import Pipeline
 
-    scored = []
+    pipeline, scored = Pipeline(first_stage, second, candidates=candidates, top_k=candidates), []
     for qid, text in tqdm(dataset.queries.items(), desc=f"fit {dataset.name}", unit=" queries", disable=not show_progress):
-        hits = first_stage.search(text, candidates)
-        scored.append((qid, hits, second.score(text, [h.document.content for h in hits], raw=True)))
+        ranking = pipeline.search(text)
+        hits = ranking.candidates
+        scored.append((qid, hits, np.array([ranking.model_scores[h.id].raw for h in hits], np.float32)))
     rows = []
     for method in METHODS:
         for weight in weights:
@@ -411,21 +414,18 @@ def judged_scores(dataset: Dataset, first_stage: "Retriever", scorer: "Scorer", 
     ``batch_queries`` queries' candidates are read in shared batches."""
     from tqdm.auto import tqdm
 
-    requests, relevant = [], []
-    for qid, text in dataset.queries.items():
-        hits = first_stage.search(text, candidates)
-        if hits:
-            requests.append((text, [h.document.content for h in hits]))
-            relevant.append([dataset.qrels[qid].get(h.id, 0) > 0 for h in hits])
-    if not requests:
-        return np.empty(0, np.float32), np.empty(0, bool)
-    raw = []
-    with tqdm(total=len(requests), desc=f"score {dataset.name}", unit=" queries", disable=not show_progress) as bar:
-        for start in range(0, len(requests), batch_queries):
-            part = requests[start : start + batch_queries]
-            raw += scorer.score_many(part, raw=True)
+    from .pipeline import Pipeline
+
+    pipeline, queries = Pipeline(first_stage, scorer, candidates=candidates, top_k=candidates), list(dataset.queries.items())
+    raw, relevant = [], []
+    with tqdm(total=len(queries), desc=f"score {dataset.name}", unit=" queries", disable=not show_progress) as bar:
+        for start in range(0, len(queries), batch_queries):
+            part = queries[start : start + batch_queries]
+            for (qid, _), ranking in zip(part, pipeline.search_many([text for _, text in part])):
+                raw += [ranking.model_scores[h.id].raw for h in ranking.candidates]
+                relevant += [dataset.qrels[qid].get(h.id, 0) > 0 for h in ranking.candidates]
             bar.update(len(part))
-    return np.concatenate(raw), np.concatenate(relevant)
+    return np.array(raw, np.float32), np.array(relevant, bool)
 
 
 def threshold_quality(probability: np.ndarray, relevant: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

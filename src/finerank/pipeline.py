@@ -127,24 +127,23 @@ class Pipeline:
         those go to ``reranker``, which orders them, fusing (when it fuses) with the cheap
         stage's ranking, the one before it. At most ``keep`` hits come back; each one's
         ``original_rank`` is still its first-stage rank."""
-        _check_counts(candidates=candidates, top_k=top_k, keep=keep)
-        self.first_stage = first_stage
-        self.second = second_stage(reranker) if reranker is not None else None
-        self.candidates, self.top_k = candidates, top_k
-        self._vectors = _stored_vectors(first_stage, self.second.scorer) if isinstance(self.second, SecondStage) else None
-        if cheap is not None and self.second is None:
-            raise ValueError("a cascade's cheap stage needs a reranker after it")
-        self.keep = keep
-        self._cheap = Pipeline(first_stage, cheap, candidates=candidates, top_k=keep) if cheap is not None else None
-        self._pace: dict[int, float] = {}  # id(scorer) -> seconds per candidate it read, as measured here
+        _check_counts(candidates=candidates)
+        self.first_stage, self.candidates = first_stage, candidates
+        self.reranking = Reranking(reranker, top_k=top_k, cheap=cheap, keep=keep, source=first_stage.name,
+                                   vectors=functools.partial(_stored_vectors, first_stage))
+
+    @property
+    def second(self) -> "Reranker | None":
+        return self.reranking.second
+
+    @property
+    def top_k(self) -> int:
+        return self.reranking.top_k
 
     @property
     def reranker(self) -> str | None:
         """The second stage's name (a cascade's names both stages); None without one."""
-        return None if self.second is None else self._named(self.second.name)
-
-    def _named(self, name: str) -> str:
-        return f"{self._cheap.second.name} keeps {self.keep}, then {name}" if self._cheap is not None else name
+        return self.reranking.reranker
 
     def search(self, query: str, *, filter: Mapping[str, Any] | None = None, candidates: int | None = None,
                top_k: int | None = None, min_score: float | None = None, budget_ms: float | None = None) -> Ranking:
@@ -162,57 +161,130 @@ class Pipeline:
         k = candidates if self.second else top_k
         hits = self.first_stage.search(query, k, filter=filter) if filter else self.first_stage.search(query, k)
         timings = {"first_stage": time.perf_counter() - start}
-        return self.rerank(query, hits, top_k=top_k, timings=timings, min_score=min_score,
-                           budget_ms=None if budget_ms is None else budget_ms - 1000 * timings["first_stage"])
+        return self.reranking.rerank(query, hits, top_k=top_k, timings=timings, min_score=min_score,
+                                     budget_ms=None if budget_ms is None else budget_ms - 1000 * timings["first_stage"])
+
+    def search_many(self, queries: Sequence[str], *, candidates: int | None = None, top_k: int | None = None) -> list[Ranking]:
+        """:meth:`search` for several queries, their candidates scored in shared batches."""
+        candidates = self.candidates if candidates is None else candidates
+        _check_counts(candidates=candidates)
+        for query in queries:
+            check_query(query)
+        k = candidates if self.second else (self.top_k if top_k is None else top_k)
+        return self.reranking.rerank_many([(q, self.first_stage.search(q, k)) for q in queries], top_k=top_k)
+
+    def rerank(self, query: str, hits: Sequence[Hit], **options) -> Ranking:
+        """The second half of :meth:`search`, for first-stage hits from elsewhere (see
+        :meth:`Reranking.rerank`)."""
+        return self.reranking.rerank(query, hits, **options)
+
+
+class Reranking:
+    """The second half of a pipeline: hits from any first stage (a :class:`Pipeline`'s
+    retriever, a TREC run's, another engine's) scored, fused with their ranks and scores when
+    the second stage fuses, and cut to ``top_k``. ``source`` names where the hits come from;
+    ``vectors(scorer)``, when given, looks up the documents' stored vectors for a scorer that
+    reads them (see :class:`Pipeline`), or returns None. ``cheap`` and ``keep``: a cascade (see
+    :class:`Pipeline`)."""
+
+    def __init__(self, reranker: "Reranker | Scorer | None", *, top_k: int = 3, cheap: "Reranker | Scorer | None" = None,
+                 keep: int = 30, source: str = "run", vectors: Callable[[Scorer], Any] | None = None):
+        _check_counts(top_k=top_k, keep=keep)
+        self.second = second_stage(reranker) if reranker is not None else None
+        self.top_k, self.keep, self.source = top_k, keep, source
+        self._lookup = vectors or (lambda scorer: None)
+        self._vectors = self._lookup(self.second.scorer) if isinstance(self.second, SecondStage) else None
+        if cheap is not None and self.second is None:
+            raise ValueError("a cascade's cheap stage needs a reranker after it")
+        self._cheap = Reranking(cheap, top_k=keep, source=source, vectors=vectors) if cheap is not None else None
+        self._pace: dict[int, float] = {}  # id(scorer) -> seconds per candidate it read, as measured here
+
+    @property
+    def reranker(self) -> str | None:
+        """The second stage's name (a cascade's names both stages); None without one."""
+        return None if self.second is None else self._named(self.second.name)
+
+    def _named(self, name: str) -> str:
+        return f"{self._cheap.second.name} keeps {self.keep}, then {name}" if self._cheap is not None else name
 
     def rerank(self, query: str, hits: Sequence[Hit], *, top_k: int | None = None, timings: Mapping[str, float] | None = None,
                min_score: float | None = None, budget_ms: float | None = None) -> Ranking:
-        """The second half of :meth:`search`, for first-stage hits from elsewhere (a TREC run):
-        score, fuse with the hits' ranks and scores when the second stage fuses, cut to top k.
-        ``budget_ms``: the time the second stage may take (see :meth:`search`)."""
-        check_query(query)
-        top_k = self.top_k if top_k is None else top_k
-        _check_counts(top_k=top_k)
+        """Score, fuse with the hits' ranks and scores when the second stage fuses, cut to top k.
+        ``budget_ms``: the time the second stage may take: it reads only as many of the best
+        hits as fit, at its pace measured here (never fewer than ``top_k``)."""
         if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and math.isfinite(budget_ms)):
             raise ValueError(f"budget_ms must be a finite number of milliseconds, got {budget_ms!r}")
-        timings = dict(timings or {})
-        reranked, model_scores, candidates = list(hits), {}, hits
-        second = self.second.route(query) if self.second is not None else None
-        begin = time.perf_counter()
-        original = {h.id: h.rank for h in hits}
-        if second is not None and self._cheap is not None:  # the reranker reads, and fuses with, the cheap stage's best
-            hits = self._cheap.rerank(query, hits).hits
-            timings["cheap"] = time.perf_counter() - begin
-        best_first = [h.id for h in hits]
-        if second is not None and budget_ms is not None:
-            rate = second.scorer.pairs_per_second
-            pace = self._pace.get(id(second.scorer)) or (1 / rate if rate else None)
-            if pace:  # unmeasured: read them all this once, and measure
-                left = budget_ms / 1000 - (time.perf_counter() - begin)
-                best_first = best_first[: max(top_k, int(left / pace))]
-        if len(best_first) < len(hits):
-            read = set(best_first)
-            hits = [h for h in hits if h.id in read]  # in the previous stage's order, with its ranks and scores (for fusion)
-        if second is not None and hits:
+        return self.rerank_many([(query, hits)], top_k=top_k, min_score=min_score, timings=[timings or {}],
+                                budget_ms=budget_ms)[0]
+
+    def rerank_many(self, requests: Sequence[tuple[str, Sequence[Hit]]], *, top_k: int | None = None,
+                    min_score: float | None = None, timings: Sequence[Mapping[str, float]] | None = None,
+                    budget_ms: float | None = None) -> list[Ranking]:
+        """:meth:`rerank` for several (query, hits), the pairs of those sharing a second stage
+        scored in shared batches; each ranking's rerank time is its share (by pairs) of its batch's."""
+        top_k = self.top_k if top_k is None else top_k
+        _check_counts(top_k=top_k)
+        for query, _ in requests:
+            check_query(query)
+        work = []
+        for (query, hits), spent in zip(requests, timings or [{} for _ in requests]):
+            spent = dict(spent)
+            second = self.second.route(query) if self.second is not None else None
+            read = list(hits)
+            if second is not None and self._cheap is not None:  # the reranker reads, and fuses with, the cheap stage's best
+                begin = time.perf_counter()
+                read = list(self._cheap.rerank(query, hits).hits)
+                spent["cheap"] = time.perf_counter() - begin
+            if second is not None and budget_ms is not None:
+                read = read[: self._affordable(second.scorer, top_k, budget_ms / 1000 - spent.get("cheap", 0.0))]
+            work.append((query, list(hits), read, second, spent))
+        scored: dict[int, tuple] = {}
+        for second in {id(w[3]): w[3] for w in work if w[3] is not None and w[2]}.values():
+            mine = [j for j, w in enumerate(work) if w[3] is second and w[2]]
             start = time.perf_counter()
-            texts, fusion, scorer = [h.document.content for h in hits], second.fusion, second.scorer
-            vectors = self._vectors if second is self.second else _stored_vectors(self.first_stage, scorer)
-            if vectors is not None:  # the index stores this model's reading of each document: only the query is encoded
-                raw, passages = scorer.score_vectors(query, vectors([h.id for h in hits]), raw=True), [None] * len(hits)
-            else:  # a long document is read in windows; fusion reads the model's raw scores
-                raw, passages = scorer.score_passages(query, texts, raw=True)
-            calibrated = scorer.calibrate(raw)
+            for j, result in zip(mine, self._score(second, [(work[j][0], work[j][2]) for j in mine])):
+                scored[j] = result
+            seconds, pairs = time.perf_counter() - start, sum(len(work[j][2]) for j in mine)
+            for j in mine:
+                work[j][4]["rerank"] = seconds * len(work[j][2]) / pairs
+            self._measured(second.scorer, seconds, pairs, len(mine))
+        return [self._ranking(query, hits, read if j in scored else hits, second, spent, scored.get(j), top_k, min_score)
+                for j, (query, hits, read, second, spent) in enumerate(work)]
+
+    def _affordable(self, scorer: Scorer, top_k: int, seconds: float) -> int | None:
+        """How many candidates ``scorer`` reads in ``seconds`` at its pace (None: all, unmeasured)."""
+        rate = scorer.pairs_per_second
+        pace = self._pace.get(id(scorer)) or (1 / rate if rate else None)
+        return max(top_k, int(seconds / pace)) if pace else None  # unmeasured: read them all this once, and measure
+
+    def _measured(self, scorer: Scorer, seconds: float, pairs: int, queries: int) -> None:
+        previous, pace = self._pace.get(id(scorer)), seconds / pairs
+        if previous is None or pairs / queries >= MIN_PACED:  # a few reads are mostly fixed costs: they do not set the pace
+            self._pace[id(scorer)] = pace if previous is None else 0.7 * previous + 0.3 * pace
+
+    def _score(self, second: SecondStage, requests: list[tuple[str, list[Hit]]]) -> list[tuple]:
+        """Per request, the raw scores of its hits and each one's best passage."""
+        scorer = second.scorer
+        vectors = self._vectors if second is self.second else self._lookup(scorer)
+        if vectors is not None:  # the index stores this model's reading of each document: only the query is encoded
+            return [(scorer.score_vectors(q, vectors([h.id for h in hits]), raw=True), [None] * len(hits)) for q, hits in requests]
+        # a long document is read in windows; fusion reads the model's raw scores
+        return scorer.score_passages_many([(q, [h.document.content for h in hits]) for q, hits in requests], raw=True)
+
+    def _ranking(self, query: str, candidates: list[Hit], hits: list[Hit], second: SecondStage | None, timings: dict,
+                 scored: tuple | None, top_k: int, min_score: float | None) -> Ranking:
+        original = {h.id: h.rank for h in candidates}
+        reranked, model_scores = list(hits), {}
+        if scored is not None:
+            raw, passages = scored
+            calibrated = second.scorer.calibrate(raw)
+            fusion = second.fusion
             scores = calibrated if fusion is None else fusion(raw, [h.rank for h in hits], [h.score for h in hits])
             reranked = rank([h.document for h in hits], [original[h.id] for h in hits], scores)
             model_scores = {h.id: ModelScore(float(r), float(c), p) for h, r, c, p in zip(hits, raw, calibrated, passages)}
             if min_score is not None:
                 reranked = [h for h in reranked if model_scores[h.id].calibrated >= min_score]
-            timings["rerank"] = time.perf_counter() - start
-            previous = self._pace.get(id(second.scorer))
-            if previous is None or len(hits) >= MIN_PACED:  # a few reads are mostly fixed costs: they do not set the pace
-                pace = timings["rerank"] / len(hits)
-                self._pace[id(second.scorer)] = pace if previous is None else 0.7 * previous + 0.3 * pace
-        return Ranking(query, tuple(reranked[:top_k]), timings, self.first_stage.name, None if second is None else self._named(second.name),
+        return Ranking(query, tuple(reranked[:top_k]), timings, self.source, None if second is None else self._named(second.name),
                        candidates=tuple(candidates), model_scores=model_scores)
 
 
@@ -253,21 +325,10 @@ def as_documents(candidates: Sequence[Hit | Document | str]) -> tuple[list[Docum
     return documents, original
 
 
-def run_pipeline(load: Callable, candidates: int, name: str = "run") -> "Pipeline":
-    """The pipeline that reranks a run's top ``candidates`` with the reranker ``load()`` makes
-    (what a Ray worker builds once: see :func:`finerank.cluster.map_on_cluster`)."""
-    return Pipeline(RunStage(name), load(), candidates=candidates, top_k=candidates)
-
-
-class RunStage:
-    """Stands for a TREC run as a pipeline's first stage: its hits (:func:`hits_of_run`) are given
-    to :meth:`Pipeline.rerank`, never searched."""
-
-    def __init__(self, name: str = "run"):
-        self.name = name
-
-    def search(self, query: str, k: int = 10, *, filter=None) -> list[Hit]:
-        raise TypeError("a run is searched by query id: pass its hits to Pipeline.rerank")
+def run_reranking(load: Callable, depth: int, source: str = "run") -> Reranking:
+    """The reranking of a run's top ``depth`` with the reranker ``load()`` makes (what a Ray
+    worker builds once: see :func:`finerank.cluster.map_on_cluster`)."""
+    return Reranking(load(), top_k=depth, source=source)
 
 
 def hits_of_run(scored: Mapping[str, float], documents: Mapping[str, Document] | None, depth: int) -> list[Hit]:
@@ -314,5 +375,5 @@ def _check_counts(**counts: int) -> None:
             raise ValueError(f"{name} must be at least 1, got {value}")
 
 
-__all__ = ["ByLanguage", "Pipeline", "Reranker", "RunStage", "SecondStage", "as_documents", "check_query", "hits_of_run", "rank", "rerank",
+__all__ = ["ByLanguage", "Pipeline", "Reranker", "Reranking", "SecondStage", "as_documents", "check_query", "hits_of_run", "rank", "rerank",
            "second_stage"]

@@ -30,8 +30,9 @@ from .errors import CorpusError
 from .fusion import ranks
 from .index import Index
 from .models._runtime import TextEncoder, _cpu_has_bf16, model_inputs, onnx_file, pad, resolve_model
-from .pipeline import SecondStage
+from .pipeline import Reranker, Reranking, second_stage
 from .retrievers import BM25
+from .types import Document, Hit
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def self_supervised_groups(index: Index, *, group_size: int = 8, max_documents: 
     return groups
 
 
-def with_teacher(groups: Sequence[Group], teacher: SecondStage, *, show_progress: bool = False, ray_address: str | None = None,
+def with_teacher(groups: Sequence[Group], teacher: Reranker, *, show_progress: bool = False, ray_address: str | None = None,
                  load: Callable | None = None, chunk: int = 64) -> list[Group]:
     """The same groups with the teacher's raw scores as targets (for ``loss="kl"``). A fused
     teacher is given the first stage's scores and ranks, not the group order (which would tell
@@ -128,15 +129,19 @@ def with_teacher(groups: Sequence[Group], teacher: SecondStage, *, show_progress
     return [g for n in range(len(chunks)) for g in taught[n]]
 
 
-def teach(teacher: SecondStage, group: Group) -> Group:
-    """One group with the teacher's scores as its targets."""
-    scores = teacher.scorer.score(group.query, list(group.texts), raw=True)
-    if teacher.fusion is not None:
-        scores = teacher.fusion(scores, ranks(np.array(group.first_scores)), group.first_scores)
-    return Group(group.query, group.texts, group.first_scores, tuple(float(s) for s in scores))
+def teach(teacher: Reranker, group: Group) -> Group:
+    """One group with the teacher's scores as its targets: its raw scores, or its fused scores
+    when it fuses (with the first stage's ranks and scores); a per-language teacher through the
+    route for the group's query."""
+    stage = second_stage(teacher).route(group.query, required=True)
+    hits = [Hit(Document(str(i), text), float(score), int(r), int(r))
+            for i, (text, score, r) in enumerate(zip(group.texts, group.first_scores, ranks(np.array(group.first_scores))))]
+    ranking = Reranking(stage, top_k=len(hits)).rerank(group.query, hits)
+    scores = {h.id: h.score for h in ranking.hits} if stage.fusion else {d: s.raw for d, s in ranking.model_scores.items()}
+    return Group(group.query, group.texts, group.first_scores, tuple(float(scores[str(i)]) for i in range(len(hits))))
 
 
-def teach_all(teacher: SecondStage, groups: Sequence[Group]) -> list[Group]:
+def teach_all(teacher: Reranker, groups: Sequence[Group]) -> list[Group]:
     """Groups with the teacher's scores as their targets (a cluster worker's share)."""
     return [teach(teacher, g) for g in groups]
 

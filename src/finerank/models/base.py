@@ -114,7 +114,13 @@ class Scorer:
     ) -> tuple[np.ndarray, list[Span]]:
         """Scores (pooled over each text's windows), and the character span of each text's best
         window: the passage that matched (the whole text when it was read in one window)."""
-        return self._read([(query, texts)], max_chunks_per_doc, raw)[0]
+        return self.score_passages_many([(query, texts)], raw=raw, max_chunks_per_doc=max_chunks_per_doc)[0]
+
+    def score_passages_many(
+        self, requests: Sequence[Request], *, raw: bool = False, max_chunks_per_doc: int | None = None
+    ) -> list[tuple[np.ndarray, list[Span]]]:
+        """:meth:`score_passages` for several requests, in shared batches."""
+        return self._read(requests, max_chunks_per_doc, raw)
 
     def score_vectors(self, query: str, vectors: Sequence[np.ndarray], *, raw: bool = False) -> np.ndarray:
         """Scores from documents' stored vectors (a bi-encoder's, see :attr:`vector_reading`)."""
