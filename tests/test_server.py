@@ -142,6 +142,35 @@ def test_oversized_body_and_missing_key(client, live):
     assert httpx.get(f"{live.url}/docs").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"query": "q", "documents": [}', "body: malformed JSON at line 1 column 30: Expecting value"),
+        (b'{"query": "q",\n  "documents": }', "body: malformed JSON at line 2 column 16: Expecting value"),
+        (b'{"query": "caf\xe9", "documents": ["a"]}', "body: not UTF-8 text: invalid continuation byte at byte 14"),
+        (b"", "body: is empty; send a JSON object"),
+        (b'["q", ["a"]]', "body: a JSON array where an object is expected"),
+        (b"[" * 100_000, "body: JSON nested too deeply"),
+    ],
+    ids=["malformed", "malformed-line-2", "latin-1", "empty", "array", "nested"],
+)
+def test_a_body_that_is_not_a_json_object_is_named_after_the_key_is_checked(client, live, content, message):
+    """Issue 35, defect 16: the key first (nothing of a request without it is parsed), then the
+    body's problem in the server's one error shape, field "body", never a character offset or a 500."""
+    headers = {"content-type": "application/json"}
+    anonymous = httpx.post(f"{live.url}/v1/rerank", content=content, headers=headers)
+    assert anonymous.status_code == 401 and anonymous.json()["field"] == "authorization", anonymous.text
+    response = client.post("/v1/rerank", content=content, headers=headers)
+    assert response.status_code == 422 and response.json() == {"message": message, "field": "body"}, response.text
+
+
+def test_an_unknown_route_or_method_answers_in_the_same_shape(client):
+    missing, wrong = client.get("/v1/no-such-route"), client.get("/v1/rerank")
+    assert missing.status_code == 404 and missing.json() == {"message": "GET /v1/no-such-route: Not Found", "field": None}
+    assert wrong.status_code == 405 and wrong.json()["message"] == "GET /v1/rerank: Method Not Allowed"
+    assert wrong.headers["allow"] == "POST"
+
+
 def test_search_filters_and_index_administration(client, index_dir):
     found = client.post("/v1/search", json={"query": "vitamin D bone fractures", "candidates": 30, "top_n": 5}).json()
     assert [r["rank"] for r in found["results"]] == [1, 2, 3, 4, 5] and set(found["timings_ms"]) == {"first_stage", "rerank"}

@@ -15,8 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
@@ -74,6 +75,54 @@ class RequestTimeout:
 
 class Unauthorized(Exception):
     """No or a wrong API key (401)."""
+
+
+def authorize(request: Request) -> None:
+    """Raises Unauthorized unless the request carries the app's API key (when it has one)."""
+    api_key = request.app.state.api_key
+    if api_key is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    # compare bytes: a header may hold any byte (Starlette decodes it as Latin-1)
+    given = token.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given, api_key.encode("utf-8")):
+        raise Unauthorized()
+
+
+JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+async def read_json(request: Request) -> None:
+    """Parse the body as a JSON object, which Starlette keeps for the route to validate; a body
+    that is not one is an InvalidRequest naming what is wrong, in the server's error shape."""
+    if not (await request.body()).strip():
+        raise InvalidRequest("body", "is empty; send a JSON object")
+    try:
+        value = await request.json()
+    except UnicodeDecodeError as err:
+        raise InvalidRequest("body", f"not UTF-8 text: {err.reason} at byte {err.start}") from None
+    except json.JSONDecodeError as err:
+        raise InvalidRequest("body", f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    except RecursionError:
+        raise InvalidRequest("body", "JSON nested too deeply") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("body", f"a JSON {JSON_TYPES[type(value)]} where an object is expected")
+
+
+class Guarded(APIRoute):
+    """A route behind the API key: the key is checked first, then the body is read as JSON, so
+    nothing of a request without the key is parsed and a malformed body is named like any other error."""
+
+    def get_route_handler(self):
+        handle = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            authorize(request)
+            if self.body_field is not None:
+                await read_json(request)
+            return await handle(request)
+
+        return guarded
 
 
 class BodyLimit:
@@ -142,7 +191,7 @@ def create_app(
 
     app = FastAPI(title="finerank", version=__version__, lifespan=lifespan,
                   description="Rerank (Cohere v1/v2, Jina, TEI, Infinity shapes) and two-stage search.")
-    app.state.reports = loaded_reports
+    app.state.reports, app.state.api_key = loaded_reports, api_key
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(RequestTimeout, seconds=limits.request_timeout_s)
@@ -166,21 +215,13 @@ def create_app(
             service.observe(getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - start)
         return response
 
-    async def authorize(request: Request) -> None:
-        if api_key is None:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        # compare bytes: a header may hold any byte (Starlette decodes it as Latin-1)
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode("utf-8", "surrogateescape"), api_key.encode("utf-8")):
-            raise Unauthorized()
-
     @app.exception_handler(Unauthorized)
     async def unauthorized(request: Request, error: Unauthorized):
         response = errors.error_response(401, "missing or wrong API key (Authorization: Bearer <key>)", "authorization")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
-    app.include_router(_routes(), dependencies=[Depends(authorize)])
+    app.include_router(_routes())
 
     @app.get("/health", response_model=Health)
     async def health(request: Request) -> Health:
@@ -227,7 +268,7 @@ def _document_text(document: str | dict, rank_fields: list[str] | None, i: int) 
 
 
 def _routes() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=Guarded)
 
     @router.post("/v1/rerank", response_model=V1RerankResponse, response_model_exclude_none=True)
     async def rerank_v1(body: V1RerankRequest, request: Request) -> dict:

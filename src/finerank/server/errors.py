@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from ..errors import CorpusError, FinerankError, InputTooLongError, ModelError, NotFoundError
 from .admin import IndexNotWritable, StorageFull
@@ -43,3 +44,9 @@ def install(app: FastAPI) -> None:
         first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
         field = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
         return error_response(422, f"{field}: {first['msg']}", field)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:  # no such route, a wrong method
+        response = error_response(error.status_code, f"{request.method} {request.url.path}: {error.detail}")
+        response.headers.update(error.headers or {})
+        return response
