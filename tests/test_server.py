@@ -171,6 +171,34 @@ def test_an_unknown_route_or_method_answers_in_the_same_shape(client):
     assert wrong.headers["allow"] == "POST"
 
 
+def test_index_administration_is_a_module_apart_from_serving(tmp_path, scifact_docs):
+    """The Service serves (scorers, limits, search); adding, deleting and reading documents by id,
+    and the storage errors, are server/admin.py's, whose writes the Service then serves."""
+    from fastapi.testclient import TestClient
+
+    from finerank.server.admin import Admin, IndexNotWritable, StorageFull
+    from finerank.server.backend import Service
+
+    assert issubclass(StorageFull, IndexNotWritable) and not {"upsert", "delete", "document"} & set(dir(Service))
+    path = tmp_path / "idx"
+    Index.build(scifact_docs[:5]).save(path)
+
+    class Zero(finerank.Scorer):
+        name = "zero"
+
+        def raw_scores(self, requests):
+            return np.zeros(sum(len(texts) for _, texts in requests))
+
+    with TestClient(create_app(Zero(), index=path)) as test_client:
+        admin = test_client.app.state.admin
+        assert isinstance(admin, Admin) and admin.service is test_client.app.state.service
+        assert admin.upsert([Document("new", "a zebrafish regenerates its fins")]) == 6
+        assert admin.document("new").text == "a zebrafish regenerates its fins"
+        found = test_client.post("/v1/search", json={"query": "zebrafish fins", "top_n": 1, "rerank": False}).json()
+        assert found["results"][0]["id"] == "new"  # the Service serves the generation the admin saved
+        assert admin.delete(["new"]) == 5 and test_client.get("/health").json()["index_documents"] == 5
+
+
 def test_search_filters_and_index_administration(client, index_dir):
     found = client.post("/v1/search", json={"query": "vitamin D bone fractures", "candidates": 30, "top_n": 5}).json()
     assert [r["rank"] for r in found["results"]] == [1, 2, 3, 4, 5] and set(found["timings_ms"]) == {"first_stage", "rerank"}
