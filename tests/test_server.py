@@ -3,7 +3,9 @@ administration under concurrency, and the OpenAPI spec fuzzed."""
 
 import asyncio
 import json
+import logging
 import re
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -169,6 +171,28 @@ def test_an_unknown_route_or_method_answers_in_the_same_shape(client):
     assert missing.status_code == 404 and missing.json() == {"message": "GET /v1/no-such-route: Not Found", "field": None}
     assert wrong.status_code == 405 and wrong.json()["message"] == "GET /v1/rerank: Method Not Allowed"
     assert wrong.headers["allow"] == "POST"
+
+
+def test_a_client_that_disconnects_mid_body_is_counted_and_leaves_no_traceback(live, caplog):
+    """Issue 35, defect 14: a body cut short (Content-Length 100, 15 bytes sent, then the socket
+    closed) is one INFO line and a 499 in /metrics (nginx's status for it), not an ASGI traceback."""
+    uvicorn_log = logging.getLogger("uvicorn.error")  # uvicorn's loggers do not propagate to the root
+    uvicorn_log.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO)
+    counted = 'finerank_requests_total{route="unmatched",status="499"} 1'
+    try:
+        with socket.create_connection((live.sock.getsockname()[0], live.sock.getsockname()[1])) as sock:
+            sock.sendall(b"POST /v1/rerank HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                         b'Content-Length: 100\r\n\r\n{"query": "q", ')
+        deadline = time.time() + 10
+        while counted not in httpx.get(f"{live.url}/metrics").text and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    assert counted in httpx.get(f"{live.url}/metrics").text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
+    said = [r for r in caplog.records if r.name.startswith(("finerank", "uvicorn"))]
+    assert len(said) == 1 and said[0].levelno == logging.INFO and "disconnected" in said[0].getMessage(), caplog.text
 
 
 def test_index_administration_is_a_module_apart_from_serving(tmp_path, scifact_docs):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import time
@@ -36,6 +37,8 @@ from .schemas import (
     TEIResult, TextRerankRequest, UpsertRequest, V1RerankRequest, V1RerankResponse, V2RerankRequest, V2RerankResponse,
 )
 
+
+logger = logging.getLogger(__name__)
 
 PAGES = Path(__file__).parent / "pages"  # the search and evaluation pages: plain HTML, CSS and JavaScript, no CDN
 # the pages load only their own files (the heat map's cells are coloured by style attributes)
@@ -127,7 +130,9 @@ class Guarded(APIRoute):
 
 class BodyLimit:
     """Refuses a request body over ``max_bytes`` with 413, whether it declares its length or
-    streams it in chunks: the body is counted as it arrives and never read past the limit."""
+    streams it in chunks: the body is counted as it arrives and never read past the limit. A
+    client that disconnects before its whole body has come is answered 499 (as nginx logs it):
+    nothing reaches it, but the measuring middleware counts it."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -141,8 +146,11 @@ class BodyLimit:
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
-            if message["type"] == "http.disconnect":
-                return
+            if message["type"] == "http.disconnect":  # nobody to answer: one log line, and 499 (nginx's) for /metrics
+                logger.info("%s %s: the client disconnected after %d bytes of the body",
+                            scope["method"], scope["path"], size)
+                gone = errors.error_response(499, "body: the client disconnected before sending all of it", "body")
+                return await gone(scope, receive, send)
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             more = message.get("more_body", False)
