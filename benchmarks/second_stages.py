@@ -2,28 +2,27 @@
 
     python benchmarks/second_stages.py [--max-queries N]
 
-The bi-encoder scores each query's candidates once (its cost is the latency below); the fused
-variants reuse those scores (fusion itself costs microseconds). Fusion weights were fitted on
-NFCorpus dev (benchmarks/tune_fusion.py); no test query was used to choose anything.
+Each second stage is the registry's (load_reranker), run through finerank.Reranking as a search
+runs it; the latency is its own. Fusion weights were fitted on NFCorpus dev
+(benchmarks/tune_fusion.py); no test query was used to choose anything.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
-from finerank import BM25, Document, Hit, Index, load_scorer, read_corpus, read_run
+from finerank import BM25, Document, Hit, Index, load_reranker, read_corpus, read_run
 from finerank.evaluate import load_dataset, mean_scores
-from finerank.fusion import fuse
+from finerank.pipeline import Reranking
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 PUBLISHED = {  # ../shared/datasets/README.md: BM25, and BM25 top-100 reranked by ms-marco-MiniLM-L-6-v2
     "nfcorpus": (0.325, 0.350), "scifact": (0.665, 0.688), "trec-dl-2019-passage-pool": (0.506, 0.743),
 }
-VARIANTS = {"all-minilm-l6-v2": ("rrf", 1.0), "minilm-rrf": ("rrf", 0.5), "minilm-fused": ("minmax", 0.7)}
+VARIANTS = ("all-minilm-l6-v2", "minilm-rrf", "minilm-fused")
 
 
 def candidates(name: str, dataset, documents: dict[str, Document]) -> dict[str, list[Hit]]:
@@ -39,30 +38,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-queries", type=int)
     args = parser.parse_args()
-    bi = load_scorer("all-minilm-l6-v2")
+    stages = {variant: Reranking(load_reranker(variant), top_k=100, source="BM25") for variant in VARIANTS}
     print("| set | queries | second stage | nDCG@10 | Hit@1 | Hit@3 | rerank p50 ms / query | published BM25 / MiniLM-L6 CE |")
     print("|---|---|---|---|---|---|---|---|")
     for name in PUBLISHED:
         dataset = load_dataset(DATASETS / name, "test", args.max_queries)
         documents = {d.id: d for d in read_corpus(DATASETS / name)}
         hits = candidates(name, dataset, documents)
-        scores, seconds = {}, []
-        for q, text in dataset.queries.items():
-            start = time.perf_counter()
-            scores[q] = bi.score(text, [h.document.content for h in hits[q]], raw=True)
-            seconds.append(time.perf_counter() - start)
-        p50 = 1000 * float(np.median(seconds))
-        rows = {"BM25": {q: [h.id for h in hits[q]] for q in dataset.queries}}
-        for variant, (method, weight) in VARIANTS.items():
-            rows[variant] = {}
-            for q in dataset.queries:
-                fused = fuse(method, weight, scores[q], [h.rank for h in hits[q]], [h.score for h in hits[q]])
-                rows[variant][q] = [hits[q][i].id for i in np.argsort(-fused, kind="stable")]
+        rows, cost = {"BM25": {q: [h.id for h in hits[q]] for q in dataset.queries}}, {"BM25": "–"}
+        for variant, reranking in stages.items():
+            rankings = {q: reranking.rerank(text, hits[q]) for q, text in dataset.queries.items()}
+            rows[variant] = {q: [h.id for h in r.hits] for q, r in rankings.items()}
+            cost[variant] = f"{1000 * float(np.median([r.timings['rerank'] for r in rankings.values()])):.0f}"
         published = "{:.3f} / {:.3f}".format(*PUBLISHED[name])
         for variant, run in rows.items():
             m = mean_scores(run, dataset.qrels)
-            cost = "–" if variant == "BM25" else f"{p50:.0f}"
-            print(f"| {name} | {len(dataset.queries)} | {variant} | {m['ndcg@10']:.4f} | {m['hit@1']:.3f} | {m['hit@3']:.3f} | {cost} | {published} |", flush=True)
+            print(f"| {name} | {len(dataset.queries)} | {variant} | {m['ndcg@10']:.4f} | {m['hit@1']:.3f} | {m['hit@3']:.3f} "
+                  f"| {cost[variant]} | {published} |", flush=True)
 
 
 if __name__ == "__main__":
