@@ -38,7 +38,7 @@ def onnx_plain_scorer(model: Path):
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from finerank.models._runtime import onnx_file
+    from finerank.models.files import onnx_file
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2

@@ -18,7 +18,8 @@ import numpy as np
 import openvino
 
 from finerank import read_corpus, read_queries
-from finerank.models._runtime import TextEncoder, batches, onnx_file
+from finerank.models.files import onnx_file
+from finerank.models.tokenization import batches, TextEncoder
 from finerank.registry import MODELS
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"

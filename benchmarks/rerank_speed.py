@@ -101,7 +101,7 @@ def make_scorer(engine: str, backend: str, precision: str, model: Path, threads:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        from finerank.models._runtime import onnx_file
+        from finerank.models.files import onnx_file
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

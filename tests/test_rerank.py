@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from finerank import CrossEncoder, Document, Hit, InputTooLongError, ModelError, load_reranker, load_scorer, rerank
-from finerank.models._runtime import cache_root, onnx_file
+from finerank.models.files import cache_root, onnx_file
 
 QUERY = "vitamin D supplementation reduces fractures"
 
@@ -37,9 +37,9 @@ def test_every_backend_agrees_with_torch_for_one_and_two_labels(tiny_ce, tiny_ce
 def test_auto_picks_openvino_bf16_and_one_backend_serves_threads(tiny_ce, passages):
     from concurrent.futures import ThreadPoolExecutor
 
-    from finerank.models._runtime import _cpu_has_bf16, choose_backend
+    from finerank.models.backends import choose_backend, cpu_has_bf16
 
-    assert choose_backend("auto", "auto") == ("openvino", "bf16" if _cpu_has_bf16() else "fp32")
+    assert choose_backend("auto", "auto") == ("openvino", "bf16" if cpu_has_bf16() else "fp32")
     ce = CrossEncoder(tiny_ce, backend="openvino", precision="fp32", max_length=128)
     requests = [(f"{QUERY} {i}", passages[i : i + 12]) for i in range(8)]
     alone = [ce.score(q, texts, raw=True) for q, texts in requests]
@@ -203,7 +203,7 @@ def kendall_tau(a, b):
 def test_every_fast_path_matches_the_reference_on_a_real_model(minilm_dir, passages):
     """Each backend and precision against torch fp32 on all-MiniLM-L6-v2 and real passages."""
     from finerank import BiEncoder
-    from finerank.models._runtime import BACKENDS
+    from finerank.models.backends import BACKENDS
 
     reference = BiEncoder(minilm_dir, backend="torch", precision="fp32", batch_size=64).score(QUERY, passages, raw=True)
     tolerance = {"fp32": (1e-5, 1.0), "bf16": (5e-3, 0.98), "int8": (0.05, 0.85)}  # max |cosine diff|, min Kendall tau

@@ -125,4 +125,4 @@ def test_the_library_asks_no_object_what_it_can_do():
                 "signature",
             ):
                 found.append(f"{path.relative_to(root)}:{node.lineno}")
-    assert sorted(f.split(":")[0] for f in found) == ["models/_runtime.py", "models/llm.py"], found
+    assert sorted(f.split(":")[0] for f in found) == ["models/files.py", "models/llm.py"], found

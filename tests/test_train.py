@@ -7,7 +7,7 @@ import torch
 from finerank import Index, CrossEncoder, Document, load_reranker, read_corpus, read_qrels, read_queries
 from finerank import train as training
 from finerank.cli import main
-from finerank.models._runtime import onnx_file
+from finerank.models.files import onnx_file
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_best_window_keeps_the_passage_that_matches_the_query(tiny_ce, scifact_d
     """A long positive cut at its start loses the sentence a question asks about; --best-window
     trains on the window that holds it, cut as the reranker's windows are cut."""
     from finerank.models import chunks
-    from finerank.models._runtime import TextEncoder
+    from finerank.models.tokenization import TextEncoder
 
     encoder = TextEncoder(tiny_ce, 96)
     doc = next(d.text for d in scifact_docs if len(encoder.tokenizer.encode(d.text).ids) > 300)

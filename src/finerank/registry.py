@@ -20,7 +20,8 @@ from .analysis import ANALYZERS, analyzer
 from .errors import IndexFormatError, MissingDependencyError, ModelError
 from .fusion import Fusion
 from .models import BiEncoder, CrossEncoder, Scorer
-from .models._runtime import BACKENDS, resolve_model
+from .models.backends import BACKENDS
+from .models.files import resolve_model
 from .models.llm import TEMPLATES, LLMReranker, is_causal_lm
 from .pipeline import ByLanguage, Reranker, SecondStage
 

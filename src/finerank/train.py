@@ -29,7 +29,9 @@ from .corpus import read_qrels, read_queries
 from .errors import CorpusError
 from .fusion import ranks
 from .index import Index
-from .models._runtime import TextEncoder, _cpu_has_bf16, model_inputs, onnx_file, pad, resolve_model
+from .models.backends import cpu_has_bf16
+from .models.files import model_inputs, onnx_file, resolve_model
+from .models.tokenization import pad, TextEncoder
 from .pipeline import Reranker, Reranking, second_stage
 from .retrievers import BM25
 from .types import Document, Hit
@@ -198,7 +200,7 @@ def train(groups: Sequence[Group], config: TrainConfig, *, resume: bool = False,
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and (device == "cuda" or _cpu_has_bf16()))
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and (device == "cuda" or cpu_has_bf16()))
     base = resolve_model(config.base)
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=1, hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout, ignore_mismatched_sizes=True
@@ -341,7 +343,7 @@ def latest_checkpoint(folder: Path) -> Path:
 
 def export(config: TrainConfig, result: TrainResult, data: str) -> Path:
     """Write ``config.output`` as a Hugging Face model folder (weights, config, tokenizer), its
-    ONNX export (in the user cache, see finerank.models._runtime.onnx_file) and a model card (README.md)."""
+    ONNX export (in the user cache, see finerank.models.files.onnx_file) and a model card (README.md)."""
     base = resolve_model(config.base)
     out = Path(config.output)
     model_dir = latest_checkpoint(out / "checkpoint") / "model"

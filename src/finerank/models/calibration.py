@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ._runtime import cache_root
+from .files import cache_root
 
 METHODS = ("platt", "isotonic")
 FILE = "finerank-calibration.json"

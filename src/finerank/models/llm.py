@@ -24,7 +24,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputTooLongError, ModelError
-from ._runtime import TextEncoder, _load_torch_model, _torch_available, read_json, resolve_model
+from .files import load_torch_model, read_json, resolve_model, torch_available
+from .tokenization import TextEncoder
 from . import calibration, chunks
 from .base import Scorer
 from .models import sigmoid
@@ -108,13 +109,13 @@ class LLMReranker(Scorer):
         if max_chunks_per_doc < 1 or chunk_overlap < 0:
             raise ValueError(f"max_chunks_per_doc must be at least 1 and chunk_overlap at least 0, got {max_chunks_per_doc} and {chunk_overlap}")
         chunks.check_pool(chunk_pool)
-        if not _torch_available():
+        if not torch_available():
             from ..errors import MissingDependencyError
 
             raise MissingDependencyError("torch (with transformers)", "torch")
         import torch
 
-        from ._runtime import _cpu_has_bf16
+        from .backends import cpu_has_bf16
 
         if threads:
             torch.set_num_threads(threads)
@@ -124,14 +125,14 @@ class LLMReranker(Scorer):
         self.template_name = template_for(self.model_dir, self.name, template)
         self.template = TEMPLATES[self.template_name]
         self.instruction = instruction if instruction is not None else self.template.default_instruction
-        self.precision = ("bf16" if _cpu_has_bf16() else "fp32") if precision == "auto" else precision
+        self.precision = ("bf16" if cpu_has_bf16() else "fp32") if precision == "auto" else precision
         self.backend_name, self.batch_size, self.max_batch_tokens = "torch", batch_size, max_batch_tokens
         self.reuse_prefix = reuse_prefix
         self.encoder = TextEncoder(self.model_dir, max_length)
         self.config = read_json(self.model_dir / "config.json")
         tok = self.encoder.tokenizer
         self.answer_ids = [self._single_token(t) for t in (self.template.no, self.template.yes) if t is not None]
-        model = _load_torch_model(self.model_dir, "causal-lm")
+        model = load_torch_model(self.model_dir, "causal-lm")
         self.decoder = model.base_model  # the transformer without its output projection
         parameters = inspect.signature(self.decoder.forward).parameters
         self._cache_arg = next((n for n in ("cache", "past_key_values") if n in parameters), None)  # transformers 5 / 4

@@ -13,7 +13,9 @@ import numpy as np
 from ..errors import ModelError
 from . import calibration, chunks, tuning
 from .base import Scorer
-from ._runtime import BACKENDS, TextEncoder, choose_backend, read_json, resolve_model, run_batches
+from .backends import BACKENDS, choose_backend
+from .files import read_json, resolve_model
+from .tokenization import run_batches, TextEncoder
 
 logger = logging.getLogger(__name__)
 

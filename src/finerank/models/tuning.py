@@ -7,7 +7,7 @@ or onnxruntime int8 on another; docs/performance.md), so a fixed order is wrong 
 installed backend x precision scores one sample request (a query and 24 passages, most of 115
 to 200 words, English and Chinese) after a warm-up; the fastest whose Kendall tau with the fp32
 reference is at least :data:`MIN_TAU` wins. ``FINERANK_AUTOTUNE=0`` skips the measurement and
-takes the fixed rule of :func:`~finerank.models._runtime.choose_backend`.
+takes the fixed rule of :func:`~finerank.models.backends.choose_backend`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .._storage import replaced
-from ._runtime import BACKENDS, _cache_dir, _weights_mtime, choose_backend
+from .backends import BACKENDS, choose_backend
+from .files import cache_dir, weights_mtime
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def _file(scorer, threads: int | None) -> Path:
     versions = {name: _version(name) for name in ("openvino", "onnxruntime", "torch", "transformers")}
     key = hashlib.sha256(repr((cpu_key(threads), scorer.head, scorer.reading_key, scorer.batch_size, scorer.max_batch_tokens,
                                sorted(versions.items()), TUNING_VERSION)).encode()).hexdigest()[:12]
-    return _cache_dir(scorer.model_dir) / f"tuning-{key}.json"
+    return cache_dir(scorer.model_dir) / f"tuning-{key}.json"
 
 
 def _version(distribution: str) -> str | None:
@@ -119,7 +120,7 @@ def _version(distribution: str) -> str | None:
 def cached(scorer, threads: int | None) -> tuple[str, str] | None:
     path = _file(scorer, threads)
     try:
-        if path.stat().st_mtime >= _weights_mtime(scorer.model_dir):
+        if path.stat().st_mtime >= weights_mtime(scorer.model_dir):
             choice = json.loads(path.read_text(encoding="utf-8"))["choice"]
             if choice[0] in BACKENDS and installed(choice[0]):  # a cache shared by environments may name one not here
                 return choice[0], choice[1]

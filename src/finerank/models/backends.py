@@ -1,0 +1,109 @@
+"""The engines that run a model: openvino, torch and onnxruntime. Each takes padded numpy
+batches and returns the model's output as float32 numpy: logits for a classification head, the
+last hidden state for an encoder."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MissingDependencyError
+from .files import load_torch_model, model_inputs, onnx_file, torch_available
+
+HEADS = ("classification", "encoder")
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def choose_backend(backend: str, precision: str) -> tuple[str, str]:
+    """Resolve ``auto`` by a fixed rule: openvino when installed (its fused attention in bf16 ran
+    fastest on the machines measured, docs/performance.md), else torch, else onnxruntime; bf16 on
+    CPUs with bf16 units, else fp32. Scorers loaded with backend and precision both ``auto``
+    measure instead (:mod:`finerank.models.tuning`); this rule is what they fall back on."""
+    if backend == "auto":
+        backend = "openvino" if importlib.util.find_spec("openvino") else "torch" if torch_available() else "onnx"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} or auto")
+    if precision == "auto":
+        precision = "bf16" if "bf16" in BACKENDS[backend].precisions and cpu_has_bf16() else "fp32"
+    if precision not in BACKENDS[backend].precisions:
+        raise ValueError(f"backend {backend!r} runs {'/'.join(BACKENDS[backend].precisions)}, not {precision!r}")
+    return backend, precision
+
+
+class TorchBackend:
+    precisions = ("fp32", "bf16")
+
+    def __init__(self, model_dir: Path, head: str, precision: str = "fp32", threads: int | None = None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self.model = load_torch_model(model_dir, head)
+        self.head, self.bf16 = head, precision == "bf16"
+        self.inputs = model_inputs(self.model)
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(**{n: torch.from_numpy(feeds[n]) for n in self.inputs})
+            result = out.logits if self.head == "classification" else out.last_hidden_state
+            return result.float().numpy()
+
+
+class OnnxBackend:
+    precisions = ("fp32", "int8")
+
+    def __init__(self, model_dir: Path, head: str, precision: str = "fp32", threads: int | None = None):
+        import onnxruntime as ort
+
+        path = onnx_file(model_dir, head, precision)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or 0
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {n: feeds[n] for n in self.inputs})[0].astype(np.float32, copy=False)
+
+
+class OpenVinoBackend:
+    """OpenVINO on the ONNX export: it fuses each attention block into one kernel and runs bf16
+    on the CPU's bf16 units. One compiled model and inference request, used by one caller at a time."""
+
+    precisions = ("fp32", "bf16")
+
+    def __init__(self, model_dir: Path, head: str, precision: str = "fp32", threads: int | None = None):
+        if not importlib.util.find_spec("openvino"):
+            raise MissingDependencyError("openvino", "openvino")
+        import openvino
+
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = openvino.Core().compile_model(str(onnx_file(model_dir, head)), "CPU", config)
+        self.inputs = [i.get_any_name() for i in compiled.inputs]
+        self._output = compiled.outputs[0]
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        with self._lock:
+            result = self._request.infer({n: feeds[n] for n in self.inputs})
+            return np.array(result[self._output], dtype=np.float32)  # a copy: the request reuses its buffer
+
+
+BACKENDS = {"openvino": OpenVinoBackend, "torch": TorchBackend, "onnx": OnnxBackend}
