@@ -10,24 +10,42 @@ saturated frequency from finerank's analyzer, terms hashed to 32-bit indices wit
 Qdrant's IDF modifier supplying the inverse document frequency at query time), and ``dense``,
 the encoder's embedding (cosine). Hybrid search composes two of these with
 :class:`finerank.Hybrid`, as it does finerank's own.
+
+Filters select exactly what :func:`finerank.filters.matches` selects. Qdrant's own semantics
+differ (a number matches only a number of the same type, true is not 1, a condition holds when
+any element of an array payload does, a dot in a key walks into an object), so each condition is
+sent to Qdrant as one that lets through at least the documents finerank's would: a number as a
+range of that one value, plus true or false when it equals 1 or 0; a string as a match; None as
+is-null; a membership list as any of its elements; a range as itself, plus true or false when
+they fall in it. A metadata key is quoted, so a dot or a bracket is part of its name. Qdrant's
+hits are then checked with finerank's own ``matches`` (an array payload that merely contains the
+value is dropped there), and the search is widened until k hits pass or Qdrant has no more.
+Refused with a ValueError naming the field, as Qdrant cannot hold them exactly: ranges with
+string bounds, numbers that are not finite or reach 2**53 (Qdrant compares numbers as 64-bit
+floats), lists or objects as the values of a membership list, and keys with a double quote or
+a backslash.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 import zlib
 from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import analysis
 from .errors import MissingDependencyError
-from .filters import RANGE_OPS, validate
+from .filters import RANGE_OPS, matches, validate
 from .retrievers import _check_k
 from .types import Document, Hit
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("bm25", "dense")
+EXACT = 2**53  # numbers below it in magnitude compare in Qdrant's 64-bit floats as in Python
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _models():
@@ -64,8 +82,8 @@ def create(client, collection: str, documents: Iterable[Document], *, encoder=No
         client.delete_collection(collection)
     client.create_collection(collection, vectors_config=vectors,
                              sparse_vectors_config={"bm25": models.SparseVectorParams(modifier=models.Modifier.IDF)})
-    for start in tqdm(range(0, len(documents), batch_size), desc=f"indexing into Qdrant {collection!r}", unit=" batches",
-                      disable=not show_progress):
+    batches = range(0, len(documents), batch_size)
+    for start in tqdm(batches, desc=f"indexing into Qdrant {collection!r}", unit=" batches", disable=not show_progress):
         batch = documents[start : start + batch_size]
         dense = encoder.embed_documents([d.content for d in batch]) if encoder else None
         points = []
@@ -74,30 +92,73 @@ def create(client, collection: str, documents: Iterable[Document], *, encoder=No
             vector: dict[str, Any] = {"bm25": models.SparseVector(indices=list(weights), values=list(weights.values()))}
             if dense is not None:
                 vector["dense"] = dense[j].tolist()
-            payload = {"id": document.id, "title": document.title, "text": document.text, "metadata": dict(document.metadata)}
+            payload = {"id": document.id, "title": document.title, "text": document.text,
+                       "metadata": dict(document.metadata)}
             points.append(models.PointStruct(id=start + j, vector=vector, payload=payload))
         client.upsert(collection, points)
     return len(documents)
 
 
 def qdrant_filter(spec: Mapping[str, Any] | None):
-    """finerank's filter (:mod:`finerank.filters`) as Qdrant's: equality, membership, numeric ranges."""
+    """finerank's filter (:mod:`finerank.filters`) as a Qdrant filter that lets through at least
+    the documents finerank's does (see the module's docstring); ValueError for what it cannot."""
     if not spec:
         return None
     validate(spec)
     models = _models()
     conditions = []
     for field, condition in spec.items():
-        key = field if field in ("id", "title") else f"metadata.{field}"
+        key = _key(field)
         if isinstance(condition, Mapping):
-            if not all(isinstance(v, (int, float)) for v in condition.values()):
-                raise ValueError(f"filter on {field!r}: Qdrant's ranges are numeric; got {condition}")
-            conditions.append(models.FieldCondition(key=key, range=models.Range(**{op: condition[op] for op in RANGE_OPS if op in condition})))
-        elif isinstance(condition, list):
-            conditions.append(models.FieldCondition(key=key, match=models.MatchAny(any=condition)))
+            conditions.append(_in_range(field, key, condition))
         else:
-            conditions.append(models.FieldCondition(key=key, match=models.MatchValue(value=condition)))
+            values = condition if isinstance(condition, list) else [condition]
+            conditions.append(models.Filter(should=[c for value in values for c in _equal(field, key, value)]))
     return models.Filter(must=conditions)
+
+
+def _key(field: str) -> str:
+    """The payload path of a filter field: id and title, or a metadata key quoted unless plain."""
+    if field in ("id", "title"):
+        return field
+    if '"' in field or "\\" in field:
+        raise ValueError(f"filter on {field!r}: Qdrant cannot name a payload key with a double quote or a backslash")
+    return f"metadata.{field}" if _PLAIN_KEY.fullmatch(field) else f'metadata."{field}"'
+
+
+def _number(field: str, value) -> float:
+    if not math.isfinite(value) or abs(value) >= EXACT:
+        raise ValueError(f"filter on {field!r}: Qdrant compares exactly only finite numbers below 2**53, not {value!r}")
+    return float(value)
+
+
+def _equal(field: str, key: str, value) -> list:
+    """Conditions, any of which holds for every payload value that equals ``value`` in Python."""
+    models = _models()
+    if value is None:
+        return [models.IsNullCondition(is_null=models.PayloadField(key=key))]
+    if isinstance(value, str):
+        return [models.FieldCondition(key=key, match=models.MatchValue(value=value))]
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"filter on {field!r}: Qdrant cannot match a list or object value ({value!r})")
+    number = _number(field, value)
+    flags = [_flag(key, flag) for flag in (False, True) if flag == value]
+    return [models.FieldCondition(key=key, range=models.Range(gte=number, lte=number)), *flags]
+
+
+def _in_range(field: str, key: str, condition: Mapping[str, Any]):
+    """A range, and true or false when they fall in it (True >= 1 in Python, not in Qdrant)."""
+    models = _models()
+    if not all(isinstance(v, (int, float)) for v in condition.values()):
+        raise ValueError(f"filter on {field!r}: Qdrant's ranges are numeric; got {condition}")
+    bounds = {op: _number(field, bound) for op, bound in condition.items()}
+    flags = [_flag(key, f) for f in (False, True) if all(RANGE_OPS[op](f, bound) for op, bound in condition.items())]
+    return models.Filter(should=[models.FieldCondition(key=key, range=models.Range(**bounds)), *flags])
+
+
+def _flag(key: str, flag: bool):
+    models = _models()
+    return models.FieldCondition(key=key, match=models.MatchValue(value=flag))
 
 
 class Qdrant:
@@ -123,10 +184,22 @@ class Qdrant:
 
     def search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[Hit]:
         _check_k(k)
+        conditions = qdrant_filter(filter)
         vector = self.query(query)
-        if self.kind == "bm25" and not vector.indices:
-            return []
-        points = self.client.query_points(self.collection, query=vector, using=self.kind, limit=k, query_filter=qdrant_filter(filter),
-                                          with_payload=True).points
-        return [Hit(Document(p.payload["id"], p.payload["text"], p.payload["title"], p.payload["metadata"]), p.score, r, r)
-                for r, p in enumerate((p for p in points if p.score > 0 or self.kind == "dense"), 1)]
+        if (self.kind == "bm25" and not vector.indices) or any(c == [] for c in (filter or {}).values()):
+            return []  # no terms, or a field's value in an empty list
+        limit = k
+        while True:
+            points = self.client.query_points(self.collection, query=vector, using=self.kind, limit=limit,
+                                              query_filter=conditions, with_payload=True).points
+            found = [(_document(p.payload), p.score) for p in points]
+            found = [f for f in found if (f[1] > 0 or self.kind == "dense") and (not filter or matches(f[0], filter))]
+            if len(points) < limit or len(found) >= k:
+                break
+            logger.debug("%s: %d of %d points pass for k=%d; widening", self.name, len(found), limit, k)
+            limit *= 4
+        return [Hit(document, score, r, r) for r, (document, score) in enumerate(found[:k], 1)]
+
+
+def _document(payload: Mapping[str, Any]) -> Document:
+    return Document(payload["id"], payload["text"], payload["title"], payload["metadata"])
