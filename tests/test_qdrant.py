@@ -1,7 +1,7 @@
 """A first stage in Qdrant (its local mode, the same client API as a Qdrant cluster): BM25 in
-Qdrant ranks as finerank's own BM25 does, dense search as finerank's exact search, filters select
-what finerank's own select or are refused, the retriever returns what Qdrant's own client
-returns, and the pipeline reranks its hits."""
+Qdrant ranks as finerank's own BM25 does, dense search as finerank's exact search (documents read
+in windows too), filters select what finerank's own select or are refused, the retriever returns
+what Qdrant's own client returns, and the pipeline reranks its hits."""
 
 import re
 import sys
@@ -148,3 +148,27 @@ def test_a_filter_qdrant_cannot_hold_exactly_is_refused(cases, spec, why):
     with pytest.raises(ValueError, match=f"filter on {re.escape(repr(field))}.*{why}"):
         cases[1].search("river", 5, filter=spec)
 
+
+@pytest.fixture(scope="module", params=[0.0, 0.3], ids=["windows", "windows+whole"])
+def windowed(request, scifact_docs, tmp_path_factory):
+    # abstracts read in windows of 32 tokens (several a document), with or without the whole text as one more row;
+    # the cache lets the index and the collection share one encoding
+    documents = [replace(d, metadata={**d.metadata, "n": i}) for i, d in enumerate(scifact_docs[:40])]
+    encoder = load_encoder("all-minilm-l6-v2", max_length=64, document_window=32, whole_document=request.param,
+                           cache_size=100_000)
+    index = Index.build(documents, encoder=encoder, ann="exact")
+    assert len(index.vectors.vectors) > 5 * len(documents)
+    client = QdrantClient(path=str(tmp_path_factory.mktemp("qdrant-windows")))
+    qdrant.create(client, "windows", documents, encoder=encoder)
+    yield index, encoder, qdrant.Qdrant(client, "windows", "dense", encoder=encoder), [d.title for d in documents[:8]]
+    client.close()
+
+
+def test_dense_in_qdrant_scores_windowed_documents_as_finerank_does(windowed):
+    index, encoder, theirs = windowed[:3]
+    ours = Dense(index, encoder)
+    for title in windowed[3]:
+        for spec in (None, {"n": {"gte": 10}}):
+            expected, got = ours.search(title, 10, filter=spec), theirs.search(title, 10, filter=spec)
+            assert [h.id for h in got] == [h.id for h in expected]
+            assert [h.score for h in got] == pytest.approx([h.score for h in expected], abs=1e-4)

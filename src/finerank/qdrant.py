@@ -4,12 +4,18 @@ reranked here. The client is Qdrant's own (``qdrant-client``): a server or clust
 (``QdrantClient(url=...)``) or its local mode (``QdrantClient(path=...)``, what the tests run)
 speak the same API.
 
-A collection holds, per document, its finerank id, title, text and metadata as payload, and up
-to two vectors: ``bm25``, a sparse vector of BM25's term weights (Lucene's variant: each term's
-saturated frequency from finerank's analyzer, terms hashed to 32-bit indices with CRC-32, and
-Qdrant's IDF modifier supplying the inverse document frequency at query time), and ``dense``,
-the encoder's embedding (cosine). Hybrid search composes two of these with
-:class:`finerank.Hybrid`, as it does finerank's own.
+A collection holds one point per document: its finerank id, title, text and metadata as payload,
+and up to two vectors. ``bm25`` is a sparse vector of BM25's term weights (Lucene's variant: each
+term's saturated frequency from finerank's analyzer, terms hashed to 32-bit indices with CRC-32,
+and Qdrant's IDF modifier supplying the inverse document frequency at query time). ``dense`` is
+a multivector of the rows finerank's index stores for the document (:meth:`BiEncoder.embed_document_windows`:
+one row, or one per window of ``document_window`` tokens plus, with ``whole_document``, the whole
+text last), compared by dot product as finerank's vectors are. Qdrant's MAX_SIM gives a document
+its best row's score, which is finerank's score when there is no whole-text row. With one, the
+document's score mixes its best window and its whole text (:func:`finerank.models.chunks.pool`)
+and is at most its best row's: the documents Qdrant returns are rescored from their rows here,
+and the search is widened until the k-th beats the best row of any document not yet returned.
+Hybrid search composes two of these with :class:`finerank.Hybrid`, as it does finerank's own.
 
 Filters select exactly what :func:`finerank.filters.matches` selects. Qdrant's own semantics
 differ (a number matches only a number of the same type, true is not 1, a condition holds when
@@ -35,9 +41,12 @@ import zlib
 from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from . import analysis
 from .errors import MissingDependencyError
 from .filters import RANGE_OPS, matches, validate
+from .models import chunks
 from .retrievers import _check_k
 from .types import Document, Hit
 
@@ -69,7 +78,8 @@ def _term(token: str) -> int:
 def create(client, collection: str, documents: Iterable[Document], *, encoder=None, analyzer: str = "english",
            k1: float = 0.9, b: float = 0.4, batch_size: int = 256, show_progress: bool = False) -> int:
     """Create ``collection`` (replacing one of that name) and index ``documents`` into it: BM25
-    term weights always, dense vectors too with ``encoder``. Returns the number of documents."""
+    term weights always, with ``encoder`` also each document's rows as finerank's index stores
+    them (its windows). Returns the number of documents."""
     from tqdm.auto import tqdm
 
     models = _models()
@@ -77,7 +87,11 @@ def create(client, collection: str, documents: Iterable[Document], *, encoder=No
     analyze = analysis.analyzer(analyzer)
     tokens = [analyze(d.content) for d in documents]
     avgdl = max(1.0, sum(map(len, tokens)) / max(1, len(documents)))
-    vectors = {"dense": models.VectorParams(size=encoder.dimension, distance=models.Distance.COSINE)} if encoder else {}
+    vectors = {}
+    if encoder:  # a document's rows, compared by dot product; its score, its best row's
+        rows = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+        vectors["dense"] = models.VectorParams(size=encoder.dimension, distance=models.Distance.DOT,
+                                               multivector_config=rows)
     if client.collection_exists(collection):
         client.delete_collection(collection)
     client.create_collection(collection, vectors_config=vectors,
@@ -85,7 +99,7 @@ def create(client, collection: str, documents: Iterable[Document], *, encoder=No
     batches = range(0, len(documents), batch_size)
     for start in tqdm(batches, desc=f"indexing into Qdrant {collection!r}", unit=" batches", disable=not show_progress):
         batch = documents[start : start + batch_size]
-        dense = encoder.embed_documents([d.content for d in batch]) if encoder else None
+        dense = _rows(encoder, batch) if encoder else None
         points = []
         for j, document in enumerate(batch):
             weights = term_weights(tokens[start + j], k1=k1, b=b, avgdl=avgdl)
@@ -97,6 +111,12 @@ def create(client, collection: str, documents: Iterable[Document], *, encoder=No
             points.append(models.PointStruct(id=start + j, vector=vector, payload=payload))
         client.upsert(collection, points)
     return len(documents)
+
+
+def _rows(encoder, documents: Sequence[Document]) -> list[np.ndarray]:
+    """Per document, the rows finerank's index stores for it (:func:`finerank.index._embed`)."""
+    vectors, counts = encoder.embed_document_windows([d.content for d in documents])
+    return np.split(vectors, np.cumsum(counts)[:-1])
 
 
 def qdrant_filter(spec: Mapping[str, Any] | None):
@@ -171,14 +191,15 @@ class Qdrant:
         if kind == "dense" and encoder is None:
             raise ValueError("dense search in Qdrant needs the encoder the collection was built with")
         self.client, self.collection, self.kind, self.encoder = client, collection, kind, encoder
+        self.whole = encoder.whole_document if kind == "dense" else 0.0
         self.analyze = analysis.analyzer(analyzer)
         self.index = None
         self.name = f"qdrant({collection}, {kind}, {encoder.name if kind == 'dense' else analyzer})"
 
     def query(self, query: str):
-        """The query as Qdrant reads it: a sparse vector of term counts, or the embedding."""
+        """The query as Qdrant reads it: a sparse vector of term counts, or the embedding (one row)."""
         if self.kind == "dense":
-            return self.encoder.embed_queries([query])[0].tolist()
+            return [self.encoder.embed_queries([query])[0].tolist()]
         counts = Counter(_term(t) for t in self.analyze(query))
         return _models().SparseVector(indices=list(counts), values=[float(c) for c in counts.values()])
 
@@ -191,14 +212,26 @@ class Qdrant:
         limit = k
         while True:
             points = self.client.query_points(self.collection, query=vector, using=self.kind, limit=limit,
-                                              query_filter=conditions, with_payload=True).points
-            found = [(_document(p.payload), p.score) for p in points]
+                                              query_filter=conditions, with_payload=True,
+                                              with_vectors=[self.kind] if self.whole else False).points
+            found = [(_document(p.payload), self._score(p, vector), p.id) for p in points]
             found = [f for f in found if (f[1] > 0 or self.kind == "dense") and (not filter or matches(f[0], filter))]
-            if len(points) < limit or len(found) >= k:
+            if self.whole:
+                found.sort(key=lambda f: (-f[1], f[2]))
+            # an unreturned document scores at most the last returned one's best row
+            bound = points[-1].score if self.whole and len(points) == limit else -math.inf
+            if len(points) < limit or (len(found) >= k and found[k - 1][1] >= bound):
                 break
             logger.debug("%s: %d of %d points pass for k=%d; widening", self.name, len(found), limit, k)
             limit *= 4
-        return [Hit(document, score, r, r) for r, (document, score) in enumerate(found[:k], 1)]
+        return [Hit(document, score, r, r) for r, (document, score, _) in enumerate(found[:k], 1)]
+
+    def _score(self, point, query) -> float:
+        """The document's score: Qdrant's (its best row), or its rows pooled as finerank's index does."""
+        if not self.whole:
+            return point.score
+        rows = np.asarray(point.vector[self.kind], dtype=np.float32)
+        return float(chunks.pool(rows @ np.asarray(query[0], dtype=np.float32), [len(rows)], "max", self.whole)[0][0])
 
 
 def _document(payload: Mapping[str, Any]) -> Document:
