@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from finerank import BM25, Index, Pipeline, load_encoder, load_reranker, read_corpus
-from finerank.evaluate import load_dataset, ndcg
+from finerank.evaluate import load_dataset
+from finerank.metrics import ndcg
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MAX_LENGTH = 256

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from finerank import BM25, Dense, Fusion, Hybrid, Index, Pipeline, Scorer, SecondStage, load_encoder, load_reranker, read_corpus
-from finerank.evaluate import load_dataset, per_query, randomization_test
+from finerank.evaluate import load_dataset
+from finerank.metrics import per_query, randomization_test
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SETS = {"cmrc2018-dev-retrieval": ("train", "test"), "drcd-retrieval": ("train", "test")}

@@ -7,7 +7,7 @@ conversion leave Simplified text alone?
 Datasets: drcd-retrieval (Traditional, zh-TW Wikipedia) and cmrc2018-dev-retrieval (Simplified),
 train and test splits; choose on train, test is only reported. Every variant builds one
 ``Index`` (BM25, Lucene k1=0.9 b=0.4) per dataset and searches each judged query with
-``BM25(index).search(query, 100)``; metrics come from ``finerank.evaluate.mean_scores``.
+``BM25(index).search(query, 100)``; metrics come from ``finerank.metrics.mean_scores``.
 
 Variants:
   auto                  finerank's ``auto`` analyzer on the text as it is (the baseline)
@@ -50,7 +50,8 @@ from pathlib import Path
 from typing import Callable
 
 from finerank import BM25, Document, Index, analysis, read_corpus
-from finerank.evaluate import load_dataset, mean_scores, per_query, randomization_test
+from finerank.evaluate import load_dataset
+from finerank.metrics import mean_scores, per_query, randomization_test
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SETS = ("drcd-retrieval", "cmrc2018-dev-retrieval")

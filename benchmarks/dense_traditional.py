@@ -13,7 +13,8 @@ from pathlib import Path
 
 from finerank import BM25, Document, Index, load_encoder, read_corpus
 from finerank.analysis import _to_simplified
-from finerank.evaluate import load_dataset, mean_scores
+from finerank.evaluate import load_dataset
+from finerank.metrics import mean_scores
 from finerank.retrievers import Dense
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"

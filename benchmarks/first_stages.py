@@ -20,7 +20,7 @@ from pathlib import Path
 
 from finerank import BM25, Dense, Hybrid, Index, first_stage, load_reranker, read_corpus
 from finerank.evaluate import evaluate, load_dataset
-from finerank.retrievers import FIRST_STAGES
+from finerank.registry import FIRST_STAGES
 from finerank.registry import DEFAULT_RERANKER, load_encoder
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"

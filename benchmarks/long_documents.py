@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from finerank import BM25, CrossEncoder, Index, Pipeline, read_corpus
-from finerank.evaluate import load_dataset, mean_scores
+from finerank.evaluate import load_dataset
+from finerank.metrics import mean_scores
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

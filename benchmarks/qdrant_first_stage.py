@@ -18,7 +18,8 @@ from qdrant_client import QdrantClient
 
 from finerank import Hybrid, Index, first_stage, load_encoder, read_corpus
 from finerank import qdrant
-from finerank.evaluate import load_dataset, mean_scores
+from finerank.evaluate import load_dataset
+from finerank.metrics import mean_scores
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

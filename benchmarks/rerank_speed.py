@@ -177,7 +177,7 @@ def peak_flops(precision: str, threads: int) -> float:
 
 
 def ndcg_at_10(quality: list, scores: list, qrels: dict) -> float:
-    from finerank.evaluate import ndcg
+    from finerank.metrics import ndcg
 
     values = [ndcg([ids[i] for i in np.argsort(-s, kind="stable")], qrels[qid]) for (qid, _, ids, _), s in zip(quality, scores)]
     return float(np.mean(values)) if values else float("nan")

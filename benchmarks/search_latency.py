@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from finerank import BM25, Index, Pipeline, load_encoder, load_reranker, read_corpus
-from finerank.evaluate import load_dataset, ndcg
+from finerank.evaluate import load_dataset
+from finerank.metrics import ndcg
 from finerank.fusion import fuse
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"

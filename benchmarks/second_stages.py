@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from finerank import BM25, Document, Hit, Index, load_reranker, read_corpus, read_run
-from finerank.evaluate import load_dataset, mean_scores
+from finerank.evaluate import load_dataset
+from finerank.metrics import mean_scores
 from finerank.pipeline import Reranking
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"

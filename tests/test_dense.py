@@ -9,7 +9,7 @@ import pytest
 from finerank import BM25, Dense, Document, first_stage, Index, IndexFormatError, ModelError, read_corpus, read_qrels, read_queries
 from finerank.vectors import VectorIndex
 from finerank.errors import CorpusError, NotFoundError
-from finerank.evaluate import mean_scores
+from finerank.metrics import mean_scores
 from finerank.registry import encoder_of, load_encoder
 
 pytestmark = pytest.mark.slow
@@ -83,8 +83,8 @@ def test_bi_encoder_second_stage_reads_the_stored_vectors(datasets, vaswani, tin
     ids = [q for q in queries if q in qrels][:6]
     for stage in (BM25(vaswani), first_stage(vaswani, "hybrid")):
         pipeline, encoding = Pipeline(stage, reranker, candidates=100, top_k=10), Pipeline(stage, reranker, candidates=100, top_k=10)
-        assert pipeline._vectors is not None
-        encoding._vectors = None  # the same pipeline, encoding the candidates' texts
+        assert pipeline.reranking.stored_vectors is not None
+        encoding.reranking.stored_vectors = None  # the same pipeline, encoding the candidates' texts
         stored, encoded = {}, {}
         for q in ids:
             stored[q], encoded[q] = pipeline.search(queries[q]).hits, encoding.search(queries[q]).hits
@@ -94,9 +94,9 @@ def test_bi_encoder_second_stage_reads_the_stored_vectors(datasets, vaswani, tin
         judged = {q: qrels[q] for q in ids}
         assert abs(mean_scores(runs[0], judged)["ndcg@10"] - mean_scores(runs[1], judged)["ndcg@10"]) < 0.01
     # vectors made otherwise are not taken for this model's
-    assert Pipeline(BM25(vaswani), load_reranker("all-minilm-l6-v2", document_prefix="passage: "))._vectors is None
-    assert Pipeline(BM25(vaswani), load_reranker(tiny_ce))._vectors is None
-    assert Pipeline(BM25(Index.build(list(read_corpus(datasets / "vaswani"))[:50])), reranker)._vectors is None  # no vectors
+    assert Pipeline(BM25(vaswani), load_reranker("all-minilm-l6-v2", document_prefix="passage: ")).reranking.stored_vectors is None
+    assert Pipeline(BM25(vaswani), load_reranker(tiny_ce)).reranking.stored_vectors is None
+    assert Pipeline(BM25(Index.build(list(read_corpus(datasets / "vaswani"))[:50])), reranker).reranking.stored_vectors is None  # no vectors
     with pytest.raises(ValueError, match="one array of 384-dimensional rows"):
         reranker.scorer.score_vectors("fins", [np.zeros((3, 384), np.float32), np.zeros((1, 12), np.float32)])
 

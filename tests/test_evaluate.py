@@ -5,7 +5,7 @@ import pytest
 import pytrec_eval
 
 from finerank import BM25, Index
-from finerank.evaluate import mean_scores, ndcg, per_query
+from finerank.metrics import mean_scores, ndcg, per_query
 
 TREC = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "map@100": "map_cut_100", "mrr@10": "recip_rank"}
 
@@ -51,7 +51,8 @@ import json  # noqa: E402
 
 from finerank import CorpusError, CrossEncoder, Pipeline, load_reranker, read_corpus, read_run  # noqa: E402
 from finerank.cli import main  # noqa: E402
-from finerank.evaluate import evaluate, load_dataset, randomization_test  # noqa: E402
+from finerank.evaluate import evaluate, load_dataset  # noqa: E402
+from finerank.metrics import randomization_test
 from finerank.pipeline import Reranking, hits_of_run  # noqa: E402
 
 DL19 = "trec-dl-2019-passage-pool"

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from finerank import BM25, Document, Fusion, Hit, Index, Pipeline, SecondStage, load_reranker, load_scorer, read_corpus, rerank
-from finerank.evaluate import fit_fusion, load_dataset, mean_scores
+from finerank.evaluate import fit_fusion, load_dataset
+from finerank.metrics import mean_scores
 from finerank.fusion import fuse, minmax, ranks, rrf
 
 

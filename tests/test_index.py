@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from finerank import BM25, Index, Document, IndexFormatError, read_corpus, read_qrels, read_queries
-from finerank.evaluate import mean_scores
+from finerank.metrics import mean_scores
 from finerank.index import DocumentStore
 
 FOUR = [

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from finerank import BM25, Dense, Index, Pipeline, load_encoder, load_reranker, read_corpus
-from finerank.evaluate import load_dataset, mean_scores
+from finerank.evaluate import load_dataset
+from finerank.metrics import mean_scores
 from finerank.models import chunks
 from finerank.registry import MULTILINGUAL_ENCODER
 from finerank.vectors import VectorIndex

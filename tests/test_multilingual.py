@@ -105,7 +105,7 @@ def drcd(datasets, e5):
 def test_dense_search_reads_paragraphs_in_windows(drcd, e5):
     """Stored per 32-token window, DRCD paragraphs are found by dense search far more often than
     as one vector each (here 0.942 -> 0.968 nDCG@10; the whole DRCD train split: 0.826 -> 0.940, docs/results.md)."""
-    from finerank.evaluate import mean_scores
+    from finerank.metrics import mean_scores
 
     docs, qrels, queries, windowed = drcd
     assert e5.document_window == 32 and len(windowed.vectors.vectors) > 5 * len(docs)
@@ -121,7 +121,7 @@ def test_dense_search_reads_paragraphs_in_windows(drcd, e5):
 def test_traditional_chinese_end_to_end_on_drcd(drcd):
     """DRCD (Traditional Chinese): the default second stage reads the questions and puts the
     right paragraph first at least as often as BM25 on a slice of its train split."""
-    from finerank.evaluate import mean_scores
+    from finerank.metrics import mean_scores
 
     docs, qrels, queries, index = drcd  # the e5 second stage reads the stored vectors
     queries = dict(list(queries.items())[:30])

@@ -2,7 +2,7 @@ import pytest
 
 from finerank import (BM25, Fusion, Index, Pipeline, Ranking, Retriever, SecondStage, load_reranker, read_corpus, read_qrels, read_queries,
                       read_run, rerank)
-from finerank.evaluate import mean_scores
+from finerank.metrics import mean_scores
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from .fusion import Fusion
 from .index import Index
 from .models import BiEncoder, CrossEncoder, LLMReranker, Scorer
 from .pipeline import Pipeline, SecondStage, rerank
-from .registry import DEFAULT_RERANKER, load_encoder, load_reranker, load_scorer
-from .retrievers import BM25, Dense, Hybrid, Retriever, first_stage
+from .registry import DEFAULT_RERANKER, first_stage, load_encoder, load_reranker, load_scorer
+from .retrievers import BM25, Dense, Hybrid, Retriever
 from .types import Document, Hit, Ranking
 
 __version__ = "0.1.0"

@@ -19,8 +19,9 @@ from . import Document, Fusion, Index, Pipeline, __version__, load_reranker, rea
 from .errors import FinerankError, MissingDependencyError
 from .models import LLMReranker
 from .pipeline import ByLanguage, Reranking, SecondStage
-from .registry import ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, MODELS, MULTILINGUAL_ENCODER, encoder_for, encoder_of, load_encoder
-from .retrievers import BM25, FIRST_STAGES, first_stage
+from .registry import (ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, FIRST_STAGES, MODELS, MULTILINGUAL_ENCODER, encoder_for,
+                       encoder_of, first_stage, load_encoder)
+from .retrievers import BM25
 from .types import Hit, Ranking
 from .vectors import ANN
 
@@ -598,7 +599,9 @@ def _dev_quality(args: argparse.Namespace):
     """A function of a scorer: its mean nDCG@10 reranking BM25's top --candidates of --queries judged queries of --split."""
     import numpy as np
 
-    from .evaluate import load_dataset, ndcg
+    from .evaluate import load_dataset
+
+    from .metrics import ndcg
 
     folder = Path(args.dataset)
     data = load_dataset(folder, args.split, args.queries)

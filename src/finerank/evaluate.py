@@ -1,16 +1,10 @@
-"""Ranking metrics (pure functions, following trec_eval) and the evaluation harness that
-reports a first stage and its reranked result side by side.
-
-nDCG uses trec_eval's linear gain (the grade itself, not 2^grade - 1) and a log2(rank + 1)
-discount; the ideal ranking is built from every judged document. A document counts as
-relevant when its grade is above zero. Relevant documents missing from a ranking count as
-misses (they are never dropped), and a query with no ranking scores zero.
-"""
+"""The evaluation harness: a first stage and its reranked result side by side over a dataset's
+judged queries (metrics from :mod:`finerank.metrics`), with how candidates moved, latency and
+cost; fitting fusion and collecting judged scores for calibration."""
 
 from __future__ import annotations
 
 import functools
-import math
 import resource
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,80 +14,13 @@ import numpy as np
 
 from .corpus import read_qrels, read_queries
 from .errors import CorpusError
+from .metrics import mean_scores, means, per_query, randomization_test
 from .types import Document
 
 if TYPE_CHECKING:
     from .models import Scorer
-    from .pipeline import Pipeline, SecondStage
+    from .pipeline import Reranking, SecondStage
     from .retrievers import Retriever
-
-Qrels = Mapping[str, Mapping[str, int]]
-
-
-def ndcg(ranking: Sequence[str], judged: Mapping[str, int], k: int = 10) -> float:
-    dcg = sum(max(judged.get(d, 0), 0) / math.log2(i + 2) for i, d in enumerate(ranking[:k]))
-    ideal_gains = sorted((g for g in judged.values() if g > 0), reverse=True)[:k]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal_gains))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def reciprocal_rank(ranking: Sequence[str], judged: Mapping[str, int], k: int = 10) -> float:
-    return next((1.0 / (i + 1) for i, d in enumerate(ranking[:k]) if judged.get(d, 0) > 0), 0.0)
-
-
-def recall(ranking: Sequence[str], judged: Mapping[str, int], k: int = 100) -> float:
-    relevant = {d for d, g in judged.items() if g > 0}
-    return len(relevant.intersection(ranking[:k])) / len(relevant) if relevant else 0.0
-
-
-def average_precision(ranking: Sequence[str], judged: Mapping[str, int], k: int = 100) -> float:
-    relevant = sum(1 for g in judged.values() if g > 0)
-    found, total = 0, 0.0
-    for i, d in enumerate(ranking[:k]):
-        if judged.get(d, 0) > 0:
-            found += 1
-            total += found / (i + 1)
-    return total / relevant if relevant else 0.0
-
-
-def hit(ranking: Sequence[str], judged: Mapping[str, int], k: int = 1) -> float:
-    return float(any(judged.get(d, 0) > 0 for d in ranking[:k]))
-
-
-METRICS = {
-    "ndcg@10": lambda r, j: ndcg(r, j, 10),
-    "mrr@10": lambda r, j: reciprocal_rank(r, j, 10),
-    "recall@100": lambda r, j: recall(r, j, 100),
-    "map@100": lambda r, j: average_precision(r, j, 100),
-    "hit@1": lambda r, j: hit(r, j, 1),
-    "hit@3": lambda r, j: hit(r, j, 3),
-}
-
-
-def per_query(run: Mapping[str, Sequence[str]], qrels: Qrels) -> dict[str, dict[str, float]]:
-    """metric -> {query id -> value}, for every judged query with at least one relevant document."""
-    judged = {q: j for q, j in qrels.items() if any(g > 0 for g in j.values())}
-    return {name: {q: fn(run.get(q, ()), j) for q, j in judged.items()} for name, fn in METRICS.items()}
-
-
-def mean_scores(run: Mapping[str, Sequence[str]], qrels: Qrels) -> dict[str, float]:
-    """metric -> mean over the judged queries (see :func:`per_query`)."""
-    return _means(per_query(run, qrels))
-
-
-def randomization_test(a: Sequence[float], b: Sequence[float], trials: int = 10_000, seed: int = 0) -> float:
-    """Two-sided paired randomization (sign-flip) test of mean(b - a); returns the p-value."""
-    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-    if len(diff) == 0 or not diff.any():
-        return 1.0
-    observed = abs(diff.mean())
-    rng = np.random.default_rng(seed)
-    hits = 0
-    for start in range(0, trials, 1000):
-        signs = rng.choice((-1.0, 1.0), size=(min(1000, trials - start), len(diff)))
-        hits += int((np.abs((signs * diff).mean(axis=1)) >= observed - 1e-12).sum())
-    return (hits + 1) / (trials + 1)
-
 
 # --- the harness: first stage and reranked, side by side ---------------------------------------
 
@@ -287,7 +214,7 @@ def evaluate(
     return Evaluation(
         dataset=dataset.name, split=dataset.split, queries=len(dataset.queries), judged=dataset.judged, skipped=dataset.skipped,
         first_stage=name, reranker=pipeline.reranker, candidates=candidates,
-        scores={"first_stage": _means(first_per_query), "reranked": _means(reranked_per_query) if reranked_per_query else None},
+        scores={"first_stage": means(first_per_query), "reranked": means(reranked_per_query) if reranked_per_query else None},
         per_query={"first_stage": first_per_query, "reranked": reranked_per_query},
         p_value=randomization_test(*(list(p["ndcg@10"].values()) for p in (first_per_query, reranked_per_query))) if reranked_per_query else None,
         latency_ms={stage: _percentiles(t) for stage, t in times.items() if t},
@@ -338,7 +265,8 @@ def evaluate_folder(
     from .corpus import read_corpus, read_run
     from .index import Index
     from .registry import load_encoder
-    from .retrievers import BM25, first_stage as make_first_stage
+    from .registry import first_stage as make_first_stage
+    from .retrievers import BM25
 
     folder = Path(folder)
     dataset = load_dataset(folder, split, max_queries)
@@ -433,10 +361,6 @@ def threshold_quality(probability: np.ndarray, relevant: np.ndarray, threshold: 
     kept = probability >= threshold
     return {"precision": float(relevant[kept].mean()) if kept.any() else float("nan"),
             "recall": float(relevant[kept].sum() / max(1, relevant.sum())), "kept": float(kept.mean())}
-
-
-def _means(values: dict[str, dict[str, float]]) -> dict[str, float]:
-    return {name: float(np.mean(list(v.values()))) if v else 0.0 for name, v in values.items()}
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:

@@ -193,7 +193,8 @@ class Reranking:
         self.second = second_stage(reranker) if reranker is not None else None
         self.top_k, self.keep, self.source = top_k, keep, source
         self._lookup = vectors or (lambda scorer: None)
-        self._vectors = self._lookup(self.second.scorer) if isinstance(self.second, SecondStage) else None
+        # the index's lookup of the documents' vectors as the second stage reads them (None: it reads their texts)
+        self.stored_vectors = self._lookup(self.second.scorer) if isinstance(self.second, SecondStage) else None
         if cheap is not None and self.second is None:
             raise ValueError("a cascade's cheap stage needs a reranker after it")
         self._cheap = Reranking(cheap, top_k=keep, source=source, vectors=vectors) if cheap is not None else None
@@ -265,7 +266,7 @@ class Reranking:
     def _score(self, second: SecondStage, requests: list[tuple[str, list[Hit]]]) -> list[tuple]:
         """Per request, the raw scores of its hits and each one's best passage."""
         scorer = second.scorer
-        vectors = self._vectors if second is self.second else self._lookup(scorer)
+        vectors = self.stored_vectors if second is self.second else self._lookup(scorer)
         if vectors is not None:  # the index stores this model's reading of each document: only the query is encoded
             return [(scorer.score_vectors(q, vectors([h.id for h in hits]), raw=True), [None] * len(hits)) for q, hits in requests]
         # a long document is read in windows; fusion reads the model's raw scores

@@ -1,5 +1,6 @@
 """The one registry of named things: analyzers, inference backends, shipped models and the
-second stages built from them (a scorer, fused or not with the first stage).
+second stages built from them (a scorer, fused or not with the first stage), and the first stages
+by name (bm25, dense, hybrid).
 
 Every name here is tested (tests/test_registry.py). Models are looked up by name first;
 anything else given as a model is a local Hugging Face directory or a hub id.
@@ -24,6 +25,7 @@ from .models.backends import BACKENDS
 from .models.files import resolve_model
 from .models.llm import TEMPLATES, LLMReranker, is_causal_lm
 from .pipeline import ByLanguage, Reranker, SecondStage
+from .retrievers import BM25, Dense, Hybrid, Retriever
 
 if TYPE_CHECKING:
     from .index import Index
@@ -236,7 +238,23 @@ def encoder_of(index: "Index") -> BiEncoder:
                         document_window=spec.get("window", 0), whole_document=spec.get("whole", 0.0))
 
 
+FIRST_STAGES = ("bm25", "dense", "hybrid")
+
+
+def first_stage(index: "Index", kind: str = "bm25", encoder: "BiEncoder | None" = None) -> Retriever:
+    """``bm25``, ``dense`` or ``hybrid`` (min-max, equal weights) over ``index``; dense and
+    hybrid embed queries with ``encoder`` (default: the one the index was built with)."""
+    if kind not in FIRST_STAGES:
+        raise ValueError(f"unknown first stage {kind!r}; choose one of {', '.join(FIRST_STAGES)}")
+    if kind == "bm25":
+        return BM25(index)
+    if encoder is None:
+        encoder = encoder_of(index)
+    dense = Dense(index, encoder)
+    return dense if kind == "dense" else Hybrid(BM25(index), dense)
+
+
 __all__ = [
-    "ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "KINDS", "MODELS", "MULTILINGUAL_ENCODER", "TEMPLATES", "ConvertedModel",
-    "FusedModel", "PackagedModel", "RoutedModel", "analyzer", "encoder_for", "encoder_of", "languages_of", "load_encoder", "load_reranker", "load_scorer",
+    "ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "FIRST_STAGES", "KINDS", "MODELS", "MULTILINGUAL_ENCODER", "TEMPLATES", "ConvertedModel",
+    "FusedModel", "PackagedModel", "RoutedModel", "analyzer", "encoder_for", "encoder_of", "first_stage", "languages_of", "load_encoder", "load_reranker", "load_scorer",
 ]

@@ -8,7 +8,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .evaluate import BUCKET_NAMES, METRICS, Evaluation, dropped, missed, move_matrix
+from .evaluate import BUCKET_NAMES, Evaluation, dropped, missed, move_matrix
+
+from .metrics import METRICS
 
 
 def table(ev: Evaluation) -> str:

@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from .index import Index
     from .models import BiEncoder
 
-FIRST_STAGES = ("bm25", "dense", "hybrid")
-
 
 @runtime_checkable
 class Retriever(Protocol):
@@ -116,18 +114,3 @@ class Hybrid:
         fused = fusion.fuse_lists([[(h.id, h.score) for h in hits] for hits in lists], (1 - self.weight, self.weight), self.method)
         order = sorted(fused, key=lambda d: -fused[d])[:k]  # stable: ties keep the first retriever's order
         return [Hit(documents[d], fused[d], r, r) for r, d in enumerate(order, 1)]
-
-
-def first_stage(index: "Index", kind: str = "bm25", encoder: "BiEncoder | None" = None) -> Retriever:
-    """``bm25``, ``dense`` or ``hybrid`` (min-max, equal weights) over ``index``; dense and
-    hybrid embed queries with ``encoder`` (default: the one the index was built with)."""
-    if kind not in FIRST_STAGES:
-        raise ValueError(f"unknown first stage {kind!r}; choose one of {', '.join(FIRST_STAGES)}")
-    if kind == "bm25":
-        return BM25(index)
-    if encoder is None:
-        from .registry import encoder_of
-
-        encoder = encoder_of(index)
-    dense = Dense(index, encoder)
-    return dense if kind == "dense" else Hybrid(BM25(index), dense)

@@ -27,7 +27,7 @@ from ..models import LLMReranker, Scorer
 from .. import filters
 from ..pipeline import ByLanguage, Pipeline, Reranker, SecondStage, check_query
 from ..registry import encoder_of
-from ..retrievers import first_stage as make_first_stage
+from ..registry import first_stage as make_first_stage
 from ..types import Ranking
 from .batching import Batcher
 
