@@ -15,12 +15,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from . import Document, Fusion, Index, Pipeline, __version__, load_reranker, read_corpus, rerank
+from . import Fusion, Index, Pipeline, __version__, load_reranker, read_corpus, rerank
+from .corpus import read_documents
 from .errors import FinerankError, MissingDependencyError
 from .models import LLMReranker
-from .pipeline import ByLanguage, Reranking, SecondStage
+from .pipeline import ByLanguage
 from .registry import (ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, FIRST_STAGES, MODELS, MULTILINGUAL_ENCODER, encoder_for,
-                       encoder_of, first_stage, load_encoder)
+                       encoder_of, first_stage, load_encoder, pinned_loader)
 from .retrievers import BM25
 from .types import Hit, Ranking
 from .vectors import ANN
@@ -359,17 +360,12 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError("--ray scores a teacher's targets on the cluster: give --teacher")
     spec = MODELS.get(args.base)
     base = str(spec.locate()) if isinstance(spec, (PackagedModel, ConvertedModel)) else args.base
-    groups = []
-    for folder in args.data:
-        index = Index.build(read_corpus(folder), show_progress=not args.quiet)
-        if args.data_kind == "self":
-            groups += train.self_supervised_groups(index, group_size=args.group_size, max_documents=args.max_queries, seed=args.seed)
-        else:
-            groups += train.labelled_groups(folder, index, split=args.split, group_size=args.group_size, max_queries=args.max_queries, seed=args.seed)
+    groups = train.groups_from(args.data, args.data_kind, split=args.split, group_size=args.group_size,
+                               max_queries=args.max_queries, seed=args.seed, show_progress=not args.quiet)
     if args.teacher:
         teacher = load_reranker(args.teacher)
         groups = train.with_teacher(groups, teacher, show_progress=not args.quiet, ray_address=args.ray,
-                                    load=_pinned(args.teacher, teacher))
+                                    load=pinned_loader(args.teacher, teacher))
     config = train.TrainConfig(
         base=base, output=args.out, loss=args.loss or ("kl" if args.teacher else "listwise"), epochs=args.epochs,
         max_steps=args.max_steps, batch_groups=args.batch_groups, learning_rate=args.lr, max_length=args.max_length,
@@ -417,40 +413,23 @@ def _reranker_settings(args: argparse.Namespace) -> dict:
 
 def _loader(args: argparse.Namespace, reranker) -> functools.partial:
     """A function that loads ``reranker`` again elsewhere (a Ray worker or replica)."""
-    return _pinned(args.reranker or DEFAULT_RERANKER, reranker, kind=args.kind, **_reranker_settings(args))
-
-
-def _pinned(model: str, reranker, **options) -> functools.partial:
-    """``load_reranker(model, **options)`` with the backend and precision ``reranker`` chose
-    here pinned, so every worker scores as this process would."""
-    if isinstance(reranker, SecondStage) and reranker.scorer.backend_name is not None:
-        options.update(backend=reranker.scorer.backend_name, precision=reranker.scorer.precision)
-    return functools.partial(load_reranker, model, **options)
+    return pinned_loader(args.reranker or DEFAULT_RERANKER, reranker, kind=args.kind, **_reranker_settings(args))
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from .evaluate import judged_scores, load_dataset, threshold_quality
-    from .models import calibration
+    from .evaluate import calibrate
 
     reranker = _load(args)
     if isinstance(reranker, ByLanguage):
-        raise ValueError(f"{reranker.name} routes queries to several models: calibrate one model at a time (name it with --reranker)")
-    scorer = reranker.scorer
-    folder = Path(args.dataset)
-    first = BM25(Index.build(read_corpus(folder), show_progress=not args.quiet))
-    dataset = load_dataset(folder, args.split, args.max_queries)
-    raw, relevant = judged_scores(dataset, first, scorer, candidates=args.candidates, show_progress=not args.quiet)
-    fitted = calibration.fit(raw, relevant, args.method, fitted_on=f"{folder.name} {args.split}: {len(raw)} pairs of {len(dataset.queries)} queries, BM25 top {args.candidates}")
-    path = calibration.save(fitted, calibration.location(scorer.model_dir, scorer.calibration_key))
-    lines = [f"calibrated {scorer.name} ({args.method}) on {fitted.fitted_on}; stored in {path}"]
-    checks = [(args.split, raw, relevant)]
-    if args.check_split:
-        checks.append((args.check_split, *judged_scores(load_dataset(folder, args.check_split, args.max_queries), first, scorer,
-                                                       candidates=args.candidates, show_progress=not args.quiet)))
-    for split, scores, labels in checks:
-        q = threshold_quality(fitted(scores), labels, args.threshold)
-        lines.append(f"{split}: probability >= {args.threshold} keeps {q['kept']:.1%} of candidates, precision {q['precision']:.3f}, recall {q['recall']:.3f}")
-    print("\n".join(lines))
+        raise ValueError(f"{reranker.name} routes queries to several models: calibrate one model at a time "
+                         "(name it with --reranker)")
+    path, fitted_on, checks = calibrate(args.dataset, reranker.scorer, split=args.split, method=args.method,
+                                        candidates=args.candidates, max_queries=args.max_queries,
+                                        check_split=args.check_split, threshold=args.threshold, show_progress=not args.quiet)
+    print(f"calibrated {reranker.scorer.name} ({args.method}) on {fitted_on}; stored in {path}")
+    for split, q in checks:
+        print(f"{split}: probability >= {args.threshold} keeps {q['kept']:.1%} of candidates, "
+              f"precision {q['precision']:.3f}, recall {q['recall']:.3f}")
     return 0
 
 
@@ -508,7 +487,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _rerank(args: argparse.Namespace) -> int:
-    documents = _read_documents(args.docs)
+    documents = read_documents(args.docs)
     reranker = _load(args)
     hits = rerank(reranker, args.query, documents, args.top_k)
     if args.json:
@@ -517,31 +496,6 @@ def _rerank(args: argparse.Namespace) -> int:
         print(f"reranker: {reranker.route(args.query, required=True).scorer!r}")
         _print_hits(hits)
     return 0
-
-
-def _read_documents(source: str) -> list[Document]:
-    path = Path(source)
-    if source != "-" and path.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
-        return list(read_corpus(path))
-    raw = sys.stdin.buffer.read() if source == "-" else path.read_bytes()
-    try:
-        lines = raw.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise ValueError(f"{'stdin' if source == '-' else source}:{line}: not UTF-8 text (byte {err.start})") from None
-    if source == "-" and lines and lines[0].lstrip().startswith("{"):
-        import tempfile
-
-        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", encoding="utf-8", delete=False) as f:
-            f.write("\n".join(lines))
-        try:
-            return list(read_corpus(f.name))
-        finally:
-            Path(f.name).unlink()
-    documents = [Document(id=str(i), text=line) for i, line in enumerate(lines) if line.strip()]
-    if not documents:
-        raise ValueError(f"no documents in {'stdin' if source == '-' else source}")
-    return documents
 
 
 def _rerank_run(args: argparse.Namespace) -> int:
@@ -559,6 +513,7 @@ def _rerank_run(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    from .evaluate import dev_quality
     from .models import tuning
 
     cpu = tuning.cpu_key(args.threads)
@@ -570,7 +525,7 @@ def _doctor(args: argparse.Namespace) -> int:
     stages = reranker.stages().values() if isinstance(reranker, ByLanguage) else [reranker]
     scorers = [stage.scorer for stage in stages if stage is not None]
     record = {"cpu": cpu, "backends": installed, "models": []}
-    quality = _dev_quality(args) if args.dataset else None
+    quality = dev_quality(args.dataset, args.split, args.queries, args.candidates) if args.dataset else None
     for scorer in scorers:
         if isinstance(scorer, LLMReranker):  # torch only
             record["models"].append({"model": scorer.name, "choice": [scorer.backend_name, scorer.precision], "trials": []})
@@ -593,27 +548,6 @@ def _doctor(args: argparse.Namespace) -> int:
                 verdict += f"  nDCG@10 {t['ndcg']:.4f} ({-t['ndcg_loss']:+.4f})"
             print(f"  {t['backend']:9} {t['precision']:5} {verdict}")
     return 0
-
-
-def _dev_quality(args: argparse.Namespace):
-    """A function of a scorer: its mean nDCG@10 reranking BM25's top --candidates of --queries judged queries of --split."""
-    import numpy as np
-
-    from .evaluate import load_dataset
-
-    from .metrics import ndcg
-
-    folder = Path(args.dataset)
-    data = load_dataset(folder, args.split, args.queries)
-    bm25 = BM25(Index.build(read_corpus(folder)))
-    pools = {q: bm25.search(text, args.candidates) for q, text in data.queries.items()}
-
-    def quality(scorer) -> float:
-        reranking = Reranking(scorer, top_k=args.candidates, source="bm25")
-        rankings = reranking.rerank_many([(text, pools[q]) for q, text in data.queries.items()])
-        return float(np.mean([ndcg([h.id for h in r.hits], data.qrels[q]) for q, r in zip(data.queries, rankings)]))
-
-    return quality
 
 
 def _demo(args: argparse.Namespace) -> int:

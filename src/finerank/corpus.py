@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -146,6 +147,34 @@ def _folder_records(path: Path) -> Iterator[tuple[Path, int, object]]:
             continue
         doc_id = file.name if file == path else file.relative_to(path).as_posix()
         yield file, 0, {"_id": doc_id, "title": file.stem, "text": text, "path": str(file)}
+
+
+def read_documents(source: str) -> list[Document]:
+    """Documents to rerank from ``source``: a corpus file (JSONL, JSON, CSV, TSV), or plain text
+    with one document per line (ids 0, 1, ...); ``-`` reads standard input (JSONL when its first
+    line is a JSON object)."""
+    path = Path(source)
+    if source != "-" and path.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
+        return list(read_corpus(path))
+    raw = sys.stdin.buffer.read() if source == "-" else path.read_bytes()
+    try:
+        lines = raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise CorpusError(f"{'stdin' if source == '-' else source}:{line}: not UTF-8 text (byte {err.start})") from None
+    if source == "-" and lines and lines[0].lstrip().startswith("{"):
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", encoding="utf-8", delete=False) as f:
+            f.write("\n".join(lines))
+        try:
+            return list(read_corpus(f.name))
+        finally:
+            Path(f.name).unlink()
+    documents = [Document(id=str(i), text=line) for i, line in enumerate(lines) if line.strip()]
+    if not documents:
+        raise CorpusError(f"no documents in {'stdin' if source == '-' else source}")
+    return documents
 
 
 def read_queries(path: str | Path) -> dict[str, str]:

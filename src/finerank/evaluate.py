@@ -14,7 +14,7 @@ import numpy as np
 
 from .corpus import read_qrels, read_queries
 from .errors import CorpusError
-from .metrics import mean_scores, means, per_query, randomization_test
+from .metrics import mean_scores, means, ndcg, per_query, randomization_test
 from .types import Document
 
 if TYPE_CHECKING:
@@ -354,6 +354,51 @@ def judged_scores(dataset: Dataset, first_stage: "Retriever", scorer: "Scorer", 
                 relevant += [dataset.qrels[qid].get(h.id, 0) > 0 for h in ranking.candidates]
             bar.update(len(part))
     return np.array(raw, np.float32), np.array(relevant, bool)
+
+
+def dev_quality(folder: str | Path, split: str = "dev", max_queries: int | None = None, candidates: int = 30) -> Callable:
+    """A function of a scorer: its mean nDCG@10 reranking BM25's top ``candidates`` of the
+    dataset's judged queries of ``split`` (what backend tuning keeps a choice within)."""
+    from .corpus import read_corpus
+    from .index import Index
+    from .pipeline import Reranking
+    from .retrievers import BM25
+
+    data = load_dataset(folder, split, max_queries)
+    bm25 = BM25(Index.build(read_corpus(folder)))
+    pools = [(text, bm25.search(text, candidates)) for text in data.queries.values()]
+
+    def quality(scorer: "Scorer") -> float:
+        rankings = Reranking(scorer, top_k=candidates, source=bm25.name).rerank_many(pools)
+        return float(np.mean([ndcg([h.id for h in r.hits], data.qrels[q]) for q, r in zip(data.queries, rankings)]))
+
+    return quality
+
+
+def calibrate(folder: str | Path, scorer: "Scorer", *, split: str = "dev", method: str = "platt", candidates: int = 20,
+              max_queries: int | None = None, check_split: str | None = None, threshold: float = 0.5,
+              show_progress: bool = False) -> tuple[Path, str, list[tuple[str, dict[str, float]]]]:
+    """Fit ``scorer``'s calibration on the judged BM25 top ``candidates`` of ``split`` and store it
+    with the model (see :mod:`finerank.models.calibration`). Returns where it was stored, what it
+    was fitted on, and per split (``split``, then ``check_split``) the precision and recall of
+    keeping the candidates at or above ``threshold``."""
+    from .corpus import read_corpus
+    from .index import Index
+    from .models import calibration
+    from .retrievers import BM25
+
+    folder = Path(folder)
+    first = BM25(Index.build(read_corpus(folder), show_progress=show_progress))
+    dataset = load_dataset(folder, split, max_queries)
+    raw, relevant = judged_scores(dataset, first, scorer, candidates=candidates, show_progress=show_progress)
+    fitted_on = f"{folder.name} {split}: {len(raw)} pairs of {len(dataset.queries)} queries, BM25 top {candidates}"
+    fitted = calibration.fit(raw, relevant, method, fitted_on=fitted_on)
+    path = calibration.save(fitted, calibration.location(scorer.model_dir, scorer.calibration_key))
+    checks = [(split, raw, relevant)]
+    if check_split:
+        checks.append((check_split, *judged_scores(load_dataset(folder, check_split, max_queries), first, scorer,
+                                                   candidates=candidates, show_progress=show_progress)))
+    return path, fitted_on, [(name, threshold_quality(fitted(scores), labels, threshold)) for name, scores, labels in checks]
 
 
 def threshold_quality(probability: np.ndarray, relevant: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

@@ -8,6 +8,7 @@ anything else given as a model is a local Hugging Face directory or a hub id.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -229,6 +230,15 @@ def encoder_for(texts) -> str:
     return DEFAULT_ENCODER
 
 
+def pinned_loader(model: str, reranker: Reranker, **options) -> functools.partial:
+    """``load_reranker(model, **options)`` with the backend and precision ``reranker`` chose here
+    pinned: what a Ray worker or replica calls to load the same reranker, so it scores as this
+    process would."""
+    if isinstance(reranker, SecondStage) and reranker.scorer.backend_name is not None:
+        options.update(backend=reranker.scorer.backend_name, precision=reranker.scorer.precision)
+    return functools.partial(load_reranker, model, **options)
+
+
 def encoder_of(index: "Index") -> BiEncoder:
     """The encoder the index's vectors were made with (its name, prefixes and max_length)."""
     spec = index.params.get("dense")
@@ -256,5 +266,5 @@ def first_stage(index: "Index", kind: str = "bm25", encoder: "BiEncoder | None" 
 
 __all__ = [
     "ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "FIRST_STAGES", "KINDS", "MODELS", "MULTILINGUAL_ENCODER", "TEMPLATES", "ConvertedModel",
-    "FusedModel", "PackagedModel", "RoutedModel", "analyzer", "encoder_for", "encoder_of", "first_stage", "languages_of", "load_encoder", "load_reranker", "load_scorer",
+    "FusedModel", "PackagedModel", "RoutedModel", "analyzer", "encoder_for", "encoder_of", "first_stage", "languages_of", "load_encoder", "load_reranker", "load_scorer", "pinned_loader",
 ]

@@ -111,6 +111,25 @@ def self_supervised_groups(index: Index, *, group_size: int = 8, max_documents: 
     return groups
 
 
+def groups_from(folders: Sequence[str | Path], kind: str = "labelled", *, split: str = "train", group_size: int = 8,
+                max_queries: int | None = None, seed: int = 0, show_progress: bool = False) -> list[Group]:
+    """Training groups from each dataset folder in turn: ``labelled`` from its judged queries of
+    ``split`` (:func:`labelled_groups`), ``self`` from its documents alone (:func:`self_supervised_groups`,
+    ``max_queries`` documents at most)."""
+    from .corpus import read_corpus
+
+    if kind not in ("labelled", "self"):
+        raise ValueError(f"unknown kind of training data {kind!r}; choose labelled or self")
+    groups = []
+    for folder in folders:
+        index = Index.build(read_corpus(folder), show_progress=show_progress)
+        if kind == "self":
+            groups += self_supervised_groups(index, group_size=group_size, max_documents=max_queries, seed=seed)
+        else:
+            groups += labelled_groups(folder, index, split=split, group_size=group_size, max_queries=max_queries, seed=seed)
+    return groups
+
+
 def with_teacher(groups: Sequence[Group], teacher: Reranker, *, show_progress: bool = False, ray_address: str | None = None,
                  load: Callable | None = None, chunk: int = 64) -> list[Group]:
     """The same groups with the teacher's raw scores as targets (for ``loss="kl"``). A fused
