@@ -85,7 +85,7 @@ def models(tmp_path_factory, minilm_dir, xlmr_tokenizer, cache):
     return {arch: build(arch, root, minilm_dir, xlmr_tokenizer) for arch in ("bert", "xlm-roberta", "modernbert")}
 
 
-@pytest.mark.parametrize("arch", ["bert", "xlm-roberta", "modernbert"])
+@pytest.mark.parametrize("arch", ["bert", pytest.param("xlm-roberta", marks=pytest.mark.slow), "modernbert"])
 def test_every_backend_scores_as_transformers_does(models, arch):
     folder = models[arch]
     pairs = CrossEncoder(folder, backend="torch", precision="fp32").encoder.pairs(QUERY, DOCS)
@@ -100,6 +100,7 @@ def test_every_backend_scores_as_transformers_does(models, arch):
             assert np.corrcoef(scores, expected)[0, 1] > 0.95 and np.abs(scores - expected).max() < 0.25 * np.ptp(expected), (backend, precision)
 
 
+@pytest.mark.slow
 def test_xlm_roberta_positions(tmp_path, minilm_dir, xlmr_tokenizer, cache):
     # 514 position embeddings hold 512 tokens (positions start after the padding id); a longer
     # max_length is capped there instead of indexing past the table

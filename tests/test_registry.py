@@ -29,6 +29,7 @@ def test_every_backend_runs_the_same_model(tiny_ce):
         np.testing.assert_allclose(bf16.score("query", ["a document"], raw=True), scores["torch"][:1], atol=0.1)
 
 
+@pytest.mark.slow
 def test_every_shipped_model_loads(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert registry.DEFAULT_RERANKER in registry.MODELS
