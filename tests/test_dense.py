@@ -140,6 +140,19 @@ def test_filtered_dense_search_still_returns_k(vaswani, encoder):
     assert [h.id for h in hits][:10] == [h.id for h in unfiltered][:10]
 
 
+
+def test_a_filter_reads_each_document_once_not_per_query(vaswani, encoder, monkeypatch):
+    index = Index.build(list(vaswani.documents)[:300], encoder=encoder)
+    dense, reads, wanted = Dense(index, encoder), [], {"id": [d.id for d in list(vaswani.documents)[:300:3]]}
+    line = type(index.documents).line
+    monkeypatch.setattr(type(index.documents), "line", lambda store, i: reads.append(i) or line(store, i))
+    first = dense.search("dielectric constants", 5, filter=wanted)
+    assert len(first) == 5 and len(reads) >= 300
+    reads.clear()
+    again, read_again = dense.search("dielectric constants", 5, filter=wanted), len(reads)
+    assert read_again <= 5 and again == first  # at most the hits' documents are read again
+
+
 def test_update_adds_replaces_and_deletes_without_rebuilding(tmp_path, small, scifact_docs, encoder):
     path = tmp_path / "idx"
     small.save(path)

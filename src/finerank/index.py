@@ -156,6 +156,7 @@ class Index:
         self.per_language = self.analyzer in (analysis.ANALYZERS[n] for n in analysis.PER_LANGUAGE)
         self.generation = generation
         self._base: tuple[Path, str] | None = None  # (folder, generation) this index was loaded from or derives from (see save)
+        self._filterable: list[Document | None] = [None] * len(documents)  # what filters read, parsed once (see allowed)
 
     @classmethod
     def build(
@@ -344,9 +345,12 @@ class Index:
         if not filter:
             return None
         filters.validate(filter)
-        mask = np.zeros(len(self), dtype=bool)
-        for i in range(len(self)) if among is None else among:
-            mask[i] = filters.matches(self.documents[int(i)], filter)
+        mask, fields = np.zeros(len(self), dtype=bool), self._filterable
+        for i in range(len(self)) if among is None else map(int, among):
+            if fields[i] is None:  # a document's id, title and metadata, read once (not its text, not per query)
+                document = self.documents[i]
+                fields[i] = Document(document.id, "", document.title, document.metadata)
+            mask[i] = filters.matches(fields[i], filter)
         return mask
 
     def vectors_of(self, ids: Sequence[str]) -> list[np.ndarray]:
