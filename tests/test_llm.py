@@ -3,6 +3,7 @@ code of the model cards, on random-weight models built from their configs (Qwen3
 Qwen3-Reranker, Gemma as in bge-reranker-v2-gemma) with a real tokenizer and the templates'
 special tokens added."""
 
+import dataclasses
 import json
 import shutil
 
@@ -108,7 +109,7 @@ def test_the_shared_head_is_computed_once_per_query(qwen3):
     assert [b[1] for b in batches] == [w[1] - first[1] for w in fed]  # then only what follows the head
 
 
-def test_a_long_document_is_cut_never_the_template(qwen3):
+def test_a_long_document_is_cut_never_the_template(qwen3, monkeypatch):
     reranker = LLMReranker(qwen3, precision="fp32", max_length=96)
     tok = reranker.encoder.tokenizer
     tail = tok.encode(TEMPLATES["qwen3-reranker"].tail[0], add_special_tokens=False).ids
@@ -117,6 +118,15 @@ def test_a_long_document_is_cut_never_the_template(qwen3):
     assert len(ids) == 96 and ids[: len(head)] == head and ids[-len(tail):] == tail
     with pytest.raises(Exception, match="the query and template take"):
         reranker.inputs(QUERY * 20, ["x"])
+    # a template with text after the document keeps it whole: the document is cut before it
+    body = "<Query>: {query}\n<Document>: {document}\n<Question>: does the document answer the query?"
+    monkeypatch.setitem(TEMPLATES, "asks-after", dataclasses.replace(TEMPLATES["qwen3-reranker"], body=body))
+    asking = LLMReranker(qwen3, precision="fp32", max_length=96, template="asks-after")
+    question = tok.encode("\n<Question>: does the document answer the query?", add_special_tokens=False).ids
+    (ids,) = asking.inputs(QUERY, [DOCS[2]])
+    assert len(ids) == 96 and ids[-len(tail) - len(question) :] == question + tail
+    (short,) = asking.inputs(QUERY, ["fins"])
+    assert short[-len(tail) - len(question) :] == question + tail and len(short) < 96
 
 
 def test_a_long_document_read_in_windows_takes_its_best(qwen3):

@@ -39,8 +39,8 @@ MIN_SHARED_PREFIX = 8  # tokens; below this a request's shared head is not worth
 class Template:
     """``head`` pieces (which may hold {instruction} and {query}) and ``tail`` pieces are
     tokenized one by one, as the model's reference code does; ``body`` (with {instruction},
-    {query} and, last, {document}) is tokenized as one piece and cut from its end when it does
-    not fit."""
+    {query} and {document}) is tokenized as one piece and cut from its end when it does not fit;
+    body text after {document} is tokenized apart and kept whole (the document is cut before it)."""
 
     head: tuple[str, ...]
     body: str
@@ -176,9 +176,15 @@ class LLMReranker(Scorer):
     def inputs(self, query: str, texts: Sequence[str], instruction: str | None = None) -> list[list[int]]:
         """Token ids per text: head, body (the document cut to fit), tail."""
         head, (before, after), _ = self._head_and_body(query, instruction)
-        cut = self.max_length - len(head) - len(self._tail_ids)
-        bodies = self.encoder.tokenizer.encode_batch([before + t + after for t in texts], add_special_tokens=False)
-        return [head + b.ids[:cut] + self._tail_ids for b in bodies]
+        tok = self.encoder.tokenizer
+        if not after:  # the document ends the body (every shipped template): the body is one piece, as the model's code has it
+            bodies = tok.encode_batch([before + t for t in texts], add_special_tokens=False)
+            return [head + b.ids[: self.max_length - len(head) - len(self._tail_ids)] + self._tail_ids for b in bodies]
+        # text after the document is kept whole: the document is cut before it, never the template
+        after_ids = tok.encode(after, add_special_tokens=False).ids
+        cut = self.max_length - len(head) - len(after_ids) - len(self._tail_ids)
+        bodies = tok.encode_batch([before + t for t in texts], add_special_tokens=False)
+        return [head + b.ids[:cut] + after_ids + self._tail_ids for b in bodies]
 
     def windows(self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None) -> list[list[tuple[int, int]]]:
         """Per text, the character spans of the windows the model reads (the whole text when it
