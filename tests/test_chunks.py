@@ -53,6 +53,24 @@ def test_windows_cover_the_text_at_word_starts_and_fit(scorer, needles):
     assert scorer.windows(query, ["short"], max_chunks_per_doc=4) == [[(0, 5)]]
 
 
+def test_sentencepiece_windows_start_at_words_too():
+    """XLM-R's SentencePiece tokens carry the space before a word in their span (WordPiece's do
+    not): windows still start at words, never at a piece inside one."""
+    pytest.importorskip("semantra_multilingual")
+    from tokenizers import Tokenizer
+
+    from finerank.models.e5 import source_files
+
+    tokenizer = Tokenizer.from_file(str(source_files()[1]))
+    text = " ".join(["Interval repetition helps learners remember unbelievably many words."] * 6
+                    + ["Интервальные повторения помогают запоминать иностранные слова."] * 6)
+    (spans,) = chunks.split(tokenizer, [text], 24, 50, 8)
+    assert len(spans) > 4 and spans[-1][1] == len(text)
+    for start, end in spans:
+        assert start == 0 or text[start].isspace() or text[start - 1].isspace(), text[start - 5 : start + 10]
+        assert len(tokenizer.encode(text[start:end], add_special_tokens=False).ids) <= 24
+
+
 def test_pool():
     scores = np.array([0.1, 0.9, 0.5, 0.3, 0.2], dtype=np.float32)
     pooled, best = chunks.pool(scores, [3, 1, 1])

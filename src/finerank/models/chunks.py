@@ -64,9 +64,12 @@ def split(tokenizer, texts: Sequence[str], budget: int, max_chunks: int, overlap
 
 
 def _starts_word(text: str, previous: tuple[int, int], current: tuple[int, int]) -> bool:
-    """Whether a window may start at the token at ``current``: after a space, or at a Chinese
+    """Whether a window may start at the token at ``current``: after a space (WordPiece's tokens
+    leave it out of their spans; SentencePiece's word-initial ones begin with it), or at a Chinese
     character (Chinese has no spaces), never inside a word or after its hyphen."""
-    return current[0] > previous[1] or _CJK_CHAR.match(text[current[0]]) or _CJK_CHAR.match(text[current[0] - 1])
+    first = text[current[0]] if current[0] < len(text) else ""
+    return (current[0] > previous[1] or first.isspace() or bool(_CJK_CHAR.match(first))
+            or bool(_CJK_CHAR.match(text[current[0] - 1])))
 
 
 def pool(scores: np.ndarray, counts: Sequence[int], pool_name: str = "max", whole: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
