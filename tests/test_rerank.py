@@ -76,6 +76,21 @@ def test_scores_do_not_depend_on_batch_size_or_neighbours(ce_torch, passages, ti
     assert short_neighbours[0] == pytest.approx(reference[0], abs=1e-4)
 
 
+
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_in_bf16_neighbours_move_a_score_by_little(passages, backend):
+    """Padding to a longer neighbour changes bf16's rounding (docs/performance.md measured at
+    most 1.1e-3 on the raw score): held to 4e-3 here, on the shipped model."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    scorer = load_scorer("all-minilm-l6-v2", backend=backend, precision="bf16")
+    longest = sorted(passages, key=len)[-4:]
+    alone = np.array([scorer.score(QUERY, [p], raw=True)[0] for p in passages[:12]])
+    beside = np.array([scorer.score(QUERY, [p, *longest], raw=True)[0] for p in passages[:12]])
+    assert np.abs(scorer.score(QUERY, passages[:12], raw=True) - alone).max() < 4e-3
+    assert np.abs(beside - alone).max() < 4e-3
+
+
 def test_document_is_truncated_never_the_query(ce_torch):
     long_doc = " ".join(["fracture"] * 400)
     pair = ce_torch.encoder.pairs(QUERY, [long_doc])[0]
