@@ -94,8 +94,11 @@ def test_dense_index_update_and_first_stages(tmp_path, capsys):
     assert [h["id"] for h in json.loads(capsys.readouterr().out)["hits"]] == ["a"]
     more = tmp_path / "more.jsonl"
     more.write_text(json.dumps({"_id": "d", "text": "Sourdough needs a starter culture"}))
-    assert main(["-q", "index", "--out", str(out), "--add", str(more), "--delete", "c"]) == 0
-    assert "3 -> 3 documents" in capsys.readouterr().out
+    assert main(["index", "--out", str(out), "--add", str(more), "--delete", "c", "-q", "--json"]) == 0  # options after the command
+    assert json.loads(capsys.readouterr().out) == {"index": str(out), "before": 3, "after": 3, "added": 1, "deleted": 1}
+    assert main(["index", str(corpus), "--out", str(tmp_path / "again"), "--json", "-q"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["documents"] == 3 and built["dense"] is None
     assert main(["search", str(out), "baking sourdough loaves", "--first-stage", "dense", "--no-rerank", "--json", "--top-k", "3"]) == 0
     ids = [h["id"] for h in json.loads(capsys.readouterr().out)["hits"]]
     assert ids[0] == "d" and "c" not in ids

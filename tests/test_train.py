@@ -1,5 +1,6 @@
 import os
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -123,6 +124,10 @@ def test_cli_train(tmp_path, tiny_ce, datasets, capsys):
     card = (out / "README.md").read_text()
     assert f"data: {datasets / 'nfcorpus'} + {datasets / 'drcd-retrieval'} (labelled, split train" in card
     assert "steps: 2" in card and "## Evaluation" in card and "| ndcg@10 |" in card and "the first 3 of 300 judged queries" in card
+    assert main(["train", str(datasets / "nfcorpus"), "--base", str(tiny_ce), "--out", str(tmp_path / "again"), "--max-steps", "1",
+                 "--max-queries", "4", "--group-size", "4", "--max-length", "64", "-q", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)  # only the JSON on stdout
+    assert record["model"] == str(tmp_path / "again") and record["steps"] == 1 and record["evaluation"] is None
 
 
 def test_best_window_keeps_the_passage_that_matches_the_query(tiny_ce, scifact_docs):

@@ -86,9 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"finerank {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, errors only")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)")
+    parser.set_defaults(json=False)
+    # -q, -v and --json after the command too (their defaults stay the top level's)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars, errors only")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    add_parser = functools.partial(sub.add_parser, parents=[common])
 
-    p = sub.add_parser("index", help="build an index (BM25, and dense vectors with --dense), or update one (--add, --delete)")
+    p = add_parser("index", help="build an index (BM25, and dense vectors with --dense), or update one (--add, --delete)")
     p.add_argument("corpus", nargs="?", help="JSONL file, BEIR folder, CSV/TSV file or folder of .txt/.md files")
     p.add_argument("--out", required=True, help="index folder (written atomically)")
     p.add_argument("--analyzer", default="auto", choices=sorted(ANALYZERS))
@@ -105,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true", help="skip bad records (reported) instead of stopping")
     p.set_defaults(run_command=_index)
 
-    p = sub.add_parser("search", help="search an index: first-stage candidates, then rerank")
+    p = add_parser("search", help="search an index: first-stage candidates, then rerank")
     p.add_argument("index")
     p.add_argument("query")
     p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="dense and hybrid need an index built with --dense")
@@ -119,14 +126,14 @@ def _parser() -> argparse.ArgumentParser:
     _reranker_options(p, allow_none=True)
     p.set_defaults(run_command=_search)
 
-    p = sub.add_parser("rerank", help="rerank documents from a file or stdin against a query")
+    p = add_parser("rerank", help="rerank documents from a file or stdin against a query")
     p.add_argument("--query", required=True)
     p.add_argument("--docs", required=True, help="JSONL/CSV/TSV corpus file, a text file with one document per line, or - for stdin")
     p.add_argument("--top-k", type=_count(), default=None)
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_rerank)
 
-    p = sub.add_parser("eval", help="first stage vs reranked on a BEIR dataset: quality and cost")
+    p = add_parser("eval", help="first stage vs reranked on a BEIR dataset: quality and cost")
     p.add_argument("dataset", nargs="?", help="BEIR folder (with --all: a folder of them, default ../shared/datasets)")
     p.add_argument("--all", action="store_true", help="every dataset in the folder; writes --out")
     p.add_argument("--split", default="test")
@@ -144,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     _reranker_options(p, allow_none=True)
     p.set_defaults(run_command=_eval)
 
-    p = sub.add_parser("calibrate", help="fit a model's score -> probability of relevance on a dev split; stored with the model")
+    p = add_parser("calibrate", help="fit a model's score -> probability of relevance on a dev split; stored with the model")
     p.add_argument("dataset", help="BEIR folder with judgements for --split")
     p.add_argument("--split", default="dev", help="the split to fit on (default dev; never the one you report)")
     p.add_argument("--check-split", help="also report precision and recall at --threshold on this split")
@@ -155,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_calibrate)
 
-    p = sub.add_parser("serve", help="HTTP service: Cohere/Jina/TEI/Infinity rerank APIs and search")
+    p = add_parser("serve", help="HTTP service: Cohere/Jina/TEI/Infinity rerank APIs and search")
     p.add_argument("--index", help="an index folder to search and administer over HTTP")
     p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="first stage of /v1/search")
     p.add_argument("--host", default="127.0.0.1")
@@ -176,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_serve)
 
-    p = sub.add_parser("train", help="fine-tune a cross-encoder (labelled, self-supervised or distilled)")
+    p = add_parser("train", help="fine-tune a cross-encoder (labelled, self-supervised or distilled)")
     p.add_argument("data", nargs="+", help="BEIR folders (labelled: with qrels/<split>.tsv) or any corpora (--data-kind self); groups from each are pooled")
     p.add_argument("--out", required=True, help="output model folder (Hugging Face + ONNX + model card; checkpoints inside)")
     p.add_argument("--base", default="all-minilm-l6-v2", help="pretrained encoder: registry name, local folder or hub id")
@@ -204,7 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-queries", type=_count(), default=100, help="judged queries to evaluate (default 100)")
     p.set_defaults(run_command=_train)
 
-    p = sub.add_parser("rerank-run", help="rerank a TREC run of any size and write a TREC run (resumable: finished shards are kept)")
+    p = add_parser("rerank-run", help="rerank a TREC run of any size and write a TREC run (resumable: finished shards are kept)")
     p.add_argument("run", help="a TREC run: qid Q0 docid rank score tag")
     p.add_argument("--corpus", required=True, help="where the run's documents are (BEIR folder, JSONL/CSV/TSV)")
     p.add_argument("--queries", required=True, help="the run's queries (BEIR queries.jsonl or qid<TAB>text)")
@@ -217,7 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_rerank_run)
 
-    p = sub.add_parser("doctor", help="this CPU, the installed backends, and which backend/precision is fastest for a model here")
+    p = add_parser("doctor", help="this CPU, the installed backends, and which backend/precision is fastest for a model here")
     _reranker_options(p, allow_none=False)
     p.add_argument("--again", action="store_true", help="measure again instead of reading the cached measurement")
     p.add_argument("--threads", type=_count(), help="CPU threads to measure with (default: all)")
@@ -228,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=_count(), default=30, help="BM25 candidates per query (default 30)")
     p.set_defaults(run_command=_doctor)
 
-    p = sub.add_parser("demo", help="the idea in two examples: first-stage order beside reranked order")
+    p = add_parser("demo", help="the idea in two examples: first-stage order beside reranked order")
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_demo)
     return parser
@@ -256,7 +263,6 @@ def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
         p.add_argument("--no-rerank", action="store_true", help="first stage only")
         p.add_argument("--fuse", type=float, metavar="WEIGHT", help="fuse the model's scores min-max with the ranking before it "
                        "(the first stage's, or --cheap's), WEIGHT being the model's share, e.g. 0.5 (replaces a fused model's own fusion)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -319,8 +325,12 @@ def _serve(args: argparse.Namespace) -> int:
         return _serve_on_ray(args, limits)
     app = create_app(_load(args), index=args.index, first_stage=args.first_stage, api_key=args.api_key, limits=limits, reports=args.report)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"finerank: search page at http://{host}:{args.port}/" + (f" · evaluation page at http://{host}:{args.port}/eval" if args.report else ""),
-          file=sys.stderr, flush=True)
+    url = f"http://{host}:{args.port}/"
+    if args.json:
+        print(json.dumps({"search_page": url, "eval_page": url + "eval" if args.report else None}), flush=True)
+    else:
+        print(f"finerank: search page at {url}" + (f" · evaluation page at {url}eval" if args.report else ""), file=sys.stderr,
+              flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
     return 0
 
@@ -372,13 +382,16 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads, best_window=args.best_window,
     )
     data = " + ".join(args.data)
-    print(f"training on {len(groups)} groups of {args.group_size} from {data} ({args.data_kind}{', distilled from ' + args.teacher if args.teacher else ''})")
+    if not args.json:
+        distilled = f", distilled from {args.teacher}" if args.teacher else ""
+        print(f"training on {len(groups)} groups of {args.group_size} from {data} ({args.data_kind}{distilled})")
     try:
         result = train.train(groups, config, resume=args.resume, show_progress=not args.quiet)
     except KeyboardInterrupt:
         print(f"interrupted: the checkpoint in {args.out}/checkpoint is kept; continue with --resume", file=sys.stderr)
         return 130
     out = train.export(config, result, f"{data} ({args.data_kind}, split {args.split}, {len(groups)} groups)")
+    ev = None
     if args.eval:
         from .evaluate import evaluate_folder
         from .report import markdown, table
@@ -387,9 +400,14 @@ def _train(args: argparse.Namespace) -> int:
                              max_queries=args.eval_queries, show_progress=not args.quiet)
         with open(out / "README.md", "a", encoding="utf-8") as card:
             card.write("\n## Evaluation\n\n" + markdown(ev).replace("# ", "### ", 1))
-        print(table(ev))
-    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min ({result.pairs_per_s:.1f} pairs/s on {result.device}); "
-          f"loss {result.losses[0]:.4f} -> {sum(result.losses[-20:]) / len(result.losses[-20:]):.4f}; model in {out}")
+        if not args.json:
+            print(table(ev))
+    last = sum(result.losses[-20:]) / len(result.losses[-20:])
+    record = {"model": str(out), "groups": len(groups), "steps": result.steps, "seconds": result.seconds,
+              "pairs_per_s": result.pairs_per_s, "device": result.device, "loss": [result.losses[0], last],
+              "evaluation": ev.to_json() if ev else None}
+    _say(args, record, f"trained {result.steps} steps in {result.seconds / 60:.1f} min ({result.pairs_per_s:.1f} pairs/s on "
+                       f"{result.device}); loss {result.losses[0]:.4f} -> {last:.4f}; model in {out}")
     return 0
 
 
@@ -426,10 +444,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     path, fitted_on, checks = calibrate(args.dataset, reranker.scorer, split=args.split, method=args.method,
                                         candidates=args.candidates, max_queries=args.max_queries,
                                         check_split=args.check_split, threshold=args.threshold, show_progress=not args.quiet)
-    print(f"calibrated {reranker.scorer.name} ({args.method}) on {fitted_on}; stored in {path}")
-    for split, q in checks:
-        print(f"{split}: probability >= {args.threshold} keeps {q['kept']:.1%} of candidates, "
-              f"precision {q['precision']:.3f}, recall {q['recall']:.3f}")
+    lines = [f"calibrated {reranker.scorer.name} ({args.method}) on {fitted_on}; stored in {path}"]
+    lines += [f"{split}: probability >= {args.threshold} keeps {q['kept']:.1%} of candidates, "
+              f"precision {q['precision']:.3f}, recall {q['recall']:.3f}" for split, q in checks]
+    record = {"model": reranker.scorer.name, "method": args.method, "fitted_on": fitted_on, "stored": str(path),
+              "threshold": args.threshold, "checks": dict(checks)}
+    _say(args, record, "\n".join(lines))
     return 0
 
 
@@ -443,7 +463,8 @@ def _index(args: argparse.Namespace) -> int:
         encoder = encoder_of(index) if added and index.vectors is not None else None
         # load, change and save under the index's writer lock: concurrent updates queue, none is lost
         old, new = Index.edit(args.out, add=added, delete=deleted, encoder=encoder, show_progress=not args.quiet)
-        print(f"updated {args.out}: {len(old)} -> {len(new)} documents ({len(added)} added or replaced, {len(deleted)} deleted)")
+        _say(args, {"index": args.out, "before": len(old), "after": len(new), "added": len(added), "deleted": len(deleted)},
+             f"updated {args.out}: {len(old)} -> {len(new)} documents ({len(added)} added or replaced, {len(deleted)} deleted)")
         return 0
     if not args.corpus:
         raise ValueError("name a corpus to index (or use --add/--delete to update an index)")
@@ -460,7 +481,10 @@ def _index(args: argparse.Namespace) -> int:
         whole = " and the whole text of each longer document" if encoder.whole_document else ""
         windows = f", {len(index.vectors.vectors)} rows: windows of {encoder.document_window} tokens{whole}"
     dense = f" + {index.vectors.ann} {index.vectors.dimension}-d vectors from {encoder.name}{windows}" if encoder else ""
-    print(f"indexed {len(index)} documents into {args.out} ({BM25(index).name}{dense})")
+    record = {"index": args.out, "documents": len(index), "first_stage": BM25(index).name,
+              "dense": None if not encoder else {"model": encoder.name, "rows": len(index.vectors.vectors),
+                                                 "window": encoder.document_window, "ann": index.vectors.ann}}
+    _say(args, record, f"indexed {len(index)} documents into {args.out} ({BM25(index).name}{dense})")
     return 0
 
 
@@ -508,7 +532,7 @@ def _rerank_run(args: argparse.Namespace) -> int:
     reranker = _load(args)
     out = rerank_run(run, queries, documents, reranker, args.out, depth=args.depth, shard_size=args.shard_size, tag=args.tag,
                      show_progress=not args.quiet, ray_address=args.ray, load=_loader(args, reranker), workers=args.workers)
-    print(f"wrote {out}: {len(run)} queries, top {args.depth} reranked")
+    _say(args, {"out": str(out), "queries": len(run), "depth": args.depth}, f"wrote {out}: {len(run)} queries, top {args.depth} reranked")
     return 0
 
 
@@ -574,6 +598,11 @@ def _demo(args: argparse.Namespace) -> int:
             right = f"{b.rank}. {_snippet(b.document.text, 42)}  ({_was(b)}, score {b.score:.3f})"
             print(f"  {_pad(left, 48)}  {right}")
     return 0
+
+
+def _say(args: argparse.Namespace, record: dict, text: str) -> None:
+    """A command's result: ``record`` as JSON with --json, else ``text``."""
+    print(json.dumps(record, ensure_ascii=False, indent=2) if args.json else text)
 
 
 def _was(hit: Hit) -> str:
