@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import finerank
-from finerank import registry
+from finerank import ModelError, load_encoder, load_reranker, registry
 
 
 def test_every_analyzer_is_named_and_works():
@@ -75,3 +75,11 @@ def test_public_surface_is_sorted_and_import_is_light():
     assert all(hasattr(finerank, name) for name in finerank.__all__)
     code = "import sys, finerank; print(sorted(m for m in ('torch','onnxruntime','openvino','transformers','jieba','bm25s') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_a_mistyped_model_name_suggests_the_registered_one(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without the network: no hub id can be fetched
+    with pytest.raises(ModelError, match=r"did you mean 'all-minilm-l6-v2'.*Registered models: .*finerank train"):
+        load_reranker("all-minilm-l6")
+    with pytest.raises(ModelError, match=r"Registered models: .*Offline, pass a local model folder"):
+        load_encoder("some-org/no-such-model")

@@ -8,6 +8,7 @@ anything else given as a model is a local Hugging Face directory or a hub id.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import importlib.util
@@ -196,7 +197,7 @@ def load_scorer(model: str | os.PathLike, *, kind: str = "cross-encoder", **opti
         return KINDS[spec.kind](spec.locate(), name=str(model), **{**spec.options, **options})
     if kind not in KINDS:
         raise ModelError(f"unknown reranker kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if kind == "cross-encoder" and is_causal_lm(resolve_model(model)):  # an LLM reranker (yes/no logits)
+    if kind == "cross-encoder" and is_causal_lm(located(model)):  # an LLM reranker (yes/no logits)
         kind = "llm"
     if kind != "llm" and {"template", "instruction"} & set(options):
         raise ModelError(f"template and instruction are options of LLM rerankers; {model} is a {kind}")
@@ -212,7 +213,21 @@ def load_encoder(model: str | os.PathLike = DEFAULT_ENCODER, **options) -> BiEnc
         raise ModelError(f"{model!r} is a {spec.kind} model, not an encoder; encoders: {', '.join(n for n, m in MODELS.items() if m.kind == 'bi-encoder')}")
     if spec is not None:
         options = {**spec.options, **options}
-    return BiEncoder(spec.locate() if spec else model, name=str(model), **options)
+    return BiEncoder(spec.locate() if spec else located(model), name=str(model), **options)
+
+
+def located(model: str | os.PathLike) -> Path:
+    """The folder of a model that is not registered: a local folder or a hub id; a ModelError that
+    names the closest registered names, and what works offline, when it is neither."""
+    try:
+        return resolve_model(model)
+    except ModelError as err:
+        if Path(model).expanduser().exists():
+            raise
+        close = difflib.get_close_matches(str(model).lower(), MODELS, n=2, cutoff=0.6)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise ModelError(f"{err}. {hint}Registered models: {', '.join(MODELS)}. Offline, pass a local model folder, "
+                         "or train one: finerank train DATASET --out DIR") from None
 
 
 def encoder_for(texts) -> str:
@@ -266,5 +281,5 @@ def first_stage(index: "Index", kind: str = "bm25", encoder: "BiEncoder | None" 
 
 __all__ = [
     "ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "FIRST_STAGES", "KINDS", "MODELS", "MULTILINGUAL_ENCODER", "TEMPLATES", "ConvertedModel",
-    "FusedModel", "PackagedModel", "RoutedModel", "analyzer", "encoder_for", "encoder_of", "first_stage", "languages_of", "load_encoder", "load_reranker", "load_scorer", "pinned_loader",
+    "FusedModel", "PackagedModel", "RoutedModel", "analyzer", "encoder_for", "encoder_of", "first_stage", "languages_of", "load_encoder", "load_reranker", "load_scorer", "located", "pinned_loader",
 ]
