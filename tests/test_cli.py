@@ -106,6 +106,16 @@ def test_dense_index_update_and_first_stages(tmp_path, capsys):
     assert "unknown document id(s) 'nope'" in capsys.readouterr().err
     assert main(["search", str(out), "x", "--filter", '{"year": {"about": 3}}', "--no-rerank"]) == 1
     assert "filter on 'year'" in capsys.readouterr().err
+    # an empty result says why
+    assert main(["search", str(out), "read the csv data", "--filter", '{"lang": "en"}', "--no-rerank"]) == 0
+    assert "no results: no document has the field 'lang'" in capsys.readouterr().out
+    assert main(["search", str(out), "read the csv data", "--filter", '{"year": 1999}', "--no-rerank", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["note"] == "no document matches the filter {'year': 1999}"
+    assert main(["search", str(out), "the of and", "--no-rerank"]) == 0
+    assert "no word BM25 searches by" in capsys.readouterr().out
+    assert main(["search", str(out), "如何读取数据", "--no-rerank"]) == 0
+    printed = capsys.readouterr().out
+    assert "no word of the query is in the index" in printed and "--first-stage dense" in printed
 
 
 def test_more_bad_input_is_one_line(tmp_path, capsys, scifact_idx, monkeypatch, datasets):

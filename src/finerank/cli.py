@@ -507,6 +507,8 @@ def _search(args: argparse.Namespace) -> int:
         stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in ranking.timings.items())
         print(f"first stage: {ranking.first_stage}; reranker: {ranking.reranker or 'none'} ({stages})")
         _print_hits(ranking.hits)
+        if not ranking.hits:
+            print(f"no results: {ranking.note or 'the first stage found no candidates'}")
     return 0
 
 
@@ -643,7 +645,8 @@ def _hit_json(h: Hit) -> dict:
 
 
 def _ranking_json(r: Ranking) -> dict:
-    return {"query": r.query, "first_stage": r.first_stage, "reranker": r.reranker, "timings_ms": {k: v * 1000 for k, v in r.timings.items()}, "hits": [_hit_json(h) for h in r.hits]}
+    return {"query": r.query, "first_stage": r.first_stage, "reranker": r.reranker,
+            "timings_ms": {k: v * 1000 for k, v in r.timings.items()}, "hits": [_hit_json(h) for h in r.hits], "note": r.note}
 
 
 if __name__ == "__main__":

@@ -345,13 +345,21 @@ class Index:
         if not filter:
             return None
         filters.validate(filter)
-        mask, fields = np.zeros(len(self), dtype=bool), self._filterable
+        mask = np.zeros(len(self), dtype=bool)
         for i in range(len(self)) if among is None else map(int, among):
-            if fields[i] is None:  # a document's id, title and metadata, read once (not its text, not per query)
-                document = self.documents[i]
-                fields[i] = Document(document.id, "", document.title, document.metadata)
-            mask[i] = filters.matches(fields[i], filter)
+            mask[i] = filters.matches(self._fields(i), filter)
         return mask
+
+    def has_field(self, field: str) -> bool:
+        """Whether any document has ``field`` (``id`` and ``title`` always; else a metadata key)."""
+        return field in ("id", "title") or any(field in self._fields(i).metadata for i in range(len(self)))
+
+    def _fields(self, i: int) -> Document:
+        """Document ``i``'s id, title and metadata (not its text), read once: what filters read."""
+        if self._filterable[i] is None:
+            document = self.documents[i]
+            self._filterable[i] = Document(document.id, "", document.title, document.metadata)
+        return self._filterable[i]
 
     def vectors_of(self, ids: Sequence[str]) -> list[np.ndarray]:
         """The stored vectors of these documents: per id, the rows of its windows (one row for

@@ -9,6 +9,7 @@ on the order of the list.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -21,7 +22,7 @@ from .analysis import UNDETERMINED, language
 from .errors import FinerankError, MissingDependencyError, ModelError
 from .fusion import Fusion
 from .models import Scorer
-from .retrievers import Retriever
+from .retrievers import Retriever, why_empty
 from .types import Document, Hit, ModelScore, Ranking
 
 logger = logging.getLogger(__name__)
@@ -161,8 +162,13 @@ class Pipeline:
         k = candidates if self.second else top_k
         hits = self.first_stage.search(query, k, filter=filter) if filter else self.first_stage.search(query, k)
         timings = {"first_stage": time.perf_counter() - start}
-        return self.reranking.rerank(query, hits, top_k=top_k, timings=timings, min_score=min_score,
-                                     budget_ms=None if budget_ms is None else budget_ms - 1000 * timings["first_stage"])
+        ranking = self.reranking.rerank(query, hits, top_k=top_k, timings=timings, min_score=min_score,
+                                        budget_ms=None if budget_ms is None else budget_ms - 1000 * timings["first_stage"])
+        if ranking.hits:
+            return ranking
+        note = (why_empty(self.first_stage, query, filter) if not hits
+                else f"every candidate's model score is below min_score {min_score}")
+        return dataclasses.replace(ranking, note=note)
 
     def search_many(self, queries: Sequence[str], *, candidates: int | None = None, top_k: int | None = None) -> list[Ranking]:
         """:meth:`search` for several queries, their candidates scored in shared batches."""

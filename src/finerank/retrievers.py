@@ -114,3 +114,26 @@ class Hybrid:
         fused = fusion.fuse_lists([[(h.id, h.score) for h in hits] for hits in lists], (1 - self.weight, self.weight), self.method)
         order = sorted(fused, key=lambda d: -fused[d])[:k]  # stable: ties keep the first retriever's order
         return [Hit(documents[d], fused[d], r, r) for r, d in enumerate(order, 1)]
+
+
+def why_empty(retriever: Retriever, query: str, filter: Mapping[str, Any] | None = None) -> str | None:
+    """Why ``retriever`` found nothing for ``query``, in words a user can act on (None when no
+    reason is known): a filter field no document has, a filter nothing matches, or, for BM25, a
+    query with no word to search by or none the index holds."""
+    index = getattr(retriever, "index", None)  # a finerank Index: None for an engine outside finerank
+    if index is None:
+        return None
+    for field in filter or {}:
+        if not index.has_field(field):
+            return f"no document has the field {field!r}: check the filter's field names"
+    if filter and not index.allowed(filter).any():
+        return f"no document matches the filter {dict(filter)}"
+    if not isinstance(retriever, BM25):  # dense search (alone or in a hybrid) always finds the nearest documents
+        return None
+    terms = index.analyze_query(query)
+    if not terms:
+        return f"the query has no word BM25 searches by (analysed as {index.query_analysis(query)}: stopwords or punctuation only)"
+    if not any(t in index.bm25.vocab_dict for t in terms):
+        return (f"no word of the query is in the index (analysed as {index.query_analysis(query)}); a dense first stage "
+                "finds documents by meaning: --first-stage dense (an index built with --dense)")
+    return None

@@ -65,3 +65,4 @@ class Ranking:
     reranker: str | None = None
     candidates: tuple[Hit, ...] = ()
     model_scores: Mapping[str, ModelScore] = field(default_factory=dict)
+    note: str | None = None  # why there are no hits, when a reason is known (see finerank.retrievers.why_empty)
