@@ -6,7 +6,7 @@ handed to the :class:`~finerank.server.backend.Service`, which serves it."""
 from __future__ import annotations
 
 import errno
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import CorpusError, FinerankError, NotFoundError
 from ..index import Index

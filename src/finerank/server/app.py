@@ -11,10 +11,11 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
@@ -22,29 +23,46 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
+from ..analysis import language
 from ..errors import NotFoundError
 from ..highlight import highlight
 from ..pipeline import second_stage
-from ..analysis import language
 from ..registry import DEFAULT_RERANKER, load_reranker
 from ..types import Document, Hit
 from . import errors
 from .admin import Admin
 from .backend import InvalidRequest, Limits, Service
 from .schemas import (
-    DeleteRequest, Health, IndexChange, Info, InfinityRerankResponse, ScoreRequest, ScoreResponse, SearchRequest, SearchResponse,
+    DeleteRequest,
+    Health,
+    IndexChange,
+    InfinityRerankResponse,
+    Info,
+    ScoreRequest,
+    ScoreResponse,
+    SearchRequest,
+    SearchResponse,
     StoredDocument,
-    TEIResult, TextRerankRequest, UpsertRequest, V1RerankRequest, V1RerankResponse, V2RerankRequest, V2RerankResponse,
+    TEIResult,
+    TextRerankRequest,
+    UpsertRequest,
+    V1RerankRequest,
+    V1RerankResponse,
+    V2RerankRequest,
+    V2RerankResponse,
 )
-
 
 logger = logging.getLogger(__name__)
 
 PAGES = Path(__file__).parent / "pages"  # the search and evaluation pages: plain HTML, CSS and JavaScript, no CDN
 # the pages load only their own files (the heat map's cells are coloured by style attributes)
-PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
-                "X-Content-Type-Options": "nosniff"}
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+}
 
+
+DEFAULT_LIMITS = Limits()  # frozen, so one shared default is safe
 
 WRITES = ("/v1/documents", "/v1/documents/delete")  # the routes that change the served index
 
@@ -72,7 +90,11 @@ class RequestTimeout:
             if started:  # the answer was already under way: nothing else can be said
                 return
             write = scope["method"] not in ("GET", "HEAD") and scope["path"] in WRITES
-            said = "it was cancelled, but a write may still land: read the index before retrying" if write else "the request was cancelled"
+            said = (
+                "it was cancelled, but a write may still land: read the index before retrying"
+                if write
+                else "the request was cancelled"
+            )
             await errors.error_response(408, f"no answer within {self.seconds:g} s; {said}")(scope, receive, send)
 
 
@@ -147,8 +169,9 @@ class BodyLimit:
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":  # nobody to answer: one log line, and 499 (nginx's) for /metrics
-                logger.info("%s %s: the client disconnected after %d bytes of the body",
-                            scope["method"], scope["path"], size)
+                logger.info(
+                    "%s %s: the client disconnected after %d bytes of the body", scope["method"], scope["path"], size
+                )
                 gone = errors.error_response(499, "body: the client disconnected before sending all of it", "body")
                 return await gone(scope, receive, send)
             chunks.append(message.get("body", b""))
@@ -177,7 +200,7 @@ def create_app(
     index: str | os.PathLike | None = None,
     first_stage: str = "bm25",
     api_key: str | None = None,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     reranker_options: dict | None = None,
     reports: Sequence[str | os.PathLike] = (),
 ) -> FastAPI:
@@ -190,15 +213,23 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        model = load_reranker(reranker, **(reranker_options or {})) if isinstance(reranker, (str, os.PathLike)) else second_stage(reranker)
+        model = (
+            load_reranker(reranker, **(reranker_options or {}))
+            if isinstance(reranker, (str, os.PathLike))
+            else second_stage(reranker)
+        )
         service = await asyncio.to_thread(Service, model, index=index, first_stage=first_stage, limits=limits)
         service.start()
         app.state.service, app.state.admin = service, Admin(service)
         yield
         await service.stop()
 
-    app = FastAPI(title="finerank", version=__version__, lifespan=lifespan,
-                  description="Rerank (Cohere v1/v2, Jina, TEI, Infinity shapes) and two-stage search.")
+    app = FastAPI(
+        title="finerank",
+        version=__version__,
+        lifespan=lifespan,
+        description="Rerank (Cohere v1/v2, Jina, TEI, Infinity shapes) and two-stage search.",
+    )
     app.state.reports, app.state.api_key = loaded_reports, api_key
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
@@ -234,8 +265,12 @@ def create_app(
     @app.get("/health", response_model=Health)
     async def health(request: Request) -> Health:
         service: Service = request.app.state.service
-        return Health(status="ok", model=service.model_name, index_documents=await asyncio.to_thread(service.documents),
-                      api_key_required=api_key is not None)
+        return Health(
+            status="ok",
+            model=service.model_name,
+            index_documents=await asyncio.to_thread(service.documents),
+            api_key_required=api_key is not None,
+        )
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> str:
@@ -244,7 +279,17 @@ def create_app(
     return app
 
 
-REPORT_KEYS = {"dataset", "split", "first_stage_name", "reranker_name", "first_stage", "reranked", "per_query", "moves", "labels"}
+REPORT_KEYS = {
+    "dataset",
+    "split",
+    "first_stage_name",
+    "reranker_name",
+    "first_stage",
+    "reranked",
+    "per_query",
+    "moves",
+    "labels",
+}
 
 
 def read_reports(paths: Sequence[str | os.PathLike]) -> list[tuple[str, dict]]:
@@ -259,9 +304,12 @@ def read_reports(paths: Sequence[str | os.PathLike]) -> list[tuple[str, dict]]:
         evaluations = data if isinstance(data, list) else [data]
         for i, ev in enumerate(evaluations):
             if not isinstance(ev, dict) or not REPORT_KEYS <= set(ev):
-                raise ValueError(f"report {path}: not a `finerank eval --json` report (rerun the evaluation with this version)")
+                raise ValueError(
+                    f"report {path}: not a `finerank eval --json` report (rerun the evaluation with this version)"
+                )
             where = Path(path).name + (f" #{i + 1}" if len(evaluations) > 1 else "")
-            reports.append((f"{where}: {ev['dataset']} ({ev['split']}), {ev['first_stage_name']} → {ev['reranker_name'] or 'no reranker'}", ev))
+            pair = f"{ev['first_stage_name']} → {ev['reranker_name'] or 'no reranker'}"
+            reports.append((f"{where}: {ev['dataset']} ({ev['split']}), {pair}", ev))
     return reports
 
 
@@ -283,7 +331,14 @@ def _routes() -> APIRouter:
         service: Service = request.app.state.service
         service.check_model(body.model)
         texts = [_document_text(d, body.rank_fields, i) for i, d in enumerate(body.documents)]
-        scored = await service.rerank(body.query, texts, top_n=body.top_n, raw=body.raw_scores, max_chunks_per_doc=body.max_chunks_per_doc, instruction=body.instruction)
+        scored = await service.rerank(
+            body.query,
+            texts,
+            top_n=body.top_n,
+            raw=body.raw_scores,
+            max_chunks_per_doc=body.max_chunks_per_doc,
+            instruction=body.instruction,
+        )
         results = []
         for i in scored.order:
             result = {"index": i, "relevance_score": float(scored.scores[i])}
@@ -292,7 +347,9 @@ def _routes() -> APIRouter:
                 result["document"] = {"text": document} if isinstance(document, str) else document
             results.append(result)
         return {
-            "id": uuid.uuid4().hex, "model": service.model_name, "results": results,
+            "id": uuid.uuid4().hex,
+            "model": service.model_name,
+            "results": results,
             "meta": {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}},
             "usage": {"total_tokens": scored.tokens, "prompt_tokens": scored.tokens},
         }
@@ -301,12 +358,23 @@ def _routes() -> APIRouter:
     async def rerank_v2(body: V2RerankRequest, request: Request) -> dict:
         service: Service = request.app.state.service
         service.check_model(body.model)
-        scored = await service.rerank(body.query, body.documents, top_n=body.top_n, raw=body.raw_scores, max_tokens_per_doc=body.max_tokens_per_doc,
-                                      max_chunks_per_doc=body.max_chunks_per_doc, instruction=body.instruction)
+        scored = await service.rerank(
+            body.query,
+            body.documents,
+            top_n=body.top_n,
+            raw=body.raw_scores,
+            max_tokens_per_doc=body.max_tokens_per_doc,
+            max_chunks_per_doc=body.max_chunks_per_doc,
+            instruction=body.instruction,
+        )
         return {
             "id": uuid.uuid4().hex,
             "results": [{"index": i, "relevance_score": float(scored.scores[i])} for i in scored.order],
-            "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}, "tokens": {"input_tokens": scored.tokens}},
+            "meta": {
+                "api_version": {"version": "2"},
+                "billed_units": {"search_units": 1},
+                "tokens": {"input_tokens": scored.tokens},
+            },
         }
 
     @router.post("/score", response_model=ScoreResponse)
@@ -316,9 +384,13 @@ def _routes() -> APIRouter:
         service.check_model(body.model)
         texts = [body.text_2] if isinstance(body.text_2, str) else body.text_2
         scored = await service.rerank(body.text_1, texts, instruction=body.instruction)
-        return {"id": uuid.uuid4().hex, "created": int(time.time()), "model": service.model_name,
-                "data": [{"index": i, "score": float(v)} for i, v in enumerate(scored.scores)],
-                "usage": {"total_tokens": scored.tokens, "prompt_tokens": scored.tokens}}
+        return {
+            "id": uuid.uuid4().hex,
+            "created": int(time.time()),
+            "model": service.model_name,
+            "data": [{"index": i, "score": float(v)} for i, v in enumerate(scored.scores)],
+            "usage": {"total_tokens": scored.tokens, "prompt_tokens": scored.tokens},
+        }
 
     @router.post("/rerank", response_model=list[TEIResult] | InfinityRerankResponse, response_model_exclude_none=True)
     async def rerank_text(body: TextRerankRequest, request: Request):
@@ -327,20 +399,45 @@ def _routes() -> APIRouter:
         if (body.texts is None) == (body.documents is None):
             raise InvalidRequest("texts", "give exactly one of 'texts' (TEI) or 'documents' (Infinity)")
         texts = body.texts or body.documents
-        scored = await service.rerank(body.query, texts, top_n=body.top_n, raw=body.raw_scores, max_chunks_per_doc=body.max_chunks_per_doc, instruction=body.instruction)
+        scored = await service.rerank(
+            body.query,
+            texts,
+            top_n=body.top_n,
+            raw=body.raw_scores,
+            max_chunks_per_doc=body.max_chunks_per_doc,
+            instruction=body.instruction,
+        )
         if body.texts is not None:  # TEI: a bare list, best first
-            return [{"index": i, "score": float(scored.scores[i]), **({"text": texts[i]} if body.return_text else {})} for i in scored.order]
+            return [
+                {"index": i, "score": float(scored.scores[i]), **({"text": texts[i]} if body.return_text else {})}
+                for i in scored.order
+            ]
         return {
-            "id": uuid.uuid4().hex, "created": int(time.time()), "model": service.model_name,
-            "results": [{"index": i, "relevance_score": float(scored.scores[i]), **({"document": texts[i]} if body.return_documents else {})} for i in scored.order],
+            "id": uuid.uuid4().hex,
+            "created": int(time.time()),
+            "model": service.model_name,
+            "results": [
+                {
+                    "index": i,
+                    "relevance_score": float(scored.scores[i]),
+                    **({"document": texts[i]} if body.return_documents else {}),
+                }
+                for i in scored.order
+            ],
             "usage": {"total_tokens": scored.tokens, "prompt_tokens": scored.tokens},
         }
 
     @router.post("/v1/search", response_model=SearchResponse)
     async def search(body: SearchRequest, request: Request) -> dict:
         service: Service = request.app.state.service
-        ranking = await service.search(body.query, candidates=body.candidates, top_n=body.top_n, filter=body.filter,
-                                       rerank=body.rerank, first_stage=body.first_stage)
+        ranking = await service.search(
+            body.query,
+            candidates=body.candidates,
+            top_n=body.top_n,
+            filter=body.filter,
+            rerank=body.rerank,
+            first_stage=body.first_stage,
+        )
         analyzer = service.index.query_analyzer(body.query)  # the same in every generation of the index
 
         def shown(h: Hit) -> dict:  # what belongs to the document: the same in both lists
@@ -349,28 +446,43 @@ def _routes() -> APIRouter:
             if model and model.passage:  # the model's best window, a span of title + "\n" + text: as a span of the text
                 shift = len(h.document.title) + 1 if h.document.title else 0
                 within = (max(0, model.passage[0] - shift), max(0, model.passage[1] - shift))
-            return {"id": h.id, "document": _stored(h.document),
-                    "model_score": {"raw": model.raw, "calibrated": model.calibrated} if model else None,
-                    "highlight": asdict(highlight(h.document.text, body.query, analyzer, within=within))}
+            return {
+                "id": h.id,
+                "document": _stored(h.document),
+                "model_score": {"raw": model.raw, "calibrated": model.calibrated} if model else None,
+                "highlight": asdict(highlight(h.document.text, body.query, analyzer, within=within)),
+            }
 
         def results() -> tuple[list, list]:  # highlighting reads whole documents: off the event loop, once per document
             lists = (ranking.hits, ranking.candidates[: body.top_n])
             done = {h.id: shown(h) for hits in lists for h in hits}
-            return tuple([{**done[h.id], "score": h.score, "rank": h.rank, "original_rank": h.original_rank} for h in hits] for hits in lists)
+            return tuple(
+                [{**done[h.id], "score": h.score, "rank": h.rank, "original_rank": h.original_rank} for h in hits]
+                for hits in lists
+            )
 
         reranked, first = await asyncio.to_thread(results)
         return {
-            "query": body.query, "first_stage": ranking.first_stage, "reranker": ranking.reranker, "language": language(body.query),
+            "query": body.query,
+            "first_stage": ranking.first_stage,
+            "reranker": ranking.reranker,
+            "language": language(body.query),
             "analysis": service.index.query_analysis(body.query),
-            "results": reranked, "first_stage_results": first, "timings_ms": {k: v * 1000 for k, v in ranking.timings.items()},
+            "results": reranked,
+            "first_stage_results": first,
+            "timings_ms": {k: v * 1000 for k, v in ranking.timings.items()},
         }
 
     @router.get("/v1/info", response_model=Info)
     async def info(request: Request) -> dict:
         service: Service = request.app.state.service
-        return {"model": service.model_name, "first_stage": service.first_stage_kind if service.index_path else None,
-                "first_stages": list(service.first_stages) if service.index_path else [],
-                "index_documents": await asyncio.to_thread(service.documents), "reports": [name for name, _ in request.app.state.reports]}
+        return {
+            "model": service.model_name,
+            "first_stage": service.first_stage_kind if service.index_path else None,
+            "first_stages": list(service.first_stages) if service.index_path else [],
+            "index_documents": await asyncio.to_thread(service.documents),
+            "reports": [name for name, _ in request.app.state.reports],
+        }
 
     @router.get("/v1/reports/{number}")
     async def report(number: int, request: Request) -> dict:
@@ -402,4 +514,3 @@ def _routes() -> APIRouter:
 
 def _stored(document: Document) -> dict:
     return {"id": document.id, "title": document.title, "text": document.text, "metadata": dict(document.metadata)}
-

@@ -13,18 +13,19 @@ import logging
 import re
 import threading
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from .. import filters
 from .._storage import current
 from ..errors import FinerankError, InputTooLongError, NotFoundError
 from ..index import Index
 from ..models import LLMReranker, Scorer
-from .. import filters
 from ..pipeline import ByLanguage, Pipeline, Reranker, SecondStage, check_query
 from ..registry import encoder_of
 from ..registry import first_stage as make_first_stage
@@ -50,16 +51,24 @@ class InvalidRequest(FinerankError, ValueError):
 class Limits:
     max_documents: int = 1000  # documents per rerank request
     max_document_tokens: int = 8192  # tokens per document; longer documents are refused
-    max_document_chars: int | None = None  # refused before tokenizing (None: 12 x max_document_tokens, which no text within
+    max_document_chars: int | None = (
+        None  # refused before tokenizing (None: 12 x max_document_tokens, which no text within
+    )
     # the token limit nears: a token is 1-6 characters of real text), so a huge text costs no tokenizing
     max_body_bytes: int = 16 * 1024 * 1024
     max_candidates: int = 1000  # first-stage depth of a search request
     batch_wait_ms: float = 5.0  # how long a request may wait for others to share its batch
     max_batch_pairs: int = 256
-    request_part_pairs: int = 32  # a rerank request is scored this many texts (windows) at a time, others' between its parts
+    request_part_pairs: int = (
+        32  # a rerank request is scored this many texts (windows) at a time, others' between its parts
+    )
     max_queue: int = 64  # requests waiting to be scored; beyond this: 429
-    request_timeout_s: float | None = 60.0  # a request not answered by then is cancelled and answered 408 (None: no limit)
-    max_request_tokens: int = 131_072  # tokens a rerank request may have the model read, windows and query included; beyond: 413
+    request_timeout_s: float | None = (
+        60.0  # a request not answered by then is cancelled and answered 408 (None: no limit)
+    )
+    max_request_tokens: int = (
+        131_072  # tokens a rerank request may have the model read, windows and query included; beyond: 413
+    )
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,9 @@ class BatchedScorer(Scorer):
     def reading(self) -> dict:
         return self.scorer.reading
 
-    def windows(self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None) -> list[list[tuple[int, int]]]:
+    def windows(
+        self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None
+    ) -> list[list[tuple[int, int]]]:
         return self.scorer.windows(query, texts, max_chunks_per_doc)
 
     def pool(self, window_scores: np.ndarray, counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +110,9 @@ class BatchedScorer(Scorer):
         return self.scorer.score_vectors(query, vectors, raw=raw)
 
     def raw_scores(self, requests) -> np.ndarray:
-        futures = [asyncio.run_coroutine_threadsafe(self.batcher.score(query, texts), self.loop) for query, texts in requests]
+        futures = [
+            asyncio.run_coroutine_threadsafe(self.batcher.score(query, texts), self.loop) for query, texts in requests
+        ]
         scores = [future.result() for future in futures]
         return np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
 
@@ -125,26 +138,43 @@ class Served:
 
 
 class Service:
-    def __init__(self, reranker: Reranker, *, index: str | Path | None = None, first_stage: str = "bm25", limits: Limits = Limits()):
+    def __init__(
+        self,
+        reranker: Reranker,
+        *,
+        index: str | Path | None = None,
+        first_stage: str = "bm25",
+        limits: Limits = Limits(),
+    ):
         self.second, self.limits = reranker, limits
         self.model_name = reranker.name
         self.index_path = Path(index) if index else None
         self.first_stage_kind = first_stage
         loaded = Index.load(self.index_path) if self.index_path else None
         self.encoder = self._encoder(loaded, first_stage)
-        # the first stages a request may choose: bm25, and dense and hybrid when the index has vectors and their encoder loads
+        # the first stages a request may choose: bm25, and dense and hybrid when the index has vectors and their
+        # encoder loads
         self.first_stages = ("bm25", "dense", "hybrid") if self.encoder is not None else ("bm25",)
         if loaded is not None:
-            make_first_stage(loaded, first_stage, self.encoder)  # a first stage the index cannot serve fails now, not per request
+            make_first_stage(
+                loaded, first_stage, self.encoder
+            )  # a first stage the index cannot serve fails now, not per request
         self._loaded = loaded
         self._served: Served | None = None
         # every second stage loads now (a per-language reranker loads each language's), each
         # model with a batcher of its own
         stages = reranker.stages() if isinstance(reranker, ByLanguage) else {"*": reranker}
         self.stages = {lang: stage for lang, stage in stages.items() if stage is not None}
-        self.batchers = {id(st.scorer): Batcher(st.scorer, max_wait_ms=limits.batch_wait_ms, max_pairs=limits.max_batch_pairs,
-                                                max_queue=limits.max_queue, part_pairs=limits.request_part_pairs)
-                         for st in self.stages.values()}
+        self.batchers = {
+            id(st.scorer): Batcher(
+                st.scorer,
+                max_wait_ms=limits.batch_wait_ms,
+                max_pairs=limits.max_batch_pairs,
+                max_queue=limits.max_queue,
+                part_pairs=limits.request_part_pairs,
+            )
+            for st in self.stages.values()
+        }
         self._pool = ThreadPoolExecutor(max_workers=max(1, limits.max_queue), thread_name_prefix="finerank-search")
         self._swap = threading.Lock()
         self.requests: Counter[tuple[str, int]] = Counter()
@@ -156,10 +186,13 @@ class Service:
         loop = asyncio.get_running_loop()
         for batcher in self.batchers.values():
             batcher.start()
+
         def batched(st: SecondStage) -> SecondStage:
             return SecondStage(BatchedScorer(st.scorer, self.batchers[id(st.scorer)], loop), st.fusion, st.name)
 
-        self._batched: Reranker = self.second.mapped(batched) if isinstance(self.second, ByLanguage) else batched(self.second)
+        self._batched: Reranker = (
+            self.second.mapped(batched) if isinstance(self.second, ByLanguage) else batched(self.second)
+        )
         if self._loaded is not None:
             self._serve(self._loaded)
 
@@ -184,8 +217,11 @@ class Service:
 
     def _serve(self, index: Index) -> Served:
         stages = {kind: make_first_stage(index, kind, self.encoder) for kind in self.first_stages}
-        self._served = Served(index, {k: Pipeline(st, self._batched) for k, st in stages.items()},
-                              {k: Pipeline(st) for k, st in stages.items()})
+        self._served = Served(
+            index,
+            {k: Pipeline(st, self._batched) for k, st in stages.items()},
+            {k: Pipeline(st) for k, st in stages.items()},
+        )
         return self._served
 
     def served(self) -> Served:
@@ -225,11 +261,18 @@ class Service:
         """The model that scores a plain list for this query (per language for a routed reranker)."""
         stage = self.second.route(query)
         if stage is None:
-            raise ModelNotInstalled(f"query: no second stage for this query's language is installed on this server ({self.model_name})")
+            raise ModelNotInstalled(
+                f"query: no second stage for this query's language is installed on this server ({self.model_name})"
+            )
         return stage.scorer
 
-    def prepare(self, query: str, documents: Sequence[str], max_tokens_per_doc: int | None = None,
-                max_chunks_per_doc: int | None = None) -> tuple[list[str], int]:
+    def prepare(
+        self,
+        query: str,
+        documents: Sequence[str],
+        max_tokens_per_doc: int | None = None,
+        max_chunks_per_doc: int | None = None,
+    ) -> tuple[list[str], int]:
         """Check a rerank request against the limits; cut documents to ``max_tokens_per_doc``.
         Returns the texts to score and the number of tokens the model will read (every window
         of a document read in windows, each with the query), refused beyond ``max_request_tokens``."""
@@ -238,7 +281,9 @@ class Service:
         if not documents:
             raise InvalidRequest("documents", "must not be empty")
         if len(documents) > self.limits.max_documents:
-            raise InputTooLongError(f"documents: {len(documents)} documents; at most {self.limits.max_documents} per request", "documents")
+            raise InputTooLongError(
+                f"documents: {len(documents)} documents; at most {self.limits.max_documents} per request", "documents"
+            )
         most = self.limits.max_document_chars or 12 * self.limits.max_document_tokens
         for i, text in enumerate([query, *documents]):  # before any tokenizing: a huge text costs seconds and gigabytes
             if len(text) > most:
@@ -256,20 +301,33 @@ class Service:
         texts, tokens = [], 0
         for i, (text, n, ends) in enumerate(zip(documents, words[1:], offsets)):
             if n > self.limits.max_document_tokens:
-                raise InputTooLongError(f"documents[{i}]: {n} tokens; at most {self.limits.max_document_tokens} per document", f"documents[{i}]")
+                raise InputTooLongError(
+                    f"documents[{i}]: {n} tokens; at most {self.limits.max_document_tokens} per document",
+                    f"documents[{i}]",
+                )
             if max_tokens_per_doc is not None and n > max_tokens_per_doc:
                 text, n = text[: ends[max_tokens_per_doc - 1]], max_tokens_per_doc
             texts.append(text)
             tokens += _tokens_read(words[0], n, scorer.max_length, max_chunks_per_doc or scorer.max_chunks_per_doc)
         if tokens > self.limits.max_request_tokens:
-            raise InputTooLongError(f"documents: the model would read {tokens} tokens (windows and query included); at most "
-                                    f"{self.limits.max_request_tokens} per request: send fewer or shorter documents, or fewer windows",
-                                    "documents")
+            raise InputTooLongError(
+                f"documents: the model would read {tokens} tokens (windows and query included); at most "
+                f"{self.limits.max_request_tokens} per request: send fewer or shorter documents, or fewer windows",
+                "documents",
+            )
         return texts, tokens
 
-    async def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None, raw: bool = False,
-                     max_tokens_per_doc: int | None = None, max_chunks_per_doc: int | None = None,
-                     instruction: str | None = None) -> Scored:
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        raw: bool = False,
+        max_tokens_per_doc: int | None = None,
+        max_chunks_per_doc: int | None = None,
+        instruction: str | None = None,
+    ) -> Scored:
         """A plain list has no first stage: the model's scores alone, never fused, so a
         document's score does not depend on the order of the list. ``max_chunks_per_doc``: read
         a long document as up to that many windows (default: the model's setting)."""
@@ -281,15 +339,25 @@ class Service:
                 raise InvalidRequest("instruction", f"{self.model_name} takes no instruction (only LLM rerankers do)")
             scorer = model.instructed(instruction)
         loop = asyncio.get_running_loop()
-        scores, _ = await loop.run_in_executor(self._pool, lambda: scorer.score_passages(query, texts, raw=raw, max_chunks_per_doc=max_chunks_per_doc))
+        scores, _ = await loop.run_in_executor(
+            self._pool, lambda: scorer.score_passages(query, texts, raw=raw, max_chunks_per_doc=max_chunks_per_doc)
+        )
         self.pairs_scored += len(texts)
         order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:top_n]
         return Scored(order, scores, tokens)
 
     # --- search ------------------------------------------------------------------------------------
 
-    async def search(self, query: str, *, candidates: int, top_n: int, filter: Mapping[str, Any] | None, rerank: bool,
-                     first_stage: str | None = None) -> Ranking:
+    async def search(
+        self,
+        query: str,
+        *,
+        candidates: int,
+        top_n: int,
+        filter: Mapping[str, Any] | None,
+        rerank: bool,
+        first_stage: str | None = None,
+    ) -> Ranking:
         """``first_stage``: one of :attr:`first_stages` (default: the one the service was started with)."""
         if not query.strip():
             raise InvalidRequest("query", "must not be empty")
@@ -298,8 +366,13 @@ class Service:
                 raise InputTooLongError(f"{name}: at most {self.limits.max_candidates}", name)
         kind = first_stage or self.first_stage_kind
         if kind not in self.first_stages:
-            raise InvalidRequest("first_stage", f"{kind!r} is not served here; choose one of {', '.join(self.first_stages)}")
-        for field, check in (("query", lambda: check_query(query)), ("filter", lambda: filters.validate(filter) if filter else None)):
+            raise InvalidRequest(
+                "first_stage", f"{kind!r} is not served here; choose one of {', '.join(self.first_stages)}"
+            )
+        for field, check in (
+            ("query", lambda: check_query(query)),
+            ("filter", lambda: filters.validate(filter) if filter else None),
+        ):
             try:
                 check()
             except ValueError as err:  # what the pipeline would refuse, named by its field here
@@ -307,7 +380,8 @@ class Service:
         state = self.served()  # read once: a concurrent update swaps in a new state, this request keeps its own
         pipeline = (state.search if rerank else state.first_only)[kind]
         ranking = await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: pipeline.search(query, filter=filter, candidates=candidates, top_k=top_n))
+            self._pool, lambda: pipeline.search(query, filter=filter, candidates=candidates, top_k=top_n)
+        )
         if rerank:
             self.pairs_scored += len(ranking.candidates)
         return ranking
@@ -320,18 +394,30 @@ class Service:
 
     def metrics(self) -> str:
         """Prometheus text exposition."""
-        lines = ["# HELP finerank_requests_total HTTP requests by route and status.", "# TYPE finerank_requests_total counter"]
-        lines += [f'finerank_requests_total{{route="{r}",status="{s}"}} {n}' for (r, s), n in sorted(self.requests.items())]
-        lines += ["# HELP finerank_request_seconds_total Seconds spent answering, by route.", "# TYPE finerank_request_seconds_total counter"]
+        lines = [
+            "# HELP finerank_requests_total HTTP requests by route and status.",
+            "# TYPE finerank_requests_total counter",
+        ]
+        lines += [
+            f'finerank_requests_total{{route="{r}",status="{s}"}} {n}' for (r, s), n in sorted(self.requests.items())
+        ]
+        lines += [
+            "# HELP finerank_request_seconds_total Seconds spent answering, by route.",
+            "# TYPE finerank_request_seconds_total counter",
+        ]
         lines += [f'finerank_request_seconds_total{{route="{r}"}} {t:.6f}' for r, t in sorted(self.latency.items())]
         lines += [
-            "# HELP finerank_pairs_scored_total (query, document) pairs scored.", "# TYPE finerank_pairs_scored_total counter",
+            "# HELP finerank_pairs_scored_total (query, document) pairs scored.",
+            "# TYPE finerank_pairs_scored_total counter",
             f"finerank_pairs_scored_total {self.pairs_scored}",
-            "# HELP finerank_batches_total Scoring calls (each may hold several requests).", "# TYPE finerank_batches_total counter",
+            "# HELP finerank_batches_total Scoring calls (each may hold several requests).",
+            "# TYPE finerank_batches_total counter",
             f"finerank_batches_total {sum(b.batches for b in self.batchers.values())}",
-            "# HELP finerank_queue_depth Requests waiting to be scored.", "# TYPE finerank_queue_depth gauge",
+            "# HELP finerank_queue_depth Requests waiting to be scored.",
+            "# TYPE finerank_queue_depth gauge",
             f"finerank_queue_depth {sum(b.depth for b in self.batchers.values())}",
-            "# HELP finerank_index_documents Documents in the served index.", "# TYPE finerank_index_documents gauge",
+            "# HELP finerank_index_documents Documents in the served index.",
+            "# TYPE finerank_index_documents gauge",
             f"finerank_index_documents {self.documents() or 0}",
         ]
         return "\n".join(lines) + "\n"

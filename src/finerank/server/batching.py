@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -31,7 +31,9 @@ class _Request:
 
 
 class Batcher:
-    def __init__(self, reranker, *, max_wait_ms: float = 5.0, max_pairs: int = 256, max_queue: int = 64, part_pairs: int = 32):
+    def __init__(
+        self, reranker, *, max_wait_ms: float = 5.0, max_pairs: int = 256, max_queue: int = 64, part_pairs: int = 32
+    ):
         self.reranker = reranker  # a Scorer: the windows it is given are scored as they are (its raw_scores)
         self.max_wait, self.max_pairs, self.max_queue = max_wait_ms / 1000, max_pairs, max_queue
         self.part_pairs = max(1, min(part_pairs, max_pairs))  # a request is queued this many texts at a time
@@ -78,7 +80,9 @@ class Batcher:
             while pairs < self.max_pairs:
                 try:
                     timeout = deadline - loop.time()
-                    request = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
+                    request = (
+                        self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
+                    )
                 except (asyncio.QueueEmpty, asyncio.TimeoutError):
                     break
                 batch.append(request)

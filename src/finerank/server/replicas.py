@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from ..cluster import connect
 from . import errors
@@ -41,9 +41,20 @@ class Replica:
 
     async def answer(self, method: str, path: str, query: bytes, headers: list, body: bytes):
         """(status, headers, body) of one request, called on the app as an ASGI server would."""
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-                 "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "", "headers": headers,
-                 "client": None, "server": None}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+            "root_path": "",
+            "headers": headers,
+            "client": None,
+            "server": None,
+        }
         delivered, response = False, {"headers": [], "body": []}
 
         async def receive():
@@ -89,9 +100,14 @@ class Front:
                 status, headers, content = await asyncio.wait_for(response, self.request_timeout_s)
             except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
                 response.cancel()
-                said = ("it was cancelled, but a write may still land: read the index before retrying" if write
-                        else "the request was cancelled")
-                return await errors.error_response(408, f"no answer within {self.request_timeout_s:g} s; {said}")(scope, receive, send)
+                said = (
+                    "it was cancelled, but a write may still land: read the index before retrying"
+                    if write
+                    else "the request was cancelled"
+                )
+                return await errors.error_response(408, f"no answer within {self.request_timeout_s:g} s; {said}")(
+                    scope, receive, send
+                )
             except RayActorError:
                 logger.warning("a replica died answering %s %s (attempt %d)", method, path, attempt + 1)
                 continue
@@ -101,8 +117,18 @@ class Front:
         await errors.error_response(503, f"the replica answering this request stopped: {said}")(scope, receive, send)
 
 
-def deploy(address: str, load: Callable, *, replicas: int = 1, max_replicas: int | None = None, cpus_per_replica: float = 1,
-           request_timeout_s: float = 60.0, target_ongoing_requests: float = 4, quiet: bool = False, **app_options):
+def deploy(
+    address: str,
+    load: Callable,
+    *,
+    replicas: int = 1,
+    max_replicas: int | None = None,
+    cpus_per_replica: float = 1,
+    request_timeout_s: float = 60.0,
+    target_ongoing_requests: float = 4,
+    quiet: bool = False,
+    **app_options,
+):
     """Start finerank's replicas on the Ray cluster at ``address``: ``replicas`` of them (up to
     ``max_replicas`` with autoscaling) of ``cpus_per_replica`` CPUs each. Each replica loads its
     reranker with ``load()`` (a function of no arguments); ``app_options`` go to
@@ -114,15 +140,30 @@ def deploy(address: str, load: Callable, *, replicas: int = 1, max_replicas: int
 
     if quiet:  # Serve gives its driver-side logger a handler of its own, at INFO
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    scaling = ({"autoscaling_config": {"min_replicas": replicas, "max_replicas": max_replicas,
-                                       "target_ongoing_requests": target_ongoing_requests}}
-               if max_replicas and max_replicas > replicas else {"num_replicas": replicas})
+    scaling = (
+        {
+            "autoscaling_config": {
+                "min_replicas": replicas,
+                "max_replicas": max_replicas,
+                "target_ongoing_requests": target_ongoing_requests,
+            }
+        }
+        if max_replicas and max_replicas > replicas
+        else {"num_replicas": replicas}
+    )
     serve.start(proxy_location="Disabled")  # requests come through the front, not Serve's HTTP proxy
-    replica = serve.deployment(Replica, name=f"{APP_NAME}-replica", ray_actor_options={"num_cpus": cpus_per_replica},
-                               max_ongoing_requests=256, **scaling)
+    replica = serve.deployment(
+        Replica,
+        name=f"{APP_NAME}-replica",
+        ray_actor_options={"num_cpus": cpus_per_replica},
+        max_ongoing_requests=256,
+        **scaling,
+    )
     handle = serve.run(replica.bind(load, app_options), name=APP_NAME, route_prefix=None, blocking=False)
     try:
-        handle = handle.options(_by_reference=False)  # gRPC straight to the replica: +2.9 ms a request here against +5.7
+        handle = handle.options(
+            _by_reference=False
+        )  # gRPC straight to the replica: +2.9 ms a request here against +5.7
     except TypeError:  # a Ray without that option (before 2.5x) calls through the object store
         pass
     return BodyLimit(Front(handle, request_timeout_s), max_bytes=(app_options.get("limits") or Limits()).max_body_bytes)

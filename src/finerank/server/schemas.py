@@ -4,11 +4,11 @@ Infinity) and of its own search and index endpoints."""
 from __future__ import annotations
 
 import math
-from typing import Any, Union
+from typing import Any
 
 from pydantic import BaseModel, Field, StrictInt, model_validator
 
-Document = Union[str, dict[str, Any]]
+Document = str | dict[str, Any]
 
 
 def _surrogate_at(value: Any, path: str) -> str | None:
@@ -19,7 +19,9 @@ def _surrogate_at(value: Any, path: str) -> str | None:
         except UnicodeEncodeError:
             return path
     elif isinstance(value, dict):
-        return next((p for k, v in value.items() if (p := _surrogate_at(k, path) or _surrogate_at(v, f"{path}.{k}"))), None)
+        return next(
+            (p for k, v in value.items() if (p := _surrogate_at(k, path) or _surrogate_at(v, f"{path}.{k}"))), None
+        )
     elif isinstance(value, list):
         return next((p for i, v in enumerate(value) if (p := _surrogate_at(v, f"{path}[{i}]"))), None)
     return None
@@ -50,7 +52,9 @@ class V1RerankRequest(Request):
     top_n: StrictInt | None = Field(None, ge=1)
     return_documents: bool = False
     rank_fields: list[str] | None = None
-    max_chunks_per_doc: StrictInt | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
+    max_chunks_per_doc: StrictInt | None = Field(
+        None, ge=1, le=32
+    )  # read a long document as up to N windows (default: the model's setting)
     instruction: str | None = None  # an LLM reranker's instruction for this request (its default otherwise)
     raw_scores: bool = False
 
@@ -63,7 +67,9 @@ class V2RerankRequest(Request):
     documents: list[str] = Field(min_length=1)
     top_n: StrictInt | None = Field(None, ge=1)
     max_tokens_per_doc: StrictInt | None = Field(None, ge=1)
-    max_chunks_per_doc: StrictInt | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
+    max_chunks_per_doc: StrictInt | None = Field(
+        None, ge=1, le=32
+    )  # read a long document as up to N windows (default: the model's setting)
     instruction: str | None = None  # an LLM reranker's instruction for this request (its default otherwise)
     raw_scores: bool = False
 
@@ -100,7 +106,9 @@ class TextRerankRequest(Request):
     texts: list[str] | None = Field(None, min_length=1)
     documents: list[str] | None = Field(None, min_length=1)
     top_n: StrictInt | None = Field(None, ge=1)
-    max_chunks_per_doc: StrictInt | None = Field(None, ge=1, le=32)  # read a long document as up to N windows (default: the model's setting)
+    max_chunks_per_doc: StrictInt | None = Field(
+        None, ge=1, le=32
+    )  # read a long document as up to N windows (default: the model's setting)
     instruction: str | None = None  # an LLM reranker's instruction for this request (its default otherwise)
     raw_scores: bool = False
     return_text: bool = False
@@ -207,7 +215,9 @@ class SearchResponse(BaseModel):
     first_stage: str
     reranker: str | None
     language: str  # the query's language (ISO 639-1, "und" without letters): it chose the reranker's route
-    analysis: str  # how BM25 analysed the query: the index's analyzer and, for a per-language one, the language it read it as
+    analysis: (
+        str  # how BM25 analysed the query: the index's analyzer and, for a per-language one, the language it read it as
+    )
     results: list[SearchResult]
     first_stage_results: list[SearchResult]  # the first stage's own top ``top_n``, before reranking
     timings_ms: dict[str, float]
