@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finerank import BM25, CorpusError, CrossEncoder, Index, load_reranker, read_corpus, read_run
+from finerank import BM25, CorpusError, CrossEncoder, Document, Index, load_reranker, read_corpus, read_run
 from finerank.cli import main
 from finerank.evaluate import evaluate, evaluate_folder, load_dataset
 from finerank.metrics import ndcg, randomization_test
@@ -26,6 +26,20 @@ def test_reranking_finds_what_bm25_misses_on_the_handmade_set(capsys):
     assert main(["-q", "eval", str(MINI), "--split", "dev", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["queries"] == 3 and out["reranked"]["ndcg@10"] > out["first_stage"]["ndcg@10"]
+
+
+
+def test_eval_stores_the_vectors_the_second_stage_reads_and_refuses_a_changed_index(tmp_path, monkeypatch):
+    stage = load_reranker("minilm-fused")
+    encoded = []
+    real = type(stage.scorer).score_passages_many
+    monkeypatch.setattr(type(stage.scorer), "score_passages_many", lambda self, requests, **kw: encoded.append(1) or real(self, requests, **kw))
+    ev = evaluate_folder(MINI, stage, split="test")
+    assert encoded == [] and ev.scores["reranked"]["hit@1"] == 1.0  # every candidate read from the stored vectors
+    documents = list(read_corpus(MINI))
+    Index.build([*documents[1:], Document("new", "an added document")]).save(tmp_path / "idx")
+    with pytest.raises(CorpusError, match="holds 1 document.* the corpus lacks and lacks 1 of its 24"):
+        evaluate_folder(MINI, stage, split="test", index=tmp_path / "idx")
 
 
 def test_bm25_reproduces_published_numbers(datasets, scifact_docs):

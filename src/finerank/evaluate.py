@@ -5,10 +5,11 @@ cost; fitting fusion and collecting judged scores for calibration."""
 from __future__ import annotations
 
 import functools
+import logging
 import resource
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -17,9 +18,11 @@ from .errors import CorpusError
 from .metrics import mean_scores, means, ndcg, per_query, randomization_test
 from .types import Document
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from .models import Scorer
-    from .pipeline import Reranking, SecondStage
+    from .pipeline import Reranker, Reranking, SecondStage
     from .retrievers import Retriever
 
 # --- the harness: first stage and reranked, side by side ---------------------------------------
@@ -285,21 +288,42 @@ def evaluate_folder(
         raise ValueError("on a Ray cluster, eval reranks a run: give one (--run FILE)")
     if index:
         loaded = Index.load(index)
-        _check_index_matches(loaded, dataset)
+        _check_index_matches(loaded, dataset, read_corpus(folder))
     else:
         if first_stage != "bm25" and encoder is None:
             encoder = load_encoder()
-        loaded = Index.build(read_corpus(folder), analyzer=analyzer, encoder=encoder if first_stage != "bm25" else None, show_progress=show_progress)
+        stored = encoder if first_stage != "bm25" else _vector_reader(reranker, dataset)
+        if stored is not None and first_stage == "bm25":
+            logger.info("storing %s's vectors of the corpus once: the second stage then encodes only the queries", stored.name)
+        loaded = Index.build(read_corpus(folder), analyzer=analyzer, encoder=stored, show_progress=show_progress)
     retriever = BM25(loaded) if first_stage == "bm25" else make_first_stage(loaded, first_stage, encoder)
     return evaluate(dataset, retriever, reranker, candidates=candidates, show_progress=show_progress, cheap=cheap, keep=keep)
 
 
-def _check_index_matches(index, dataset: Dataset) -> None:
-    """An index of another corpus would silently score 0: refuse it when none of the judged
-    documents is in it."""
-    judged = {d for j in dataset.qrels.values() for d, g in j.items() if g > 0}
-    if judged and not any(d in index.documents for d in judged):
-        raise CorpusError(f"the index holds none of the {len(judged)} documents judged relevant in {dataset.name}: was it built from another corpus?")
+def _check_index_matches(index, dataset: Dataset, corpus: Iterable[Document]) -> None:
+    """An index of another corpus, or of this one since changed, would give numbers that are not the
+    dataset's: refuse it, naming what differs."""
+    ids = {d.id for d in corpus}
+    extra = sum(1 for d in index.documents if d.id not in ids)
+    missing = len(ids) - (len(index) - extra)
+    if extra or missing:
+        raise CorpusError(f"the index does not match {dataset.name}'s corpus: it holds {extra} document(s) the corpus lacks "
+                          f"and lacks {missing} of its {len(ids)}; rebuild it, or evaluate without --index")
+
+
+def _vector_reader(reranker: "Reranker | Scorer | None", dataset: Dataset):
+    """The bi-encoder the second stage reads the dataset's queries with, when it reads stored
+    vectors (so the index built for the evaluation stores them: each document encoded once,
+    not once per query that recalls it); None otherwise."""
+    from .pipeline import ByLanguage, second_stage
+
+    if reranker is None:
+        return None
+    stage = second_stage(reranker)
+    if isinstance(stage, ByLanguage):  # the route most of the queries take
+        taken = [r for r in map(stage.route, list(dataset.queries.values())[:50]) if r is not None]
+        stage = max(taken, key=taken.count) if taken else None
+    return stage.scorer if stage is not None and stage.scorer.vector_reading is not None else None
 
 
 def fit_fusion(
