@@ -307,8 +307,9 @@ def _check_index_matches(index, dataset: Dataset, corpus: Iterable[Document]) ->
     extra = sum(1 for d in index.documents if d.id not in ids)
     missing = len(ids) - (len(index) - extra)
     if extra or missing:
+        why = "built from another corpus" if missing > len(ids) / 2 else "changed since it was built"
         raise CorpusError(f"the index does not match {dataset.name}'s corpus: it holds {extra} document(s) the corpus lacks "
-                          f"and lacks {missing} of its {len(ids)}; rebuild it, or evaluate without --index")
+                          f"and lacks {missing} of its {len(ids)} (was it {why}?); rebuild it, or evaluate without --index")
 
 
 def _vector_reader(reranker: "Reranker | Scorer | None", dataset: Dataset):
