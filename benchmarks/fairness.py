@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import LiveServer  # noqa: E402  (the tests' loopback server wrapper)
+from _support import served
 
-from finerank import load_reranker  # noqa: E402
-from finerank.server import Limits, create_app  # noqa: E402
+from finerank import load_reranker
+from finerank.server import Limits, create_app
 
 
 def rss_mb() -> float:
@@ -44,8 +42,8 @@ def timed(client: httpx.Client, body: dict) -> tuple[float, int]:
 
 def run(model, limits: Limits, large: dict, small: dict) -> dict:
     with (
-        LiveServer(create_app(model, limits=limits)) as server,
-        httpx.Client(base_url=server.url, timeout=600) as client,
+        served(create_app(model, limits=limits)) as url,
+        httpx.Client(base_url=url, timeout=600) as client,
     ):
         timed(client, small)  # warm
         out: dict = {}

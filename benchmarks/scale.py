@@ -1,6 +1,6 @@
 """Past one machine, measured on one: a real local Ray cluster (a head with no CPUs for work
-and two one-CPU worker nodes, each its own `ray start` process on 127.0.0.1) against the
-plain single-process server and the local batch run, in the same run.
+and two one-CPU worker nodes, each its own raylet: `_support.ray_cluster`) against the plain
+single-process server and the local batch run, in the same run.
 
     python benchmarks/scale.py [--seconds 15] [--clients 8] [--docs 20] [--queries 20] [--json]
 
@@ -15,7 +15,8 @@ plain single-process server and the local batch run, in the same run.
    locally (one process, one thread) and on the cluster (two workers), same output checked.
 
 The model is a MiniLM-L6 cross-encoder stand-in (random head on all-minilm-l6-v2: the shape,
-not the quality, sets the speed). Only 127.0.0.1 is contacted.
+not the quality, sets the speed). Only this machine is contacted (127.0.0.1, and its own IP for
+the Ray nodes).
 """
 
 from __future__ import annotations
@@ -26,20 +27,17 @@ import functools
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import LiveServer  # noqa: E402  (the tests' loopback server wrapper)
-from rerank_speed import default_model  # noqa: E402  (the MiniLM-L6 cross-encoder stand-in)
+from _support import ray_cluster, served
+from rerank_speed import default_model  # the MiniLM-L6 cross-encoder stand-in
 
-from finerank import BM25, Index, load_reranker, read_corpus, read_queries, read_run  # noqa: E402
-from finerank.batch import rerank_run  # noqa: E402
-from finerank.cluster import local_cluster  # noqa: E402
-from finerank.server import Limits, create_app, replicas  # noqa: E402
+from finerank import BM25, Index, load_reranker, read_corpus, read_queries, read_run
+from finerank.batch import rerank_run
+from finerank.server import Limits, create_app, replicas
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -114,20 +112,20 @@ def main() -> None:
     result: dict = {"cpu": cpu_name(), "cores": os.cpu_count(), "settings": vars(args)}
     bodies = bodies_of(args.docs)
 
-    with local_cluster(3, cpus_per_node=1, head_cpus=0) as address:
+    with ray_cluster(2, cpus_per_node=1) as address:
         # 1 and 2: the plain server (one thread as one replica reads, for the overhead; two for throughput),
         # then Ray Serve with 1 and 2 replicas behind finerank's front
-        with LiveServer(create_app(load_reranker(model, **reading))) as plain:
-            result["plain"] = {"sequential": sequential(plain.url)}
-        with LiveServer(create_app(load_reranker(model, **{**reading, "threads": 2}))) as plain:
-            result["plain"]["load"] = load(plain.url, bodies, args.clients, args.seconds)
+        with served(create_app(load_reranker(model, **reading))) as plain:
+            result["plain"] = {"sequential": sequential(plain)}
+        with served(create_app(load_reranker(model, **{**reading, "threads": 2}))) as plain:
+            result["plain"]["load"] = load(plain, bodies, args.clients, args.seconds)
         for count, wait_ms in ((1, 5.0), (2, 5.0), (2, 0.0)):
             front = replicas.deploy(address, functools.partial(load_reranker, model, **reading), replicas=count, quiet=True,
                                     limits=Limits(batch_wait_ms=wait_ms, max_queue=4 * args.clients))
-            with LiveServer(front) as server:
-                entry = {"load": load(server.url, bodies, args.clients, args.seconds)}
+            with served(front) as server:
+                entry = {"load": load(server, bodies, args.clients, args.seconds)}
                 if count == 2 and wait_ms:
-                    entry["sequential"] = sequential(server.url)
+                    entry["sequential"] = sequential(server)
             result[f"serve-{count}-replicas-batch-{wait_ms:g}ms"] = entry
             replicas.undeploy(address)
         # 3: a run reranked locally and on the cluster
@@ -140,7 +138,8 @@ def main() -> None:
         reranker = load_reranker(model, **reading)
         out = Path(model).parent
         timings = {}
-        for name, extra in (("local", {}), ("cluster", {"ray_address": address, "load": functools.partial(load_reranker, model, **reading)})):
+        on_cluster = {"ray_address": address, "load": functools.partial(load_reranker, model, **reading), "workers": 2}
+        for name, extra in (("local", {}), ("cluster", on_cluster)):
             start = time.perf_counter()
             rerank_run(run, queries, documents, reranker, out / f"{name}.trec", depth=50, shard_size=2, **extra)
             timings[name] = time.perf_counter() - start

@@ -13,17 +13,15 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_server import LiveServer  # noqa: E402  (the tests' loopback server wrapper)
+from _support import served
 
-from finerank import load_reranker, read_corpus, read_queries  # noqa: E402
-from finerank.server import Limits, create_app  # noqa: E402
+from finerank import load_reranker, read_corpus, read_queries
+from finerank.server import Limits, create_app
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -43,18 +41,18 @@ async def client_loop(url: str, bodies: list[dict], stop_at: float, latencies: l
 
 def run(config: str, wait_ms: float, max_pairs: int, reranker, bodies: list[dict], clients: int, seconds: float) -> dict:
     app = create_app(reranker, limits=Limits(batch_wait_ms=wait_ms, max_batch_pairs=max_pairs, max_queue=4 * clients))
-    with LiveServer(app) as server:
+    with served(app) as url:
         latencies: list[float] = []
         errors: list[int] = []
 
         async def main() -> None:
             stop_at = time.perf_counter() + seconds
-            await asyncio.gather(*(client_loop(server.url, bodies, stop_at, latencies, errors, c) for c in range(clients)))
+            await asyncio.gather(*(client_loop(url, bodies, stop_at, latencies, errors, c) for c in range(clients)))
 
         start = time.perf_counter()
         asyncio.run(main())
         elapsed = time.perf_counter() - start
-        metrics = httpx.get(f"{server.url}/metrics").text
+        metrics = httpx.get(f"{url}/metrics").text
     batches = int(next(line for line in metrics.splitlines() if line.startswith("finerank_batches_total")).rsplit(" ", 1)[1])
     latencies.sort()
     return {

@@ -12,7 +12,7 @@ the plain single-process server reading with the same one thread:
 
 p50/p95 of GET /health and of a two-document POST /v1/rerank, sequential, keep-alive, two
 replicas. The model is the MiniLM-L6 cross-encoder stand-in of rerank_speed.py, torch fp32.
-Only 127.0.0.1 is contacted.
+Only this machine is contacted (127.0.0.1, and its own IP for the Ray nodes).
 """
 
 from __future__ import annotations
@@ -22,21 +22,17 @@ import asyncio
 import functools
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import LiveServer  # noqa: E402  (the tests' loopback server wrapper)
-from rerank_speed import default_model  # noqa: E402
-from scale import cpu_name, sequential  # noqa: E402
+from _support import ray_cluster, served
+from rerank_speed import default_model
+from scale import cpu_name, sequential
 
-from finerank import load_reranker  # noqa: E402
-from finerank.cluster import local_cluster  # noqa: E402
-from finerank.server import create_app, replicas  # noqa: E402
-from finerank.server.app import BodyLimit  # noqa: E402
+from finerank import load_reranker
+from finerank.server import create_app, replicas
+from finerank.server.app import BodyLimit
 
 
 class ProxiedFront:
@@ -86,11 +82,11 @@ def main() -> None:
     reading = {"backend": "torch", "precision": "fp32", "threads": 1}
     load = functools.partial(load_reranker, model, **reading)
     result: dict = {"cpu": cpu_name(), "cores": os.cpu_count(), "requests": args.requests}
-    with local_cluster(3, cpus_per_node=1, head_cpus=0) as address:
+    with ray_cluster(2, cpus_per_node=1) as address:
         from ray import serve
 
-        with LiveServer(create_app(load())) as plain:
-            result["plain server"] = sequential(plain.url, args.requests)
+        with served(create_app(load())) as plain:
+            result["plain server"] = sequential(plain, args.requests)
         port, options = 8477, {"ray_actor_options": {"num_cpus": 1}, "num_replicas": 2, "max_ongoing_requests": 256}
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         url = f"http://127.0.0.1:{port}"
@@ -105,10 +101,10 @@ def main() -> None:
         serve.shutdown()  # finerank's deploy starts Serve with no proxy
         front = replicas.deploy(address, load, replicas=2, quiet=True)
         by_reference = BodyLimit(replicas.Front(serve.get_app_handle(replicas.APP_NAME), 60.0), max_bytes=16 << 20)
-        with LiveServer(by_reference) as server:
-            result["front -> replica (handle, object store)"] = sequential(server.url, args.requests)
-        with LiveServer(front) as server:
-            result["front -> replica (handle, gRPC): finerank's"] = sequential(server.url, args.requests)
+        with served(by_reference) as server:
+            result["front -> replica (handle, object store)"] = sequential(server, args.requests)
+        with served(front) as server:
+            result["front -> replica (handle, gRPC): finerank's"] = sequential(server, args.requests)
         replicas.undeploy(address)
 
     if args.json:
