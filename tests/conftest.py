@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from support import LiveServer  # noqa: F401  (test modules import it from here, as before)
 
 # backend="auto" takes the fixed rule here: measuring every backend at each model's first load
 # would cost the suite minutes (tests/test_tuning.py measures on purpose)
@@ -83,28 +82,3 @@ def dl19_slice(datasets):
     wanted = {d for scored in run.values() for d in scored}
     return folder, run, read_queries(folder / "queries.jsonl"), {d.id: d for d in read_corpus(folder) if d.id in wanted}
 
-
-class LiveServer:
-    """An ASGI app served by uvicorn on a free loopback port, in a thread, for the test's duration."""
-
-    def __init__(self, app):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        import uvicorn
-
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 60
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)

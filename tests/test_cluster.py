@@ -13,7 +13,6 @@ import functools
 import os
 import signal
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,11 +23,11 @@ import pytest
 from finerank import load_reranker, read_corpus, read_run
 from finerank.batch import rerank_run
 from finerank.evaluate import evaluate, load_dataset
-from finerank.cluster import local_cluster
 from finerank.server import create_app, replicas
 from finerank.train import Group, with_teacher
 
-from conftest import LiveServer
+import support
+from support import LiveServer, local_cluster, until
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
@@ -36,20 +35,12 @@ KEY = "cluster-key"
 READING = {"backend": "torch", "precision": "fp32", "threads": 1}  # as a one-CPU worker reads: the same scores everywhere
 
 
-def _until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.1)
-    return found
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """host:port of a three-node cluster (one CPU a node); stopped after the module."""
     with local_cluster(3, log=tmp_path_factory.mktemp("ray") / "nodes.log") as address:
-        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the gate travels to the workers
+        for module in (sys.modules[__name__], support):  # the gate, and the `until` it waits with, go to the workers
+            ray.cloudpickle.register_pickle_by_value(module)
         yield address
 
 
@@ -67,7 +58,7 @@ class Gate:
         if not (self.folder / "open").exists():
             with open(self.folder / "held", "a") as f:
                 f.write(f"{os.getpid()}\n")
-            _until(lambda: (self.folder / "open").exists(), 600, "the gate")
+            until(lambda: (self.folder / "open").exists(), 600, "the gate")
         with open(self.folder / "passed", "a") as f:
             f.write(f"{os.getpid()}\n")
 
@@ -77,7 +68,8 @@ class Gate:
 
     def held(self, count: int = 1) -> int:
         """The PID of the ``count``-th process held (waits for it)."""
-        return _until(lambda: len(self.pids("held")) >= count and self.pids("held")[count - 1], 240, f"a process held at {self.query!r}")
+        return until(lambda: len(self.pids("held")) >= count and self.pids("held")[count - 1], 240,
+                     f"a process held at {self.query!r}")
 
     def open(self) -> None:
         (self.folder / "open").touch()

@@ -1,7 +1,7 @@
-"""Past one machine, on Ray: joining a cluster, starting a local one, and running work that
-needs a model over a cluster's workers with Ray Data (:func:`map_on_cluster`: a run's shards
-in :mod:`finerank.batch`, a teacher's scores in :mod:`finerank.train`, an evaluation's
-rerankings in :mod:`finerank.evaluate`).
+"""Past one machine, on Ray: joining a cluster and running work that needs a model over a
+cluster's workers with Ray Data (:func:`map_on_cluster`: a run's shards in
+:mod:`finerank.batch`, a teacher's scores in :mod:`finerank.train`, an evaluation's rerankings
+in :mod:`finerank.evaluate`).
 
 Ray is an optional extra (``finerank[ray]``), imported only here and by the Ray Serve
 deployment (``server/replicas.py``). A worker gets a function that loads its model (each
@@ -12,17 +12,9 @@ the caller.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import pickle
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from .errors import FinerankError, MissingDependencyError
@@ -60,62 +52,6 @@ def connect(address: str, *, quiet: bool = False):
     except (ConnectionError, RuntimeError) as err:
         raise ClusterError(f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
     return ray
-
-
-@contextlib.contextmanager
-def local_cluster(nodes: int = 3, *, cpus_per_node: float = 1, head_cpus: float | None = None, timeout_s: float = 90,
-                  log: str | os.PathLike = os.devnull) -> Iterator[str]:
-    """A real Ray cluster on this machine, on 127.0.0.1: a head (``head_cpus`` CPUs, default
-    ``cpus_per_node``) and ``nodes - 1`` worker nodes, each its own ``ray start`` process, as on
-    separate machines. Yields the head's address and stops every node on exit (for trying the
-    cluster path, tests and benchmarks)."""
-    ray_command = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
-    if ray_command is None:
-        raise MissingDependencyError("Ray", "ray")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    address = f"127.0.0.1:{port}"
-    command = [ray_command, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    started: list[subprocess.Popen] = []
-    with open(log, "a") as out:
-        def start(*extra: str) -> None:  # a session of its own: the node's processes are stopped together
-            started.append(subprocess.Popen([*command, *extra], env=env, stdout=out, stderr=out, start_new_session=True))
-
-        try:
-            start("--head", f"--port={port}", "--include-dashboard=false", f"--num-cpus={cpus_per_node if head_cpus is None else head_cpus:g}")
-            _until(lambda: _listening("127.0.0.1", port), timeout_s, "the head node")
-            ray = connect(address, quiet=True)
-            for count in range(2, nodes + 1):  # one at a time: two nodes registering at once on one machine can collide
-                start(f"--address={address}", f"--num-cpus={cpus_per_node:g}")
-                _until(lambda: sum(n["Alive"] for n in ray.nodes()) == count, timeout_s, f"node {count} of {nodes}")
-            yield address
-        finally:
-            if "ray" in sys.modules and sys.modules["ray"].is_initialized():
-                sys.modules["ray"].shutdown()
-            for node in reversed(started):
-                node.terminate()
-            deadline = time.monotonic() + 5
-            for node in started:
-                try:
-                    node.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:  # a head can take half a minute to stop: its processes are killed instead
-                    os.killpg(node.pid, signal.SIGKILL)
-                    node.wait()
-
-
-def _listening(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex((host, port)) == 0
-
-
-def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise ClusterError(f"the local Ray cluster did not start: {what} not up within {timeout_s:.0f} s")
-        time.sleep(0.1)
 
 
 class _Worker:
