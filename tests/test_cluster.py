@@ -10,9 +10,11 @@ gate that writes the PID of the process scoring a chosen query and holds it unti
 opens the gate, so the kill never depends on timing."""
 
 import functools
+import json
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +24,8 @@ import pytest
 
 from finerank import load_reranker, read_corpus, read_run
 from finerank.batch import rerank_run
+from finerank.cli import main
+from finerank.cluster import ClusterError, map_on_cluster
 from finerank.evaluate import evaluate, load_dataset
 from finerank.server import create_app, replicas
 from finerank.train import Group, with_teacher
@@ -100,6 +104,60 @@ def test_a_run_reranked_on_the_cluster_equals_the_local_run_though_a_worker_is_k
         out = job.result(timeout=300)
     assert out.read_text() == local and len(local.splitlines()) == 6 * 20
     assert gate.pids("held") == [killed] and killed not in gate.pids("passed") and len(gate.pids("passed")) == 1  # redone elsewhere
+
+
+@ray.remote(num_cpus=1)
+class Holder:
+    """Holds one CPU of the cluster while it lives, as another job's worker would."""
+
+    def ready(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def cpus_held(cluster):
+    """Every CPU of the cluster held by a Holder (placed, and counted as taken); freed after the test."""
+    holders = [Holder.remote() for _ in range(int(ray.cluster_resources()["CPU"]))]
+    try:
+        ray.get([h.ready.remote() for h in holders], timeout=120)
+        until(lambda: ray.available_resources().get("CPU", 0) == 0, 60, "the cluster's CPUs counted as taken")
+        yield len(holders)
+    finally:
+        for holder in holders:
+            ray.kill(holder)
+        until(lambda: ray.available_resources().get("CPU", 0) == len(holders), 60, "the cluster's CPUs freed")
+
+
+def test_rerank_run_on_a_cluster_with_no_free_cpu_says_what_it_waits_for_then_fails_in_one_line(
+        cluster, cpus_held, dl19_slice, tiny_ce, tmp_path, capsys, caplog, monkeypatch):
+    folder, run, _, documents = dl19_slice
+    run_file, corpus = tmp_path / "run.trec", tmp_path / "corpus.jsonl"
+    run_file.write_text("".join(f"{q} Q0 {d} {r} {s} bm25\n" for q in sorted(run)[:2]
+                                for r, (d, s) in enumerate(run[q].items(), 1)))
+    corpus.write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in documents.values()))
+    monkeypatch.setattr("finerank.cluster.WORKER_START_TIMEOUT_S", 3)
+    argv = ["rerank-run", str(run_file), "--corpus", str(corpus), "--queries", str(folder / "queries.jsonl"),
+            "--out", str(tmp_path / "out.trec"), "--depth", "5", "--ray", cluster, "--reranker", str(tiny_ce)]
+    answer: list[int] = []
+    job = threading.Thread(target=lambda: answer.append(main(argv)), daemon=True)
+    job.start()
+    job.join(120)  # before the fix the job waited on for as long as the CPUs were held: a failure here, not a hang
+    assert answer == [1], "rerank-run --ray still waits for a CPU after 120 s"
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"finerank: error: no free CPU on the Ray cluster at {cluster} within 3 s: "
+                          f"0 of {cpus_held} CPUs free")
+    assert f"waiting for a free CPU on the Ray cluster at {cluster}: 0 of {cpus_held} CPUs free" in caplog.text
+    assert not (tmp_path / "out.trec").exists()
+
+
+def test_workers_no_node_can_hold_are_a_clear_error_within_the_timeout(cluster):
+    # three one-CPU nodes: 3 CPUs free, but no node has the 2 a worker asks for, so Ray places none
+    with pytest.raises(ClusterError, match=r"did not start the workers within 3 s: each needs 2 CPU\(s\) on one node"):
+        list(map_on_cluster(cluster, dict, _identity, {0: "item"}, cpus_per_worker=2, start_timeout_s=3))
+
+
+def _identity(model, item):
+    return item
 
 
 def test_eval_and_teacher_scores_on_the_cluster_equal_the_local_ones(cluster, datasets, tiny_ce):

@@ -51,13 +51,16 @@ def rerank_shard(pipeline: Reranking, qids: list[str], run: Mapping[str, Mapping
 
 def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str], documents: Mapping[str, Document], reranker,
                out: str | Path, *, depth: int = 100, shard_size: int = 50, tag: str = "finerank", show_progress: bool = False,
-               ray_address: str | None = None, load: Callable | None = None, workers: int | None = None) -> Path:
+               ray_address: str | None = None, load: Callable | None = None, workers: int | None = None,
+               start_timeout_s: float | None = None) -> Path:
     """Rerank the top ``depth`` of every query of ``run`` with ``reranker`` and write a TREC run
     to ``out`` (see the module's docstring for resuming). Returns ``out``.
 
     With ``ray_address`` the shards are reranked on that Ray cluster by ``workers`` workers
-    (default: one per CPU), each loading its own reranker with ``load()``, a function of no
-    arguments that makes the same reranker as ``reranker`` (same model, backend and precision)."""
+    (default: one per free CPU), each loading its own reranker with ``load()``, a function of no
+    arguments that makes the same reranker as ``reranker`` (same model, backend and precision).
+    A cluster that starts no worker within ``start_timeout_s`` (default
+    :data:`finerank.cluster.WORKER_START_TIMEOUT_S`) is a ClusterError."""
     from tqdm.auto import tqdm
 
     if depth < 1 or shard_size < 1:
@@ -91,7 +94,8 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
         work = {n: (shards[n], {q: run[q] for q in shards[n]}, {q: queries[q] for q in shards[n]},
                     {d: documents[d] for q in shards[n] for d in run[q]}) for n in todo}
         finished = map_on_cluster(ray_address, functools.partial(run_reranking, load, depth),
-                                  functools.partial(_rerank_item, depth=depth, tag=tag), work, workers=workers, show_progress=show_progress)
+                                  functools.partial(_rerank_item, depth=depth, tag=tag), work, workers=workers,
+                                  start_timeout_s=start_timeout_s, show_progress=show_progress)
     else:
         finished = ((n, rerank_shard(pipeline, shards[n], run, queries, documents, depth, tag)) for n in todo)
     with progress:
