@@ -8,7 +8,7 @@ import torch
 from finerank import Index, CrossEncoder, Document, load_reranker, read_corpus, read_qrels, read_queries
 from finerank import train as training
 from finerank.cli import main
-from finerank.models.files import onnx_file
+from finerank.models.files import export_name, onnx_file
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,8 @@ def test_cli_train(tmp_path, tiny_ce, datasets, capsys):
                  "--eval-queries", "3"]) == 0
     printed = capsys.readouterr().out
     assert "trained 2 steps" in printed and f"from {datasets / 'nfcorpus'} + {datasets / 'drcd-retrieval'} (labelled)" in printed
-    assert onnx_file(out, "classification").is_file() and (out / "config.json").is_file()
+    assert onnx_file(out, "classification") == out / "onnx" / export_name("classification")  # shipped in the folder
+    assert (out / "config.json").is_file()
     card = (out / "README.md").read_text()
     assert f"data: {datasets / 'nfcorpus'} + {datasets / 'drcd-retrieval'} (labelled, split train" in card
     assert "steps: 2" in card and "## Evaluation" in card and "| ndcg@10 |" in card and "the first 3 of 300 judged queries" in card

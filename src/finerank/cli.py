@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.ERROR if args.quiet else max(logging.DEBUG, logging.WARNING - 10 * args.verbose)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # weight-loading bars of transformers
+    if args.quiet:  # third parties too: transformers' load reports, every other library's tqdm bars
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         return args.run_command(args)
     except (FinerankError, KeyError, ValueError, OSError) as err:

@@ -30,7 +30,7 @@ from .errors import CorpusError
 from .fusion import ranks
 from .index import Index
 from .models.backends import cpu_has_bf16
-from .models.files import model_inputs, onnx_file, resolve_model
+from .models.files import export_name, export_onnx, model_inputs, resolve_model
 from .models.tokenization import pad, TextEncoder
 from .pipeline import Reranker, Reranking, second_stage
 from .retrievers import BM25
@@ -362,7 +362,8 @@ def latest_checkpoint(folder: Path) -> Path:
 
 def export(config: TrainConfig, result: TrainResult, data: str) -> Path:
     """Write ``config.output`` as a Hugging Face model folder (weights, config, tokenizer), its
-    ONNX export (in the user cache, see finerank.models.files.onnx_file) and a model card (README.md)."""
+    ONNX export in ``onnx/`` (read from there by finerank.models.files.onnx_file, so the folder
+    runs on openvino and onnxruntime wherever it is copied) and a model card (README.md)."""
     base = resolve_model(config.base)
     out = Path(config.output)
     model_dir = latest_checkpoint(out / "checkpoint") / "model"
@@ -371,7 +372,8 @@ def export(config: TrainConfig, result: TrainResult, data: str) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "sentencepiece.bpe.model"):
         if (base / name).is_file():
             shutil.copy(base / name, out / name)
-    onnx_file(out, "classification")
+    (out / "onnx").mkdir(exist_ok=True)
+    export_onnx(out, "classification", out / "onnx" / export_name("classification"))
     card = [
         f"# Cross-encoder fine-tuned by finerank from {config.base}",
         "",
