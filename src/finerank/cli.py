@@ -223,7 +223,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=_count(), default=50, help="queries per shard (default 50)")
     p.add_argument("--tag", default="finerank", help="the run tag written in the last column")
     p.add_argument("--ray", metavar="ADDRESS", help="rerank the shards on this Ray cluster (host:port of its head node); same output")
-    p.add_argument("--workers", type=_count(), help="with --ray: reranking workers, one CPU each (default: one per CPU of the cluster)")
+    p.add_argument("--workers", type=_count(), help="with --ray: reranking workers, one CPU each (default: one per free CPU of the cluster)")
+    p.add_argument("--start-timeout", type=_share, default=120, metavar="SECONDS",
+                   help="with --ray: give up when the cluster has not started the workers within this many seconds (default 120)")
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_rerank_run)
 
@@ -536,7 +538,8 @@ def _rerank_run(args: argparse.Namespace) -> int:
     documents = {d.id: d for d in read_corpus(args.corpus)}
     reranker = _load(args)
     out = rerank_run(run, queries, documents, reranker, args.out, depth=args.depth, shard_size=args.shard_size, tag=args.tag,
-                     show_progress=not args.quiet, ray_address=args.ray, load=_loader(args, reranker), workers=args.workers)
+                     show_progress=not args.quiet, ray_address=args.ray, load=_loader(args, reranker), workers=args.workers,
+                     start_timeout_s=args.start_timeout)
     _say(args, {"out": str(out), "queries": len(run), "depth": args.depth}, f"wrote {out}: {len(run)} queries, top {args.depth} reranked")
     return 0
 
