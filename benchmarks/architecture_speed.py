@@ -45,18 +45,70 @@ QWEN3_SPECIALS = ("<|im_start|>", "<|im_end|>", "<think>", "</think>")
 
 # name -> (architecture, config of the published model's shape, tokenizer, dtype of its published config)
 SHAPES = {
-    "minilm-l6": ("bert", dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                               intermediate_size=1536), "wordpiece", "float32"),
-    "bge-reranker-base": ("xlm-roberta", dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                                              intermediate_size=3072, max_position_embeddings=514), "xlmr", "float32"),
-    "bge-reranker-v2-m3": ("xlm-roberta", dict(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                               intermediate_size=4096, max_position_embeddings=8194), "xlmr", "float32"),
-    "gte-reranker-modernbert-base": ("modernbert", dict(vocab_size=50368, hidden_size=768, num_hidden_layers=22,
-                                                        num_attention_heads=12, intermediate_size=1152, global_attn_every_n_layers=3,
-                                                        local_attention=128, max_position_embeddings=8192), "wordpiece", "float32"),
-    "qwen3-reranker-0.6b": ("qwen3", dict(vocab_size=151669, hidden_size=1024, num_hidden_layers=28, num_attention_heads=16,
-                                          num_key_value_heads=8, head_dim=128, intermediate_size=3072, max_position_embeddings=40960,
-                                          rope_theta=1000000, tie_word_embeddings=True), "wordpiece", "bfloat16"),
+    "minilm-l6": (
+        "bert",
+        dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+        "wordpiece",
+        "float32",
+    ),
+    "bge-reranker-base": (
+        "xlm-roberta",
+        dict(
+            vocab_size=250002,
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            max_position_embeddings=514,
+        ),
+        "xlmr",
+        "float32",
+    ),
+    "bge-reranker-v2-m3": (
+        "xlm-roberta",
+        dict(
+            vocab_size=250002,
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            intermediate_size=4096,
+            max_position_embeddings=8194,
+        ),
+        "xlmr",
+        "float32",
+    ),
+    "gte-reranker-modernbert-base": (
+        "modernbert",
+        dict(
+            vocab_size=50368,
+            hidden_size=768,
+            num_hidden_layers=22,
+            num_attention_heads=12,
+            intermediate_size=1152,
+            global_attn_every_n_layers=3,
+            local_attention=128,
+            max_position_embeddings=8192,
+        ),
+        "wordpiece",
+        "float32",
+    ),
+    "qwen3-reranker-0.6b": (
+        "qwen3",
+        dict(
+            vocab_size=151669,
+            hidden_size=1024,
+            num_hidden_layers=28,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+            intermediate_size=3072,
+            max_position_embeddings=40960,
+            rope_theta=1000000,
+            tie_word_embeddings=True,
+        ),
+        "wordpiece",
+        "bfloat16",
+    ),
 }
 
 
@@ -75,7 +127,9 @@ def tokenizer_files(kind: str, folder: Path) -> None:
     tok.no_padding()
     tok.no_truncation()
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": pad, "model_max_length": 8192}
-    if folder.name.startswith("qwen3"):  # a causal LM's tokenizer: the chat template's tokens, no [CLS]/[SEP] around pairs
+    if folder.name.startswith(
+        "qwen3"
+    ):  # a causal LM's tokenizer: the chat template's tokens, no [CLS]/[SEP] around pairs
         tok.add_special_tokens([AddedToken(t, normalized=False) for t in QWEN3_SPECIALS])
         tok.post_processor = None
         config["padding_side"] = "left"
@@ -96,8 +150,9 @@ def build(name: str, root: Path) -> Path:
     if arch == "bert":
         model = T.BertForSequenceClassification(T.BertConfig(**shape, num_labels=1))
     elif arch == "xlm-roberta":
-        model = T.XLMRobertaForSequenceClassification(T.XLMRobertaConfig(**shape, num_labels=1, type_vocab_size=1, pad_token_id=1,
-                                                                         bos_token_id=0, eos_token_id=2))
+        model = T.XLMRobertaForSequenceClassification(
+            T.XLMRobertaConfig(**shape, num_labels=1, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+        )
     elif arch == "modernbert":
         model = T.ModernBertForSequenceClassification(T.ModernBertConfig(**shape, num_labels=1, pad_token_id=pad_id))
     else:
@@ -119,8 +174,12 @@ def candidates(count: int) -> tuple[str, list[str]]:
 
 def engines(name: str) -> list[str]:
     if SHAPES[name][0] == "qwen3":
-        return ["sentence-transformers fp32", "finerank bf16, head reused", "finerank bf16, head recomputed",
-                "finerank fp32, head reused"]
+        return [
+            "sentence-transformers fp32",
+            "finerank bf16, head reused",
+            "finerank bf16, head recomputed",
+            "finerank fp32, head reused",
+        ]
     return ["sentence-transformers fp32", "finerank default", "finerank torch bf16"]
 
 
@@ -135,20 +194,30 @@ def make_scorer(label: str, folder: Path):
         kwargs = {"model_kwargs": {"dtype": torch.float32}} if "fp32" in label else {}
         st = CrossEncoder(str(folder), device="cpu", max_length=1024, **kwargs)
         if not llm:
-            return lambda q, texts: st.predict([(q, t) for t in texts], batch_size=32, activation_fn=torch.nn.Identity())
+            return lambda q, texts: st.predict(
+                [(q, t) for t in texts], batch_size=32, activation_fn=torch.nn.Identity()
+            )
         from finerank.models.llm import TEMPLATES
 
         t = TEMPLATES["qwen3-reranker"]
         head, body = t.head[0], t.body.replace("{instruction}", t.default_instruction)
         before, after = body.split("{document}")
         # the model card's text, as a (text, text_pair) that the tokenizer joins without special tokens
-        return lambda q, texts: st.predict([(head + before.format(query=q), d + after + t.tail[0]) for d in texts],
-                                           batch_size=8, activation_fn=torch.nn.Identity())
+        return lambda q, texts: st.predict(
+            [(head + before.format(query=q), d + after + t.tail[0]) for d in texts],
+            batch_size=8,
+            activation_fn=torch.nn.Identity(),
+        )
     from finerank import load_scorer
 
     if llm:
-        scorer = load_scorer(str(folder), template="qwen3-reranker", precision="bf16" if "bf16" in label else "fp32",
-                             reuse_prefix="reused" in label, threads=2)
+        scorer = load_scorer(
+            str(folder),
+            template="qwen3-reranker",
+            precision="bf16" if "bf16" in label else "fp32",
+            reuse_prefix="reused" in label,
+            threads=2,
+        )
     elif label == "finerank torch bf16":
         scorer = load_scorer(str(folder), backend="torch", precision="bf16", threads=2, max_length=512)
     else:
@@ -177,7 +246,9 @@ def run_engine(label: str, folder: str, query: str, texts: list[str], repeats: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", type=int, default=100)
-    parser.add_argument("--llm-candidates", type=int, default=32, help="candidates for the LLM reranker (about 1 s a pair)")
+    parser.add_argument(
+        "--llm-candidates", type=int, default=32, help="candidates for the LLM reranker (about 1 s a pair)"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per engine (the fastest is kept)")
     parser.add_argument("--models", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     parser.add_argument("--json", action="store_true")
@@ -201,10 +272,19 @@ def main() -> None:
             reference = np.array(base["scores"])
             for label, r in results.items():
                 s = np.array(r["scores"])
-                rows.append({"model": name, "engine": label, "candidates": len(batch), "pairs_per_s": len(batch) / r["seconds"],
-                             "ms_per_100": 100_000 * r["seconds"] / len(batch), "x_st": base["seconds"] / r["seconds"],
-                             "tau_vs_st": kendall_tau(s, reference), "max_diff_vs_st": float(np.abs(s - reference).max()),
-                             "spread": float(np.ptp(reference))})
+                rows.append(
+                    {
+                        "model": name,
+                        "engine": label,
+                        "candidates": len(batch),
+                        "pairs_per_s": len(batch) / r["seconds"],
+                        "ms_per_100": 100_000 * r["seconds"] / len(batch),
+                        "x_st": base["seconds"] / r["seconds"],
+                        "tau_vs_st": kendall_tau(s, reference),
+                        "max_diff_vs_st": float(np.abs(s - reference).max()),
+                        "spread": float(np.ptp(reference)),
+                    }
+                )
             shutil.rmtree(folder, ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -214,11 +294,15 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     amx = "AMX" if "amx_bf16" in open("/proc/cpuinfo").read() else "no AMX"
     print(f"{cpu}, {amx}, 2 threads; scores compared with sentence-transformers' (ST) on the same candidates\n")
-    print("| model | engine | candidates | pairs/s | ms per 100 | x ST | Kendall tau vs ST | max diff vs ST | ST spread |")
+    print(
+        "| model | engine | candidates | pairs/s | ms per 100 | x ST | Kendall tau vs ST | max diff vs ST | ST spread |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['engine']} | {r['candidates']} | {r['pairs_per_s']:.2f} | {r['ms_per_100']:.0f} | {r['x_st']:.2f} | "
-              f"{r['tau_vs_st']:.3f} | {r['max_diff_vs_st']:.1e} | {r['spread']:.2f} |")
+        print(
+            f"| {r['model']} | {r['engine']} | {r['candidates']} | {r['pairs_per_s']:.2f} | {r['ms_per_100']:.0f} | {r['x_st']:.2f} | "
+            f"{r['tau_vs_st']:.3f} | {r['max_diff_vs_st']:.1e} | {r['spread']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,11 @@ def onnx_plain_scorer(model: Path):
 
     def score(q, texts):
         enc = tok.encode_batch([(q, t) for t in texts])
-        feeds = {"input_ids": np.array([e.ids for e in enc], np.int64), "attention_mask": np.array([e.attention_mask for e in enc], np.int64),
-                 "token_type_ids": np.array([e.type_ids for e in enc], np.int64)}
+        feeds = {
+            "input_ids": np.array([e.ids for e in enc], np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], np.int64),
+            "token_type_ids": np.array([e.type_ids for e in enc], np.int64),
+        }
         return session.run(None, {n: feeds[n] for n in names})[0][:, 0]
 
     return score
@@ -74,13 +77,19 @@ def main() -> None:
     candidates = {q: bm25.search(text, 100) for q, text in data.queries.items()}
     cheap = load_reranker("minilm-fused", threads=2)
     ce = load_reranker(str(args.model), max_length=MAX_LENGTH, threads=2)
-    configs = {"BM25 alone": Pipeline(bm25, None, top_k=10),
-               "bi-encoder (minilm-fused, stored vectors)": Pipeline(bm25, cheap, top_k=10),
-               "cross-encoder, all 100": Pipeline(bm25, ce, top_k=10)}
+    configs = {
+        "BM25 alone": Pipeline(bm25, None, top_k=10),
+        "bi-encoder (minilm-fused, stored vectors)": Pipeline(bm25, cheap, top_k=10),
+        "cross-encoder, all 100": Pipeline(bm25, ce, top_k=10),
+    }
     for keep in args.keep:
-        configs[f"cascade: bi-encoder keeps {keep}, cross-encoder"] = Pipeline(bm25, ce, top_k=10, cheap=cheap, keep=keep)
-    plain = {"sentence-transformers CrossEncoder, all 100": st_scorer(args.model),
-             "onnxruntime plain session, all 100": onnx_plain_scorer(args.model)}
+        configs[f"cascade: bi-encoder keeps {keep}, cross-encoder"] = Pipeline(
+            bm25, ce, top_k=10, cheap=cheap, keep=keep
+        )
+    plain = {
+        "sentence-transformers CrossEncoder, all 100": st_scorer(args.model),
+        "onnxruntime plain session, all 100": onnx_plain_scorer(args.model),
+    }
     rows = []
     first_q = next(iter(data.queries))
     for label, pipeline in configs.items():
@@ -110,21 +119,36 @@ def main() -> None:
     full = next(r for r in rows if r[0] == "cross-encoder, all 100")
     frontier = {r[0] for r in rows if not any(o[1] >= r[1] and o[2] <= r[2] and o != r for o in rows)}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"\n{args.dataset} test, {len(data.queries)} queries, BM25 top 100, max_length {MAX_LENGTH}, {cpu}, 2 threads\n")
-    print("| configuration | nDCG@10 | vs cross-encoder | p50 ms per query | latency vs cross-encoder | on the frontier |")
+    print(
+        f"\n{args.dataset} test, {len(data.queries)} queries, BM25 top 100, max_length {MAX_LENGTH}, {cpu}, 2 threads\n"
+    )
+    print(
+        "| configuration | nDCG@10 | vs cross-encoder | p50 ms per query | latency vs cross-encoder | on the frontier |"
+    )
     print("|---|---|---|---|---|---|")
     for label, quality, p50 in rows:
-        print(f"| {label} | {quality:.4f} | {quality - full[1]:+.4f} | {p50:.0f} | {p50 / full[2]:.2f} | {'yes' if label in frontier else ''} |")
+        print(
+            f"| {label} | {quality:.4f} | {quality - full[1]:+.4f} | {p50:.0f} | {p50 / full[2]:.2f} | {'yes' if label in frontier else ''} |"
+        )
     if args.png:
-        draw(rows, frontier, args.png, f"{args.dataset} test, {len(data.queries)} queries: quality per millisecond ({cpu}, 2 threads)")
+        draw(
+            rows,
+            frontier,
+            args.png,
+            f"{args.dataset} test, {len(data.queries)} queries: quality per millisecond ({cpu}, 2 threads)",
+        )
 
 
 def short(label: str) -> str:
     """A point's name on the figure."""
     if label.startswith("cascade"):
         return f"cascade {label.split('keeps ')[1].split(',')[0]}"
-    return {"BM25 alone": "BM25", "cross-encoder, all 100": "cross-encoder 100", "sentence-transformers CrossEncoder, all 100": "sentence-transformers 100",
-            "onnxruntime plain session, all 100": "onnxruntime plain 100"}.get(label, label.split(" (")[0])
+    return {
+        "BM25 alone": "BM25",
+        "cross-encoder, all 100": "cross-encoder 100",
+        "sentence-transformers CrossEncoder, all 100": "sentence-transformers 100",
+        "onnxruntime plain session, all 100": "onnxruntime plain 100",
+    }.get(label, label.split(" (")[0])
 
 
 def draw(rows: list[tuple[str, float, float]], frontier: set[str], png: Path, title: str) -> None:

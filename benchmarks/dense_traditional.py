@@ -28,11 +28,17 @@ def main() -> None:
     data = load_dataset(folder, "train", args.queries)
     docs = list(read_corpus(folder))
     e5 = load_encoder("multilingual-e5-small")
-    print(f"DRCD train, {len(data.queries)} questions, {len(docs)} passages\n\n| method | nDCG@10 | Hit@1 | seconds |\n|---|---|---|---|")
+    print(
+        f"DRCD train, {len(data.queries)} questions, {len(docs)} passages\n\n| method | nDCG@10 | Hit@1 | seconds |\n|---|---|---|---|"
+    )
     for label, convert in (("dense, as is", lambda x: x), ("dense, converted to Simplified", _to_simplified())):
         start = time.perf_counter()
-        dense = Dense(Index.build([Document(d.id, convert(d.text), convert(d.title), d.metadata) for d in docs], encoder=e5), e5)
-        scores = mean_scores({q: [h.id for h in dense.search(convert(text), 10)] for q, text in data.queries.items()}, data.qrels)
+        dense = Dense(
+            Index.build([Document(d.id, convert(d.text), convert(d.title), d.metadata) for d in docs], encoder=e5), e5
+        )
+        scores = mean_scores(
+            {q: [h.id for h in dense.search(convert(text), 10)] for q, text in data.queries.items()}, data.qrels
+        )
         print(f"| {label} | {scores['ndcg@10']:.4f} | {scores['hit@1']:.3f} | {time.perf_counter() - start:.0f} |")
     bm25 = BM25(Index.build(docs))
     scores = mean_scores({q: [h.id for h in bm25.search(text, 10)] for q, text in data.queries.items()}, data.qrels)

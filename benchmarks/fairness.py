@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from _support import served
 
 from finerank import load_reranker

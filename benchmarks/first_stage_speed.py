@@ -68,8 +68,15 @@ def bench_finerank(documents: list, queries: dict[str, str]) -> dict:
     # hits hold documents read from the store when used; what a reranker pays to read all 100
     read_s, _ = fastest(lambda: [[h.document.content for h in bm25.search(q, K)] for q in texts])
     read = {"build_s": build_s, "single_s": read_s, "batch_s": read_s, "queries": len(texts), "rankings": rankings}
-    return {"index": index, "build_s": build_s, "single_s": single_s, "batch_s": batch_s, "queries": len(texts), "rankings": rankings,
-            "read": read}
+    return {
+        "index": index,
+        "build_s": build_s,
+        "single_s": single_s,
+        "batch_s": batch_s,
+        "queries": len(texts),
+        "rankings": rankings,
+        "read": read,
+    }
 
 
 def bench_bm25s(documents: list, queries: dict[str, str], threads: int) -> dict:
@@ -79,7 +86,9 @@ def bench_bm25s(documents: list, queries: dict[str, str], threads: int) -> dict:
     stemmer = Stemmer.Stemmer("english")
     doc_ids = np.array([d.id for d in documents])
     start = time.perf_counter()
-    corpus_tokens = bm25s.tokenize([f"{d.title} {d.text}" for d in documents], stopwords="en", stemmer=stemmer, show_progress=False)
+    corpus_tokens = bm25s.tokenize(
+        [f"{d.title} {d.text}" for d in documents], stopwords="en", stemmer=stemmer, show_progress=False
+    )
     model = bm25s.BM25(method="lucene", k1=0.9, b=0.4)
     model.index(corpus_tokens, show_progress=False)
     build_s = time.perf_counter() - start
@@ -134,7 +143,11 @@ def bench_pipeline(index: Index, queries: list[str], threads: int) -> dict:
         for stage in ("first_stage", "rerank"):
             stages[stage].append(ranking.timings[stage])
     return {
-        stage: {"p50_ms": 1000 * float(np.percentile(s, 50)), "p95_ms": 1000 * float(np.percentile(s, 95)), "mean_ms": 1000 * float(np.mean(s))}
+        stage: {
+            "p50_ms": 1000 * float(np.percentile(s, 50)),
+            "p95_ms": 1000 * float(np.percentile(s, 95)),
+            "mean_ms": 1000 * float(np.mean(s)),
+        }
         for stage, s in stages.items()
     }
 
@@ -145,7 +158,9 @@ def main() -> None:
     parser.add_argument("--rank-bm25-queries", type=int, default=50, help="queries timed and scored for rank_bm25")
     parser.add_argument("--pipeline-queries", type=int, default=20, help="SciFact queries through Pipeline.search")
     parser.add_argument("--threads", type=int, default=2, help="bm25s batch threads and reranker threads")
-    parser.add_argument("--quick", action="store_true", help="50 queries per set, 20 for rank_bm25, 5 through the pipeline")
+    parser.add_argument(
+        "--quick", action="store_true", help="50 queries per set, 20 for rank_bm25, 5 through the pipeline"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -175,7 +190,14 @@ def main() -> None:
         results[name] = {"documents": len(documents), "queries": len(dataset.queries), "tools": tools}
     if args.pipeline_queries:
         pipeline = bench_pipeline(scifact_index, scifact_queries[: args.pipeline_queries], args.threads)
-        results["pipeline"] = {"dataset": "scifact", "queries": min(args.pipeline_queries, len(scifact_queries)), "reranker": "minilm-fused", "candidates": K, "top_k": 10, "stages": pipeline}
+        results["pipeline"] = {
+            "dataset": "scifact",
+            "queries": min(args.pipeline_queries, len(scifact_queries)),
+            "reranker": "minilm-fused",
+            "candidates": K,
+            "top_k": 10,
+            "stages": pipeline,
+        }
 
     if args.json:
         print(json.dumps(results, indent=2))
@@ -184,7 +206,9 @@ def main() -> None:
         r = results[name]
         tools = r["tools"]
         base_single, base_batch = tools["finerank"]["single_qps"], tools["finerank"]["batch_qps"]
-        print(f"\n{name}: {r['documents']} documents, {r['queries']} test queries, top-{K}, batch on {args.threads} threads\n")
+        print(
+            f"\n{name}: {r['documents']} documents, {r['queries']} test queries, top-{K}, batch on {args.threads} threads\n"
+        )
         print("| tool | build s | single q/s | x finerank | batch q/s | batch x finerank | nDCG@10 |")
         print("|---|---|---|---|---|---|---|")
         for tool, t in tools.items():
@@ -194,11 +218,15 @@ def main() -> None:
                 quality += f" (finerank on the same: {tools['finerank']['ndcg@10_rank_bm25_subset']:.4f})"
             batch = f"{t['batch_qps']:.0f}" if t["batch_qps"] else "no batch call"
             ratio = f"{t['batch_qps'] / base_batch:.2f}" if t["batch_qps"] else "-"
-            print(f"| {label} | {t['build_s']:.2f} | {t['single_qps']:.0f} | {t['single_qps'] / base_single:.2f} | {batch} | {ratio} | {quality} |")
+            print(
+                f"| {label} | {t['build_s']:.2f} | {t['single_qps']:.0f} | {t['single_qps'] / base_single:.2f} | {batch} | {ratio} | {quality} |"
+            )
     p = results.get("pipeline")
     if not p:
         return
-    print(f"\nPipeline.search on {p['queries']} SciFact test queries: BM25 top-{K}, reranked by minilm-fused, top 10, {args.threads} threads\n")
+    print(
+        f"\nPipeline.search on {p['queries']} SciFact test queries: BM25 top-{K}, reranked by minilm-fused, top 10, {args.threads} threads\n"
+    )
     print("| stage | p50 ms | p95 ms | mean ms |")
     print("|---|---|---|---|")
     for stage, s in p["stages"].items():

@@ -37,7 +37,9 @@ def main() -> None:
     dataset = load_dataset(DATASETS / "scifact", "test", args.max_queries)
     first = BM25(Index.build(read_corpus(DATASETS / "scifact")))
     first_run = {q: [h.id for h in first.search(t, args.candidates)] for q, t in dataset.queries.items()}
-    print(f"SciFact test, {len(dataset.queries)} queries, BM25 top {args.candidates}: nDCG@10 {mean_scores(first_run, dataset.qrels)['ndcg@10']:.4f}")
+    print(
+        f"SciFact test, {len(dataset.queries)} queries, BM25 top {args.candidates}: nDCG@10 {mean_scores(first_run, dataset.qrels)['ndcg@10']:.4f}"
+    )
     print("| max_length | reading | nDCG@10 | Hit@1 | candidates longer than one window | rerank p50 ms/query |")
     print("|---|---|---|---|---|---|")
     for length in args.lengths:
@@ -54,7 +56,10 @@ def main() -> None:
             scores = mean_scores(run, dataset.qrels)
             share = f"{long / (len(run) * args.candidates):.0%}" if chunks == 1 else ""
             reading = "cut to fit" if chunks == 1 else f"up to {chunks} windows, max"
-            print(f"| {length} | {reading} | {scores['ndcg@10']:.4f} | {scores['hit@1']:.3f} | {share} | {np.median(times) * 1000:.0f} |", flush=True)
+            print(
+                f"| {length} | {reading} | {scores['ndcg@10']:.4f} | {scores['hit@1']:.3f} | {share} | {np.median(times) * 1000:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

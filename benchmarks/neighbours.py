@@ -48,11 +48,19 @@ def main() -> None:
                 alone = np.array([scorer.score(query, [t], raw=True)[0] for t in texts])
                 beside = np.array([scorer.score(query, [t, *longest], raw=True)[0] for t in texts])
                 raw_moves.append(max(np.abs(batched - alone).max(), np.abs(beside - alone).max()))
-                moves.append(max(np.abs(scorer.calibrate(batched) - scorer.calibrate(alone)).max(),
-                                 np.abs(scorer.calibrate(beside) - scorer.calibrate(alone)).max()))
-                changed += list(np.argsort(-batched, kind="stable")[:10]) != list(np.argsort(-alone, kind="stable")[:10])
-            print(f"| {backend} | {precision} | {max(raw_moves):.1e} | {max(moves):.1e} | {changed} of {len(data.queries)} |",
-                  flush=True)
+                moves.append(
+                    max(
+                        np.abs(scorer.calibrate(batched) - scorer.calibrate(alone)).max(),
+                        np.abs(scorer.calibrate(beside) - scorer.calibrate(alone)).max(),
+                    )
+                )
+                changed += list(np.argsort(-batched, kind="stable")[:10]) != list(
+                    np.argsort(-alone, kind="stable")[:10]
+                )
+            print(
+                f"| {backend} | {precision} | {max(raw_moves):.1e} | {max(moves):.1e} | {changed} of {len(data.queries)} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

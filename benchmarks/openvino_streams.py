@@ -19,13 +19,16 @@ import openvino
 
 from finerank import read_corpus, read_queries
 from finerank.models.files import onnx_file
-from finerank.models.tokenization import batches, TextEncoder
+from finerank.models.tokenization import TextEncoder, batches
 from finerank.registry import MODELS
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
 CONFIGS = {
     "1 stream x 2 threads (LATENCY, finerank's)": ({"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2}, 1),
-    "2 streams x 1 thread (THROUGHPUT)": ({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2, "INFERENCE_NUM_THREADS": 2}, 2),
+    "2 streams x 1 thread (THROUGHPUT)": (
+        {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2, "INFERENCE_NUM_THREADS": 2},
+        2,
+    ),
 }
 
 
@@ -59,7 +62,9 @@ def main() -> None:
     documents = [d.content for d in read_corpus(SCIFACT)][:100]
     queries = list(read_queries(SCIFACT / "queries.jsonl").values())
     encodings = [e for q in queries[: max(1, args.pairs // 100)] for e in encoder.pairs(q, documents)]
-    print(f"{args.model}: {len(encodings)} pairs, {np.mean([len(e.ids) for e in encodings]):.0f} tokens on average, bf16\n")
+    print(
+        f"{args.model}: {len(encodings)} pairs, {np.mean([len(e.ids) for e in encodings]):.0f} tokens on average, bf16\n"
+    )
     print("| configuration | token budget | pairs/s | vs finerank's |\n|---|---|---|---|")
     baseline = {}
     for name, (config, jobs) in CONFIGS.items():

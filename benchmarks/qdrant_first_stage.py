@@ -16,8 +16,7 @@ from pathlib import Path
 
 from qdrant_client import QdrantClient
 
-from finerank import Hybrid, Index, first_stage, load_encoder, read_corpus
-from finerank import qdrant
+from finerank import Hybrid, Index, first_stage, load_encoder, qdrant, read_corpus
 from finerank.evaluate import load_dataset
 from finerank.metrics import mean_scores
 
@@ -67,18 +66,24 @@ def main() -> None:
         ours = {kind: first_stage(index, kind, encoder) for kind in ("bm25", "dense", "hybrid")}
         theirs = {kind: qdrant.Qdrant(client, name, kind, encoder=encoder) for kind in ("bm25", "dense")}
         theirs["hybrid"] = Hybrid(theirs["bm25"], theirs["dense"])
-        results[name] = {kind: {"finerank": measure(ours[kind], dataset), "qdrant": measure(theirs[kind], dataset)} for kind in ours}
+        results[name] = {
+            kind: {"finerank": measure(ours[kind], dataset), "qdrant": measure(theirs[kind], dataset)} for kind in ours
+        }
         client.close()
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"| set ({args.split}) | first stage | finerank nDCG@10 / R@100 | Qdrant nDCG@10 / R@100 | finerank ms/q | Qdrant local ms/q |")
+    print(
+        f"| set ({args.split}) | first stage | finerank nDCG@10 / R@100 | Qdrant nDCG@10 / R@100 | finerank ms/q | Qdrant local ms/q |"
+    )
     print("|---|---|---|---|---|---|")
     for name, kinds in results.items():
         for kind, pair in kinds.items():
             a, b = pair["finerank"], pair["qdrant"]
-            print(f"| {name} | {kind} | {a['ndcg@10']:.4f} / {a['recall@100']:.4f} | {b['ndcg@10']:.4f} / {b['recall@100']:.4f} "
-                  f"| {a['ms_per_query']:.1f} | {b['ms_per_query']:.1f} |")
+            print(
+                f"| {name} | {kind} | {a['ndcg@10']:.4f} / {a['recall@100']:.4f} | {b['ndcg@10']:.4f} / {b['recall@100']:.4f} "
+                f"| {a['ms_per_query']:.1f} | {b['ms_per_query']:.1f} |"
+            )
 
 
 if __name__ == "__main__":

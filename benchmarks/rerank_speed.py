@@ -105,7 +105,9 @@ def make_scorer(engine: str, backend: str, precision: str, model: Path, threads:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(onnx_file(model, "classification")), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(onnx_file(model, "classification")), options, providers=["CPUExecutionProvider"]
+        )
         tok = Tokenizer.from_file(str(model / "tokenizer.json"))
         tok.enable_truncation(512)
         tok.enable_padding()
@@ -140,7 +142,10 @@ def run_engine(label: str, model: Path, requests: list, quality: list, threads: 
         latencies.append(time.perf_counter() - t)
     quality_scores = [np.asarray(score(text, texts), dtype=np.float32) for _, text, _, texts in quality]
     return {
-        "latencies": latencies, "scores": scores, "quality_scores": quality_scores, "load_s": load_s,
+        "latencies": latencies,
+        "scores": scores,
+        "quality_scores": quality_scores,
+        "load_s": load_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -179,15 +184,24 @@ def peak_flops(precision: str, threads: int) -> float:
 def ndcg_at_10(quality: list, scores: list, qrels: dict) -> float:
     from finerank.metrics import ndcg
 
-    values = [ndcg([ids[i] for i in np.argsort(-s, kind="stable")], qrels[qid]) for (qid, _, ids, _), s in zip(quality, scores)]
+    values = [
+        ndcg([ids[i] for i in np.argsort(-s, kind="stable")], qrels[qid])
+        for (qid, _, ids, _), s in zip(quality, scores)
+    ]
     return float(np.mean(values)) if values else float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, help="a cross-encoder directory (default: all-MiniLM-L6-v2 + a fresh head)")
-    parser.add_argument("--requests", type=int, default=10, help="timed 100-candidate requests (half SciFact, half DL19)")
-    parser.add_argument("--ndcg-queries", type=int, default=30, help="SciFact test queries reranked for nDCG@10 per engine")
+    parser.add_argument(
+        "--model", type=Path, help="a cross-encoder directory (default: all-MiniLM-L6-v2 + a fresh head)"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=10, help="timed 100-candidate requests (half SciFact, half DL19)"
+    )
+    parser.add_argument(
+        "--ndcg-queries", type=int, default=30, help="SciFact test queries reranked for nDCG@10 per engine"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES))
     parser.add_argument("--quick", action="store_true", help="2 requests, no nDCG, three engines: within a minute")
@@ -232,17 +246,39 @@ def main() -> None:
             "gflops": rate * flops / 1e9,
             "fraction_of_peak": rate * flops / peaks[precision],
         }
-    names = {"sentence-transformers fp32": "sentence_transformers_fp32", "onnxruntime plain fp32": "onnxruntime_plain", DEFAULT_ENGINE: "finerank"}
+    names = {
+        "sentence-transformers fp32": "sentence_transformers_fp32",
+        "onnxruntime plain fp32": "onnxruntime_plain",
+        DEFAULT_ENGINE: "finerank",
+    }
     if args.json:
         summary = {
             key: {names.get(label, label): row[key] for label, row in rows.items()}
-            for key in ("pairs_per_s", "p50_ms_100", "p95_ms_100", "p50_ms_100_scifact", "p50_ms_100_dl19", "ndcg@10", "peak_rss_mb", "max_abs_diff", "kendall_tau", "fraction_of_peak")
+            for key in (
+                "pairs_per_s",
+                "p50_ms_100",
+                "p95_ms_100",
+                "p50_ms_100_scifact",
+                "p50_ms_100_dl19",
+                "ndcg@10",
+                "peak_rss_mb",
+                "max_abs_diff",
+                "kendall_tau",
+                "fraction_of_peak",
+            )
         }
-        summary |= {"pairs": pairs, "mean_tokens": float(np.mean(lengths)), "gflop_per_pair": flops / 1e9, "peak_gflops": {p: v / 1e9 for p, v in peaks.items()}}
+        summary |= {
+            "pairs": pairs,
+            "mean_tokens": float(np.mean(lengths)),
+            "gflop_per_pair": flops / 1e9,
+            "peak_gflops": {p: v / 1e9 for p, v in peaks.items()},
+        }
         print(json.dumps(summary, indent=2))
         return
-    print(f"model {model}: {pairs} pairs in {len(requests)} requests of 100 (SciFact / DL19 alternating), "
-          f"{np.mean(lengths):.0f} tokens per pair on average, {flops / 1e9:.2f} GFLOP per pair, {args.threads} threads")
+    print(
+        f"model {model}: {pairs} pairs in {len(requests)} requests of 100 (SciFact / DL19 alternating), "
+        f"{np.mean(lengths):.0f} tokens per pair on average, {flops / 1e9:.2f} GFLOP per pair, {args.threads} threads"
+    )
     print("measured peak (2048^3 product): " + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))
     if quality:
         print(f"nDCG@10 on the first {len(quality)} SciFact test queries (BM25 top-100 reranked)")
@@ -252,9 +288,11 @@ def main() -> None:
     print("|" + "---|" * (header.count("|") - 1))
     for label, r in rows.items():
         ndcg = f"{r['ndcg@10']:.4f}" if r["ndcg@10"] is not None else "-"
-        print(f"| {label} | {r['pairs_per_s']:.1f} | {r['pairs_per_s'] / base:.2f} | {r['p50_ms_100']:.0f} | {r['p95_ms_100']:.0f} | "
-              f"{r['p50_ms_100_scifact']:.0f} | {r['p50_ms_100_dl19']:.0f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['max_abs_diff']:.4f} | {r['kendall_tau']:.3f} | {ndcg} | {r['gflops']:.0f} | {r['fraction_of_peak']:.1%} |")
+        print(
+            f"| {label} | {r['pairs_per_s']:.1f} | {r['pairs_per_s'] / base:.2f} | {r['p50_ms_100']:.0f} | {r['p95_ms_100']:.0f} | "
+            f"{r['p50_ms_100_scifact']:.0f} | {r['p50_ms_100_dl19']:.0f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['max_abs_diff']:.4f} | {r['kendall_tau']:.3f} | {ndcg} | {r['gflops']:.0f} | {r['fraction_of_peak']:.1%} |"
+        )
 
 
 if __name__ == "__main__":

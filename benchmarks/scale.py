@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from _support import ray_cluster, served
 from rerank_speed import default_model  # the MiniLM-L6 cross-encoder stand-in
 
@@ -45,15 +44,19 @@ DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
-            return line.split(":", 1)[1].strip() + (" (AMX)" if "amx_bf16" in Path("/proc/cpuinfo").read_text() else " (no AMX)")
+            return line.split(":", 1)[1].strip() + (
+                " (AMX)" if "amx_bf16" in Path("/proc/cpuinfo").read_text() else " (no AMX)"
+            )
     return platform.processor()
 
 
 def sequential(url: str, count: int = 300) -> dict:
     out = {}
     with httpx.Client(base_url=url, timeout=60) as client:
-        for name, call in (("health", lambda: client.get("/health")),
-                           ("rerank", lambda: client.post("/v1/rerank", json={"query": "cold", "documents": ["rest", "stocks"]}))):
+        for name, call in (
+            ("health", lambda: client.get("/health")),
+            ("rerank", lambda: client.post("/v1/rerank", json={"query": "cold", "documents": ["rest", "stocks"]})),
+        ):
             call()
             times = []
             for _ in range(count):
@@ -86,8 +89,12 @@ def load(url: str, bodies: list[dict], clients: int, seconds: float) -> dict:
     elapsed = time.perf_counter() - start
     latencies.sort()
     pairs = len(latencies) * len(bodies[0]["documents"])
-    return {"requests": len(latencies), "failed": len(failures), "pairs_per_s": pairs / elapsed,
-            "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None}
+    return {
+        "requests": len(latencies),
+        "failed": len(failures),
+        "pairs_per_s": pairs / elapsed,
+        "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None,
+    }
 
 
 def bodies_of(docs: int) -> list[dict]:
@@ -106,7 +113,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    os.environ.setdefault("FINERANK_AUTOTUNE", "0")  # every engine reads as the fixed rule says: the same model everywhere
+    os.environ.setdefault(
+        "FINERANK_AUTOTUNE", "0"
+    )  # every engine reads as the fixed rule says: the same model everywhere
     model = str(default_model())
     reading = {"backend": "torch", "precision": "fp32", "threads": 1}
     result: dict = {"cpu": cpu_name(), "cores": os.cpu_count(), "settings": vars(args)}
@@ -120,8 +129,13 @@ def main() -> None:
         with served(create_app(load_reranker(model, **{**reading, "threads": 2}))) as plain:
             result["plain"]["load"] = load(plain, bodies, args.clients, args.seconds)
         for count, wait_ms in ((1, 5.0), (2, 5.0), (2, 0.0)):
-            front = replicas.deploy(address, functools.partial(load_reranker, model, **reading), replicas=count, quiet=True,
-                                    limits=Limits(batch_wait_ms=wait_ms, max_queue=4 * args.clients))
+            front = replicas.deploy(
+                address,
+                functools.partial(load_reranker, model, **reading),
+                replicas=count,
+                quiet=True,
+                limits=Limits(batch_wait_ms=wait_ms, max_queue=4 * args.clients),
+            )
             with served(front) as server:
                 entry = {"load": load(server, bodies, args.clients, args.seconds)}
                 if count == 2 and wait_ms:
@@ -145,9 +159,14 @@ def main() -> None:
             timings[name] = time.perf_counter() - start
         same = (out / "local.trec").read_text() == (out / "cluster.trec").read_text()
         pairs = args.queries * 50
-        result["batch"] = {"pairs": pairs, "shards": -(-args.queries // 2), "local_s": timings["local"], "cluster_s": timings["cluster"],
-                           "same_output": same,
-                           "overhead_per_shard_s": (timings["cluster"] - timings["local"] / 2) / -(-args.queries // 2)}
+        result["batch"] = {
+            "pairs": pairs,
+            "shards": -(-args.queries // 2),
+            "local_s": timings["local"],
+            "cluster_s": timings["cluster"],
+            "same_output": same,
+            "overhead_per_shard_s": (timings["cluster"] - timings["local"] / 2) / -(-args.queries // 2),
+        }
 
     if args.json:
         print(json.dumps(result, indent=2))
@@ -157,16 +176,24 @@ def main() -> None:
     print("\n| route | plain p50 / p95 ms | Ray Serve p50 / p95 ms | overhead at p50 |\n|---|---|---|---|")
     for route in ("health", "rerank"):
         a, b = plain_seq[route], serve_seq[route]
-        print(f"| {route} | {a['p50']:.1f} / {a['p95']:.1f} | {b['p50']:.1f} / {b['p95']:.1f} | {b['p50'] - a['p50']:+.1f} ms |")
+        print(
+            f"| {route} | {a['p50']:.1f} / {a['p95']:.1f} | {b['p50']:.1f} / {b['p95']:.1f} | {b['p50'] - a['p50']:+.1f} ms |"
+        )
     base = result["plain"]["load"]["pairs_per_s"]
-    print(f"\n| server ({args.clients} clients, {args.docs} docs a request) | pairs/s | vs plain | p50 ms | failed |\n|---|---|---|---|---|")
+    print(
+        f"\n| server ({args.clients} clients, {args.docs} docs a request) | pairs/s | vs plain | p50 ms | failed |\n|---|---|---|---|---|"
+    )
     for key, entry in result.items():
         if isinstance(entry, dict) and "load" in entry:
             row = entry["load"]
-            print(f"| {key} | {row['pairs_per_s']:.1f} | {row['pairs_per_s'] / base:.2f}x | {row['p50_ms']:.0f} | {row['failed']} |")
+            print(
+                f"| {key} | {row['pairs_per_s']:.1f} | {row['pairs_per_s'] / base:.2f}x | {row['p50_ms']:.0f} | {row['failed']} |"
+            )
     b = result["batch"]
-    print(f"\nrerank-run, {b['pairs']} pairs in {b['shards']} shards: local {b['local_s']:.1f} s (1 thread), cluster {b['cluster_s']:.1f} s "
-          f"(2 workers), same output: {b['same_output']}; overhead per shard {b['overhead_per_shard_s'] * 1000:.0f} ms")
+    print(
+        f"\nrerank-run, {b['pairs']} pairs in {b['shards']} shards: local {b['local_s']:.1f} s (1 thread), cluster {b['cluster_s']:.1f} s "
+        f"(2 workers), same output: {b['same_output']}; overhead per shard {b['overhead_per_shard_s'] * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ import numpy as np
 
 from finerank import BM25, Index, Pipeline, load_encoder, load_reranker, read_corpus
 from finerank.evaluate import load_dataset
-from finerank.metrics import ndcg
 from finerank.fusion import fuse
+from finerank.metrics import ndcg
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 K = 100
@@ -113,14 +113,22 @@ def main() -> None:
     candidates = {qid: BM25(index).search(text, K) for qid, text in dataset.queries.items()}
 
     stages = {
-        "minilm-fused, stored vectors": finerank_stage(load_reranker("minilm-fused", threads=args.threads), index, stored=True),
+        "minilm-fused, stored vectors": finerank_stage(
+            load_reranker("minilm-fused", threads=args.threads), index, stored=True
+        ),
         "minilm-fused, texts encoded": finerank_stage(load_reranker("minilm-fused", threads=args.threads), index),
-        "minilm-fused-fast, texts encoded": finerank_stage(load_reranker("minilm-fused-fast", threads=args.threads), index),
+        "minilm-fused-fast, texts encoded": finerank_stage(
+            load_reranker("minilm-fused-fast", threads=args.threads), index
+        ),
         "sentence-transformers bi-encoder fp32 (fused the same way)": sentence_transformers_bi_encoder(args.threads),
     }
     if args.model:
-        stages[f"cross-encoder {args.model.name}, finerank default backend"] = finerank_stage(load_reranker(args.model, threads=args.threads), index)
-        stages[f"cross-encoder {args.model.name}, sentence-transformers fp32"] = sentence_transformers_cross_encoder(args.model, args.threads)
+        stages[f"cross-encoder {args.model.name}, finerank default backend"] = finerank_stage(
+            load_reranker(args.model, threads=args.threads), index
+        )
+        stages[f"cross-encoder {args.model.name}, sentence-transformers fp32"] = sentence_transformers_cross_encoder(
+            args.model, args.threads
+        )
 
     bm25 = float(np.mean([ndcg([h.id for h in candidates[q]], dataset.qrels[q]) for q in dataset.queries]))
     rows = {}
@@ -131,14 +139,23 @@ def main() -> None:
             "p95_ms": 1000 * float(np.percentile(seconds, 95)),
             "ndcg@10": float(np.mean([ndcg(rankings[q], dataset.qrels[q]) for q in dataset.queries])),
         }
-    summary = {"dataset": args.dataset, "queries": len(dataset.queries), "documents": len(index), "index_build_s": build_s,
-               "bm25_ndcg@10": bm25, "threads": args.threads, "stages": rows}
+    summary = {
+        "dataset": args.dataset,
+        "queries": len(dataset.queries),
+        "documents": len(index),
+        "index_build_s": build_s,
+        "bm25_ndcg@10": bm25,
+        "threads": args.threads,
+        "stages": rows,
+    }
     if args.json:
         print(json.dumps(summary, indent=2))
         return
     st_bi = rows["sentence-transformers bi-encoder fp32 (fused the same way)"]["p50_ms"]
-    print(f"{args.dataset}: {len(index)} documents (index with vectors built in {build_s:.0f} s), first {len(dataset.queries)} test queries, "
-          f"BM25 top-{K} reranked, top 10, {args.threads} threads; BM25 alone nDCG@10 {bm25:.4f}\n")
+    print(
+        f"{args.dataset}: {len(index)} documents (index with vectors built in {build_s:.0f} s), first {len(dataset.queries)} test queries, "
+        f"BM25 top-{K} reranked, top 10, {args.threads} threads; BM25 alone nDCG@10 {bm25:.4f}\n"
+    )
     print("| second stage | rerank p50 ms | p95 ms | x sentence-transformers bi-encoder (p50) | nDCG@10 |")
     print("|---|---|---|---|---|")
     for label, r in rows.items():

@@ -21,7 +21,9 @@ from finerank.pipeline import Reranking
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 PUBLISHED = {  # ../shared/datasets/README.md: BM25, and BM25 top-100 reranked by ms-marco-MiniLM-L-6-v2
-    "nfcorpus": (0.325, 0.350), "scifact": (0.665, 0.688), "trec-dl-2019-passage-pool": (0.506, 0.743),
+    "nfcorpus": (0.325, 0.350),
+    "scifact": (0.665, 0.688),
+    "trec-dl-2019-passage-pool": (0.506, 0.743),
 }
 VARIANTS = ("all-minilm-l6-v2", "minilm-rrf", "minilm-fused")
 
@@ -40,7 +42,9 @@ def main() -> None:
     parser.add_argument("--max-queries", type=int)
     args = parser.parse_args()
     stages = {variant: Reranking(load_reranker(variant), top_k=100, source="BM25") for variant in VARIANTS}
-    print("| set | queries | second stage | nDCG@10 | Hit@1 | Hit@3 | rerank p50 ms / query | published BM25 / MiniLM-L6 CE |")
+    print(
+        "| set | queries | second stage | nDCG@10 | Hit@1 | Hit@3 | rerank p50 ms / query | published BM25 / MiniLM-L6 CE |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in PUBLISHED:
         dataset = load_dataset(DATASETS / name, "test", args.max_queries)
@@ -54,8 +58,11 @@ def main() -> None:
         published = "{:.3f} / {:.3f}".format(*PUBLISHED[name])
         for variant, run in rows.items():
             m = mean_scores(run, dataset.qrels)
-            print(f"| {name} | {len(dataset.queries)} | {variant} | {m['ndcg@10']:.4f} | {m['hit@1']:.3f} | {m['hit@3']:.3f} "
-                  f"| {cost[variant]} | {published} |", flush=True)
+            print(
+                f"| {name} | {len(dataset.queries)} | {variant} | {m['ndcg@10']:.4f} | {m['hit@1']:.3f} | {m['hit@3']:.3f} "
+                f"| {cost[variant]} | {published} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

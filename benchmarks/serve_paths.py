@@ -25,7 +25,6 @@ import os
 import time
 
 import httpx
-
 from _support import ray_cluster, served
 from rerank_speed import default_model
 from scale import cpu_name, sequential
@@ -45,9 +44,17 @@ class ProxiedFront:
         from starlette.responses import Response
 
         status, headers, content = await self.handle.answer.remote(
-            request.method, request.url.path, request.url.query.encode("latin-1"), request.headers.raw, await request.body())
-        return Response(content, status_code=status, headers={k.decode("latin-1"): v.decode("latin-1") for k, v in headers
-                                                              if k.lower() != b"content-length"})
+            request.method,
+            request.url.path,
+            request.url.query.encode("latin-1"),
+            request.headers.raw,
+            await request.body(),
+        )
+        return Response(
+            content,
+            status_code=status,
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k.lower() != b"content-length"},
+        )
 
 
 class IngressReplica:
@@ -91,11 +98,19 @@ def main() -> None:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         url = f"http://127.0.0.1:{port}"
         replica = serve.deployment(replicas.Replica, name="replica", **options).bind(load, {})
-        serve.run(serve.deployment(ProxiedFront, ray_actor_options={"num_cpus": 0}).bind(replica), name="paths", route_prefix="/")
+        serve.run(
+            serve.deployment(ProxiedFront, ray_actor_options={"num_cpus": 0}).bind(replica),
+            name="paths",
+            route_prefix="/",
+        )
         until_up(url)
         result["proxy -> front deployment -> replica"] = sequential(url, args.requests)
         serve.delete("paths")
-        serve.run(serve.deployment(serve.ingress()(IngressReplica), name="ingress", **options).bind(load), name="paths", route_prefix="/")
+        serve.run(
+            serve.deployment(serve.ingress()(IngressReplica), name="ingress", **options).bind(load),
+            name="paths",
+            route_prefix="/",
+        )
         until_up(url)
         result["proxy -> replica (@serve.ingress)"] = sequential(url, args.requests)
         serve.shutdown()  # finerank's deploy starts Serve with no proxy
@@ -112,12 +127,16 @@ def main() -> None:
         return
     base = result["plain server"]
     print(f"CPU: {result['cpu']}, {result['cores']} cores; {args.requests} sequential requests a route; two replicas\n")
-    print("| path | GET /health p50 / p95 ms | overhead | POST /v1/rerank p50 / p95 ms | overhead |\n|---|---|---|---|---|")
+    print(
+        "| path | GET /health p50 / p95 ms | overhead | POST /v1/rerank p50 / p95 ms | overhead |\n|---|---|---|---|---|"
+    )
     for name, row in result.items():
         if isinstance(row, dict):
             h, r = row["health"], row["rerank"]
-            print(f"| {name} | {h['p50']:.1f} / {h['p95']:.1f} | {h['p50'] - base['health']['p50']:+.1f} ms "
-                  f"| {r['p50']:.1f} / {r['p95']:.1f} | {r['p50'] - base['rerank']['p50']:+.1f} ms |")
+            print(
+                f"| {name} | {h['p50']:.1f} / {h['p95']:.1f} | {h['p50'] - base['health']['p50']:+.1f} ms "
+                f"| {r['p50']:.1f} / {r['p95']:.1f} | {r['p50'] - base['rerank']['p50']:+.1f} ms |"
+            )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ def main() -> None:
     rows = []
     for label, options in SETTINGS.items():
         with tempfile.TemporaryDirectory() as out:
-            config = training.TrainConfig(base=base, output=out, max_steps=args.steps, checkpoint_every=10**9, **options)
+            config = training.TrainConfig(
+                base=base, output=out, max_steps=args.steps, checkpoint_every=10**9, **options
+            )
             rows.append((label, training.train(groups, config).pairs_per_s))
     print(f"{'setting':<48} {'pairs/s':>8} {'x plain':>8}")
     for label, rate in rows:

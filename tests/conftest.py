@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from support import LiveServer  # noqa: F401  (test modules import it from here, as before)
 
 # backend="auto" takes the fixed rule here: measuring every backend at each model's first load
@@ -52,8 +51,13 @@ def build_tiny_model(target: Path, minilm_dir: Path, *, num_labels: int | None, 
 
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=512, num_labels=num_labels or 2,
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=num_labels or 2,
     )
     model = BertForSequenceClassification(config) if num_labels else BertModel(config)
     with torch.no_grad():  # larger head weights, so scores spread out and differences show
@@ -93,4 +97,3 @@ def dl19_slice(datasets):
     run = {q: full[q] for q in sorted(full)[:6]}
     wanted = {d for scored in run.values() for d in scored}
     return folder, run, read_queries(folder / "queries.jsonl"), {d.id: d for d in read_corpus(folder) if d.id in wanted}
-

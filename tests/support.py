@@ -12,8 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 from finerank.errors import MissingDependencyError
 
@@ -57,8 +58,14 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def local_cluster(nodes: int = 3, *, cpus_per_node: float = 1, head_cpus: float | None = None, timeout_s: float = 90,
-                  log: str | os.PathLike = os.devnull) -> Iterator[str]:
+def local_cluster(
+    nodes: int = 3,
+    *,
+    cpus_per_node: float = 1,
+    head_cpus: float | None = None,
+    timeout_s: float = 90,
+    log: str | os.PathLike = os.devnull,
+) -> Iterator[str]:
     """A real Ray cluster on this machine, on 127.0.0.1: a head (``head_cpus`` CPUs, default
     ``cpus_per_node``) and ``nodes - 1`` worker nodes, each its own ``ray start`` process, as on
     separate machines. Yields the head's address and stops every node on exit."""
@@ -75,6 +82,7 @@ def local_cluster(nodes: int = 3, *, cpus_per_node: float = 1, head_cpus: float 
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     started: list[subprocess.Popen] = []
     with open(log, "a") as out:
+
         def start(*extra: str) -> None:  # a session of its own: the node's processes are stopped together
             node = subprocess.Popen([*command, *extra], env=env, stdout=out, stderr=out, start_new_session=True)
             started.append(node)
@@ -86,8 +94,11 @@ def local_cluster(nodes: int = 3, *, cpus_per_node: float = 1, head_cpus: float 
             ray = connect(address, quiet=True)
             for count in range(2, nodes + 1):  # one at a time: two nodes registering at once on one machine can collide
                 start(f"--address={address}", f"--num-cpus={cpus_per_node:g}")
-                until(lambda count=count: sum(n["Alive"] for n in ray.nodes()) == count, timeout_s,
-                      f"the local Ray cluster's node {count}")
+                until(
+                    lambda count=count: sum(n["Alive"] for n in ray.nodes()) == count,
+                    timeout_s,
+                    f"the local Ray cluster's node {count}",
+                )
             yield address
         finally:
             if "ray" in sys.modules and sys.modules["ray"].is_initialized():

@@ -25,7 +25,9 @@ def test_traditional_and_simplified_chinese_meet_in_bm25():
 
     assert analysis.chinese("感冒怎麼治療") == analysis.chinese("感冒怎么治疗")
     assert analysis.auto("DNA 序列與基因") == analysis.auto("DNA 序列与基因")
-    index = Index.build([Document("s", "感冒的治疗方法：多休息"), Document("t", "電腦網絡的歷史"), Document("x", "绿茶的制作")])
+    index = Index.build(
+        [Document("s", "感冒的治疗方法：多休息"), Document("t", "電腦網絡的歷史"), Document("x", "绿茶的制作")]
+    )
     assert BM25(index).search("治療感冒", 1)[0].id == "s" and BM25(index).search("电脑网络", 1)[0].id == "t"
 
 
@@ -62,10 +64,16 @@ def test_a_query_takes_the_likeliest_language_the_index_holds():
     from finerank import Document, Index
 
     assert analysis.language("bone fractures") == "eo"  # too short to tell on its own: fastText guesses Esperanto
-    assert analysis.language("bone fractures", among={"en": 990, "eo": 10}) == "en"  # an index of English documents reads it as English
-    index = Index.build([Document("ru", "Москва — столица России, крупнейший город страны."),
-                         Document("en", "London is the capital of the United Kingdom and its largest city."),
-                         Document("de", "Berlin ist die Hauptstadt Deutschlands und die größte Stadt des Landes.")])
+    assert (
+        analysis.language("bone fractures", among={"en": 990, "eo": 10}) == "en"
+    )  # an index of English documents reads it as English
+    index = Index.build(
+        [
+            Document("ru", "Москва — столица России, крупнейший город страны."),
+            Document("en", "London is the capital of the United Kingdom and its largest city."),
+            Document("de", "Berlin ist die Hauptstadt Deutschlands und die größte Stadt des Landes."),
+        ]
+    )
     assert index.params["languages"] == {"de": 1, "en": 1, "ru": 1}
     assert index.query_language("столицы России") == "ru" and index.query_language("Hauptstädte Deutschlands") == "de"
     from finerank import BM25
@@ -83,8 +91,12 @@ def test_a_corpus_reads_its_short_documents_in_its_main_language():
 
 
 def test_chinese_text_with_japanese_or_korean_in_it_stays_chinese_in_a_chinese_corpus():
-    assert analysis.language("斯翁斯和蒂姆・烏爾里希斯與菲利克斯・努斯鮑姆這些藝術家都來自於？") == "zh"  # "・" is no kana
+    assert (
+        analysis.language("斯翁斯和蒂姆・烏爾里希斯與菲利克斯・努斯鮑姆這些藝術家都來自於？") == "zh"
+    )  # "・" is no kana
     assert analysis.language("首尔（서울）是韩国的首都，也是最大的城市。") == "zh"  # a Korean name inside Chinese
-    quoting = "上知令，（平假名：じょうちれい、あげちれい），是指从1840年代到1870年代，江户幕府及明治政府所发出的土地没收政令"
+    quoting = (
+        "上知令，（平假名：じょうちれい、あげちれい），是指从1840年代到1870年代，江户幕府及明治政府所发出的土地没收政令"
+    )
     assert analysis.language(quoting) == "ja"  # alone, this much kana reads as Japanese (CMRC has two such paragraphs)
     assert analysis.corpus_languages([quoting, *["这是一个关于历史的中文段落。"] * 20])[0] == "zh"

@@ -18,8 +18,18 @@ transformers = pytest.importorskip("transformers")
 
 QUERY = "how do statins lower cholesterol"
 DOCS = ["Statins inhibit HMG-CoA reductase. " * k for k in (1, 3, 9, 40)] + [
-    "short", "Sourdough bread rises slowly with a starter. " * 5, "他汀类药物通过抑制胆固醇合成降低血脂。"]
-BACKENDS = [("torch", "fp32"), ("onnx", "fp32"), ("openvino", "fp32"), ("torch", "bf16"), ("openvino", "bf16"), ("onnx", "int8")]
+    "short",
+    "Sourdough bread rises slowly with a starter. " * 5,
+    "他汀类药物通过抑制胆固醇合成降低血脂。",
+]
+BACKENDS = [
+    ("torch", "fp32"),
+    ("onnx", "fp32"),
+    ("openvino", "fp32"),
+    ("torch", "bf16"),
+    ("openvino", "bf16"),
+    ("onnx", "int8"),
+]
 
 
 def _save(model, folder, tokenizer_json):
@@ -55,12 +65,25 @@ def build(arch, root, minilm_dir, xlmr_tokenizer, *, positions=None):
         model = T.BertForSequenceClassification(T.BertConfig(vocab_size=30522, **small))
         return _save(model, root / arch, minilm_dir / "tokenizer.json")
     if arch == "xlm-roberta":  # bge-reranker-base/large (514 positions) and v2-m3 (8194)
-        config = T.XLMRobertaConfig(vocab_size=250002, max_position_embeddings=positions or 514, pad_token_id=1, bos_token_id=0,
-                                    eos_token_id=2, type_vocab_size=1, **small)
+        config = T.XLMRobertaConfig(
+            vocab_size=250002,
+            max_position_embeddings=positions or 514,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            type_vocab_size=1,
+            **small,
+        )
         return _save(T.XLMRobertaForSequenceClassification(config), root / f"{arch}-{positions or 514}", xlmr_tokenizer)
     if arch == "modernbert":  # alternating global and local (sliding-window) attention, rotary positions
-        config = T.ModernBertConfig(vocab_size=30522, pad_token_id=0, global_attn_every_n_layers=2, local_attention=16,
-                                    max_position_embeddings=8192, **{**small, "num_hidden_layers": 3})
+        config = T.ModernBertConfig(
+            vocab_size=30522,
+            pad_token_id=0,
+            global_attn_every_n_layers=2,
+            local_attention=16,
+            max_position_embeddings=8192,
+            **{**small, "num_hidden_layers": 3},
+        )
         return _save(T.ModernBertForSequenceClassification(config), root / arch, minilm_dir / "tokenizer.json")
     raise ValueError(arch)
 
@@ -93,11 +116,15 @@ def test_every_backend_scores_as_transformers_does(models, arch):
     assert np.ptp(expected) > 0.05, expected  # the random head tells documents apart, so a mix-up would show
     for backend, precision in BACKENDS:
         scores = CrossEncoder(folder, backend=backend, precision=precision).score(QUERY, DOCS, raw=True)
-        print(f"| {arch} | {backend} | {precision} | {np.abs(scores - expected).max():.1e} | {np.ptp(expected):.3f} |")  # docs/models.md (-s)
+        print(
+            f"| {arch} | {backend} | {precision} | {np.abs(scores - expected).max():.1e} | {np.ptp(expected):.3f} |"
+        )  # docs/models.md (-s)
         if precision == "fp32":
             assert np.abs(scores - expected).max() < 1e-4, (backend, precision, scores - expected)
         else:  # bf16 and int8 round: the scores still follow fp32's closely
-            assert np.corrcoef(scores, expected)[0, 1] > 0.95 and np.abs(scores - expected).max() < 0.25 * np.ptp(expected), (backend, precision)
+            assert np.corrcoef(scores, expected)[0, 1] > 0.95 and np.abs(scores - expected).max() < 0.25 * np.ptp(
+                expected
+            ), (backend, precision)
 
 
 @pytest.mark.slow

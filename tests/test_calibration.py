@@ -58,7 +58,9 @@ def test_calibrate_command_stores_it_with_the_model_and_min_score_uses_it(nfcorp
     assert "calibrated all-minilm-l6-v2 (platt) on nfcorpus dev: " in out and "precision" in out
     scorer = load_scorer("all-minilm-l6-v2", max_length=128, backend="onnx", precision="fp32")
     assert scorer.calibration is not None and scorer.calibration.fitted_on.startswith("nfcorpus dev")
-    assert load_scorer("all-minilm-l6-v2", max_length=256, backend="onnx").calibration is None  # another token limit, another calibration
+    assert (
+        load_scorer("all-minilm-l6-v2", max_length=256, backend="onnx").calibration is None
+    )  # another token limit, another calibration
     query = "vitamin D and bone health"
     ranking = Pipeline(first, scorer, candidates=20, top_k=20).search(query)
     threshold = sorted(m.calibrated for m in ranking.model_scores.values())[-5]
@@ -85,7 +87,9 @@ def test_calibrations_at_two_token_limits_keep_apart_in_a_writable_model_folder(
     fits = {}
     for max_length, a in ((64, 2.0), (128, -3.0)):
         scorer = CrossEncoder(folder, backend="torch", precision="fp32", max_length=max_length)
-        path = calibration.save(calibration.Calibration("platt", a=a), calibration.location(folder, scorer.calibration_key))
+        path = calibration.save(
+            calibration.Calibration("platt", a=a), calibration.location(folder, scorer.calibration_key)
+        )
         assert path.parent == folder
         fits[max_length] = path
     assert fits[64] != fits[128]

@@ -7,13 +7,12 @@ import re
 import httpx
 import numpy as np
 import pytest
+from conftest import LiveServer
 
 from finerank import BM25, Document, Index, Pipeline, load_scorer
 from finerank.evaluate import load_dataset
 from finerank.models import chunks
 from finerank.server import create_app
-
-from conftest import LiveServer
 
 FILLER_END = re.compile(r"^.*? \|")  # the filler ends at its first " |"
 
@@ -33,7 +32,7 @@ def needles(datasets, scifact_docs):
     cases = []
     for qid, query in dataset.queries.items():
         relevant = next(d for d, g in dataset.qrels[qid].items() if g > 0)
-        others = [d.text for d in scifact_docs[2000 + 19 * len(cases): 2019 + 19 * len(cases)] if d.id != relevant]
+        others = [d.text for d in scifact_docs[2000 + 19 * len(cases) : 2019 + 19 * len(cases)] if d.id != relevant]
         cases.append((query, filler + " " + by_id[relevant].text, others))
     return cases
 
@@ -62,8 +61,10 @@ def test_sentencepiece_windows_start_at_words_too():
     from finerank.models.e5 import source_files
 
     tokenizer = Tokenizer.from_file(str(source_files()[1]))
-    text = " ".join(["Interval repetition helps learners remember unbelievably many words."] * 6
-                    + ["Интервальные повторения помогают запоминать иностранные слова."] * 6)
+    text = " ".join(
+        ["Interval repetition helps learners remember unbelievably many words."] * 6
+        + ["Интервальные повторения помогают запоминать иностранные слова."] * 6
+    )
     (spans,) = chunks.split(tokenizer, [text], 24, 50, 8)
     assert len(spans) > 4 and spans[-1][1] == len(text)
     for start, end in spans:
@@ -95,7 +96,9 @@ def test_a_late_relevant_passage_is_found_with_chunks_and_missed_without(scorer,
     query, long_doc, others = needles[0]
     fits = [t for t, spans in zip(others, scorer.windows(query, others, 8)) if spans == [(0, len(t))]]
     assert 3 <= len(fits) < len(others)
-    np.testing.assert_allclose(scorer.score_passages(query, fits, max_chunks_per_doc=8)[0], scorer.score(query, fits), atol=1e-6)
+    np.testing.assert_allclose(
+        scorer.score_passages(query, fits, max_chunks_per_doc=8)[0], scorer.score(query, fits), atol=1e-6
+    )
 
 
 def test_chunks_through_the_pipeline_and_the_server(scorer, needles, tmp_path):
@@ -105,14 +108,22 @@ def test_chunks_through_the_pipeline_and_the_server(scorer, needles, tmp_path):
     Index.build(docs).save(path)
     chunked = load_scorer("all-minilm-l6-v2", precision="fp32", max_chunks_per_doc=8)
     ranking = Pipeline(BM25(Index.load(path)), chunked, candidates=20, top_k=20).search(query)
-    assert ranking.hits[0].id == "long" and ranking.model_scores["long"].passage[1] > len(FILLER_END.search(long_doc).group(0))
+    assert ranking.hits[0].id == "long" and ranking.model_scores["long"].passage[1] > len(
+        FILLER_END.search(long_doc).group(0)
+    )
     with LiveServer(create_app(chunked, index=path)) as server, httpx.Client(base_url=server.url, timeout=60) as c:
         texts = [long_doc, *others]
         for n, expected_first in ((8, 0), (1, None)):
-            results = c.post("/v1/rerank", json={"query": query, "documents": texts, "max_chunks_per_doc": n}).json()["results"]
-            reversed_results = c.post("/v1/rerank", json={"query": query, "documents": texts[::-1], "max_chunks_per_doc": n}).json()["results"]
+            results = c.post("/v1/rerank", json={"query": query, "documents": texts, "max_chunks_per_doc": n}).json()[
+                "results"
+            ]
+            reversed_results = c.post(
+                "/v1/rerank", json={"query": query, "documents": texts[::-1], "max_chunks_per_doc": n}
+            ).json()["results"]
             by_index = {r["index"]: r["relevance_score"] for r in results}
-            assert all(abs(by_index[len(texts) - 1 - r["index"]] - r["relevance_score"]) < 1e-5 for r in reversed_results)
+            assert all(
+                abs(by_index[len(texts) - 1 - r["index"]] - r["relevance_score"]) < 1e-5 for r in reversed_results
+            )
             assert (results[0]["index"] == 0) == (expected_first == 0)
         # the search page's highlight comes from the model's best window (the relevant abstract at the end)
         hit = c.post("/v1/search", json={"query": query, "top_n": 1}).json()["results"][0]

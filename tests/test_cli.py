@@ -16,9 +16,24 @@ def scifact_idx(tmp_path_factory, datasets):
 
 def test_index_then_search_table_and_json(scifact_idx, capsys):
     capsys.readouterr()
-    assert main(["search", str(scifact_idx), "vitamin D supplementation reduces fractures", "--candidates", "30", "--top-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(scifact_idx),
+                "vitamin D supplementation reduces fractures",
+                "--candidates",
+                "30",
+                "--top-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert "reranker: minilm-fused" in out and "first_stage" in out  # the default routes English queries to minilm-fused and out.count("\n") == 5
+    assert (
+        "reranker: minilm-fused" in out and "first_stage" in out
+    )  # the default routes English queries to minilm-fused and out.count("\n") == 5
     assert main(["search", str(scifact_idx), "vitamin D fractures", "--top-k", "4", "--json", "--no-rerank"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["reranker"] is None and [h["rank"] for h in result["hits"]] == [1, 2, 3, 4]
@@ -27,7 +42,18 @@ def test_index_then_search_table_and_json(scifact_idx, capsys):
 
 def test_search_with_a_cascade(scifact_idx, capsys, tiny_ce):
     capsys.readouterr()
-    args = ["search", str(scifact_idx), "vitamin D fractures", "--candidates", "30", "--top-k", "5", "--json", "--reranker", str(tiny_ce)]
+    args = [
+        "search",
+        str(scifact_idx),
+        "vitamin D fractures",
+        "--candidates",
+        "30",
+        "--top-k",
+        "5",
+        "--json",
+        "--reranker",
+        str(tiny_ce),
+    ]
     assert main([*args, "--cheap", "all-minilm-l6-v2", "--keep", "4"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert len(result["hits"]) == 4 and result["reranker"].startswith("all-minilm-l6-v2 keeps 4, then ")
@@ -40,8 +66,22 @@ def test_search_with_a_cascade(scifact_idx, capsys, tiny_ce):
 
 def test_rerank_from_file_and_stdin(tmp_path, capsys, monkeypatch, tiny_ce):
     docs = tmp_path / "docs.jsonl"
-    docs.write_text("\n".join(json.dumps({"_id": i, "text": t}) for i, t in [("a", "Reading Excel files in Java"), ("b", "Use pd.read_csv() to read the data"), ("c", "Pandas basics tutorial")]))
-    assert main(["rerank", "--query", "How do I read a CSV file in Python?", "--docs", str(docs), "--top-k", "3", "--json"]) == 0
+    docs.write_text(
+        "\n".join(
+            json.dumps({"_id": i, "text": t})
+            for i, t in [
+                ("a", "Reading Excel files in Java"),
+                ("b", "Use pd.read_csv() to read the data"),
+                ("c", "Pandas basics tutorial"),
+            ]
+        )
+    )
+    assert (
+        main(
+            ["rerank", "--query", "How do I read a CSV file in Python?", "--docs", str(docs), "--top-k", "3", "--json"]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["hits"][0]["id"] == "b" and result["hits"][0]["original_rank"] == 2
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"first line document\n\nsecond line document\n")))
@@ -55,10 +95,16 @@ def test_demo_shows_both_orders(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["reranker"] == DEFAULT_RERANKER
     chinese = result["examples"][0]
-    assert chinese["reranker"] == "e5-fused" and "感冒的治疗" in chinese["reranked"][0]["text"]  # read by a model that reads Chinese
+    assert (
+        chinese["reranker"] == "e5-fused" and "感冒的治疗" in chinese["reranked"][0]["text"]
+    )  # read by a model that reads Chinese
     english = result["examples"][1]
     assert english["query"] == "How do I read a CSV file in Python?"
-    assert english["reranker"] == "minilm-fused" and english["reranked"][0]["id"] in ("en-1", "en-4") and len(english["first_stage"]) == 5
+    assert (
+        english["reranker"] == "minilm-fused"
+        and english["reranked"][0]["id"] in ("en-1", "en-4")
+        and len(english["first_stage"]) == 5
+    )
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "如何治疗感冒？" in out and "BM25 (first stage)" in out and "(was " in out
@@ -82,24 +128,75 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
 
 def test_dense_index_update_and_first_stages(tmp_path, capsys):
     corpus = tmp_path / "c.jsonl"
-    rows = [("a", "Reading Excel files in Java", 2019), ("b", "Use pd.read_csv() to read the data", 2021), ("c", "Bake bread at 220 degrees", 2021)]
+    rows = [
+        ("a", "Reading Excel files in Java", 2019),
+        ("b", "Use pd.read_csv() to read the data", 2021),
+        ("c", "Bake bread at 220 degrees", 2021),
+    ]
     corpus.write_text("\n".join(json.dumps({"_id": i, "text": t, "year": y}) for i, t, y in rows))
     out = tmp_path / "idx"
     assert main(["-q", "index", str(corpus), "--out", str(out), "--dense"]) == 0
     assert "exact 384-d vectors from all-minilm-l6-v2" in capsys.readouterr().out
     for stage in ("bm25", "dense", "hybrid"):
-        assert main(["search", str(out), "read the csv data", "--first-stage", stage, "--no-rerank", "--json", "--top-k", "1"]) == 0
+        assert (
+            main(
+                [
+                    "search",
+                    str(out),
+                    "read the csv data",
+                    "--first-stage",
+                    stage,
+                    "--no-rerank",
+                    "--json",
+                    "--top-k",
+                    "1",
+                ]
+            )
+            == 0
+        )
         assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == "b"
-    assert main(["search", str(out), "read the csv data", "--first-stage", "dense", "--no-rerank", "--json", "--filter", '{"year": {"lt": 2020}}']) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(out),
+                "read the csv data",
+                "--first-stage",
+                "dense",
+                "--no-rerank",
+                "--json",
+                "--filter",
+                '{"year": {"lt": 2020}}',
+            ]
+        )
+        == 0
+    )
     assert [h["id"] for h in json.loads(capsys.readouterr().out)["hits"]] == ["a"]
     more = tmp_path / "more.jsonl"
     more.write_text(json.dumps({"_id": "d", "text": "Sourdough needs a starter culture"}))
-    assert main(["index", "--out", str(out), "--add", str(more), "--delete", "c", "-q", "--json"]) == 0  # options after the command
+    assert (
+        main(["index", "--out", str(out), "--add", str(more), "--delete", "c", "-q", "--json"]) == 0
+    )  # options after the command
     assert json.loads(capsys.readouterr().out) == {"index": str(out), "before": 3, "after": 3, "added": 1, "deleted": 1}
     assert main(["index", str(corpus), "--out", str(tmp_path / "again"), "--json", "-q"]) == 0
     built = json.loads(capsys.readouterr().out)
     assert built["documents"] == 3 and built["dense"] is None
-    assert main(["search", str(out), "baking sourdough loaves", "--first-stage", "dense", "--no-rerank", "--json", "--top-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(out),
+                "baking sourdough loaves",
+                "--first-stage",
+                "dense",
+                "--no-rerank",
+                "--json",
+                "--top-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     ids = [h["id"] for h in json.loads(capsys.readouterr().out)["hits"]]
     assert ids[0] == "d" and "c" not in ids
     assert main(["-q", "index", "--out", str(out), "--delete", "nope"]) == 1
@@ -129,15 +226,27 @@ def test_more_bad_input_is_one_line(tmp_path, capsys, scifact_idx, monkeypatch, 
     fails(["search", str(scifact_idx), "q", "--top-k", "0"], "usage: --top-k: must be at least 1, got 0")
     fails(["search", str(scifact_idx), "q", "--top-k", "-1"], "usage: must be at least 1, got -1")
     fails(["eval", str(datasets / "scifact"), "--max-queries", "0"], "usage: must be at least 1, got 0")
-    fails(["train", str(datasets / "nfcorpus"), "--out", str(tmp_path / "m"), "--max-steps", "0"], "usage: must be at least 1")
-    fails(["train", str(datasets / "nfcorpus"), "--out", str(tmp_path / "m"), "--group-size", "1"], "usage: must be at least 2")
-    fails(["train", str(datasets / "nfcorpus"), "--out", str(tmp_path / "m"), "--ray", "127.0.0.1:1"], "--ray scores a teacher's targets")
+    fails(
+        ["train", str(datasets / "nfcorpus"), "--out", str(tmp_path / "m"), "--max-steps", "0"],
+        "usage: must be at least 1",
+    )
+    fails(
+        ["train", str(datasets / "nfcorpus"), "--out", str(tmp_path / "m"), "--group-size", "1"],
+        "usage: must be at least 2",
+    )
+    fails(
+        ["train", str(datasets / "nfcorpus"), "--out", str(tmp_path / "m"), "--ray", "127.0.0.1:1"],
+        "--ray scores a teacher's targets",
+    )
     fails(["eval", str(datasets / "scifact"), "--ray", "127.0.0.1:1"], "--ray reranks a run on the cluster")
     fails(["serve", "--port", "-1"], "usage: must be at least 0")
     fails(["serve", "--index", "/nonexistent", "--reranker", "all-minilm-l6-v2"], "/nonexistent does not exist")
     fails(["serve", "--index", str(scifact_idx), "--first-stage", "dense"], "no dense vectors")
     (tmp_path / "a-file").write_text("x")
-    fails(["eval", str(datasets / "scifact"), "--report", str(tmp_path / "a-file" / "r.md"), "--no-rerank"], "a-file/r.md: permission denied or not a folder")
+    fails(
+        ["eval", str(datasets / "scifact"), "--report", str(tmp_path / "a-file" / "r.md"), "--no-rerank"],
+        "a-file/r.md: permission denied or not a folder",
+    )
     other = tmp_path / "other"
     assert main(["-q", "index", str(datasets / "vaswani"), "--out", str(other)]) == 0
     fails(["eval", str(datasets / "scifact"), "--index", str(other), "--no-rerank"], "built from another corpus")

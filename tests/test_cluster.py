@@ -21,6 +21,8 @@ from pathlib import Path
 import cohere
 import httpx
 import pytest
+import support
+from support import LiveServer, local_cluster, until
 
 from finerank import load_reranker, read_corpus, read_run
 from finerank.batch import rerank_run
@@ -30,13 +32,14 @@ from finerank.evaluate import evaluate, load_dataset
 from finerank.server import create_app, replicas
 from finerank.train import Group, with_teacher
 
-import support
-from support import LiveServer, local_cluster, until
-
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 KEY = "cluster-key"
-READING = {"backend": "torch", "precision": "fp32", "threads": 1}  # as a one-CPU worker reads: the same scores everywhere
+READING = {
+    "backend": "torch",
+    "precision": "fp32",
+    "threads": 1,
+}  # as a one-CPU worker reads: the same scores everywhere
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +75,11 @@ class Gate:
 
     def held(self, count: int = 1) -> int:
         """The PID of the ``count``-th process held (waits for it)."""
-        return until(lambda: len(self.pids("held")) >= count and self.pids("held")[count - 1], 240,
-                     f"a process held at {self.query!r}")
+        return until(
+            lambda: len(self.pids("held")) >= count and self.pids("held")[count - 1],
+            240,
+            f"a process held at {self.query!r}",
+        )
 
     def open(self) -> None:
         (self.folder / "open").touch()
@@ -89,21 +95,35 @@ def gated(gate: Gate, model: str, **options):
     return reranker
 
 
-def test_a_run_reranked_on_the_cluster_equals_the_local_run_though_a_worker_is_killed(cluster, dl19_slice, tiny_ce, tmp_path):
+def test_a_run_reranked_on_the_cluster_equals_the_local_run_though_a_worker_is_killed(
+    cluster, dl19_slice, tiny_ce, tmp_path
+):
     _, run, queries, documents = dl19_slice
     reranker = load_reranker(tiny_ce, **READING)
     local = rerank_run(run, queries, documents, reranker, tmp_path / "local.trec", depth=20, shard_size=1).read_text()
     gate = Gate(tmp_path / "gate", queries[sorted(run)[3]])
     load = functools.partial(gated, gate, str(tiny_ce), **READING)
     with ThreadPoolExecutor(1) as pool:
-        job = pool.submit(rerank_run, run, queries, documents, reranker, tmp_path / "cluster.trec", depth=20, shard_size=1,
-                          ray_address=cluster, load=load)
+        job = pool.submit(
+            rerank_run,
+            run,
+            queries,
+            documents,
+            reranker,
+            tmp_path / "cluster.trec",
+            depth=20,
+            shard_size=1,
+            ray_address=cluster,
+            load=load,
+        )
         killed = gate.held()  # the worker reranking the fourth shard, held mid-shard
         os.kill(killed, signal.SIGKILL)
         gate.open()
         out = job.result(timeout=300)
     assert out.read_text() == local and len(local.splitlines()) == 6 * 20
-    assert gate.pids("held") == [killed] and killed not in gate.pids("passed") and len(gate.pids("passed")) == 1  # redone elsewhere
+    assert (
+        gate.pids("held") == [killed] and killed not in gate.pids("passed") and len(gate.pids("passed")) == 1
+    )  # redone elsewhere
 
 
 @ray.remote(num_cpus=1)
@@ -129,23 +149,40 @@ def cpus_held(cluster):
 
 
 def test_rerank_run_on_a_cluster_with_no_free_cpu_says_what_it_waits_for_then_fails_in_one_line(
-        cluster, cpus_held, dl19_slice, tiny_ce, tmp_path, capsys, caplog, monkeypatch):
+    cluster, cpus_held, dl19_slice, tiny_ce, tmp_path, capsys, caplog, monkeypatch
+):
     folder, run, _, documents = dl19_slice
     run_file, corpus = tmp_path / "run.trec", tmp_path / "corpus.jsonl"
-    run_file.write_text("".join(f"{q} Q0 {d} {r} {s} bm25\n" for q in sorted(run)[:2]
-                                for r, (d, s) in enumerate(run[q].items(), 1)))
+    run_file.write_text(
+        "".join(f"{q} Q0 {d} {r} {s} bm25\n" for q in sorted(run)[:2] for r, (d, s) in enumerate(run[q].items(), 1))
+    )
     corpus.write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in documents.values()))
     monkeypatch.setattr("finerank.cluster.WORKER_START_TIMEOUT_S", 3)
-    argv = ["rerank-run", str(run_file), "--corpus", str(corpus), "--queries", str(folder / "queries.jsonl"),
-            "--out", str(tmp_path / "out.trec"), "--depth", "5", "--ray", cluster, "--reranker", str(tiny_ce)]
+    argv = [
+        "rerank-run",
+        str(run_file),
+        "--corpus",
+        str(corpus),
+        "--queries",
+        str(folder / "queries.jsonl"),
+        "--out",
+        str(tmp_path / "out.trec"),
+        "--depth",
+        "5",
+        "--ray",
+        cluster,
+        "--reranker",
+        str(tiny_ce),
+    ]
     answer: list[int] = []
     job = threading.Thread(target=lambda: answer.append(main(argv)), daemon=True)
     job.start()
     job.join(120)  # before the fix the job waited on for as long as the CPUs were held: a failure here, not a hang
     assert answer == [1], "rerank-run --ray still waits for a CPU after 120 s"
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith(f"finerank: error: no free CPU on the Ray cluster at {cluster} within 3 s: "
-                          f"0 of {cpus_held} CPUs free")
+    assert err.startswith(
+        f"finerank: error: no free CPU on the Ray cluster at {cluster} within 3 s: 0 of {cpus_held} CPUs free"
+    )
     assert f"waiting for a free CPU on the Ray cluster at {cluster}: 0 of {cpus_held} CPUs free" in caplog.text
     assert not (tmp_path / "out.trec").exists()
 
@@ -168,28 +205,52 @@ def test_eval_and_teacher_scores_on_the_cluster_equal_the_local_ones(cluster, da
     local = evaluate(dataset, run, reranker, documents=documents, candidates=20)
     remote = evaluate(dataset, run, reranker, documents=documents, candidates=20, ray_address=cluster, load=load)
     assert remote.per_query == local.per_query and remote.tops == local.tops and remote.scores == local.scores
-    groups = [Group(text, tuple(documents[d].content for d in list(run[q])[:8]), tuple(list(run[q].values())[:8]))
-              for q, text in dataset.queries.items()]
+    groups = [
+        Group(text, tuple(documents[d].content for d in list(run[q])[:8]), tuple(list(run[q].values())[:8]))
+        for q, text in dataset.queries.items()
+    ]
     taught = with_teacher(groups, reranker, ray_address=cluster, load=load, chunk=2)
     assert taught == with_teacher(groups, reranker) and all(len(g.targets) == 8 for g in taught)
 
 
-def test_serve_answers_as_the_plain_server_retries_a_killed_replica_and_says_503_when_all_die(cluster, tiny_ce, tmp_path):
-    query, documents = "how do vaccines train the immune system", [
-        "Vaccines expose the immune system to a harmless piece of a pathogen so it learns to recognise it.",
-        "The stock market fell sharply on Tuesday.", "Memory B cells remember antigens after vaccination."]
+def test_serve_answers_as_the_plain_server_retries_a_killed_replica_and_says_503_when_all_die(
+    cluster, tiny_ce, tmp_path
+):
+    query, documents = (
+        "how do vaccines train the immune system",
+        [
+            "Vaccines expose the immune system to a harmless piece of a pathogen so it learns to recognise it.",
+            "The stock market fell sharply on Tuesday.",
+            "Memory B cells remember antigens after vaccination.",
+        ],
+    )
     gate = Gate(tmp_path / "gate", "GATED " + query)
     body = {"query": gate.query, "documents": documents}
     with LiveServer(create_app(load_reranker(tiny_ce, **READING), api_key=KEY)) as plain:
-        expected = cohere.ClientV2(api_key=KEY, base_url=plain.url).rerank(model="default", query=query, documents=documents).results
-        gated_answer = httpx.post(f"{plain.url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {KEY}"}).json()["results"]
-    front = replicas.deploy(cluster, functools.partial(gated, gate, str(tiny_ce), **READING), replicas=2, quiet=True, api_key=KEY)
+        expected = (
+            cohere.ClientV2(api_key=KEY, base_url=plain.url)
+            .rerank(model="default", query=query, documents=documents)
+            .results
+        )
+        gated_answer = httpx.post(
+            f"{plain.url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {KEY}"}
+        ).json()["results"]
+    front = replicas.deploy(
+        cluster, functools.partial(gated, gate, str(tiny_ce), **READING), replicas=2, quiet=True, api_key=KEY
+    )
     try:
         with LiveServer(front) as server:
             url = server.url
-            got = cohere.ClientV2(api_key=KEY, base_url=url).rerank(model="default", query=query, documents=documents).results
+            got = (
+                cohere.ClientV2(api_key=KEY, base_url=url)
+                .rerank(model="default", query=query, documents=documents)
+                .results
+            )
             assert [(r.index, r.relevance_score) for r in got] == [(r.index, r.relevance_score) for r in expected]
-            with ThreadPoolExecutor(1) as pool, httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as client:
+            with (
+                ThreadPoolExecutor(1) as pool,
+                httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as client,
+            ):
                 # the replica scoring the request is killed: the request is answered by the other one
                 answer = pool.submit(client.post, f"{url}/v1/rerank", json=body)
                 os.kill(gate.held(1), signal.SIGKILL)
@@ -214,7 +275,9 @@ def test_serve_answers_as_the_plain_server_retries_a_killed_replica_and_says_503
             from ray import serve
 
             with LiveServer(replicas.Front(serve.get_app_handle(replicas.APP_NAME), request_timeout_s=1)) as impatient:
-                late = httpx.post(f"{impatient.url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+                late = httpx.post(
+                    f"{impatient.url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
+                )
             gate.open()
             assert late.status_code == 408 and "no answer within 1 s" in late.json()["message"]
     finally:

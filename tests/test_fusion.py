@@ -1,10 +1,22 @@
 import numpy as np
 import pytest
 
-from finerank import BM25, Document, Fusion, Hit, Index, Pipeline, SecondStage, load_reranker, load_scorer, read_corpus, rerank
+from finerank import (
+    BM25,
+    Document,
+    Fusion,
+    Hit,
+    Index,
+    Pipeline,
+    SecondStage,
+    load_reranker,
+    load_scorer,
+    read_corpus,
+    rerank,
+)
 from finerank.evaluate import fit_fusion, load_dataset
-from finerank.metrics import mean_scores
 from finerank.fusion import fuse, minmax, ranks, rrf
+from finerank.metrics import mean_scores
 
 
 def test_pure_functions():
@@ -16,7 +28,10 @@ def test_pure_functions():
     second = np.array([0.1, 0.9, 0.5])
     np.testing.assert_array_equal(np.argsort(-fuse("rrf", 0.0, second), kind="stable"), [0, 1, 2])  # first stage only
     np.testing.assert_array_equal(np.argsort(-fuse("rrf", 1.0, second), kind="stable"), [1, 2, 0])  # second stage only
-    np.testing.assert_allclose(fuse("minmax", 0.5, second, first_scores=[10.0, 0.0, 5.0]), [0.5 * 1 + 0.5 * 0, 0.5 * 0 + 0.5 * 1, 0.5 * 0.5 + 0.5 * 0.5])
+    np.testing.assert_allclose(
+        fuse("minmax", 0.5, second, first_scores=[10.0, 0.0, 5.0]),
+        [0.5 * 1 + 0.5 * 0, 0.5 * 0 + 0.5 * 1, 0.5 * 0.5 + 0.5 * 0.5],
+    )
     with pytest.raises(ValueError, match="unknown fusion method"):
         fuse("borda", 0.5, second)
 
@@ -39,7 +54,12 @@ class Fixed:
 
 
 def test_pipeline_fuses_with_the_first_stage_ranks_and_scores(bi):
-    texts = ["Reading Excel files in Java", "Use pd.read_csv() to read the data", "Pandas basics tutorial", "Baking bread"]
+    texts = [
+        "Reading Excel files in Java",
+        "Use pd.read_csv() to read the data",
+        "Pandas basics tutorial",
+        "Baking bread",
+    ]
     hits = [Hit(Document(str(i), t), 10.0 - i, i + 1, i + 1) for i, t in enumerate(texts)]
     query = "How do I read a CSV file in Python?"
     for method in ("rrf", "minmax"):
@@ -64,7 +84,9 @@ def test_a_plain_list_is_never_fused_and_its_order_does_not_matter(bi):
     forward = {h.document.text: h.score for h in rerank(fused, query, docs)}
     backward = {h.document.text: h.score for h in rerank(fused, query, docs[::-1])}
     assert forward == pytest.approx(backward) and max(forward, key=forward.get) == docs[1]
-    assert rerank(fused, query, docs[:1])[0].score == pytest.approx(forward[docs[0]])  # one document: its own score, not 1.0
+    assert rerank(fused, query, docs[:1])[0].score == pytest.approx(
+        forward[docs[0]]
+    )  # one document: its own score, not 1.0
     assert forward == pytest.approx(dict(zip(docs, bi.score(query, docs))))
 
 
@@ -74,5 +96,7 @@ def test_fit_fusion_on_a_dev_split(datasets, bi):
     index = Index.build(read_corpus(datasets / "nfcorpus"))
     rows = fit_fusion(dataset, BM25(index), bi, candidates=20, weights=(0.0, 0.5, 1.0))
     assert len(rows) == 6 and rows == sorted(rows, key=lambda r: -r[2])
-    bm25 = mean_scores({q: [h.id for h in BM25(index).search(t, 20)] for q, t in dataset.queries.items()}, dataset.qrels)["ndcg@10"]
+    bm25 = mean_scores(
+        {q: [h.id for h in BM25(index).search(t, 20)] for q, t in dataset.queries.items()}, dataset.qrels
+    )["ndcg@10"]
     assert dict(((m, w), n) for m, w, n in rows)[("rrf", 0.0)] == pytest.approx(bm25)

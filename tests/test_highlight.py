@@ -18,8 +18,10 @@ def test_english_words_match_by_stem_on_a_scifact_abstract(scifact_docs):
     assert "fractures" in words and "vitamin" in words
     assert all(set(english(w)) & set(english(query)) for w in words)  # every mark is a query word, by stem
     found = highlight(doc.text, query, english, width=200)
-    assert found.text == doc.text[found.start:found.end] and len(found.text) <= 200
-    assert marked(found.text, found.spans) == [w for (s, e), w in zip(spans, words) if s >= found.start and e <= found.end]
+    assert found.text == doc.text[found.start : found.end] and len(found.text) <= 200
+    assert marked(found.text, found.spans) == [
+        w for (s, e), w in zip(spans, words) if s >= found.start and e <= found.end
+    ]
     # the passage chosen holds at least as many matches as any other window of that width
     best = max(sum(1 for s, e in spans if s >= a and e <= a + 200) for a in range(0, max(1, len(doc.text) - 199)))
     assert len(found.spans) >= best - 1  # starting at a word boundary may cost the last one
@@ -31,7 +33,7 @@ def test_a_simplified_query_marks_a_traditional_paragraph(datasets):
     words = marked(found.text, found.spans)
     # the Simplified query's 梵语, 学术研究, 陆特 and 汉斯/雷顿/开创 are marked in their Traditional forms
     assert words[:4] == ["梵語", "學術研究", "陸特", "漢斯雷頓開創"] and found.start == 0
-    assert found.text == doc.text[found.start:found.end]
+    assert found.text == doc.text[found.start : found.end]
 
 
 def test_nothing_to_mark():

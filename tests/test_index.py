@@ -6,9 +6,9 @@ import pickle
 import numpy as np
 import pytest
 
-from finerank import BM25, Index, Document, IndexFormatError, read_corpus, read_qrels, read_queries
-from finerank.metrics import mean_scores
+from finerank import BM25, Document, Index, IndexFormatError, read_corpus, read_qrels, read_queries
 from finerank.index import DocumentStore
+from finerank.metrics import mean_scores
 
 FOUR = [
     Document("d1", "apple banana apple"),
@@ -64,8 +64,11 @@ def test_save_load_roundtrip_memory_mapped(tmp_path):
 
 
 def test_stored_documents_are_read_when_used_and_equal_plain_ones(tmp_path):
-    docs = [Document('a"b\\c\n文档', "text with \"quotes\" and 感冒", "Title", {"year": 2020, "tags": ["x"]}),
-            Document("plain", "apple pie"), Document("😀", "emoji id")]
+    docs = [
+        Document('a"b\\c\n文档', 'text with "quotes" and 感冒', "Title", {"year": 2020, "tags": ["x"]}),
+        Document("plain", "apple pie"),
+        Document("😀", "emoji id"),
+    ]
     Index.build(docs).save(tmp_path / "idx")
     store = Index.load(tmp_path / "idx").documents
     first = store[0]
@@ -130,7 +133,10 @@ def test_chinese_retrieval_smoke(datasets):
 
 
 def test_filtered_search_still_returns_k_matching_documents(scifact_docs):
-    docs = [Document(d.id, d.text, d.title, {"year": 2000 + i % 20, "lang": "en" if i % 2 else "de"}) for i, d in enumerate(scifact_docs[:500])]
+    docs = [
+        Document(d.id, d.text, d.title, {"year": 2000 + i % 20, "lang": "en" if i % 2 else "de"})
+        for i, d in enumerate(scifact_docs[:500])
+    ]
     index = Index.build(docs)
     for spec, check in [
         ({"lang": "de"}, lambda m: m["lang"] == "de"),

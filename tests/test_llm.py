@@ -19,15 +19,22 @@ transformers = pytest.importorskip("transformers")
 from tokenizers import AddedToken, Tokenizer  # noqa: E402
 
 QUERY = "how do statins lower cholesterol"
-DOCS = ["Statins inhibit HMG-CoA reductase, lowering LDL cholesterol.", "Sourdough bread rises slowly.",
-        "Cholesterol synthesis in the liver. " * 30, "short", "他汀类药物降低胆固醇。"]
+DOCS = [
+    "Statins inhibit HMG-CoA reductase, lowering LDL cholesterol.",
+    "Sourdough bread rises slowly.",
+    "Cholesterol synthesis in the liver. " * 30,
+    "short",
+    "他汀类药物降低胆固醇。",
+]
 
 
 def tokenizer_with_specials(minilm_dir, folder):
     tok = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
     tok.no_padding()  # MiniLM's file pads and cuts to 128 tokens; a causal LM's tokenizer does neither
     tok.no_truncation()
-    tok.add_special_tokens([AddedToken(t, normalized=False) for t in ("<|im_start|>", "<|im_end|>", "<think>", "</think>")])
+    tok.add_special_tokens(
+        [AddedToken(t, normalized=False) for t in ("<|im_start|>", "<|im_end|>", "<think>", "</think>")]
+    )
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
     return tok
@@ -36,11 +43,24 @@ def tokenizer_with_specials(minilm_dir, folder):
 def build(kind, folder, minilm_dir):
     tok = tokenizer_with_specials(minilm_dir, folder)
     torch.manual_seed(0)
-    small = dict(vocab_size=tok.get_vocab_size(), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128, head_dim=16, pad_token_id=0, bos_token_id=101, max_position_embeddings=2048)
+    small = dict(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        head_dim=16,
+        pad_token_id=0,
+        bos_token_id=101,
+        max_position_embeddings=2048,
+    )
     T = transformers
-    model = (T.Qwen3ForCausalLM(T.Qwen3Config(**small, tie_word_embeddings=False)) if kind == "qwen3"
-             else T.GemmaForCausalLM(T.GemmaConfig(**small)))
+    model = (
+        T.Qwen3ForCausalLM(T.Qwen3Config(**small, tie_word_embeddings=False))
+        if kind == "qwen3"
+        else T.GemmaForCausalLM(T.GemmaConfig(**small))
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" not in name:
@@ -75,7 +95,9 @@ def test_qwen3_reranker_scores_as_its_model_card_does(qwen3):
     no, yes = tok.token_to_id("no"), tok.token_to_id("yes")
     expected = []
     for doc in DOCS:
-        body = tok.encode(f"<Instruct>: {t.default_instruction}\n<Query>: {QUERY}\n<Document>: {doc}", add_special_tokens=False).ids
+        body = tok.encode(
+            f"<Instruct>: {t.default_instruction}\n<Query>: {QUERY}\n<Document>: {doc}", add_special_tokens=False
+        ).ids
         logits = full_vocabulary_last_logits(qwen3, prefix + body + suffix)
         expected.append(torch.log_softmax(logits[[no, yes]], dim=0)[1].exp().item())
     reranker = load_scorer(str(qwen3), precision="fp32")  # recognised: a causal LM whose name says qwen3-reranker
@@ -94,7 +116,9 @@ def test_qwen3_reranker_scores_as_its_model_card_does(qwen3):
 def test_the_shared_head_is_computed_once_per_query(qwen3):
     reranker = LLMReranker(qwen3, precision="fp32", batch_size=2)
     fed = []
-    hook = reranker.decoder.register_forward_pre_hook(lambda module, args, kwargs: fed.append(kwargs["input_ids"].shape), with_kwargs=True)
+    hook = reranker.decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: fed.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
     try:
         reused = reranker.score(QUERY, DOCS, raw=True)
         reranker.reuse_prefix = False
@@ -115,7 +139,7 @@ def test_a_long_document_is_cut_never_the_template(qwen3, monkeypatch):
     tail = tok.encode(TEMPLATES["qwen3-reranker"].tail[0], add_special_tokens=False).ids
     head = tok.encode(TEMPLATES["qwen3-reranker"].head[0], add_special_tokens=False).ids
     (ids,) = reranker.inputs(QUERY, [DOCS[2]])
-    assert len(ids) == 96 and ids[: len(head)] == head and ids[-len(tail):] == tail
+    assert len(ids) == 96 and ids[: len(head)] == head and ids[-len(tail) :] == tail
     with pytest.raises(Exception, match="the query and template take"):
         reranker.inputs(QUERY * 20, ["x"])
     # a template with text after the document keeps it whole: the document is cut before it
@@ -131,15 +155,24 @@ def test_a_long_document_is_cut_never_the_template(qwen3, monkeypatch):
 
 def test_a_long_document_read_in_windows_takes_its_best(qwen3):
     reranker = LLMReranker(qwen3, precision="fp32", max_length=128, max_chunks_per_doc=4)
-    long_doc = " ".join(f"Sentence {i} is about {topic}." for i, topic in enumerate(["bread", "rivers", "statins and cholesterol", "trains"] * 6))
+    long_doc = " ".join(
+        f"Sentence {i} is about {topic}."
+        for i, topic in enumerate(["bread", "rivers", "statins and cholesterol", "trains"] * 6)
+    )
     texts = [long_doc, DOCS[0]]
-    (spans, short), = [reranker.windows(QUERY, texts)]
+    ((spans, short),) = [reranker.windows(QUERY, texts)]
     assert len(spans) == 4 and short == [(0, len(DOCS[0]))]
     scores, passages = reranker.score_passages(QUERY, texts, raw=True)
-    alone = reranker.score_many([(QUERY, [long_doc[s:e] for s, e in spans] + [DOCS[0]])], raw=True, max_chunks_per_doc=1)[0]
-    np.testing.assert_allclose(scores, [alone[:4].max(), alone[4]], atol=1e-4)  # each window read alone; the best counts
+    alone = reranker.score_many(
+        [(QUERY, [long_doc[s:e] for s, e in spans] + [DOCS[0]])], raw=True, max_chunks_per_doc=1
+    )[0]
+    np.testing.assert_allclose(
+        scores, [alone[:4].max(), alone[4]], atol=1e-4
+    )  # each window read alone; the best counts
     assert passages[0] == spans[int(np.argmax(alone[:4]))]
-    cut = reranker.score_passages(QUERY, texts, raw=True, max_chunks_per_doc=1)[0]  # chunking off: the first window only
+    cut = reranker.score_passages(QUERY, texts, raw=True, max_chunks_per_doc=1)[
+        0
+    ]  # chunking off: the first window only
     np.testing.assert_allclose(cut[1], scores[1], atol=1e-4)
     assert reranker.score("what does {x} mean for {query}", ["a {document} in braces"]).shape == (1,)
 
@@ -149,8 +182,12 @@ def test_bge_gemma_scores_the_yes_logit(gemma):
     t = TEMPLATES["bge-reranker-v2-gemma"]
     piece = lambda text: tok.encode(text, add_special_tokens=False).ids  # noqa: E731
     yes = piece("Yes")[0]
-    expected = [full_vocabulary_last_logits(gemma, [101] + piece(f"A: {QUERY}") + piece("\n") + piece(f"B: {d}") + piece("\n") + piece(t.tail[1]))[yes].item()
-                for d in DOCS]
+    expected = [
+        full_vocabulary_last_logits(
+            gemma, [101] + piece(f"A: {QUERY}") + piece("\n") + piece(f"B: {d}") + piece("\n") + piece(t.tail[1])
+        )[yes].item()
+        for d in DOCS
+    ]
     reranker = load_scorer(str(gemma), precision="fp32")
     assert reranker.template_name == "bge-reranker-v2-gemma"
     np.testing.assert_allclose(reranker.score(QUERY, DOCS, raw=True), expected, atol=1e-4)
@@ -158,7 +195,9 @@ def test_bge_gemma_scores_the_yes_logit(gemma):
 
 def test_an_llm_reranker_in_a_pipeline(qwen3):
     docs = [Document(str(i), d) for i, d in enumerate(DOCS)]
-    ranking = Pipeline(BM25(Index.build(docs)), load_scorer(str(qwen3), precision="fp32"), candidates=5, top_k=5).search("cholesterol statins")
+    ranking = Pipeline(
+        BM25(Index.build(docs)), load_scorer(str(qwen3), precision="fp32"), candidates=5, top_k=5
+    ).search("cholesterol statins")
     assert ranking.reranker and all(0 <= h.score <= 1 for h in ranking.hits)
 
 
@@ -175,7 +214,9 @@ def test_refusals(qwen3, tmp_path, minilm_dir):
     vocabulary = json.loads((unknown / "tokenizer.json").read_text())
     vocabulary["model"]["vocab"]["yes-gone"] = vocabulary["model"]["vocab"].pop("yes")
     (unknown / "tokenizer.json").write_text(json.dumps(vocabulary))
-    with pytest.raises(ModelError, match="the answer 'yes' of template qwen3-reranker is 2 tokens in this model's vocabulary"):
+    with pytest.raises(
+        ModelError, match="the answer 'yes' of template qwen3-reranker is 2 tokens in this model's vocabulary"
+    ):
         load_scorer(str(unknown), template="qwen3-reranker")
     with pytest.raises(ModelError, match="unknown LLM reranker template 'llama'"):
         load_scorer(str(unknown), template="llama")
@@ -192,7 +233,11 @@ def test_the_instruction_over_http(qwen3):
             body = {"query": QUERY, "documents": DOCS, **({"instruction": instruction} if instruction else {})}
             results = client.post("/v1/rerank", json=body).json()["results"]
             got = {r["index"]: r["relevance_score"] for r in results}
-            np.testing.assert_allclose([got[i] for i in range(len(DOCS))], (reranker.instructed(instruction) if instruction else reranker).score(QUERY, DOCS), atol=1e-5)
+            np.testing.assert_allclose(
+                [got[i] for i in range(len(DOCS))],
+                (reranker.instructed(instruction) if instruction else reranker).score(QUERY, DOCS),
+                atol=1e-5,
+            )
     with TestClient(create_app(load_scorer("all-minilm-l6-v2"))) as client:
         refused = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "instruction": "x"})
         assert refused.status_code == 422 and refused.json()["field"] == "instruction"
@@ -209,10 +254,15 @@ def test_mxbai_rerank_v2_scores_one_against_zero(qwen3, tmp_path):
     one, zero = piece("1")[0], piece("0")[0]
     expected = []
     for doc in DOCS[:3]:
-        logits = full_vocabulary_last_logits(folder, piece(t.head[0]) + piece(f"query: {QUERY}\ndocument: {doc}") + piece(t.tail[0]))
+        logits = full_vocabulary_last_logits(
+            folder, piece(t.head[0]) + piece(f"query: {QUERY}\ndocument: {doc}") + piece(t.tail[0])
+        )
         expected.append((logits[one] - logits[zero]).item())
     reranker = load_scorer(str(folder), precision="fp32")
     assert reranker.template_name == "mxbai-rerank-v2"
     np.testing.assert_allclose(reranker.score(QUERY, DOCS[:3], raw=True), expected, atol=1e-4)
     with_instruction = reranker.inputs(QUERY, ["d"], instruction="Rank recipes")[0]
-    assert piece("instruction: Rank recipes\nquery:") == with_instruction[len(piece(t.head[0])):][: len(piece("instruction: Rank recipes\nquery:"))]
+    assert (
+        piece("instruction: Rank recipes\nquery:")
+        == with_instruction[len(piece(t.head[0])) :][: len(piece("instruction: Rank recipes\nquery:"))]
+    )

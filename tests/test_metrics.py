@@ -37,7 +37,9 @@ def test_metrics_equal_trec_eval_on_scifact_bm25(datasets, scifact_docs):
     reference = trec_eval(run, qrels)
     mean = mean_scores(run, qrels)
     for metric in ("ndcg@10", "recall@100", "map@100"):
-        assert mean[metric] == pytest.approx(sum(r[TREC[metric]] for r in reference.values()) / len(reference), abs=1e-9)
+        assert mean[metric] == pytest.approx(
+            sum(r[TREC[metric]] for r in reference.values()) / len(reference), abs=1e-9
+        )
 
 
 def test_missing_relevant_documents_count_as_misses():

@@ -6,7 +6,19 @@ import logging
 import numpy as np
 import pytest
 
-from finerank import BM25, Dense, Document, Index, MissingDependencyError, Pipeline, Scorer, first_stage, load_encoder, load_reranker, rerank
+from finerank import (
+    BM25,
+    Dense,
+    Document,
+    Index,
+    MissingDependencyError,
+    Pipeline,
+    Scorer,
+    first_stage,
+    load_encoder,
+    load_reranker,
+    rerank,
+)
 from finerank.analysis import language
 from finerank.pipeline import ByLanguage, SecondStage
 from finerank.registry import MULTILINGUAL_ENCODER, encoder_for
@@ -34,7 +46,10 @@ def test_an_index_records_its_languages_through_updates():
     assert updated.params["languages"] == {"en": 1, "zh": 3}
     assert encoder_for(d.content for d in DOCS) == MULTILINGUAL_ENCODER
     assert encoder_for(["an English text"] * 99 + ["中文"]) == "all-minilm-l6-v2"
-    assert encoder_for(["an English text about the weather"] * 90 + ["Текст на русском языке о погоде"] * 10) == MULTILINGUAL_ENCODER
+    assert (
+        encoder_for(["an English text about the weather"] * 90 + ["Текст на русском языке о погоде"] * 10)
+        == MULTILINGUAL_ENCODER
+    )
 
 
 class Reversing(Scorer):
@@ -73,7 +88,11 @@ def e5():
 def test_chinese_queries_are_ranked_by_a_model_that_reads_chinese(e5):
     stage = load_reranker()  # the default: per query language
     index = Index.build(DOCS)
-    for query, expected in (("如何治疗感冒？", "zh-cold"), ("感冒怎麼治療？", "zh-cold"), ("Python如何读取CSV文件？", "zh-csv")):
+    for query, expected in (
+        ("如何治疗感冒？", "zh-cold"),
+        ("感冒怎麼治療？", "zh-cold"),
+        ("Python如何读取CSV文件？", "zh-csv"),
+    ):
         ranking = Pipeline(BM25(index), stage, candidates=5, top_k=1).search(query)
         assert ranking.reranker == "e5-fused" and ranking.hits[0].id == expected, (query, ranking)
     english = Pipeline(BM25(index), stage, candidates=5, top_k=1).search("How do I read a CSV file in Python?")
@@ -81,7 +100,9 @@ def test_chinese_queries_are_ranked_by_a_model_that_reads_chinese(e5):
 
 
 def test_a_chinese_query_finds_english_documents(e5):
-    english = [d for d in DOCS if d.id.startswith("en-")] + [Document("en-tax", "Filing an income tax return before the deadline.")]
+    english = [d for d in DOCS if d.id.startswith("en-")] + [
+        Document("en-tax", "Filing an income tax return before the deadline.")
+    ]
     dense = first_stage(Index.build(english, encoder=e5), "dense", e5)
     assert dense.search("如何治疗感冒？", 1)[0].id == "en-cold"
     assert dense.search("用Python读取CSV文件", 1)[0].id == "en-csv"
@@ -113,9 +134,15 @@ def test_dense_search_reads_paragraphs_in_windows(drcd, e5):
     whole = Index.build(docs, encoder=whole_encoder)
     scores = {}
     for name, index, encoder in (("windows", windowed, e5), ("whole", whole, whole_encoder)):
-        run = {q: [h.id for h in h_] for q, h_ in zip(queries, Dense(index, encoder).batch_search(list(queries.values()), 10))}
+        run = {
+            q: [h.id for h in h_]
+            for q, h_ in zip(queries, Dense(index, encoder).batch_search(list(queries.values()), 10))
+        }
         scores[name] = mean_scores(run, {q: qrels[q] for q in queries})
-    assert scores["windows"]["ndcg@10"] > scores["whole"]["ndcg@10"] + 0.015 and scores["windows"]["hit@1"] > scores["whole"]["hit@1"], scores
+    assert (
+        scores["windows"]["ndcg@10"] > scores["whole"]["ndcg@10"] + 0.015
+        and scores["windows"]["hit@1"] > scores["whole"]["hit@1"]
+    ), scores
 
 
 def test_traditional_chinese_end_to_end_on_drcd(drcd):
@@ -131,7 +158,10 @@ def test_traditional_chinese_end_to_end_on_drcd(drcd):
         assert stage is None or pipeline.rerank(queries[next(iter(queries))], []).reranker == "e5-fused"
         runs[name] = {q: [h.id for h in pipeline.search(t).hits] for q, t in queries.items()}
     scores = {name: mean_scores(run, {q: qrels[q] for q in queries}) for name, run in runs.items()}
-    assert scores["default"]["hit@1"] >= scores["bm25"]["hit@1"] and scores["default"]["ndcg@10"] >= scores["bm25"]["ndcg@10"] - 0.005, scores
+    assert (
+        scores["default"]["hit@1"] >= scores["bm25"]["hit@1"]
+        and scores["default"]["ndcg@10"] >= scores["bm25"]["ndcg@10"] - 0.005
+    ), scores
 
 
 def test_the_server_routes_each_request_by_its_language(e5, tmp_path):
@@ -148,5 +178,9 @@ def test_the_server_routes_each_request_by_its_language(e5, tmp_path):
         docs = [d.text for d in DOCS]
         ranked = client.post("/v2/rerank", json={"query": "感冒怎麼治療？", "documents": docs}).json()["results"]
         assert docs[ranked[0]["index"]].startswith("感冒的治疗")
-        shuffled = client.post("/v2/rerank", json={"query": "感冒怎麼治療？", "documents": docs[::-1]}).json()["results"]
-        assert {docs[r["index"]]: r["relevance_score"] for r in ranked} == pytest.approx({docs[::-1][r["index"]]: r["relevance_score"] for r in shuffled})
+        shuffled = client.post("/v2/rerank", json={"query": "感冒怎麼治療？", "documents": docs[::-1]}).json()[
+            "results"
+        ]
+        assert {docs[r["index"]]: r["relevance_score"] for r in ranked} == pytest.approx(
+            {docs[::-1][r["index"]]: r["relevance_score"] for r in shuffled}
+        )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import LiveServer
 
 from finerank import Document, Index, load_reranker, read_corpus, read_run
 from finerank.analysis import english
@@ -18,12 +19,17 @@ from finerank.evaluate import evaluate, load_dataset
 from finerank.registry import load_encoder
 from finerank.server import create_app
 
-from conftest import LiveServer
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # as the machine's notes say: without the background-networking flags Chromium keeps trying to reach the outside
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 KEY = "page-key"
 DL19 = "trec-dl-2019-passage-pool"
 QUERY = "vitamin D deficiency and bone fractures"
@@ -42,8 +48,13 @@ def report(tmp_path_factory, datasets):
     """A real evaluation saved as `finerank eval --json` writes it: 4 DL19 queries, official BM25 run."""
     dataset = load_dataset(datasets / DL19, max_queries=4)
     documents = {d.id: d for d in read_corpus(datasets / DL19)}
-    ev = evaluate(dataset, read_run(datasets / DL19 / "runs" / "BM25.top100.trec"), load_reranker("minilm-fused"),
-                  documents=documents, candidates=30)
+    ev = evaluate(
+        dataset,
+        read_run(datasets / DL19 / "runs" / "BM25.top100.trec"),
+        load_reranker("minilm-fused"),
+        documents=documents,
+        candidates=30,
+    )
     path = tmp_path_factory.mktemp("report") / "dl19.json"
     path.write_text(json.dumps(ev.to_json()), encoding="utf-8")
     return path
@@ -56,7 +67,9 @@ def server(tmp_path_factory, scifact_docs, report):
     # emoji and a CJK character beyond the Basic Plane count as two units in JavaScript, one in Python
     tricky = Document("tricky-1", "🧪🎉 Zebrafish 𠀀 fins regrow 🎉 through a blastema.", "Fin regeneration 🐟")
     Index.build(demo + scifact_docs[:150] + [tricky], encoder=load_encoder("all-minilm-l6-v2")).save(path)
-    with LiveServer(create_app("auto", index=path, api_key=KEY, reports=[report])) as live:  # the default: zh -> e5, other -> MiniLM
+    with LiveServer(
+        create_app("auto", index=path, api_key=KEY, reports=[report])
+    ) as live:  # the default: zh -> e5, other -> MiniLM
         yield live
 
 
@@ -124,8 +137,10 @@ def test_a_query_shows_both_rankings_joined_by_lines(server, page):
         card = page.locator(f'#{list_id} .hit[data-id="{moved["id"]}"]').bounding_box()
         assert card["y"] < svg_top + y < card["y"] + card["height"]
     card = page.locator(f'#reranked-list .hit[data-id="{moved["id"]}"]')
-    assert f'was #{moved["original_rank"]}' in card.inner_text()
-    assert f'model {moved["model_score"]["calibrated"]:.3f} (raw {moved["model_score"]["raw"]:.3f})' in card.inner_text()
+    assert f"was #{moved['original_rank']}" in card.inner_text()
+    assert (
+        f"model {moved['model_score']['calibrated']:.3f} (raw {moved['model_score']['raw']:.3f})" in card.inner_text()
+    )
     marks = card.locator("mark").all_inner_texts()
     assert marks and all(set(english(m)) & set(english(QUERY)) for m in marks)  # query words, by stem
     assert "first stage" in page.inner_text("#status") and "rerank" in page.inner_text("#status")
@@ -147,7 +162,9 @@ def test_the_page_names_the_language_its_analysis_and_its_route(server, page):
     assert "auto (ru)" in page.inner_text("#first-name")
     assert page.inner_text("#reranked-name") == "e5-fused · route for ru queries"
     assert page.locator("#reranked-list .hit").first.get_attribute("data-id") == "ru-2"
-    assert {"выучить", "иностранный", "язык"} <= set(page.locator("#reranked-list .hit").first.locator("mark").all_inner_texts())
+    assert {"выучить", "иностранный", "язык"} <= set(
+        page.locator("#reranked-list .hit").first.locator("mark").all_inner_texts()
+    )
     shot(page, "page-search-russian.png")
     assert api_search(server, query=QUERY, top_n=3)["reranker"] == "minilm-fused"
     assert api_search(server, query=QUERY, top_n=3)["analysis"] == "auto (en)"
@@ -192,11 +209,13 @@ def test_the_evaluation_page_renders_a_saved_report(server, page, report):
     page.goto(server.url + "/eval")
     enter_key(page)
     page.wait_for_selector(".bar")
-    cells = page.locator(".matrix tbody tr").evaluate_all("rows => rows.map(r => [...r.querySelectorAll('td')].map(c => Number(c.textContent)))")
+    cells = page.locator(".matrix tbody tr").evaluate_all(
+        "rows => rows.map(r => [...r.querySelectorAll('td')].map(c => Number(c.textContent)))"
+    )
     assert cells == saved["moves"]["matrix"]
     assert page.locator(".bar").count() == len(saved["per_query"])
     ndcg = page.locator("#metrics tbody tr").first.locator("td").all_inner_texts()
-    assert ndcg[:3] == ["ndcg@10", f'{saved["first_stage"]["ndcg@10"]:.4f}', f'{saved["reranked"]["ndcg@10"]:.4f}']
+    assert ndcg[:3] == ["ndcg@10", f"{saved['first_stage']['ndcg@10']:.4f}", f"{saved['reranked']['ndcg@10']:.4f}"]
     # hovering a query's bar shows its two rankings, relevant documents marked
     best = max(saved["per_query"], key=lambda q: (q["ndcg@10"][1] - q["ndcg@10"][0], q["id"]))
     page.hover(f'.bar[data-q="{best["id"]}"]')

@@ -1,7 +1,20 @@
 import pytest
 
-from finerank import (BM25, Fusion, Index, Pipeline, Ranking, Retriever, SecondStage, load_reranker, read_corpus, read_qrels, read_queries,
-                      read_run, rerank)
+from finerank import (
+    BM25,
+    Fusion,
+    Index,
+    Pipeline,
+    Ranking,
+    Retriever,
+    SecondStage,
+    load_reranker,
+    read_corpus,
+    read_qrels,
+    read_queries,
+    read_run,
+    rerank,
+)
 from finerank.metrics import mean_scores
 
 
@@ -31,7 +44,9 @@ def test_pipeline_reranks_first_stage_candidates(datasets, scifact_index, bi_enc
 
 def test_pipeline_without_reranker_is_the_first_stage(scifact_index):
     ranking = Pipeline(scifact_index, None, candidates=100, top_k=3).search("vitamin D fractures")
-    assert [(h.id, h.score, h.rank) for h in ranking.hits] == [(h.id, h.score, h.rank) for h in scifact_index.search("vitamin D fractures", 3)]
+    assert [(h.id, h.score, h.rank) for h in ranking.hits] == [
+        (h.id, h.score, h.rank) for h in scifact_index.search("vitamin D fractures", 3)
+    ]
     assert set(ranking.timings) == {"first_stage"} and ranking.reranker is None
     with pytest.raises(ValueError, match="at least 1"):
         Pipeline(scifact_index, None, candidates=0)
@@ -47,9 +62,15 @@ def test_a_cascade_reranks_only_what_the_cheap_stage_keeps(datasets, scifact_ind
         ranking = cascade.search(query)
         candidates = scifact_index.search(query, 40)
         kept = Pipeline(scifact_index, bi_encoder, candidates=40, top_k=8).search(query).hits
-        alone = Pipeline(scifact_index, expensive, candidates=40, top_k=5).rerank(query, [h for h in candidates if h.id in {k.id for k in kept}])
-        assert [(h.id, h.score, h.original_rank) for h in ranking.hits] == [(h.id, h.score, h.original_rank) for h in alone.hits]
-        assert set(ranking.model_scores) == {h.id for h in kept} and len(ranking.candidates) == 40  # the model read 8 of 40
+        alone = Pipeline(scifact_index, expensive, candidates=40, top_k=5).rerank(
+            query, [h for h in candidates if h.id in {k.id for k in kept}]
+        )
+        assert [(h.id, h.score, h.original_rank) for h in ranking.hits] == [
+            (h.id, h.score, h.original_rank) for h in alone.hits
+        ]
+        assert (
+            set(ranking.model_scores) == {h.id for h in kept} and len(ranking.candidates) == 40
+        )  # the model read 8 of 40
         assert set(ranking.timings) == {"first_stage", "cheap", "rerank"}
         assert ranking.reranker == f"all-minilm-l6-v2 keeps 8, then {expensive.name}"
     assert len(Pipeline(scifact_index, expensive, top_k=10, cheap=bi_encoder, keep=3).search(queries[0]).hits) == 3
@@ -94,7 +115,9 @@ def test_default_second_stage_beats_bm25_on_trec_dl_2019(datasets, bi_encoder):
     for qid, scores in read_run(folder / "runs" / "BM25.top100.trec").items():
         ordered = sorted(scores, key=lambda d: (-scores[d], d))
         first[qid] = ordered
-        reranked[qid] = [h.id for h in rerank(bi_encoder, queries[qid], [documents[d] for d in ordered[:30]])] + ordered[30:]
+        reranked[qid] = [
+            h.id for h in rerank(bi_encoder, queries[qid], [documents[d] for d in ordered[:30]])
+        ] + ordered[30:]
     bm25, rescored = mean_scores(first, qrels)["ndcg@10"], mean_scores(reranked, qrels)["ndcg@10"]
     assert bm25 == pytest.approx(0.506, abs=0.002)
     assert rescored > bm25 + 0.08, (bm25, rescored)

@@ -10,8 +10,19 @@ from dataclasses import replace
 import pytest
 from qdrant_client import QdrantClient, models
 
-from finerank import BM25, Dense, Document, Index, MissingDependencyError, Pipeline, load_encoder, load_reranker, qdrant
-from finerank import read_queries, rerank
+from finerank import (
+    BM25,
+    Dense,
+    Document,
+    Index,
+    MissingDependencyError,
+    Pipeline,
+    load_encoder,
+    load_reranker,
+    qdrant,
+    read_queries,
+    rerank,
+)
 
 QUERIES = 12
 
@@ -56,8 +67,14 @@ def test_filters_and_the_retriever_return_what_qdrants_own_client_returns(collec
     hits = retriever.search(titles[0], 20, filter=spec)
     assert len(hits) == 20 and all(100 <= h.document.metadata["n"] < 400 for h in hits)
     in_range = models.FieldCondition(key="metadata.n", range=models.Range(gte=100, lt=400))
-    own = client.query_points("scifact", query=retriever.query(titles[0]), using="bm25", limit=20, with_payload=True,
-                              query_filter=models.Filter(must=[in_range]))
+    own = client.query_points(
+        "scifact",
+        query=retriever.query(titles[0]),
+        using="bm25",
+        limit=20,
+        with_payload=True,
+        query_filter=models.Filter(must=[in_range]),
+    )
     assert [(h.id, h.score) for h in hits] == [(p.payload["id"], p.score) for p in own.points]
     assert [h.id for h in BM25(index).search(titles[0], 20, filter=spec)] == [h.id for h in hits]
     wanted = [d.id for d in list(index.documents)[:40:3]]
@@ -85,12 +102,29 @@ def test_without_the_client_the_extra_is_named(monkeypatch):
 
 # one document per case: every text holds "river" once and is longer than the one before, so BM25 ranks them in order
 CASES = [
-    {"score": 2.0}, {"score": 2}, {"score": 2.5}, {"score": "2"},
-    {"flag": True}, {"flag": 1}, {"flag": 1.0}, {"flag": False}, {"flag": 0},
-    {"tags": ["a", "b"]}, {"tags": "a"}, {"tags": ["a"]},
-    {"a.b": "x"}, {"a": {"b": "x"}}, {"a[0]": 3, "a b": "y"},
-    {"year": 2016}, {"year": 2014.5}, {"year": "2016"}, {"year": [2016]}, {"year": True},
-    {"note": None}, {"note": [None]}, {},
+    {"score": 2.0},
+    {"score": 2},
+    {"score": 2.5},
+    {"score": "2"},
+    {"flag": True},
+    {"flag": 1},
+    {"flag": 1.0},
+    {"flag": False},
+    {"flag": 0},
+    {"tags": ["a", "b"]},
+    {"tags": "a"},
+    {"tags": ["a"]},
+    {"a.b": "x"},
+    {"a": {"b": "x"}},
+    {"a[0]": 3, "a b": "y"},
+    {"year": 2016},
+    {"year": 2014.5},
+    {"year": "2016"},
+    {"year": [2016]},
+    {"year": True},
+    {"note": None},
+    {"note": [None]},
+    {},
 ]
 FILTERS = [  # finerank's semantics: Python's ==, `in` and comparisons on the whole metadata value
     ({"score": 2}, [0, 1]),  # 2.0 == 2, "2" is not
@@ -135,14 +169,17 @@ def test_a_filter_selects_in_qdrant_what_it_selects_in_finerank(cases, spec, exp
         assert [h.id for h in retriever.search("river", 1, filter=spec)] == [f"d{expected[0]}"]
 
 
-@pytest.mark.parametrize("spec, why", [
-    ({"year": {"gte": "2015"}}, "numeric"),
-    ({'say "hi"': 1}, "double quote"),
-    ({"tags": [["a"], "b"]}, "list or object"),
-    ({"n": 2**60}, "2\\*\\*53"),
-    ({"n": {"lt": float("inf")}}, "finite"),
-    ({"n": float("nan")}, "finite"),
-])
+@pytest.mark.parametrize(
+    "spec, why",
+    [
+        ({"year": {"gte": "2015"}}, "numeric"),
+        ({'say "hi"': 1}, "double quote"),
+        ({"tags": [["a"], "b"]}, "list or object"),
+        ({"n": 2**60}, "2\\*\\*53"),
+        ({"n": {"lt": float("inf")}}, "finite"),
+        ({"n": float("nan")}, "finite"),
+    ],
+)
 def test_a_filter_qdrant_cannot_hold_exactly_is_refused(cases, spec, why):
     field = next(iter(spec))
     with pytest.raises(ValueError, match=f"filter on {re.escape(repr(field))}.*{why}"):
@@ -154,8 +191,9 @@ def windowed(request, scifact_docs, tmp_path_factory):
     # abstracts read in windows of 32 tokens (several a document), with or without the whole text as one more row;
     # the cache lets the index and the collection share one encoding
     documents = [replace(d, metadata={**d.metadata, "n": i}) for i, d in enumerate(scifact_docs[:40])]
-    encoder = load_encoder("all-minilm-l6-v2", max_length=64, document_window=32, whole_document=request.param,
-                           cache_size=100_000)
+    encoder = load_encoder(
+        "all-minilm-l6-v2", max_length=64, document_window=32, whole_document=request.param, cache_size=100_000
+    )
     index = Index.build(documents, encoder=encoder, ann="exact")
     assert len(index.vectors.vectors) > 5 * len(documents)
     client = QdrantClient(path=str(tmp_path_factory.mktemp("qdrant-windows")))

@@ -43,18 +43,25 @@ def test_every_shipped_model_loads(monkeypatch):
             assert spec.base in registry.MODELS and spec.method in ("rrf", "minmax")
         reranker = registry.load_reranker(name)
         assert reranker.name == name
-        for query, relevant, other in (("which bones break most often", "vitamin D and bone fractures", "stock market prices"),
-                                       ("骨折", "维生素D与骨折风险", "股票市场的价格")):
+        for query, relevant, other in (
+            ("which bones break most often", "vitamin D and bone fractures", "stock market prices"),
+            ("骨折", "维生素D与骨折风险", "股票市场的价格"),
+        ):
             stage = reranker.route(query)
             if isinstance(spec, registry.RoutedModel):
                 assert stage.name == (spec.default if query == "骨折" else spec.routes["en"])
             assert isinstance(stage, finerank.SecondStage) and isinstance(stage.scorer, finerank.Scorer)
             assert (stage.fusion is not None) == (registry.MODELS[stage.name].kind == "fused")
             if stage.fusion is not None:
-                assert (stage.fusion.method, stage.fusion.weight) == (registry.MODELS[stage.name].method, registry.MODELS[stage.name].weight)
+                assert (stage.fusion.method, stage.fusion.weight) == (
+                    registry.MODELS[stage.name].method,
+                    registry.MODELS[stage.name].weight,
+                )
             scores = stage.scorer.score(query, [relevant, other])
             assert all(0 <= s <= 1 for s in scores)
-            if stage.scorer.name == "multilingual-e5-small" or query.startswith("which"):  # the English model cannot read Chinese
+            if stage.scorer.name == "multilingual-e5-small" or query.startswith(
+                "which"
+            ):  # the English model cannot read Chinese
                 assert scores[0] > scores[1], (name, query)
     with pytest.raises(finerank.ModelError, match="unknown reranker kind"):
         registry.load_reranker("somewhere", kind="colbert")
@@ -74,7 +81,9 @@ def test_public_surface_is_sorted_and_import_is_light():
     assert finerank.__all__ == sorted(finerank.__all__)
     assert all(hasattr(finerank, name) for name in finerank.__all__)
     code = "import sys, finerank; print(sorted(m for m in ('torch','onnxruntime','openvino','transformers','jieba','bm25s') if m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
 
 
 def test_a_mistyped_model_name_suggests_the_registered_one(monkeypatch):

@@ -31,7 +31,11 @@ def test_every_backend_agrees_with_torch_for_one_and_two_labels(tiny_ce, tiny_ce
             np.testing.assert_allclose(o.score(QUERY, passages, raw=True), raw_t, atol=1e-4)
             np.testing.assert_allclose(o.score(QUERY, passages), t.score(QUERY, passages), atol=1e-4)
     exported = onnx_file(tiny_ce, "classification")  # exported once, into the user cache, readable by others
-    assert exported.is_relative_to(cache_root()) and not (tiny_ce / "onnx").exists() and exported.stat().st_mode & 0o044 == 0o044
+    assert (
+        exported.is_relative_to(cache_root())
+        and not (tiny_ce / "onnx").exists()
+        and exported.stat().st_mode & 0o044 == 0o044
+    )
 
 
 def test_auto_picks_openvino_bf16_and_one_backend_serves_threads(tiny_ce, passages):
@@ -58,7 +62,9 @@ def test_relevance_is_sigmoid_of_logit_or_softmax_of_two_labels(tiny_ce, tiny_ce
         assert ce.num_labels == labels
         hf = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
         tok = AutoTokenizer.from_pretrained(model_dir)
-        batch = tok([QUERY] * 3, passages[:3], truncation="only_second", max_length=128, padding=True, return_tensors="pt")
+        batch = tok(
+            [QUERY] * 3, passages[:3], truncation="only_second", max_length=128, padding=True, return_tensors="pt"
+        )
         with torch.no_grad():
             logits = hf(**batch).logits
         expected = torch.sigmoid(logits[:, 0]) if labels == 1 else torch.softmax(logits, -1)[:, 1]
@@ -74,7 +80,6 @@ def test_scores_do_not_depend_on_batch_size_or_neighbours(ce_torch, passages, ti
     np.testing.assert_allclose(alone, reference[:5], atol=1e-4)
     short_neighbours = ce_torch.score(QUERY, [passages[0], "short", "tiny text"])
     assert short_neighbours[0] == pytest.approx(reference[0], abs=1e-4)
-
 
 
 @pytest.mark.parametrize("backend", ["torch", "openvino"])
@@ -113,7 +118,9 @@ def test_rerank_maps_original_ranks_and_leaves_input_alone(ce_torch, passages):
     assert [h.id for h in out] == [str(i) for i in order]
     np.testing.assert_allclose([h.score for h in out], scores[order], atol=1e-6)
     strings = rerank(ce_torch, QUERY, passages[:3])
-    assert sorted(h.id for h in strings) == ["0", "1", "2"] and all(h.document.text == passages[int(h.id)] for h in strings)
+    assert sorted(h.id for h in strings) == ["0", "1", "2"] and all(
+        h.document.text == passages[int(h.id)] for h in strings
+    )
     assert rerank(ce_torch, QUERY, []) == []
     with pytest.raises(ValueError, match="empty"):
         rerank(ce_torch, "  ", passages[:2])
@@ -170,7 +177,10 @@ def test_a_model_that_is_not_a_classifier_is_refused(tmp_path, minilm_dir):
 def test_sentence_transformers_modules_finerank_cannot_run_are_refused(tmp_path, minilm_dir):
     from finerank import BiEncoder
 
-    for change, message in (("dense", r"module\(s\) sentence_transformers.models.Dense"), ("max", "pooling pooling_mode_max_tokens")):
+    for change, message in (
+        ("dense", r"module\(s\) sentence_transformers.models.Dense"),
+        ("max", "pooling pooling_mode_max_tokens"),
+    ):
         folder = tmp_path / change
         shutil.copytree(minilm_dir, folder, ignore=shutil.ignore_patterns("onnx"))
         if change == "dense":
@@ -178,7 +188,9 @@ def test_sentence_transformers_modules_finerank_cannot_run_are_refused(tmp_path,
             modules.append({"idx": 3, "name": "3", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
             (folder / "modules.json").write_text(json.dumps(modules))
         else:
-            (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384, "pooling_mode_max_tokens": True}))
+            (folder / "1_Pooling" / "config.json").write_text(
+                json.dumps({"word_embedding_dimension": 384, "pooling_mode_max_tokens": True})
+            )
         with pytest.raises(ModelError, match=message):
             BiEncoder(folder, backend="onnx")
 
@@ -206,7 +218,9 @@ def test_default_reranker_loads_offline_and_ranks_the_demo_sensibly(monkeypatch)
     assert all(0.0 <= h.score <= 1.0 for h in hits)
     fp32 = load_scorer("minilm-fused", backend="torch", precision="fp32")
     onnx = load_scorer("minilm-fused", backend="onnx")
-    np.testing.assert_allclose(onnx.score("csv in python", docs, raw=True), fp32.score("csv in python", docs, raw=True), atol=1e-4)
+    np.testing.assert_allclose(
+        onnx.score("csv in python", docs, raw=True), fp32.score("csv in python", docs, raw=True), atol=1e-4
+    )
 
 
 def kendall_tau(a, b):
@@ -225,8 +239,14 @@ def test_every_fast_path_matches_the_reference_on_a_real_model(minilm_dir, passa
     for backend, cls in BACKENDS.items():
         for precision in cls.precisions:
             # batch shapes matter once per engine family: all of them on onnx fp32, the default elsewhere
-            for batching in ({"batch_size": 1}, {"max_batch_tokens": 1024}, {}) if (backend, precision) == ("onnx", "fp32") else ({},):
-                scores = BiEncoder(minilm_dir, backend=backend, precision=precision, **batching).score(QUERY, passages, raw=True)
+            for batching in (
+                ({"batch_size": 1}, {"max_batch_tokens": 1024}, {})
+                if (backend, precision) == ("onnx", "fp32")
+                else ({},)
+            ):
+                scores = BiEncoder(minilm_dir, backend=backend, precision=precision, **batching).score(
+                    QUERY, passages, raw=True
+                )
                 atol, tau = tolerance[precision]
                 assert np.abs(scores - reference).max() <= atol, (backend, precision, batching)
                 assert kendall_tau(scores, reference) >= tau, (backend, precision, batching)

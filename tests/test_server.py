@@ -13,22 +13,25 @@ import cohere
 import httpx
 import numpy as np
 import pytest
-
-import finerank
 import schemathesis
+from conftest import LiveServer
 from hypothesis import HealthCheck, settings
 
+import finerank
 from finerank import BM25, Document, Index, Pipeline, first_stage, load_reranker, load_scorer
 from finerank.analysis import english
 from finerank.server import Limits, create_app
 from finerank.server.batching import Batcher, Overloaded
 
-from conftest import LiveServer
-
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 QUERY = "How do I read a CSV file in Python?"
-DOCS = ["Reading Excel files in Java", "Use pd.read_csv() to read the data", "Pandas basics tutorial", "Bake bread at 220 degrees"]
+DOCS = [
+    "Reading Excel files in Java",
+    "Use pd.read_csv() to read the data",
+    "Pandas basics tutorial",
+    "Bake bread at 220 degrees",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +64,20 @@ def test_cohere_sdk_v1_and_v2(live, reference):
     expected = reference.score(QUERY, DOCS)
     order = list(np.argsort(-expected, kind="stable"))
     assert order[0] == 1  # pd.read_csv is the answer
-    v1 = cohere.Client(api_key=KEY, base_url=live.url).rerank(model="all-minilm-l6-v2", query=QUERY, documents=DOCS, top_n=3, return_documents=True)
+    v1 = cohere.Client(api_key=KEY, base_url=live.url).rerank(
+        model="all-minilm-l6-v2", query=QUERY, documents=DOCS, top_n=3, return_documents=True
+    )
     assert [r.index for r in v1.results] == order[:3]
     assert [r.document.text for r in v1.results] == [DOCS[i] for i in order[:3]]
     np.testing.assert_allclose([r.relevance_score for r in v1.results], expected[order[:3]], atol=1e-4)
-    v2 = cohere.ClientV2(api_key=KEY, base_url=live.url).rerank(model="all-minilm-l6-v2", query=QUERY, documents=DOCS, top_n=2)
+    v2 = cohere.ClientV2(api_key=KEY, base_url=live.url).rerank(
+        model="all-minilm-l6-v2", query=QUERY, documents=DOCS, top_n=2
+    )
     assert [r.index for r in v2.results] == order[:2]
     with pytest.raises(cohere.errors.UnauthorizedError):
-        cohere.ClientV2(api_key="wrong", base_url=live.url).rerank(model="all-minilm-l6-v2", query=QUERY, documents=DOCS)
+        cohere.ClientV2(api_key="wrong", base_url=live.url).rerank(
+            model="all-minilm-l6-v2", query=QUERY, documents=DOCS
+        )
     with pytest.raises(cohere.errors.NotFoundError):
         cohere.ClientV2(api_key=KEY, base_url=live.url).rerank(model="rerank-v3.5", query=QUERY, documents=DOCS)
 
@@ -82,9 +91,22 @@ def test_tei_infinity_and_jina_shapes(client, reference):
     tei_raw = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True}).json()
     np.testing.assert_allclose([r["score"] for r in tei_raw], np.sort(raw)[::-1], atol=1e-4)
     assert "text" not in tei_raw[0]
-    infinity = client.post("/rerank", json={"query": QUERY, "documents": DOCS, "return_documents": True, "top_n": 2}).json()
-    assert infinity["object"] == "rerank" and [r["document"] for r in infinity["results"]] == [DOCS[1], DOCS[infinity["results"][1]["index"]]]
-    jina = client.post("/v1/rerank", json={"model": "all-minilm-l6-v2", "query": QUERY, "documents": [{"text": d, "source": i} for i, d in enumerate(DOCS)], "return_documents": True}).json()
+    infinity = client.post(
+        "/rerank", json={"query": QUERY, "documents": DOCS, "return_documents": True, "top_n": 2}
+    ).json()
+    assert infinity["object"] == "rerank" and [r["document"] for r in infinity["results"]] == [
+        DOCS[1],
+        DOCS[infinity["results"][1]["index"]],
+    ]
+    jina = client.post(
+        "/v1/rerank",
+        json={
+            "model": "all-minilm-l6-v2",
+            "query": QUERY,
+            "documents": [{"text": d, "source": i} for i, d in enumerate(DOCS)],
+            "return_documents": True,
+        },
+    ).json()
     assert jina["usage"]["total_tokens"] > 0 and jina["results"][0]["document"] == {"text": DOCS[1], "source": 1}
     assert all(0 <= r["relevance_score"] <= 1 for r in jina["results"])
     v2_cut = client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS, "max_tokens_per_doc": 2}).json()
@@ -104,7 +126,12 @@ def test_tei_infinity_and_jina_shapes(client, reference):
         ("/v2/rerank", {"query": "q", "documents": ["a"], "model": "nope"}, 404, "model"),
         ("/v2/rerank", {"query": "q", "documents": ["a"] * 51}, 413, "documents"),
         ("/v2/rerank", {"query": "q", "documents": ["ok", "word " * 400]}, 413, "documents[1]"),
-        ("/v2/rerank", {"query": "q", "documents": ["ok", "x" * 4000]}, 413, "documents[1]"),  # one token, refused by its length
+        (
+            "/v2/rerank",
+            {"query": "q", "documents": ["ok", "x" * 4000]},
+            413,
+            "documents[1]",
+        ),  # one token, refused by its length
         ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": True}, 422, "top_n"),
         ("/rerank", {"query": "q"}, 422, "texts"),
         ("/rerank", {"query": "q", "texts": ["a"], "documents": ["b"]}, 422, "texts"),
@@ -124,13 +151,18 @@ def test_bad_requests_get_a_4xx_naming_the_field(client, path, body, status, fie
 
 
 def test_metadata_json_cannot_store_is_refused(client):
-    response = client.post("/v1/documents", content=b'{"documents": [{"id": "n", "text": "t", "metadata": {"score": NaN}}]}',
-                           headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/v1/documents",
+        content=b'{"documents": [{"id": "n", "text": "t", "metadata": {"score": NaN}}]}',
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 422 and "metadata.score is NaN" in response.json()["message"], response.text
 
 
 def test_a_query_with_a_lone_surrogate_is_named(client):
-    response = client.post("/v1/search", content=b'{"query": "a \\ud800 b"}', headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/v1/search", content=b'{"query": "a \\ud800 b"}', headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422 and response.json()["field"] == "query"
 
 
@@ -140,7 +172,10 @@ def test_oversized_body_and_missing_key(client, live):
     assert httpx.post(f"{live.url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401
     assert httpx.get(f"{live.url}/health").json()["api_key_required"] is True  # health and metrics stay open
     metrics = httpx.get(f"{live.url}/metrics").text
-    assert 'finerank_requests_total{route="/v1/rerank",status="401"}' in metrics and "finerank_pairs_scored_total" in metrics
+    assert (
+        'finerank_requests_total{route="/v1/rerank",status="401"}' in metrics
+        and "finerank_pairs_scored_total" in metrics
+    )
     assert httpx.get(f"{live.url}/docs").status_code == 200
 
 
@@ -168,7 +203,10 @@ def test_a_body_that_is_not_a_json_object_is_named_after_the_key_is_checked(clie
 
 def test_an_unknown_route_or_method_answers_in_the_same_shape(client):
     missing, wrong = client.get("/v1/no-such-route"), client.get("/v1/rerank")
-    assert missing.status_code == 404 and missing.json() == {"message": "GET /v1/no-such-route: Not Found", "field": None}
+    assert missing.status_code == 404 and missing.json() == {
+        "message": "GET /v1/no-such-route: Not Found",
+        "field": None,
+    }
     assert wrong.status_code == 405 and wrong.json()["message"] == "GET /v1/rerank: Method Not Allowed"
     assert wrong.headers["allow"] == "POST"
 
@@ -182,8 +220,10 @@ def test_a_client_that_disconnects_mid_body_is_counted_and_leaves_no_traceback(l
     counted = 'finerank_requests_total{route="unmatched",status="499"} 1'
     try:
         with socket.create_connection((live.sock.getsockname()[0], live.sock.getsockname()[1])) as sock:
-            sock.sendall(b"POST /v1/rerank HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-                         b'Content-Length: 100\r\n\r\n{"query": "q", ')
+            sock.sendall(
+                b"POST /v1/rerank HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"query": "q", '
+            )
         deadline = time.time() + 10
         while counted not in httpx.get(f"{live.url}/metrics").text and time.time() < deadline:
             time.sleep(0.05)
@@ -225,13 +265,23 @@ def test_index_administration_is_a_module_apart_from_serving(tmp_path, scifact_d
 
 def test_search_filters_and_index_administration(client, index_dir):
     found = client.post("/v1/search", json={"query": "vitamin D bone fractures", "candidates": 30, "top_n": 5}).json()
-    assert [r["rank"] for r in found["results"]] == [1, 2, 3, 4, 5] and set(found["timings_ms"]) == {"first_stage", "rerank"}
+    assert [r["rank"] for r in found["results"]] == [1, 2, 3, 4, 5] and set(found["timings_ms"]) == {
+        "first_stage",
+        "rerank",
+    }
     first = {h.id: h.rank for h in BM25(Index.load(index_dir)).search("vitamin D bone fractures", 30)}
     assert all(first[r["id"]] == r["original_rank"] for r in found["results"])
-    filtered = client.post("/v1/search", json={"query": "cells", "top_n": 7, "filter": {"group": [1]}, "rerank": False}).json()
+    filtered = client.post(
+        "/v1/search", json={"query": "cells", "top_n": 7, "filter": {"group": [1]}, "rerank": False}
+    ).json()
     assert len(filtered["results"]) == 7 and all(r["document"]["metadata"]["group"] == 1 for r in filtered["results"])
 
-    doc = {"id": "new-1", "title": "Zebrafish fin regeneration", "text": "Zebrafish regenerate fins through blastema formation.", "metadata": {"group": 9}}
+    doc = {
+        "id": "new-1",
+        "title": "Zebrafish fin regeneration",
+        "text": "Zebrafish regenerate fins through blastema formation.",
+        "metadata": {"group": 9},
+    }
     assert client.post("/v1/documents", json={"documents": [doc]}).json() == {"changed": 1, "documents": 301}
     hits = client.post("/v1/search", json={"query": "zebrafish fin blastema", "top_n": 1}).json()["results"]
     assert hits[0]["id"] == "new-1" and hits[0]["document"]["metadata"] == {"group": 9}
@@ -256,10 +306,17 @@ def test_concurrent_add_delete_search_loses_nothing(client, index_dir):
 
     def search(_):
         for _ in range(5):
-            assert client.post("/v1/search", json={"query": "cancer cells", "top_n": 3, "candidates": 10}).status_code == 200
+            assert (
+                client.post("/v1/search", json={"query": "cancer cells", "top_n": 3, "candidates": 10}).status_code
+                == 200
+            )
 
     with ThreadPoolExecutor(8) as pool:
-        jobs = [pool.submit(add, w) for w in range(4)] + [pool.submit(remove, v) for v in victims] + [pool.submit(search, s) for s in range(3)]
+        jobs = (
+            [pool.submit(add, w) for w in range(4)]
+            + [pool.submit(remove, v) for v in victims]
+            + [pool.submit(search, s) for s in range(3)]
+        )
         for job in jobs:
             job.result()
     on_disk = Index.load(index_dir)
@@ -276,14 +333,26 @@ def test_concurrent_requests_share_batches_and_get_their_own_scores(reference):
     queries = [f"{QUERY} {i}" for i in range(12)]
 
     def load(limits):
-        with LiveServer(create_app(reference, limits=limits)) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        with (
+            LiveServer(create_app(reference, limits=limits)) as server,
+            httpx.Client(base_url=server.url, timeout=60) as c,
+        ):
             with ThreadPoolExecutor(12) as pool:
-                answers = list(pool.map(lambda q: c.post("/v2/rerank", json={"query": q, "documents": DOCS, "raw_scores": True}).json(), queries))
+                answers = list(
+                    pool.map(
+                        lambda q: c.post("/v2/rerank", json={"query": q, "documents": DOCS, "raw_scores": True}).json(),
+                        queries,
+                    )
+                )
             for q, answer in zip(queries, answers):
                 got = {r["index"]: r["relevance_score"] for r in answer["results"]}
-                np.testing.assert_allclose([got[i] for i in range(len(DOCS))], reference.score(q, DOCS, raw=True), atol=1e-4)
+                np.testing.assert_allclose(
+                    [got[i] for i in range(len(DOCS))], reference.score(q, DOCS, raw=True), atol=1e-4
+                )
             metrics = c.get("/metrics").text
-        return int(next(line for line in metrics.splitlines() if line.startswith("finerank_batches_total")).rsplit(" ", 1)[1])
+        return int(
+            next(line for line in metrics.splitlines() if line.startswith("finerank_batches_total")).rsplit(" ", 1)[1]
+        )
 
     assert load(Limits(batch_wait_ms=50)) < len(queries)
     assert load(Limits(batch_wait_ms=0, max_batch_pairs=1)) == len(queries) * len(DOCS)  # a pair a call
@@ -298,16 +367,23 @@ def test_rerank_scores_do_not_depend_on_input_order(client, reference):
     for _ in range(5):
         order = rng.permutation(len(docs))
         shuffled = [docs[i] for i in order]
-        for path, body, key in (("/v1/rerank", {"documents": shuffled}, "relevance_score"), ("/v2/rerank", {"documents": shuffled}, "relevance_score"),
-                                ("/rerank", {"texts": shuffled}, "score")):
+        for path, body, key in (
+            ("/v1/rerank", {"documents": shuffled}, "relevance_score"),
+            ("/v2/rerank", {"documents": shuffled}, "relevance_score"),
+            ("/rerank", {"texts": shuffled}, "score"),
+        ):
             answer = client.post(path, json={"query": QUERY, **body}).json()
             results = answer if isinstance(answer, list) else answer["results"]
             got = {shuffled[r["index"]]: r[key] for r in results}
             np.testing.assert_allclose([got[d] for d in docs], expected, atol=1e-4)
-        scored = client.post("/score", json={"text_1": QUERY, "text_2": shuffled}).json()["data"]  # vLLM's shape, input order
+        scored = client.post("/score", json={"text_1": QUERY, "text_2": shuffled}).json()[
+            "data"
+        ]  # vLLM's shape, input order
         assert [d["index"] for d in scored] == list(range(len(docs)))
         np.testing.assert_allclose([d["score"] for d in scored], [expected[i] for i in order], atol=1e-4)
-    single = client.post("/v1/rerank", json={"query": QUERY, "documents": [DOCS[3]]}).json()["results"][0]["relevance_score"]
+    single = client.post("/v1/rerank", json={"query": QUERY, "documents": [DOCS[3]]}).json()["results"][0][
+        "relevance_score"
+    ]
     assert single == pytest.approx(expected[3], abs=1e-4) and single < 0.9
 
 
@@ -316,12 +392,23 @@ def test_inputs_that_used_to_give_500s(client, live):
     for path in ("/v1/rerank", "/v2/rerank"):
         response = client.post(path, content=lone, headers={"content-type": "application/json"})
         assert response.status_code == 422 and "lone surrogate" in response.json()["message"]
-    response = client.post("/v1/documents", content=b'{"documents": [{"id": "s", "text": "\\udfff"}]}', headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/documents",
+        content=b'{"documents": [{"id": "s", "text": "\\udfff"}]}',
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 422 and "lone surrogate" in response.json()["message"]
-    response = httpx.post(f"{live.url}/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"Authorization": "Bearer clé-ünïcode".encode("utf-8")})
+    response = httpx.post(
+        f"{live.url}/v1/rerank",
+        json={"query": "q", "documents": ["a"]},
+        headers={"Authorization": "Bearer clé-ünïcode".encode()},
+    )
     assert response.status_code == 401
     # rank_fields and return_documents on an object without a text field: the object comes back as sent
-    jina = client.post("/v1/rerank", json={"query": QUERY, "documents": [{"body": DOCS[1]}], "rank_fields": ["body"], "return_documents": True})
+    jina = client.post(
+        "/v1/rerank",
+        json={"query": QUERY, "documents": [{"body": DOCS[1]}], "rank_fields": ["body"], "return_documents": True},
+    )
     assert jina.status_code == 200 and jina.json()["results"][0]["document"] == {"body": DOCS[1]}
     # an id holding a slash can be stored and fetched
     assert client.post("/v1/documents", json={"documents": [{"id": "a/b c", "text": "slashed id"}]}).status_code == 200
@@ -338,7 +425,11 @@ def test_chunked_bodies_are_limited_too(client, live):
 
     response = client.post("/v1/rerank", content=chunks(2_000_000), headers={"content-type": "application/json"})
     assert response.status_code == 413 and response.json()["field"] == "body"
-    small = client.post("/v1/rerank", content=iter([b'{"query": "q", ', b'"documents": ["a"]}']), headers={"content-type": "application/json"})
+    small = client.post(
+        "/v1/rerank",
+        content=iter([b'{"query": "q", ', b'"documents": ["a"]}']),
+        headers={"content-type": "application/json"},
+    )
     assert small.status_code == 200
 
 
@@ -353,7 +444,10 @@ def test_the_server_follows_updates_made_by_the_cli(client, index_dir):
     assert main(["-q", "index", "--out", str(index_dir), "--add", str(added)]) == 0
     hits = client.post("/v1/search", json={"query": "narwhal tusks", "top_n": 1, "rerank": False}).json()["results"]
     assert hits[0]["id"] == "cli-1"
-    assert client.post("/v1/documents", json={"documents": [{"id": "srv-1", "text": "beluga whales sing"}]}).status_code == 200
+    assert (
+        client.post("/v1/documents", json={"documents": [{"id": "srv-1", "text": "beluga whales sing"}]}).status_code
+        == 200
+    )
     ids = {d.id for d in Index.load(index_dir).documents}
     assert {"cli-1", "srv-1"} <= ids
     assert client.post("/v1/documents/delete", json={"ids": ["cli-1", "srv-1"]}).status_code == 200
@@ -393,6 +487,7 @@ def test_batcher_groups_requests_and_refuses_when_full():
 def test_a_large_request_does_not_hold_a_small_one_for_its_whole_length():
     """A request of 10 parts is queued a part at a time: one sent while its first part is scored
     is scored before its second (deterministic: the scorer records the order of its calls)."""
+
     async def scenario():
         scorer = SlowScorer()
         batcher = Batcher(scorer, max_wait_ms=0, max_pairs=4, part_pairs=4)
@@ -416,7 +511,9 @@ def test_a_request_over_the_work_budget_is_refused(reference):
     with TestClient(create_app(reference, limits=Limits(max_request_tokens=2_000))) as test_client:
         refused = test_client.post("/v1/rerank", json={"query": "q", "documents": docs})
         fits = test_client.post("/v1/rerank", json={"query": "q", "documents": docs[:5]})
-    assert refused.status_code == 413 and refused.json()["field"] == "documents" and "tokens" in refused.json()["message"]
+    assert (
+        refused.status_code == 413 and refused.json()["field"] == "documents" and "tokens" in refused.json()["message"]
+    )
     assert fits.status_code == 200
 
 
@@ -440,7 +537,15 @@ def test_openapi_fuzz_never_500(tmp_path, scifact_docs, reference):
     with LiveServer(create_app(reference, index=path, api_key=KEY, limits=limits)) as live:
         schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert {op.path for op in operations} >= {"/v1/rerank", "/v2/rerank", "/rerank", "/v1/search", "/health", "/v1/documents", "/v1/documents/delete"}
+        assert {op.path for op in operations} >= {
+            "/v1/rerank",
+            "/v2/rerank",
+            "/rerank",
+            "/v1/search",
+            "/health",
+            "/v1/documents",
+            "/v1/documents/delete",
+        }
         for operation in operations:
 
             @given(case=operation.as_strategy())
@@ -465,13 +570,17 @@ def test_search_ranks_as_the_library_pipeline_does(index_dir):
     assert [h["original_rank"] for h in found] == [h.original_rank for h in expected.hits]
     # what the page draws: the first stage's own top 5 beside the reranked top 5, the model's
     # raw and calibrated scores (the ranking fused the raw one), the passage that matched
-    assert [(h["id"], h["rank"]) for h in response["first_stage_results"]] == [(h.id, h.rank) for h in expected.candidates[:5]]
+    assert [(h["id"], h["rank"]) for h in response["first_stage_results"]] == [
+        (h.id, h.rank) for h in expected.candidates[:5]
+    ]
     for h in found + response["first_stage_results"]:
         model = expected.model_scores[h["id"]]
         assert h["model_score"]["raw"] == pytest.approx(model.raw, abs=1e-5)
-        assert h["model_score"]["calibrated"] == pytest.approx(float(fused.scorer.calibrate(np.array([model.raw]))[0]), abs=1e-5)
+        assert h["model_score"]["calibrated"] == pytest.approx(
+            float(fused.scorer.calibrate(np.array([model.raw]))[0]), abs=1e-5
+        )
         marked = h["highlight"]
-        assert h["document"]["text"][marked["start"]:marked["end"]] == marked["text"]
+        assert h["document"]["text"][marked["start"] : marked["end"]] == marked["text"]
         words = [marked["text"][s:e] for s, e in marked["spans"]]
         assert words and all(set(english(w)) & set(english(query)) for w in words), words
 
@@ -482,19 +591,34 @@ def test_hybrid_search_over_a_dense_index_follows_updates(tmp_path, scifact_docs
     path = tmp_path / "dense-idx"
     docs = [Document(d.id, d.text, d.title, {"group": i % 3}) for i, d in enumerate(scifact_docs[:60])]
     Index.build(docs, encoder=load_encoder()).save(path)
-    with LiveServer(create_app(reference, index=path, first_stage="hybrid")) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+    with (
+        LiveServer(create_app(reference, index=path, first_stage="hybrid")) as server,
+        httpx.Client(base_url=server.url, timeout=60) as c,
+    ):
         found = c.post("/v1/search", json={"query": "regrowing fins in fish", "top_n": 3, "rerank": False}).json()
         assert found["first_stage"].startswith("hybrid(minmax") and len(found["results"]) == 3
-        assert found["first_stage_results"] == found["results"] and all(h["model_score"] is None for h in found["results"])
+        assert found["first_stage_results"] == found["results"] and all(
+            h["model_score"] is None for h in found["results"]
+        )
         # a request may choose any first stage the index offers
         assert c.get("/v1/info").json()["first_stages"] == ["bm25", "dense", "hybrid"]
-        dense = c.post("/v1/search", json={"query": "regrowing fins in fish", "top_n": 3, "first_stage": "dense"}).json()
+        dense = c.post(
+            "/v1/search", json={"query": "regrowing fins in fish", "top_n": 3, "first_stage": "dense"}
+        ).json()
         expected = first_stage(Index.load(path), "dense", load_encoder()).search("regrowing fins in fish", 100)
-        assert dense["first_stage"].startswith("dense(") and [h["id"] for h in dense["first_stage_results"]] == [h.id for h in expected[:3]]
-        doc = {"id": "new-1", "text": "Zebrafish regenerate amputated fins through blastema formation.", "metadata": {"group": 1}}
+        assert dense["first_stage"].startswith("dense(") and [h["id"] for h in dense["first_stage_results"]] == [
+            h.id for h in expected[:3]
+        ]
+        doc = {
+            "id": "new-1",
+            "text": "Zebrafish regenerate amputated fins through blastema formation.",
+            "metadata": {"group": 1},
+        }
         assert c.post("/v1/documents", json={"documents": [doc]}).json() == {"changed": 1, "documents": 61}
         # the new document is searchable at once, through both halves of the hybrid, and filters apply
-        hits = c.post("/v1/search", json={"query": "regrowing fins in fish", "top_n": 3, "rerank": False, "filter": {"group": 1}}).json()["results"]
+        hits = c.post(
+            "/v1/search", json={"query": "regrowing fins in fish", "top_n": 3, "rerank": False, "filter": {"group": 1}}
+        ).json()["results"]
         assert hits[0]["id"] == "new-1" and all(h["document"]["metadata"]["group"] == 1 for h in hits)
         # reranked by the bi-encoder that made the stored vectors: it reads them (nothing is batched for
         # the model) and scores as if it had encoded the documents itself
@@ -514,11 +638,16 @@ def test_info_first_stage_choice_and_reports_are_checked(client, tmp_path, capsy
     info = client.get("/v1/info").json()
     assert info["first_stages"] == ["bm25"] and info["reports"] == [] and info["model"] == "all-minilm-l6-v2"
     refused = client.post("/v1/search", json={"query": "cells", "first_stage": "dense"})
-    assert refused.status_code == 422 and refused.json()["field"] == "first_stage" and "bm25" in refused.json()["message"]
+    assert (
+        refused.status_code == 422 and refused.json()["field"] == "first_stage" and "bm25" in refused.json()["message"]
+    )
     assert client.get("/v1/reports/0").status_code == 404
     bad = tmp_path / "bad.json"
-    for content, problem in (("{not json", "cannot read it as JSON"), ('{"dataset": "x"}', "not a `finerank eval --json` report"),
-                             (b"\xff\xfe", "cannot read it as JSON")):
+    for content, problem in (
+        ("{not json", "cannot read it as JSON"),
+        ('{"dataset": "x"}', "not a `finerank eval --json` report"),
+        (b"\xff\xfe", "cannot read it as JSON"),
+    ):
         bad.write_bytes(content if isinstance(content, bytes) else content.encode())
         with pytest.raises(ValueError, match=f"report {bad}: {re.escape(problem)}"):
             read_reports([bad])
@@ -543,7 +672,10 @@ def test_counts_follow_another_writer_and_an_unwritable_index_is_named(tmp_path,
         assert test_client.get("/health").json()["index_documents"] == 21
         assert test_client.get("/v1/info").json()["index_documents"] == 21
         assert "finerank_index_documents 21" in test_client.get("/metrics").text
-        for error, status in ((PermissionError(errno.EACCES, "Permission denied"), 503), (OSError(errno.ENOSPC, "No space left on device"), 507)):
+        for error, status in (
+            (PermissionError(errno.EACCES, "Permission denied"), 503),
+            (OSError(errno.ENOSPC, "No space left on device"), 507),
+        ):
             monkeypatch.setattr(Index, "edit", classmethod(lambda cls, *a, **k: (_ for _ in ()).throw(error)))
             response = test_client.post("/v1/documents", json={"documents": [{"id": "x", "text": "new"}]})
             assert response.status_code == status and response.json()["field"] == "index", response.text

@@ -26,7 +26,13 @@ def index_dir(tmp_path):
 
 
 def run(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "finerank.cli", "-q", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "finerank.cli", "-q", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.mark.slow
@@ -67,7 +73,11 @@ def test_a_stale_index_is_not_saved_over_a_newer_one(index_dir):
 def test_readers_load_while_writers_save(index_dir):
     """A reader process loads the index in a loop while this process saves 30 generations:
     every load succeeds (retired generations are kept one save longer, and loads retry)."""
-    reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys
         from finerank import Index
         path, loads = {str(index_dir)!r}, 0
@@ -79,7 +89,13 @@ def test_readers_load_while_writers_save(index_dir):
                 loads += 1
             print(loads, flush=True)
         print("done", loads, flush=True)
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for i in range(30):
         Index.edit(index_dir, add=[Document(f"n{i}", f"new document {i}")])
         reader.stdin.write("go\n")

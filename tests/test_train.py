@@ -1,11 +1,11 @@
+import json
 import os
 
-import json
 import numpy as np
 import pytest
 import torch
 
-from finerank import Index, CrossEncoder, Document, load_reranker, read_corpus, read_qrels, read_queries
+from finerank import CrossEncoder, Document, Index, load_reranker, read_corpus, read_qrels, read_queries
 from finerank import train as training
 from finerank.cli import main
 from finerank.models.files import export_name, onnx_file
@@ -22,7 +22,14 @@ def groups(datasets, nf_index):
 
 
 def config(tmp_path, base, **overrides):
-    values = dict(base=str(base), output=str(tmp_path / "model"), batch_groups=4, learning_rate=1e-3, max_length=128, checkpoint_every=100)
+    values = dict(
+        base=str(base),
+        output=str(tmp_path / "model"),
+        batch_groups=4,
+        learning_rate=1e-3,
+        max_length=128,
+        checkpoint_every=100,
+    )
     return training.TrainConfig(**(values | overrides))
 
 
@@ -61,7 +68,9 @@ def test_training_lowers_the_loss_and_exports(tmp_path, tiny_ce, groups):
     per_epoch = np.array(result.losses).reshape(8, -1).mean(axis=1)
     assert result.steps == 8 * -(-len(groups) // 4) and per_epoch[-1] < per_epoch[0] * 0.8, per_epoch
     out = training.export(cfg, result, "nfcorpus train (12 queries)")
-    torch_scores = CrossEncoder(out, backend="torch", precision="fp32").score(groups[0].query, list(groups[0].texts), raw=True)
+    torch_scores = CrossEncoder(out, backend="torch", precision="fp32").score(
+        groups[0].query, list(groups[0].texts), raw=True
+    )
     onnx_scores = CrossEncoder(out, backend="onnx").score(groups[0].query, list(groups[0].texts), raw=True)
     np.testing.assert_allclose(onnx_scores, torch_scores, atol=1e-4)
     card = (out / "README.md").read_text()
@@ -85,9 +94,13 @@ def test_interrupted_training_resumes_to_the_same_state(tmp_path, tiny_ce, group
     with pytest.raises(KeyboardInterrupt):
         training.train(groups, resumed)
     monkeypatch.setattr(training, "_loss", real_loss)
-    assert torch.load(tmp_path / "b" / "model" / "checkpoint" / "state.pt", weights_only=False)["step"] == 3  # Ctrl-C kept it
+    assert (
+        torch.load(tmp_path / "b" / "model" / "checkpoint" / "state.pt", weights_only=False)["step"] == 3
+    )  # Ctrl-C kept it
     checkpoint = tmp_path / "b" / "model" / "checkpoint"
-    os.replace(checkpoint, checkpoint.with_name("checkpoint.old"))  # as a crash between the swap's two renames leaves it
+    os.replace(
+        checkpoint, checkpoint.with_name("checkpoint.old")
+    )  # as a crash between the swap's two renames leaves it
     result = training.train(groups, resumed, resume=True)
     assert result.steps == 6 and len(result.losses) == 6 and not checkpoint.with_name("checkpoint.old").exists()
     a = torch.load(tmp_path / "a" / "model" / "checkpoint" / "state.pt", weights_only=False)
@@ -103,9 +116,14 @@ def test_distillation_from_a_teacher(tmp_path, tiny_ce, groups):
     fused = training.with_teacher(groups[:4], load_reranker("minilm-fused", precision="fp32"))
     flipped = [training.Group(g.query, g.texts[::-1], g.first_scores[::-1]) for g in groups[:4]]
     # a fused teacher reads the first stage's scores, not the group order (which would give the positive away)
-    np.testing.assert_allclose([g.targets for g in training.with_teacher(flipped, load_reranker("minilm-fused", precision="fp32"))],
-                               [g.targets[::-1] for g in fused], atol=1e-5)
-    auto = training.with_teacher(groups[:4], load_reranker("auto", precision="fp32"))  # English queries: minilm-fused's route
+    np.testing.assert_allclose(
+        [g.targets for g in training.with_teacher(flipped, load_reranker("minilm-fused", precision="fp32"))],
+        [g.targets[::-1] for g in fused],
+        atol=1e-5,
+    )
+    auto = training.with_teacher(
+        groups[:4], load_reranker("auto", precision="fp32")
+    )  # English queries: minilm-fused's route
     np.testing.assert_allclose([g.targets for g in auto], [g.targets for g in fused], atol=1e-5)
     result = training.train(taught, config(tmp_path, tiny_ce, loss="kl", epochs=3))
     assert result.steps == 3 and all(np.isfinite(result.losses))
@@ -115,18 +133,71 @@ def test_distillation_from_a_teacher(tmp_path, tiny_ce, groups):
 
 def test_cli_train(tmp_path, tiny_ce, datasets, capsys):
     out = tmp_path / "cli-model"
-    assert main(["-q", "train", str(datasets / "nfcorpus"), str(datasets / "drcd-retrieval"), "--base", str(tiny_ce), "--out", str(out),
-                 "--max-steps", "2", "--max-queries", "6", "--group-size", "4", "--max-length", "64", "--eval", str(datasets / "scifact"),
-                 "--eval-queries", "3"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                str(datasets / "nfcorpus"),
+                str(datasets / "drcd-retrieval"),
+                "--base",
+                str(tiny_ce),
+                "--out",
+                str(out),
+                "--max-steps",
+                "2",
+                "--max-queries",
+                "6",
+                "--group-size",
+                "4",
+                "--max-length",
+                "64",
+                "--eval",
+                str(datasets / "scifact"),
+                "--eval-queries",
+                "3",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
-    assert "trained 2 steps" in printed and f"from {datasets / 'nfcorpus'} + {datasets / 'drcd-retrieval'} (labelled)" in printed
+    assert (
+        "trained 2 steps" in printed
+        and f"from {datasets / 'nfcorpus'} + {datasets / 'drcd-retrieval'} (labelled)" in printed
+    )
     assert onnx_file(out, "classification") == out / "onnx" / export_name("classification")  # shipped in the folder
     assert (out / "config.json").is_file()
     card = (out / "README.md").read_text()
     assert f"data: {datasets / 'nfcorpus'} + {datasets / 'drcd-retrieval'} (labelled, split train" in card
-    assert "steps: 2" in card and "## Evaluation" in card and "| ndcg@10 |" in card and "the first 3 of 300 judged queries" in card
-    assert main(["train", str(datasets / "nfcorpus"), "--base", str(tiny_ce), "--out", str(tmp_path / "again"), "--max-steps", "1",
-                 "--max-queries", "4", "--group-size", "4", "--max-length", "64", "-q", "--json"]) == 0
+    assert (
+        "steps: 2" in card
+        and "## Evaluation" in card
+        and "| ndcg@10 |" in card
+        and "the first 3 of 300 judged queries" in card
+    )
+    assert (
+        main(
+            [
+                "train",
+                str(datasets / "nfcorpus"),
+                "--base",
+                str(tiny_ce),
+                "--out",
+                str(tmp_path / "again"),
+                "--max-steps",
+                "1",
+                "--max-queries",
+                "4",
+                "--group-size",
+                "4",
+                "--max-length",
+                "64",
+                "-q",
+                "--json",
+            ]
+        )
+        == 0
+    )
     record = json.loads(capsys.readouterr().out)  # only the JSON on stdout
     assert record["model"] == str(tmp_path / "again") and record["steps"] == 1 and record["evaluation"] is None
 

@@ -25,13 +25,17 @@ def autotune(tmp_path, monkeypatch):
     return calls
 
 
-def test_auto_measures_once_and_keeps_the_fastest_that_agrees(tiny_ce, datasets, tmp_path, autotune, monkeypatch, capsys):
+def test_auto_measures_once_and_keeps_the_fastest_that_agrees(
+    tiny_ce, datasets, tmp_path, autotune, monkeypatch, capsys
+):
     model = shutil.copytree(tiny_ce, tmp_path / "model")
     ce = CrossEncoder(model, threads=2)
     trials = tuning.last_trials(ce, 2)
     assert len(autotune) == 1 and {(t.backend, t.precision) for t in trials} == set(tuning.ENGINES)
     measured = [t for t in trials if not t.error]
-    assert {("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8")} <= {(t.backend, t.precision) for t in measured}
+    assert {("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8")} <= {
+        (t.backend, t.precision) for t in measured
+    }
     assert all(t.pairs_per_s > 0 and -1 <= t.tau <= 1 for t in measured)
     agreeing = [t for t in measured if t.tau >= tuning.MIN_TAU]
     fastest = max(agreeing, key=lambda t: t.pairs_per_s)
@@ -60,8 +64,10 @@ def test_auto_measures_once_and_keeps_the_fastest_that_agrees(tiny_ce, datasets,
     judged = [tuning.Trial(**t) for t in entry["trials"] if not t["error"]]
     assert all(0 <= t.ndcg <= 1 for t in judged) and judged[0].ndcg_loss == 0  # the fp32 reference
     fastest = max((t for t in judged if t.ndcg_loss <= tuning.MAX_NDCG_LOSS), key=lambda t: t.pairs_per_s)
-    assert entry["choice"] == [fastest.backend, fastest.precision] 
-    assert [(t.backend, t.precision, t.ndcg) for t in tuning.last_trials(ce, 2) if not t.error] == [(t.backend, t.precision, t.ndcg) for t in judged]
+    assert entry["choice"] == [fastest.backend, fastest.precision]
+    assert [(t.backend, t.precision, t.ndcg) for t in tuning.last_trials(ce, 2) if not t.error] == [
+        (t.backend, t.precision, t.ndcg) for t in judged
+    ]
 
 
 def test_explicit_or_switched_off_means_no_measurement(tiny_ce, autotune, monkeypatch, tmp_path):
@@ -73,11 +79,18 @@ def test_explicit_or_switched_off_means_no_measurement(tiny_ce, autotune, monkey
 
 
 def test_pick_never_takes_a_disagreeing_or_failed_engine():
-    trials = [tuning.Trial("torch", "fp32", 10.0, 1.0), tuning.Trial("onnx", "int8", 50.0, 0.9),
-              tuning.Trial("openvino", "bf16", error="MissingDependencyError: openvino"), tuning.Trial("torch", "bf16", 20.0, 0.995)]
+    trials = [
+        tuning.Trial("torch", "fp32", 10.0, 1.0),
+        tuning.Trial("onnx", "int8", 50.0, 0.9),
+        tuning.Trial("openvino", "bf16", error="MissingDependencyError: openvino"),
+        tuning.Trial("torch", "bf16", 20.0, 0.995),
+    ]
     assert tuning.pick(trials) == ("torch", "bf16")
     assert tuning.pick(trials[1:3]) is None
     # on a dev split nDCG@10 decides: int8 that loses 0.004 is in, bf16 that loses 0.01 is out, whatever their tau
-    judged = [tuning.Trial("torch", "fp32", 10.0, 1.0, ndcg=0.40, ndcg_loss=0.0), tuning.Trial("onnx", "int8", 50.0, 0.9, ndcg=0.396, ndcg_loss=0.004),
-              tuning.Trial("openvino", "bf16", 60.0, 1.0, ndcg=0.39, ndcg_loss=0.01)]
+    judged = [
+        tuning.Trial("torch", "fp32", 10.0, 1.0, ndcg=0.40, ndcg_loss=0.0),
+        tuning.Trial("onnx", "int8", 50.0, 0.9, ndcg=0.396, ndcg_loss=0.004),
+        tuning.Trial("openvino", "bf16", 60.0, 1.0, ndcg=0.39, ndcg_loss=0.01),
+    ]
     assert tuning.pick(judged) == ("onnx", "int8")

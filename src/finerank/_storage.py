@@ -18,8 +18,8 @@ import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import IndexFormatError
 
@@ -90,7 +90,9 @@ def new_generation(path: str | Path, expected: str | None = None, *, check: bool
     if path.exists() and not path.is_dir():
         raise IndexFormatError(f"refusing to write an index to {path}: it is a file")
     if path.is_dir() and current(path) is None and any(p.name != LOCK for p in path.iterdir()):
-        raise IndexFormatError(f"refusing to write an index into {path}: it is a non-empty folder that is not a finerank index")
+        raise IndexFormatError(
+            f"refusing to write an index into {path}: it is a non-empty folder that is not a finerank index"
+        )
     with locked(path):
         live = current(path)
         if check and live != expected:

@@ -18,8 +18,8 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from ._storage import replaced
 from .errors import CorpusError
@@ -39,20 +39,41 @@ def shards_of(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str]
     return [qids[i : i + shard_size] for i in range(0, len(qids), shard_size)]
 
 
-def rerank_shard(pipeline: Reranking, qids: list[str], run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str],
-                 documents: Mapping[str, Document], depth: int, tag: str) -> str:
+def rerank_shard(
+    pipeline: Reranking,
+    qids: list[str],
+    run: Mapping[str, Mapping[str, float]],
+    queries: Mapping[str, str],
+    documents: Mapping[str, Document],
+    depth: int,
+    tag: str,
+) -> str:
     """One shard's reranked run as TREC lines."""
     lines = []
     for qid in qids:
         ranking = pipeline.rerank(queries[qid], hits_of_run(run[qid], documents, depth))
-        lines += [f"{qid} Q0 {h.id} {h.rank} {h.score!r} {tag}\n" for h in ranking.hits]  # every digit: trec_eval sorts by score
+        lines += [
+            f"{qid} Q0 {h.id} {h.rank} {h.score!r} {tag}\n" for h in ranking.hits
+        ]  # every digit: trec_eval sorts by score
     return "".join(lines)
 
 
-def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str], documents: Mapping[str, Document], reranker,
-               out: str | Path, *, depth: int = 100, shard_size: int = 50, tag: str = "finerank", show_progress: bool = False,
-               ray_address: str | None = None, load: Callable | None = None, workers: int | None = None,
-               start_timeout_s: float | None = None) -> Path:
+def rerank_run(
+    run: Mapping[str, Mapping[str, float]],
+    queries: Mapping[str, str],
+    documents: Mapping[str, Document],
+    reranker,
+    out: str | Path,
+    *,
+    depth: int = 100,
+    shard_size: int = 50,
+    tag: str = "finerank",
+    show_progress: bool = False,
+    ray_address: str | None = None,
+    load: Callable | None = None,
+    workers: int | None = None,
+    start_timeout_s: float | None = None,
+) -> Path:
     """Rerank the top ``depth`` of every query of ``run`` with ``reranker`` and write a TREC run
     to ``out`` (see the module's docstring for resuming). Returns ``out``.
 
@@ -79,23 +100,54 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     pipeline = Reranking(reranker, top_k=depth)
-    settings = {"reranker": pipeline.second.name, "reading": _reading(reranker), "depth": depth, "shard_size": shard_size, "tag": tag,
-                "inputs": _fingerprint(run, {q: queries[q] for q in run}, {d: documents[d].content for s in run.values() for d in s})}
+    settings = {
+        "reranker": pipeline.second.name,
+        "reading": _reading(reranker),
+        "depth": depth,
+        "shard_size": shard_size,
+        "tag": tag,
+        "inputs": _fingerprint(
+            run, {q: queries[q] for q in run}, {d: documents[d].content for s in run.values() for d in s}
+        ),
+    }
     recorded = parts / "settings.json"
     if recorded.is_file() and json.loads(recorded.read_text(encoding="utf-8")) != settings:
-        raise CorpusError(f"{parts} holds shards of another reranking ({recorded.read_text(encoding='utf-8').strip()}): "
-                          "delete it, or rerun with the same run and settings")
+        raise CorpusError(
+            f"{parts} holds shards of another reranking ({recorded.read_text(encoding='utf-8').strip()}): "
+            "delete it, or rerun with the same run and settings"
+        )
     _write(recorded, json.dumps(settings))
     todo = [n for n in range(len(shards)) if not (parts / f"shard-{n:05d}.trec").is_file()]
     if len(todo) < len(shards):
-        logger.info("%d of %d shards were already done and are not reranked again", len(shards) - len(todo), len(shards))
-    progress = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="reranking the run", unit=" shards", disable=not show_progress)
+        logger.info(
+            "%d of %d shards were already done and are not reranked again", len(shards) - len(todo), len(shards)
+        )
+    progress = tqdm(
+        total=len(shards),
+        initial=len(shards) - len(todo),
+        desc="reranking the run",
+        unit=" shards",
+        disable=not show_progress,
+    )
     if ray_address:
-        work = {n: (shards[n], {q: run[q] for q in shards[n]}, {q: queries[q] for q in shards[n]},
-                    {d: documents[d] for q in shards[n] for d in run[q]}) for n in todo}
-        finished = map_on_cluster(ray_address, functools.partial(run_reranking, load, depth),
-                                  functools.partial(_rerank_item, depth=depth, tag=tag), work, workers=workers,
-                                  start_timeout_s=start_timeout_s, show_progress=show_progress)
+        work = {
+            n: (
+                shards[n],
+                {q: run[q] for q in shards[n]},
+                {q: queries[q] for q in shards[n]},
+                {d: documents[d] for q in shards[n] for d in run[q]},
+            )
+            for n in todo
+        }
+        finished = map_on_cluster(
+            ray_address,
+            functools.partial(run_reranking, load, depth),
+            functools.partial(_rerank_item, depth=depth, tag=tag),
+            work,
+            workers=workers,
+            start_timeout_s=start_timeout_s,
+            show_progress=show_progress,
+        )
     else:
         finished = ((n, rerank_shard(pipeline, shards[n], run, queries, documents, depth, tag)) for n in todo)
     with progress:
@@ -106,7 +158,9 @@ def rerank_run(run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str
         for n in range(len(shards)):
             with open(parts / f"shard-{n:05d}.trec", "rb") as shard:
                 shutil.copyfileobj(shard, joined)
-    finished = parts.with_name(parts.name + ".finished")  # out of the way first: a crash while deleting leaves no shards to mix
+    finished = parts.with_name(
+        parts.name + ".finished"
+    )  # out of the way first: a crash while deleting leaves no shards to mix
     shutil.rmtree(finished, ignore_errors=True)
     parts.rename(finished)
     shutil.rmtree(finished)

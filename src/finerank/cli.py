@@ -11,17 +11,29 @@ import os
 import shlex
 import sys
 import unicodedata
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 from . import Fusion, Index, Pipeline, __version__, load_reranker, read_corpus, rerank
 from .corpus import read_documents
 from .errors import FinerankError, MissingDependencyError
 from .models import LLMReranker
 from .pipeline import ByLanguage
-from .registry import (ANALYZERS, BACKENDS, DEFAULT_ENCODER, DEFAULT_RERANKER, FIRST_STAGES, MODELS, MULTILINGUAL_ENCODER, encoder_for,
-                       encoder_of, first_stage, load_encoder, pinned_loader)
+from .registry import (
+    ANALYZERS,
+    BACKENDS,
+    DEFAULT_ENCODER,
+    DEFAULT_RERANKER,
+    FIRST_STAGES,
+    MODELS,
+    MULTILINGUAL_ENCODER,
+    encoder_for,
+    encoder_of,
+    first_stage,
+    load_encoder,
+    pinned_loader,
+)
 from .retrievers import BM25
 from .types import Hit, Ranking
 from .vectors import ANN
@@ -66,6 +78,7 @@ def _share(text: str) -> float:
 
 def _count(minimum: int = 1):
     """An argparse type: an integer of at least ``minimum``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -74,6 +87,7 @@ def _count(minimum: int = 1):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
+
     return parse
 
 
@@ -92,46 +106,80 @@ def _parser() -> argparse.ArgumentParser:
     parser.set_defaults(json=False)
     # -q, -v and --json after the command too (their defaults stay the top level's)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars, errors only")
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars, errors only"
+    )
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     add_parser = functools.partial(sub.add_parser, parents=[common])
 
-    p = add_parser("index", help="build an index (BM25, and dense vectors with --dense), or update one (--add, --delete)")
+    p = add_parser(
+        "index", help="build an index (BM25, and dense vectors with --dense), or update one (--add, --delete)"
+    )
     p.add_argument("corpus", nargs="?", help="JSONL file, BEIR folder, CSV/TSV file or folder of .txt/.md files")
     p.add_argument("--out", required=True, help="index folder (written atomically)")
     p.add_argument("--analyzer", default="auto", choices=sorted(ANALYZERS))
     p.add_argument("--k1", type=float, default=0.9)
     p.add_argument("--b", type=float, default=0.4)
-    p.add_argument("--dense", nargs="?", const="auto", help=f"also store dense vectors from this encoder (default: {DEFAULT_ENCODER}, or {MULTILINGUAL_ENCODER} when 5 %% of the documents are Chinese)")
-    p.add_argument("--ann", default="auto", choices=ANN, help="dense search: exact, hnsw, or auto (hnsw from 100,000 documents)")
+    p.add_argument(
+        "--dense",
+        nargs="?",
+        const="auto",
+        help=f"also store dense vectors from this encoder (default: {DEFAULT_ENCODER}, or {MULTILINGUAL_ENCODER} when 5 %% of the documents are Chinese)",
+    )
+    p.add_argument(
+        "--ann", default="auto", choices=ANN, help="dense search: exact, hnsw, or auto (hnsw from 100,000 documents)"
+    )
     p.add_argument("--query-prefix", help="prepended to queries before encoding (e5-style models: 'query: ')")
     p.add_argument("--document-prefix", help="prepended to documents before encoding (e5-style models: 'passage: ')")
-    p.add_argument("--dense-window", type=int, metavar="TOKENS", help="store one vector per window of this many tokens, a document "
-                   f"scoring as its best window (0: one vector a document; default: the encoder's, 32 for {MULTILINGUAL_ENCODER}, 0 otherwise)")
+    p.add_argument(
+        "--dense-window",
+        type=int,
+        metavar="TOKENS",
+        help="store one vector per window of this many tokens, a document "
+        f"scoring as its best window (0: one vector a document; default: the encoder's, 32 for {MULTILINGUAL_ENCODER}, 0 otherwise)",
+    )
     p.add_argument("--add", help="update the index in --out: add (or replace, by id) the documents of this corpus")
-    p.add_argument("--delete", nargs="+", default=[], metavar="ID", help="update the index in --out: delete these document ids")
+    p.add_argument(
+        "--delete", nargs="+", default=[], metavar="ID", help="update the index in --out: delete these document ids"
+    )
     p.add_argument("--skip-invalid", action="store_true", help="skip bad records (reported) instead of stopping")
     p.set_defaults(run_command=_index)
 
     p = add_parser("search", help="search an index: first-stage candidates, then rerank")
     p.add_argument("index")
     p.add_argument("query")
-    p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="dense and hybrid need an index built with --dense")
-    p.add_argument("--filter", type=json.loads, help='metadata filter as JSON, e.g. \'{"year": {"gte": 2015}, "lang": ["en", "zh"]}\'')
+    p.add_argument(
+        "--first-stage", default="bm25", choices=FIRST_STAGES, help="dense and hybrid need an index built with --dense"
+    )
+    p.add_argument(
+        "--filter",
+        type=json.loads,
+        help='metadata filter as JSON, e.g. \'{"year": {"gte": 2015}, "lang": ["en", "zh"]}\'',
+    )
     p.add_argument("--candidates", type=_count(), default=100, help="first-stage candidates to rerank (default 100)")
     p.add_argument("--top-k", type=_count(), default=3)
-    p.add_argument("--min-score", type=float, help="drop hits whose calibrated model score is below this (see finerank calibrate)")
+    p.add_argument(
+        "--min-score", type=float, help="drop hits whose calibrated model score is below this (see finerank calibrate)"
+    )
     _cascade_options(p)
-    p.add_argument("--budget-ms", type=float, help="the reranker reads only as many of the best candidates as fit this many "
-                   "milliseconds, at its pace measured on this CPU (see finerank doctor)")
+    p.add_argument(
+        "--budget-ms",
+        type=float,
+        help="the reranker reads only as many of the best candidates as fit this many "
+        "milliseconds, at its pace measured on this CPU (see finerank doctor)",
+    )
     _reranker_options(p, allow_none=True)
     p.set_defaults(run_command=_search)
 
     p = add_parser("rerank", help="rerank documents from a file or stdin against a query")
     p.add_argument("--query", required=True)
-    p.add_argument("--docs", required=True, help="JSONL/CSV/TSV corpus file, a text file with one document per line, or - for stdin")
+    p.add_argument(
+        "--docs",
+        required=True,
+        help="JSONL/CSV/TSV corpus file, a text file with one document per line, or - for stdin",
+    )
     p.add_argument("--top-k", type=_count(), default=None)
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_rerank)
@@ -142,24 +190,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--run", help="rerank this TREC run (path, or relative to the dataset) instead of BM25")
     p.add_argument("--index", help="an existing index of the dataset's corpus (default: build one in memory)")
-    p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="bm25, dense (all-MiniLM-L6-v2 unless the index says otherwise) or hybrid (min-max fusion of both, equal weights)")
+    p.add_argument(
+        "--first-stage",
+        default="bm25",
+        choices=FIRST_STAGES,
+        help="bm25, dense (all-MiniLM-L6-v2 unless the index says otherwise) or hybrid (min-max fusion of both, equal weights)",
+    )
     p.add_argument("--analyzer", default="auto", choices=sorted(ANALYZERS))
-    p.add_argument("--candidates", type=_count(), default=100, help="first-stage depth that is reranked and evaluated (default 100)")
+    p.add_argument(
+        "--candidates",
+        type=_count(),
+        default=100,
+        help="first-stage depth that is reranked and evaluated (default 100)",
+    )
     p.add_argument("--max-queries", type=_count(), default=None, help="evaluate only the first N judged queries")
     p.add_argument("--report", help="write a Markdown report here")
     p.add_argument("--figure", help="write a PNG figure here (per-query nDCG@10 change, moves of relevant documents)")
-    p.add_argument("--out", default="docs/results.md", help="with --all: the results page to write (default docs/results.md)")
-    p.add_argument("--ray", metavar="ADDRESS", help="with --run: rerank the run on this Ray cluster's workers (host:port of its head)")
+    p.add_argument(
+        "--out", default="docs/results.md", help="with --all: the results page to write (default docs/results.md)"
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="with --run: rerank the run on this Ray cluster's workers (host:port of its head)",
+    )
     _cascade_options(p)
     _reranker_options(p, allow_none=True)
     p.set_defaults(run_command=_eval)
 
-    p = add_parser("calibrate", help="fit a model's score -> probability of relevance on a dev split; stored with the model")
+    p = add_parser(
+        "calibrate", help="fit a model's score -> probability of relevance on a dev split; stored with the model"
+    )
     p.add_argument("dataset", help="BEIR folder with judgements for --split")
     p.add_argument("--split", default="dev", help="the split to fit on (default dev; never the one you report)")
     p.add_argument("--check-split", help="also report precision and recall at --threshold on this split")
     p.add_argument("--method", default="platt", choices=("platt", "isotonic"))
-    p.add_argument("--candidates", type=_count(), default=20, help="BM25 candidates per query that are scored (default 20)")
+    p.add_argument(
+        "--candidates", type=_count(), default=20, help="BM25 candidates per query that are scored (default 20)"
+    )
     p.add_argument("--max-queries", type=_count(), default=None)
     p.add_argument("--threshold", type=float, default=0.5)
     _reranker_options(p, allow_none=False)
@@ -170,30 +238,81 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES, help="first stage of /v1/search")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8000)
-    p.add_argument("--api-key", default=os.environ.get("FINERANK_API_KEY"), help="require 'Authorization: Bearer KEY' (default $FINERANK_API_KEY)")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("FINERANK_API_KEY"),
+        help="require 'Authorization: Bearer KEY' (default $FINERANK_API_KEY)",
+    )
     p.add_argument("--max-documents", type=_count(), default=1000, help="documents per rerank request")
     p.add_argument("--max-document-tokens", type=_count(), default=8192)
-    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a request waits to share a batch (0: no cross-request batching)")
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a request waits to share a batch (0: no cross-request batching)",
+    )
     p.add_argument("--max-queue", type=_count(), default=64, help="requests waiting to be scored before 429")
-    p.add_argument("--report", action="append", default=[], metavar="FILE",
-                   help="a saved `finerank eval --json` file for the evaluation page at /eval (repeatable)")
-    p.add_argument("--ray", metavar="ADDRESS", help="serve as replicas on this Ray cluster (host:port of its head node) with Ray Serve")
-    p.add_argument("--replicas", type=_count(), default=1, help="with --ray: replicas, each with its own model and batcher (default 1)")
-    p.add_argument("--max-replicas", type=_count(), help="with --ray: scale up to this many replicas on load (default: --replicas, fixed)")
-    p.add_argument("--replica-cpus", type=_share, default=1, help="with --ray: CPUs per replica, a fraction allowed (default 1)")
-    p.add_argument("--request-timeout", type=_share, default=60, metavar="SECONDS",
-                   help="cancel a request not answered in this time and answer 408 (default 60)")
+    p.add_argument(
+        "--report",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a saved `finerank eval --json` file for the evaluation page at /eval (repeatable)",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="serve as replicas on this Ray cluster (host:port of its head node) with Ray Serve",
+    )
+    p.add_argument(
+        "--replicas",
+        type=_count(),
+        default=1,
+        help="with --ray: replicas, each with its own model and batcher (default 1)",
+    )
+    p.add_argument(
+        "--max-replicas",
+        type=_count(),
+        help="with --ray: scale up to this many replicas on load (default: --replicas, fixed)",
+    )
+    p.add_argument(
+        "--replica-cpus", type=_share, default=1, help="with --ray: CPUs per replica, a fraction allowed (default 1)"
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=_share,
+        default=60,
+        metavar="SECONDS",
+        help="cancel a request not answered in this time and answer 408 (default 60)",
+    )
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_serve)
 
     p = add_parser("train", help="fine-tune a cross-encoder (labelled, self-supervised or distilled)")
-    p.add_argument("data", nargs="+", help="BEIR folders (labelled: with qrels/<split>.tsv) or any corpora (--data-kind self); groups from each are pooled")
-    p.add_argument("--out", required=True, help="output model folder (Hugging Face + ONNX + model card; checkpoints inside)")
-    p.add_argument("--base", default="all-minilm-l6-v2", help="pretrained encoder: registry name, local folder or hub id")
-    p.add_argument("--data-kind", default="labelled", choices=("labelled", "self"), help="judged queries, or title -> text (first sentence -> rest) pairs")
+    p.add_argument(
+        "data",
+        nargs="+",
+        help="BEIR folders (labelled: with qrels/<split>.tsv) or any corpora (--data-kind self); groups from each are pooled",
+    )
+    p.add_argument(
+        "--out", required=True, help="output model folder (Hugging Face + ONNX + model card; checkpoints inside)"
+    )
+    p.add_argument(
+        "--base", default="all-minilm-l6-v2", help="pretrained encoder: registry name, local folder or hub id"
+    )
+    p.add_argument(
+        "--data-kind",
+        default="labelled",
+        choices=("labelled", "self"),
+        help="judged queries, or title -> text (first sentence -> rest) pairs",
+    )
     p.add_argument("--split", default="train")
     p.add_argument("--teacher", help="distil from this reranker's scores (loss kl), e.g. minilm-fused")
-    p.add_argument("--ray", metavar="ADDRESS", help="with --teacher: score the groups on this Ray cluster's workers (host:port of its head)")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="with --teacher: score the groups on this Ray cluster's workers (host:port of its head)",
+    )
     p.add_argument("--loss", choices=("listwise", "bce", "kl"), help="default: listwise (kl with --teacher)")
     p.add_argument("--group-size", type=_count(2), default=8, help="texts per group: 1 positive + negatives")
     p.add_argument("--batch-groups", type=_count(), default=4)
@@ -201,10 +320,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=_count())
     p.add_argument("--lr", type=float, default=4e-5)
     p.add_argument("--max-length", type=_count(8), default=256)
-    p.add_argument("--best-window", action="store_true",
-                   help="train on a long text's window richest in query terms, not its first --max-length tokens "
-                        "(for a model that reads long documents in windows, --max-chunks-per-doc)")
-    p.add_argument("--max-queries", type=_count(), help="use only the first N queries (or documents, for self) of each folder")
+    p.add_argument(
+        "--best-window",
+        action="store_true",
+        help="train on a long text's window richest in query terms, not its first --max-length tokens "
+        "(for a model that reads long documents in windows, --max-chunks-per-doc)",
+    )
+    p.add_argument(
+        "--max-queries", type=_count(), help="use only the first N queries (or documents, for self) of each folder"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=_count(), default=200)
     p.add_argument("--threads", type=_count(), help="CPU threads for training (default: torch's choice)")
@@ -214,7 +338,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-queries", type=_count(), default=100, help="judged queries to evaluate (default 100)")
     p.set_defaults(run_command=_train)
 
-    p = add_parser("rerank-run", help="rerank a TREC run of any size and write a TREC run (resumable: finished shards are kept)")
+    p = add_parser(
+        "rerank-run", help="rerank a TREC run of any size and write a TREC run (resumable: finished shards are kept)"
+    )
     p.add_argument("run", help="a TREC run: qid Q0 docid rank score tag")
     p.add_argument("--corpus", required=True, help="where the run's documents are (BEIR folder, JSONL/CSV/TSV)")
     p.add_argument("--queries", required=True, help="the run's queries (BEIR queries.jsonl or qid<TAB>text)")
@@ -222,19 +348,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=_count(), default=100, help="documents per query reranked (default 100)")
     p.add_argument("--shard-size", type=_count(), default=50, help="queries per shard (default 50)")
     p.add_argument("--tag", default="finerank", help="the run tag written in the last column")
-    p.add_argument("--ray", metavar="ADDRESS", help="rerank the shards on this Ray cluster (host:port of its head node); same output")
-    p.add_argument("--workers", type=_count(), help="with --ray: reranking workers, one CPU each (default: one per free CPU of the cluster)")
-    p.add_argument("--start-timeout", type=_share, default=120, metavar="SECONDS",
-                   help="with --ray: give up when the cluster has not started the workers within this many seconds (default 120)")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="rerank the shards on this Ray cluster (host:port of its head node); same output",
+    )
+    p.add_argument(
+        "--workers",
+        type=_count(),
+        help="with --ray: reranking workers, one CPU each (default: one per free CPU of the cluster)",
+    )
+    p.add_argument(
+        "--start-timeout",
+        type=_share,
+        default=120,
+        metavar="SECONDS",
+        help="with --ray: give up when the cluster has not started the workers within this many seconds (default 120)",
+    )
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_rerank_run)
 
-    p = add_parser("doctor", help="this CPU, the installed backends, and which backend/precision is fastest for a model here")
+    p = add_parser(
+        "doctor", help="this CPU, the installed backends, and which backend/precision is fastest for a model here"
+    )
     _reranker_options(p, allow_none=False)
     p.add_argument("--again", action="store_true", help="measure again instead of reading the cached measurement")
     p.add_argument("--threads", type=_count(), help="CPU threads to measure with (default: all)")
-    p.add_argument("--dataset", help="a BEIR folder: gate each engine on nDCG@10 over its --split (within "
-                   "0.005 of fp32) instead of on ranking agreement over a sample; this is how int8 earns its place")
+    p.add_argument(
+        "--dataset",
+        help="a BEIR folder: gate each engine on nDCG@10 over its --split (within "
+        "0.005 of fp32) instead of on ranking agreement over a sample; this is how int8 earns its place",
+    )
     p.add_argument("--split", default="dev")
     p.add_argument("--queries", type=_count(), default=50, help="judged queries of --split (default 50)")
     p.add_argument("--candidates", type=_count(), default=30, help="BM25 candidates per query (default 30)")
@@ -247,27 +391,56 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cascade_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cheap", help="a cascade: this cheaper second stage (e.g. minilm-fused over an index with stored vectors) "
-                   "reads every candidate and keeps --keep of them for the reranker (a fused reranker fuses with its scores)")
+    p.add_argument(
+        "--cheap",
+        help="a cascade: this cheaper second stage (e.g. minilm-fused over an index with stored vectors) "
+        "reads every candidate and keeps --keep of them for the reranker (a fused reranker fuses with its scores)",
+    )
     p.add_argument("--keep", type=_count(), default=30, help="candidates the --cheap stage passes on (default 30)")
 
 
 def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
-    p.add_argument("--reranker", default=None, help=f"model name ({', '.join(MODELS)}), local model folder or hub id (default {DEFAULT_RERANKER})")
-    p.add_argument("--kind", default="cross-encoder", choices=("cross-encoder", "bi-encoder", "llm"),
-                   help="what a model folder holds (a causal LM folder is read as an LLM reranker)")
-    p.add_argument("--template", help="an LLM reranker's prompt template (default: recognised from the model's name): "
-                   "qwen3-reranker, mxbai-rerank-v2, bge-reranker-v2-gemma")
+    p.add_argument(
+        "--reranker",
+        default=None,
+        help=f"model name ({', '.join(MODELS)}), local model folder or hub id (default {DEFAULT_RERANKER})",
+    )
+    p.add_argument(
+        "--kind",
+        default="cross-encoder",
+        choices=("cross-encoder", "bi-encoder", "llm"),
+        help="what a model folder holds (a causal LM folder is read as an LLM reranker)",
+    )
+    p.add_argument(
+        "--template",
+        help="an LLM reranker's prompt template (default: recognised from the model's name): "
+        "qwen3-reranker, mxbai-rerank-v2, bge-reranker-v2-gemma",
+    )
     p.add_argument("--instruction", help="an LLM reranker's instruction (Qwen3-Reranker's <Instruct>)")
     p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"), help="int8: onnx backend only")
-    p.add_argument("--max-length", type=_count(8), help="tokens per (query, document) pair (default: the model's own limit, at most 512)")
-    p.add_argument("--max-chunks-per-doc", type=_count(), default=1,
-                   help="read a document longer than --max-length as up to N overlapping windows, scored by its best (default 1: cut it)")
+    p.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"), help="int8: onnx backend only"
+    )
+    p.add_argument(
+        "--max-length",
+        type=_count(8),
+        help="tokens per (query, document) pair (default: the model's own limit, at most 512)",
+    )
+    p.add_argument(
+        "--max-chunks-per-doc",
+        type=_count(),
+        default=1,
+        help="read a document longer than --max-length as up to N overlapping windows, scored by its best (default 1: cut it)",
+    )
     if allow_none:  # a command with a first stage: its ranking can be kept, or fused with
         p.add_argument("--no-rerank", action="store_true", help="first stage only")
-        p.add_argument("--fuse", type=float, metavar="WEIGHT", help="fuse the model's scores min-max with the ranking before it "
-                       "(the first stage's, or --cheap's), WEIGHT being the model's share, e.g. 0.5 (replaces a fused model's own fusion)")
+        p.add_argument(
+            "--fuse",
+            type=float,
+            metavar="WEIGHT",
+            help="fuse the model's scores min-max with the ranking before it "
+            "(the first stage's, or --cheap's), WEIGHT being the model's share, e.g. 0.5 (replaces a fused model's own fusion)",
+        )
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -279,17 +452,32 @@ def _eval(args: argparse.Namespace) -> int:
     if args.ray and (args.all or not args.run or args.no_rerank):
         raise ValueError("--ray reranks a run on the cluster: give one dataset, its --run and a reranker")
     reranker = None if args.no_rerank else _load(args)
-    options = dict(split=args.split, run=args.run, index=args.index, analyzer=args.analyzer, candidates=args.candidates,
-                   max_queries=args.max_queries, first_stage=args.first_stage, show_progress=not args.quiet,
-                   cheap=_cheap(args, reranker), keep=args.keep)
+    options = dict(
+        split=args.split,
+        run=args.run,
+        index=args.index,
+        analyzer=args.analyzer,
+        candidates=args.candidates,
+        max_queries=args.max_queries,
+        first_stage=args.first_stage,
+        show_progress=not args.quiet,
+        cheap=_cheap(args, reranker),
+        keep=args.keep,
+    )
     if args.all:
         root = Path(args.dataset or "../shared/datasets")
         folders = sorted(f for f in root.iterdir() if (f / "qrels" / f"{args.split}.tsv").is_file())
         if not folders:
             raise ValueError(f"no datasets with a {args.split} split in {root}")
-        evaluations = [evaluate_folder(f, reranker, official_run=args.first_stage == "bm25", **options) for f in folders]
+        evaluations = [
+            evaluate_folder(f, reranker, official_run=args.first_stage == "bm25", **options) for f in folders
+        ]
         write_results(evaluations, Path(args.out), args.command_line)
-        print(json.dumps([ev.to_json() for ev in evaluations], indent=2) if args.json else "\n\n".join(map(table, evaluations)))
+        print(
+            json.dumps([ev.to_json() for ev in evaluations], indent=2)
+            if args.json
+            else "\n\n".join(map(table, evaluations))
+        )
         return 0
     if not args.dataset:
         raise ValueError("name a dataset folder, or use --all")
@@ -324,18 +512,33 @@ def _serve(args: argparse.Namespace) -> int:
     if args.index:  # a missing index or a first stage it cannot serve: one line now, not a traceback at start-up
         index = Index.load(args.index)
         first_stage(index, args.first_stage)
-    limits = Limits(max_documents=args.max_documents, max_document_tokens=args.max_document_tokens,
-                    batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue, request_timeout_s=args.request_timeout)
+    limits = Limits(
+        max_documents=args.max_documents,
+        max_document_tokens=args.max_document_tokens,
+        batch_wait_ms=args.batch_wait_ms,
+        max_queue=args.max_queue,
+        request_timeout_s=args.request_timeout,
+    )
     if args.ray:
         return _serve_on_ray(args, limits)
-    app = create_app(_load(args), index=args.index, first_stage=args.first_stage, api_key=args.api_key, limits=limits, reports=args.report)
+    app = create_app(
+        _load(args),
+        index=args.index,
+        first_stage=args.first_stage,
+        api_key=args.api_key,
+        limits=limits,
+        reports=args.report,
+    )
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}/"
     if args.json:
         print(json.dumps({"search_page": url, "eval_page": url + "eval" if args.report else None}), flush=True)
     else:
-        print(f"finerank: search page at {url}" + (f" · evaluation page at {url}eval" if args.report else ""), file=sys.stderr,
-              flush=True)
+        print(
+            f"finerank: search page at {url}" + (f" · evaluation page at {url}eval" if args.report else ""),
+            file=sys.stderr,
+            flush=True,
+        )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
     return 0
 
@@ -352,14 +555,30 @@ def _serve_on_ray(args: argparse.Namespace, limits) -> int:
     reranker = _load(args)  # here first: a model that cannot load is one line now, not a failing replica
     load = _loader(args, reranker)
     del reranker
-    app_options = dict(index=str(Path(args.index).resolve()) if args.index else None, first_stage=args.first_stage,
-                       api_key=args.api_key, limits=limits, reports=[str(Path(r).resolve()) for r in args.report])
-    front = replicas.deploy(args.ray, load, replicas=args.replicas, max_replicas=args.max_replicas,
-                            cpus_per_replica=args.replica_cpus, request_timeout_s=args.request_timeout, quiet=args.quiet,
-                            **app_options)
+    app_options = dict(
+        index=str(Path(args.index).resolve()) if args.index else None,
+        first_stage=args.first_stage,
+        api_key=args.api_key,
+        limits=limits,
+        reports=[str(Path(r).resolve()) for r in args.report],
+    )
+    front = replicas.deploy(
+        args.ray,
+        load,
+        replicas=args.replicas,
+        max_replicas=args.max_replicas,
+        cpus_per_replica=args.replica_cpus,
+        request_timeout_s=args.request_timeout,
+        quiet=args.quiet,
+        **app_options,
+    )
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"finerank: {args.replicas} replica(s) on the Ray cluster at {args.ray}; search page at http://{host}:{args.port}/ "
-          "(Ctrl-C removes them)", file=sys.stderr, flush=True)
+    print(
+        f"finerank: {args.replicas} replica(s) on the Ray cluster at {args.ray}; search page at http://{host}:{args.port}/ "
+        "(Ctrl-C removes them)",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         uvicorn.run(front, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
     finally:
@@ -375,16 +594,37 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError("--ray scores a teacher's targets on the cluster: give --teacher")
     spec = MODELS.get(args.base)
     base = str(spec.locate()) if isinstance(spec, (PackagedModel, ConvertedModel)) else args.base
-    groups = train.groups_from(args.data, args.data_kind, split=args.split, group_size=args.group_size,
-                               max_queries=args.max_queries, seed=args.seed, show_progress=not args.quiet)
+    groups = train.groups_from(
+        args.data,
+        args.data_kind,
+        split=args.split,
+        group_size=args.group_size,
+        max_queries=args.max_queries,
+        seed=args.seed,
+        show_progress=not args.quiet,
+    )
     if args.teacher:
         teacher = load_reranker(args.teacher)
-        groups = train.with_teacher(groups, teacher, show_progress=not args.quiet, ray_address=args.ray,
-                                    load=pinned_loader(args.teacher, teacher))
+        groups = train.with_teacher(
+            groups,
+            teacher,
+            show_progress=not args.quiet,
+            ray_address=args.ray,
+            load=pinned_loader(args.teacher, teacher),
+        )
     config = train.TrainConfig(
-        base=base, output=args.out, loss=args.loss or ("kl" if args.teacher else "listwise"), epochs=args.epochs,
-        max_steps=args.max_steps, batch_groups=args.batch_groups, learning_rate=args.lr, max_length=args.max_length,
-        seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads, best_window=args.best_window,
+        base=base,
+        output=args.out,
+        loss=args.loss or ("kl" if args.teacher else "listwise"),
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_groups=args.batch_groups,
+        learning_rate=args.lr,
+        max_length=args.max_length,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        threads=args.threads,
+        best_window=args.best_window,
     )
     data = " + ".join(args.data)
     if not args.json:
@@ -401,18 +641,34 @@ def _train(args: argparse.Namespace) -> int:
         from .evaluate import evaluate_folder
         from .report import markdown, table
 
-        ev = evaluate_folder(args.eval, load_reranker(out, max_length=args.max_length), split=args.eval_split,
-                             max_queries=args.eval_queries, show_progress=not args.quiet)
+        ev = evaluate_folder(
+            args.eval,
+            load_reranker(out, max_length=args.max_length),
+            split=args.eval_split,
+            max_queries=args.eval_queries,
+            show_progress=not args.quiet,
+        )
         with open(out / "README.md", "a", encoding="utf-8") as card:
             card.write("\n## Evaluation\n\n" + markdown(ev).replace("# ", "### ", 1))
         if not args.json:
             print(table(ev))
     last = sum(result.losses[-20:]) / len(result.losses[-20:])
-    record = {"model": str(out), "groups": len(groups), "steps": result.steps, "seconds": result.seconds,
-              "pairs_per_s": result.pairs_per_s, "device": result.device, "loss": [result.losses[0], last],
-              "evaluation": ev.to_json() if ev else None}
-    _say(args, record, f"trained {result.steps} steps in {result.seconds / 60:.1f} min ({result.pairs_per_s:.1f} pairs/s on "
-                       f"{result.device}); loss {result.losses[0]:.4f} -> {last:.4f}; model in {out}")
+    record = {
+        "model": str(out),
+        "groups": len(groups),
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "pairs_per_s": result.pairs_per_s,
+        "device": result.device,
+        "loss": [result.losses[0], last],
+        "evaluation": ev.to_json() if ev else None,
+    }
+    _say(
+        args,
+        record,
+        f"trained {result.steps} steps in {result.seconds / 60:.1f} min ({result.pairs_per_s:.1f} pairs/s on "
+        f"{result.device}); loss {result.losses[0]:.4f} -> {last:.4f}; model in {out}",
+    )
     return 0
 
 
@@ -444,16 +700,34 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     reranker = _load(args)
     if isinstance(reranker, ByLanguage):
-        raise ValueError(f"{reranker.name} routes queries to several models: calibrate one model at a time "
-                         "(name it with --reranker)")
-    path, fitted_on, checks = calibrate(args.dataset, reranker.scorer, split=args.split, method=args.method,
-                                        candidates=args.candidates, max_queries=args.max_queries,
-                                        check_split=args.check_split, threshold=args.threshold, show_progress=not args.quiet)
+        raise ValueError(
+            f"{reranker.name} routes queries to several models: calibrate one model at a time (name it with --reranker)"
+        )
+    path, fitted_on, checks = calibrate(
+        args.dataset,
+        reranker.scorer,
+        split=args.split,
+        method=args.method,
+        candidates=args.candidates,
+        max_queries=args.max_queries,
+        check_split=args.check_split,
+        threshold=args.threshold,
+        show_progress=not args.quiet,
+    )
     lines = [f"calibrated {reranker.scorer.name} ({args.method}) on {fitted_on}; stored in {path}"]
-    lines += [f"{split}: probability >= {args.threshold} keeps {q['kept']:.1%} of candidates, "
-              f"precision {q['precision']:.3f}, recall {q['recall']:.3f}" for split, q in checks]
-    record = {"model": reranker.scorer.name, "method": args.method, "fitted_on": fitted_on, "stored": str(path),
-              "threshold": args.threshold, "checks": dict(checks)}
+    lines += [
+        f"{split}: probability >= {args.threshold} keeps {q['kept']:.1%} of candidates, "
+        f"precision {q['precision']:.3f}, recall {q['recall']:.3f}"
+        for split, q in checks
+    ]
+    record = {
+        "model": reranker.scorer.name,
+        "method": args.method,
+        "fitted_on": fitted_on,
+        "stored": str(path),
+        "threshold": args.threshold,
+        "checks": dict(checks),
+    }
     _say(args, record, "\n".join(lines))
     return 0
 
@@ -468,8 +742,11 @@ def _index(args: argparse.Namespace) -> int:
         encoder = encoder_of(index) if added and index.vectors is not None else None
         # load, change and save under the index's writer lock: concurrent updates queue, none is lost
         old, new = Index.edit(args.out, add=added, delete=deleted, encoder=encoder, show_progress=not args.quiet)
-        _say(args, {"index": args.out, "before": len(old), "after": len(new), "added": len(added), "deleted": len(deleted)},
-             f"updated {args.out}: {len(old)} -> {len(new)} documents ({len(added)} added or replaced, {len(deleted)} deleted)")
+        _say(
+            args,
+            {"index": args.out, "before": len(old), "after": len(new), "added": len(added), "deleted": len(deleted)},
+            f"updated {args.out}: {len(old)} -> {len(new)} documents ({len(added)} added or replaced, {len(deleted)} deleted)",
+        )
         return 0
     if not args.corpus:
         raise ValueError("name a corpus to index (or use --add/--delete to update an index)")
@@ -479,16 +756,36 @@ def _index(args: argparse.Namespace) -> int:
         name = encoder_for(d.content for d in documents) if args.dense == "auto" else args.dense
         window = {} if args.dense_window is None else {"document_window": args.dense_window}
         encoder = load_encoder(name, query_prefix=args.query_prefix, document_prefix=args.document_prefix, **window)
-    index = Index.build(documents, analyzer=args.analyzer, k1=args.k1, b=args.b, encoder=encoder, ann=args.ann, show_progress=not args.quiet)
+    index = Index.build(
+        documents,
+        analyzer=args.analyzer,
+        k1=args.k1,
+        b=args.b,
+        encoder=encoder,
+        ann=args.ann,
+        show_progress=not args.quiet,
+    )
     index.save(args.out)
     windows = ""
     if encoder and encoder.document_window:
         whole = " and the whole text of each longer document" if encoder.whole_document else ""
         windows = f", {len(index.vectors.vectors)} rows: windows of {encoder.document_window} tokens{whole}"
-    dense = f" + {index.vectors.ann} {index.vectors.dimension}-d vectors from {encoder.name}{windows}" if encoder else ""
-    record = {"index": args.out, "documents": len(index), "first_stage": BM25(index).name,
-              "dense": None if not encoder else {"model": encoder.name, "rows": len(index.vectors.vectors),
-                                                 "window": encoder.document_window, "ann": index.vectors.ann}}
+    dense = (
+        f" + {index.vectors.ann} {index.vectors.dimension}-d vectors from {encoder.name}{windows}" if encoder else ""
+    )
+    record = {
+        "index": args.out,
+        "documents": len(index),
+        "first_stage": BM25(index).name,
+        "dense": None
+        if not encoder
+        else {
+            "model": encoder.name,
+            "rows": len(index.vectors.vectors),
+            "window": encoder.document_window,
+            "ann": index.vectors.ann,
+        },
+    }
     _say(args, record, f"indexed {len(index)} documents into {args.out} ({BM25(index).name}{dense})")
     return 0
 
@@ -504,7 +801,9 @@ def _search(args: argparse.Namespace) -> int:
             if args.reranker is not None:
                 raise
             logger.warning("no reranker: %s (showing the first stage only; --no-rerank hides this)", err)
-    pipeline = Pipeline(retriever, reranker, candidates=args.candidates, top_k=args.top_k, cheap=_cheap(args, reranker), keep=args.keep)
+    pipeline = Pipeline(
+        retriever, reranker, candidates=args.candidates, top_k=args.top_k, cheap=_cheap(args, reranker), keep=args.keep
+    )
     ranking = pipeline.search(args.query, filter=args.filter, min_score=args.min_score, budget_ms=args.budget_ms)
     if args.json:
         print(json.dumps(_ranking_json(ranking), ensure_ascii=False, indent=2))
@@ -522,7 +821,13 @@ def _rerank(args: argparse.Namespace) -> int:
     reranker = _load(args)
     hits = rerank(reranker, args.query, documents, args.top_k)
     if args.json:
-        print(json.dumps({"query": args.query, "reranker": reranker.name, "hits": [_hit_json(h) for h in hits]}, ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                {"query": args.query, "reranker": reranker.name, "hits": [_hit_json(h) for h in hits]},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
     else:
         print(f"reranker: {reranker.route(args.query, required=True).scorer!r}")
         _print_hits(hits)
@@ -537,10 +842,26 @@ def _rerank_run(args: argparse.Namespace) -> int:
     run, queries = read_run(args.run), read_queries(args.queries)
     documents = {d.id: d for d in read_corpus(args.corpus)}
     reranker = _load(args)
-    out = rerank_run(run, queries, documents, reranker, args.out, depth=args.depth, shard_size=args.shard_size, tag=args.tag,
-                     show_progress=not args.quiet, ray_address=args.ray, load=_loader(args, reranker), workers=args.workers,
-                     start_timeout_s=args.start_timeout)
-    _say(args, {"out": str(out), "queries": len(run), "depth": args.depth}, f"wrote {out}: {len(run)} queries, top {args.depth} reranked")
+    out = rerank_run(
+        run,
+        queries,
+        documents,
+        reranker,
+        args.out,
+        depth=args.depth,
+        shard_size=args.shard_size,
+        tag=args.tag,
+        show_progress=not args.quiet,
+        ray_address=args.ray,
+        load=_loader(args, reranker),
+        workers=args.workers,
+        start_timeout_s=args.start_timeout,
+    )
+    _say(
+        args,
+        {"out": str(out), "queries": len(run), "depth": args.depth},
+        f"wrote {out}: {len(run)} queries, top {args.depth} reranked",
+    )
     return 0
 
 
@@ -552,28 +873,52 @@ def _doctor(args: argparse.Namespace) -> int:
     installed = {name: tuning.installed(name) for name in BACKENDS}
     # loaded in fp32 (not measured on loading); the measurement, or its cached result, follows
     options = {k: v for k, v in (("threads", args.threads), ("max_length", args.max_length)) if v}
-    reranker = load_reranker(args.reranker or DEFAULT_RERANKER, kind=args.kind, backend="torch" if args.kind == "llm" else "auto",
-                             precision="fp32", **options)
+    reranker = load_reranker(
+        args.reranker or DEFAULT_RERANKER,
+        kind=args.kind,
+        backend="torch" if args.kind == "llm" else "auto",
+        precision="fp32",
+        **options,
+    )
     stages = reranker.stages().values() if isinstance(reranker, ByLanguage) else [reranker]
     scorers = [stage.scorer for stage in stages if stage is not None]
     record = {"cpu": cpu, "backends": installed, "models": []}
     quality = dev_quality(args.dataset, args.split, args.queries, args.candidates) if args.dataset else None
     for scorer in scorers:
         if isinstance(scorer, LLMReranker):  # torch only
-            record["models"].append({"model": scorer.name, "choice": [scorer.backend_name, scorer.precision], "trials": []})
+            record["models"].append(
+                {"model": scorer.name, "choice": [scorer.backend_name, scorer.precision], "trials": []}
+            )
             continue
         choice, trials = tuning.choose(scorer, args.threads, again=args.again, quality=quality)
-        record["models"].append({"model": scorer.name, "choice": list(choice), "measured": bool(trials),
-                                 "trials": [dataclasses.asdict(t) for t in trials or tuning.last_trials(scorer, args.threads)]})
+        record["models"].append(
+            {
+                "model": scorer.name,
+                "choice": list(choice),
+                "measured": bool(trials),
+                "trials": [dataclasses.asdict(t) for t in trials or tuning.last_trials(scorer, args.threads)],
+            }
+        )
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
     print(f"CPU: {cpu}")
     print("backends: " + ", ".join(f"{n} {'installed' if ok else 'not installed'}" for n, ok in installed.items()))
     for model in record["models"]:
-        print(f"\n{model['model']}: {' '.join(model['choice'])}"
-              + ("" if not model["trials"] else " (the fastest " + (f"within {tuning.MAX_NDCG_LOSS} nDCG@10 of fp32 on {args.dataset} {args.split}"
-                                                                   if args.dataset else f"with Kendall tau >= {tuning.MIN_TAU} against fp32 on a sample request") + ")"))
+        print(
+            f"\n{model['model']}: {' '.join(model['choice'])}"
+            + (
+                ""
+                if not model["trials"]
+                else " (the fastest "
+                + (
+                    f"within {tuning.MAX_NDCG_LOSS} nDCG@10 of fp32 on {args.dataset} {args.split}"
+                    if args.dataset
+                    else f"with Kendall tau >= {tuning.MIN_TAU} against fp32 on a sample request"
+                )
+                + ")"
+            )
+        )
         for t in model["trials"]:
             verdict = f"error: {t['error']}" if t["error"] else f"{t['pairs_per_s']:7.1f} pairs/s  tau {t['tau']:.3f}"
             if not t["error"] and t["ndcg"] == t["ndcg"]:
@@ -590,13 +935,24 @@ def _demo(args: argparse.Namespace) -> int:
     pipeline = Pipeline(BM25(index), reranker, candidates=10, top_k=5)
     results = [pipeline.search(query) for query in DEMO_QUERIES]
     if args.json:
-        out = [{"query": r.query, "reranker": r.reranker, "first_stage": [_hit_json(h) for h in r.candidates[:5]],
-                "reranked": [_hit_json(h) for h in r.hits]} for r in results]
+        out = [
+            {
+                "query": r.query,
+                "reranker": r.reranker,
+                "first_stage": [_hit_json(h) for h in r.candidates[:5]],
+                "reranked": [_hit_json(h) for h in r.hits],
+            }
+            for r in results
+        ]
         print(json.dumps({"reranker": reranker.name, "examples": out}, ensure_ascii=False, indent=2))
         return 0
-    print(f"finerank demo: BM25 recalls 10 candidates from {len(index)} shipped documents, then {reranker.name} reorders them.")
+    print(
+        f"finerank demo: BM25 recalls 10 candidates from {len(index)} shipped documents, then {reranker.name} reorders them."
+    )
     if args.reranker is None:
-        print(f"(default second stage: {MODELS[DEFAULT_RERANKER].description}; pass --reranker MODEL_DIR for a cross-encoder)")
+        print(
+            f"(default second stage: {MODELS[DEFAULT_RERANKER].description}; pass --reranker MODEL_DIR for a cross-encoder)"
+        )
     for ranking in results:
         query, first, reranked = ranking.query, ranking.candidates[:5], ranking.hits
         print(f"\nquery: {query}    (reranked by {ranking.reranker or 'nothing: first-stage order kept'})")
@@ -647,12 +1003,26 @@ def _print_hits(hits: Sequence[Hit]) -> None:
 
 def _hit_json(h: Hit) -> dict:
     d = h.document
-    return {"id": d.id, "rank": h.rank, "original_rank": h.original_rank, "score": h.score, "title": d.title, "text": d.text, "metadata": dict(d.metadata)}
+    return {
+        "id": d.id,
+        "rank": h.rank,
+        "original_rank": h.original_rank,
+        "score": h.score,
+        "title": d.title,
+        "text": d.text,
+        "metadata": dict(d.metadata),
+    }
 
 
 def _ranking_json(r: Ranking) -> dict:
-    return {"query": r.query, "first_stage": r.first_stage, "reranker": r.reranker,
-            "timings_ms": {k: v * 1000 for k, v in r.timings.items()}, "hits": [_hit_json(h) for h in r.hits], "note": r.note}
+    return {
+        "query": r.query,
+        "first_stage": r.first_stage,
+        "reranker": r.reranker,
+        "timings_ms": {k: v * 1000 for k, v in r.timings.items()},
+        "hits": [_hit_json(h) for h in r.hits],
+        "note": r.note,
+    }
 
 
 if __name__ == "__main__":

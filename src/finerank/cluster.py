@@ -19,7 +19,8 @@ import pickle
 import socket
 import sys
 import time
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from .errors import FinerankError, MissingDependencyError
 
@@ -46,14 +47,20 @@ def connect(address: str, *, quiet: bool = False):
     if address != "auto":
         host, _, port = address.removeprefix("ray://").rpartition(":")
         if not host or not port.isdigit():
-            raise ClusterError(f"not a Ray address: {address!r} (expected host:port of the head node, e.g. 127.0.0.1:6379)")
+            raise ClusterError(
+                f"not a Ray address: {address!r} (expected host:port of the head node, e.g. 127.0.0.1:6379)"
+            )
         try:
             socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
         except OSError as err:
             raise ClusterError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}") from None
     try:
-        ray.init(address=address, logging_level=logging.ERROR if quiet else logging.WARNING, log_to_driver=not quiet,
-                 configure_logging=False)
+        ray.init(
+            address=address,
+            logging_level=logging.ERROR if quiet else logging.WARNING,
+            log_to_driver=not quiet,
+            configure_logging=False,
+        )
     except (ConnectionError, RuntimeError) as err:
         raise ClusterError(f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
     return ray
@@ -70,14 +77,24 @@ class _Worker:
     def __call__(self, batch: dict) -> dict:
         if self.load is not None:
             self.model, self.load = self.load(), None
-        done = [pickle.dumps(self.work(self.model, pickle.loads(p)), protocol=pickle.HIGHEST_PROTOCOL)
-                for p in batch["payload"]]
+        done = [
+            pickle.dumps(self.work(self.model, pickle.loads(p)), protocol=pickle.HIGHEST_PROTOCOL)
+            for p in batch["payload"]
+        ]
         return {"key": batch["key"], "payload": done}
 
 
-def map_on_cluster(address: str, load: Callable, work: Callable, items: Mapping[int, Any], *, workers: int | None = None,
-                   cpus_per_worker: float = 1, start_timeout_s: float | None = None,
-                   show_progress: bool = False) -> Iterator[tuple[int, Any]]:
+def map_on_cluster(
+    address: str,
+    load: Callable,
+    work: Callable,
+    items: Mapping[int, Any],
+    *,
+    workers: int | None = None,
+    cpus_per_worker: float = 1,
+    start_timeout_s: float | None = None,
+    show_progress: bool = False,
+) -> Iterator[tuple[int, Any]]:
     """``work(model, item)`` for every item of ``items`` (key -> item), on the cluster's workers
     with Ray Data; yields (key, result) as each finishes, in any order. ``workers`` actors (default:
     as many as the CPUs free now allow) each make the model once with ``load()``. A worker that
@@ -91,8 +108,9 @@ def map_on_cluster(address: str, load: Callable, work: Callable, items: Mapping[
     connect(address, quiet=not show_progress)
     import ray.data
 
-    rows = [{"key": k, "payload": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)}
-            for k, item in sorted(items.items())]
+    rows = [
+        {"key": k, "payload": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)} for k, item in sorted(items.items())
+    ]
     if not rows:
         return
     start_timeout_s = WORKER_START_TIMEOUT_S if start_timeout_s is None else start_timeout_s
@@ -108,15 +126,18 @@ def map_on_cluster(address: str, load: Callable, work: Callable, items: Mapping[
     context.wait_for_min_actors_s = max(1.0, deadline - time.monotonic())  # placed, not loaded: see _Worker
     pool = ray.data.ActorPoolStrategy(min_size=min(size, fits), max_size=size)
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        _Worker, fn_constructor_args=(load, work), batch_size=1, compute=pool, num_cpus=cpus_per_worker)
+        _Worker, fn_constructor_args=(load, work), batch_size=1, compute=pool, num_cpus=cpus_per_worker
+    )
     quiet = _QuietStartTimeout()
     logging.getLogger("ray.data.exceptions").addFilter(quiet)
     try:
         for row in dataset.iter_rows():
             yield int(row["key"]), pickle.loads(row["payload"])
     except ray.exceptions.GetTimeoutError:
-        raise ClusterError(f"the Ray cluster at {address} did not start the workers within {start_timeout_s:g} s: "
-                           f"each needs {cpus_per_worker:g} CPU(s) on one node ({_cpus(ray)} free in all)") from None
+        raise ClusterError(
+            f"the Ray cluster at {address} did not start the workers within {start_timeout_s:g} s: "
+            f"each needs {cpus_per_worker:g} CPU(s) on one node ({_cpus(ray)} free in all)"
+        ) from None
     except ray.exceptions.RayError as err:
         raise ClusterError(f"the Ray job failed: {str(err).splitlines()[0]}") from None
     finally:
@@ -135,12 +156,19 @@ def _free_cpus(ray, address: str, needed: float, deadline: float, timeout_s: flo
     while (free := ray.available_resources().get("CPU", 0)) < needed:
         now = time.monotonic()
         if now > deadline:
-            raise ClusterError(f"no free CPU on the Ray cluster at {address} within {timeout_s:g} s: "
-                               f"{_cpus(ray)} free, a worker needs {needed:g}; other jobs hold them (`ray status` "
-                               "shows the demands)")
+            raise ClusterError(
+                f"no free CPU on the Ray cluster at {address} within {timeout_s:g} s: "
+                f"{_cpus(ray)} free, a worker needs {needed:g}; other jobs hold them (`ray status` "
+                "shows the demands)"
+            )
         if now > warn_at and not warned:
-            logger.warning("waiting for a free CPU on the Ray cluster at %s: %s free, a worker needs %g "
-                           "(for up to %g s)", address, _cpus(ray), needed, timeout_s)
+            logger.warning(
+                "waiting for a free CPU on the Ray cluster at %s: %s free, a worker needs %g (for up to %g s)",
+                address,
+                _cpus(ray),
+                needed,
+                timeout_s,
+            )
             warned = True
         time.sleep(0.25)
     if warned:

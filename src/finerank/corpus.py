@@ -18,8 +18,8 @@ import csv
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import CorpusError
 from .types import Document
@@ -88,7 +88,9 @@ def _to_document(record: object, path: Path, line: int) -> Document:
     if not text.strip() and not title.strip():
         raise CorpusError(f"document {doc_id!r} has no text", path, line)
     if not _is_unicode(text + title + str(doc_id)):
-        raise CorpusError(f"document {doc_id!r} holds a lone surrogate (an escape like \\ud800): not valid Unicode text", path, line)
+        raise CorpusError(
+            f"document {doc_id!r} holds a lone surrogate (an escape like \\ud800): not valid Unicode text", path, line
+        )
     metadata = {k: v for k, v in record.items() if k not in ID_KEYS and k not in ("text", "title")}
     return Document(id=str(doc_id), text=text, title=title, metadata=metadata)
 
@@ -126,8 +128,14 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[Path, int, object
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f, delimiter=delimiter)
-            if not reader.fieldnames or not any(k in reader.fieldnames for k in ID_KEYS) or "text" not in reader.fieldnames:
-                raise CorpusError(f"the header must name an '_id' (or 'id') and a 'text' column, got {reader.fieldnames}", path, 1)
+            if (
+                not reader.fieldnames
+                or not any(k in reader.fieldnames for k in ID_KEYS)
+                or "text" not in reader.fieldnames
+            ):
+                raise CorpusError(
+                    f"the header must name an '_id' (or 'id') and a 'text' column, got {reader.fieldnames}", path, 1
+                )
             for row in reader:
                 if None in row:
                     yield path, reader.line_num, CorpusError("more fields than the header names", path, reader.line_num)
@@ -138,7 +146,11 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[Path, int, object
 
 
 def _folder_records(path: Path) -> Iterator[tuple[Path, int, object]]:
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file())
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file())
+    )
     for file in files:
         try:
             text = file.read_text(encoding="utf-8-sig")

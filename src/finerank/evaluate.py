@@ -7,9 +7,10 @@ from __future__ import annotations
 import functools
 import logging
 import resource
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,9 +54,13 @@ def load_dataset(folder: str | Path, split: str = "test", max_queries: int | Non
     judged = [q for q in all_queries if any(g > 0 for g in qrels.get(q, {}).values()) and all_queries[q].strip()]
     kept = judged[:max_queries] if max_queries else judged
     return Dataset(
-        name=folder.name, folder=folder, split=split,
-        queries={q: all_queries[q] for q in kept}, qrels={q: qrels[q] for q in kept},
-        skipped=len(set(all_queries) | set(qrels)) - len(judged), judged=len(judged),
+        name=folder.name,
+        folder=folder,
+        split=split,
+        queries={q: all_queries[q] for q in kept},
+        qrels={q: qrels[q] for q in kept},
+        skipped=len(set(all_queries) | set(qrels)) - len(judged),
+        judged=len(judged),
     )
 
 
@@ -77,10 +82,14 @@ class Evaluation:
     latency_ms: dict[str, dict[str, float]]  # stage -> p50 / p95 / mean per query
     pairs_per_s: float | None
     peak_rss_mb: float
-    moves: tuple[tuple[int, int | None], ...]  # per relevant document: (first-stage rank or 0 if missed, reranked rank or None)
+    moves: tuple[
+        tuple[int, int | None], ...
+    ]  # per relevant document: (first-stage rank or 0 if missed, reranked rank or None)
     # per query: its text and the top ten ids of each list (reranked is empty without a reranker)
-    tops: dict[str, "QueryTops"] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)  # id -> a short label (title or opening words) of each id in tops
+    tops: dict[str, QueryTops] = field(default_factory=dict)
+    labels: dict[str, str] = field(
+        default_factory=dict
+    )  # id -> a short label (title or opening words) of each id in tops
 
     def to_json(self) -> dict:
         """Everything a report needs, the per-query rankings and the move matrix included
@@ -88,16 +97,36 @@ class Evaluation:
         matrix = move_matrix(self)
         ndcg = {stage: (values or {}).get("ndcg@10", {}) for stage, values in self.per_query.items()}
         return {
-            "dataset": self.dataset, "split": self.split, "queries": self.queries, "judged_queries": self.judged, "skipped_queries": self.skipped,
-            "first_stage_name": self.first_stage, "reranker_name": self.reranker, "candidates": self.candidates,
+            "dataset": self.dataset,
+            "split": self.split,
+            "queries": self.queries,
+            "judged_queries": self.judged,
+            "skipped_queries": self.skipped,
+            "first_stage_name": self.first_stage,
+            "reranker_name": self.reranker,
+            "candidates": self.candidates,
             "metric_notes": "nDCG@10 with trec_eval's linear gain; relevant = grade > 0; relevant documents the first stage missed count as misses",
-            "first_stage": self.scores["first_stage"], "reranked": self.scores["reranked"],
-            "p_value": self.p_value, "latency_ms": self.latency_ms, "pairs_per_s": self.pairs_per_s, "peak_rss_mb": self.peak_rss_mb,
-            "moves": {"buckets": list(BUCKET_NAMES[: len(matrix)]), "matrix": matrix.tolist(), "missed": missed(self),
-                      "dropped": dropped(self)},
+            "first_stage": self.scores["first_stage"],
+            "reranked": self.scores["reranked"],
+            "p_value": self.p_value,
+            "latency_ms": self.latency_ms,
+            "pairs_per_s": self.pairs_per_s,
+            "peak_rss_mb": self.peak_rss_mb,
+            "moves": {
+                "buckets": list(BUCKET_NAMES[: len(matrix)]),
+                "matrix": matrix.tolist(),
+                "missed": missed(self),
+                "dropped": dropped(self),
+            },
             "per_query": [
-                {"id": q, "query": t.query, "ndcg@10": [ndcg["first_stage"].get(q), ndcg["reranked"].get(q)],
-                 "first_stage": list(t.first_stage), "reranked": list(t.reranked), "relevant": t.relevant}
+                {
+                    "id": q,
+                    "query": t.query,
+                    "ndcg@10": [ndcg["first_stage"].get(q), ndcg["reranked"].get(q)],
+                    "first_stage": list(t.first_stage),
+                    "reranked": list(t.reranked),
+                    "relevant": t.relevant,
+                }
                 for q, t in self.tops.items()
             ],
             "labels": self.labels,
@@ -146,8 +175,8 @@ def _bucket(rank: int) -> int:
 
 def evaluate(
     dataset: Dataset,
-    first_stage: "Retriever | Mapping[str, Mapping[str, float]]",
-    reranker: "SecondStage | Scorer | None" = None,
+    first_stage: Retriever | Mapping[str, Mapping[str, float]],
+    reranker: SecondStage | Scorer | None = None,
     *,
     documents: Mapping[str, Document] | None = None,
     candidates: int = 100,
@@ -155,7 +184,7 @@ def evaluate(
     show_progress: bool = False,
     ray_address: str | None = None,
     load: Callable | None = None,
-    cheap: "SecondStage | Scorer | None" = None,
+    cheap: SecondStage | Scorer | None = None,
     keep: int = 30,
 ) -> Evaluation:
     """Run the first stage (a Retriever, or a run: query id -> {doc id: score}) over the dataset's
@@ -178,8 +207,11 @@ def evaluate(
         if unknown:
             raise CorpusError(f"the run names {len(unknown)} document(s) not in the corpus: {', '.join(unknown[:5])}")
     name = first_stage_name or ("run" if is_run else first_stage.name)
-    pipeline = (Reranking(reranker, top_k=candidates, cheap=cheap, keep=keep, source=name) if is_run
-                else Pipeline(first_stage, reranker, candidates=candidates, top_k=candidates, cheap=cheap, keep=keep))
+    pipeline = (
+        Reranking(reranker, top_k=candidates, cheap=cheap, keep=keep, source=name)
+        if is_run
+        else Pipeline(first_stage, reranker, candidates=candidates, top_k=candidates, cheap=cheap, keep=keep)
+    )
     first_run, reranked_run, documents_seen = {}, {}, {}
     times: dict[str, list[float]] = {"first_stage": [], "cheap": [], "rerank": []}
     pairs = 0
@@ -190,14 +222,32 @@ def evaluate(
             raise ValueError("a cascade is evaluated on this machine: a Ray cluster's workers rerank with one stage")
         from .cluster import map_on_cluster
 
-        queries = [(q, text, hits_of_run(first_stage.get(q, {}), documents, candidates)) for q, text in dataset.queries.items()]
+        queries = [
+            (q, text, hits_of_run(first_stage.get(q, {}), documents, candidates)) for q, text in dataset.queries.items()
+        ]
         chunks = {n: queries[i : i + 20] for n, i in enumerate(range(0, len(queries), 20))}
-        done = {q: r for _, chunk in map_on_cluster(ray_address, functools.partial(run_reranking, load, candidates, name),
-                                                     _rerank_queries, chunks, show_progress=show_progress) for q, r in chunk}
+        done = {
+            q: r
+            for _, chunk in map_on_cluster(
+                ray_address,
+                functools.partial(run_reranking, load, candidates, name),
+                _rerank_queries,
+                chunks,
+                show_progress=show_progress,
+            )
+            for q, r in chunk
+        }
         rankings = ((q, done[q]) for q in dataset.queries)
     else:
-        rankings = ((q, pipeline.rerank(text, hits_of_run(first_stage.get(q, {}), documents, candidates)) if is_run else pipeline.search(text))
-                    for q, text in tqdm(dataset.queries.items(), desc=dataset.name, unit=" queries", disable=not show_progress))
+        rankings = (
+            (
+                q,
+                pipeline.rerank(text, hits_of_run(first_stage.get(q, {}), documents, candidates))
+                if is_run
+                else pipeline.search(text),
+            )
+            for q, text in tqdm(dataset.queries.items(), desc=dataset.name, unit=" queries", disable=not show_progress)
+        )
     for qid, ranking in rankings:
         first_run[qid] = [h.id for h in ranking.candidates]
         documents_seen.update((h.id, h.document) for h in (*ranking.candidates[:10], *ranking.hits[:10]))
@@ -215,22 +265,40 @@ def evaluate(
             new_pos = {d: i for i, d in enumerate(reranked_run[qid], 1)}
             moves += [(first_pos.get(d, 0), new_pos.get(d)) for d, g in judged.items() if g > 0]
     return Evaluation(
-        dataset=dataset.name, split=dataset.split, queries=len(dataset.queries), judged=dataset.judged, skipped=dataset.skipped,
-        first_stage=name, reranker=pipeline.reranker, candidates=candidates,
-        scores={"first_stage": means(first_per_query), "reranked": means(reranked_per_query) if reranked_per_query else None},
+        dataset=dataset.name,
+        split=dataset.split,
+        queries=len(dataset.queries),
+        judged=dataset.judged,
+        skipped=dataset.skipped,
+        first_stage=name,
+        reranker=pipeline.reranker,
+        candidates=candidates,
+        scores={
+            "first_stage": means(first_per_query),
+            "reranked": means(reranked_per_query) if reranked_per_query else None,
+        },
         per_query={"first_stage": first_per_query, "reranked": reranked_per_query},
-        p_value=randomization_test(*(list(p["ndcg@10"].values()) for p in (first_per_query, reranked_per_query))) if reranked_per_query else None,
+        p_value=randomization_test(*(list(p["ndcg@10"].values()) for p in (first_per_query, reranked_per_query)))
+        if reranked_per_query
+        else None,
         latency_ms={stage: _percentiles(t) for stage, t in times.items() if t},
         pairs_per_s=pairs / sum(times["rerank"]) if times["rerank"] and sum(times["rerank"]) > 0 else None,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         moves=tuple(moves),
-        tops={q: QueryTops(text, tuple(first_run[q][:10]), tuple(reranked_run.get(q, ())[:10]),
-                           {d: g for d, g in dataset.qrels[q].items() if g > 0}) for q, text in dataset.queries.items()},
+        tops={
+            q: QueryTops(
+                text,
+                tuple(first_run[q][:10]),
+                tuple(reranked_run.get(q, ())[:10]),
+                {d: g for d, g in dataset.qrels[q].items() if g > 0},
+            )
+            for q, text in dataset.queries.items()
+        },
         labels={d: _label(doc) for d, doc in documents_seen.items()},
     )
 
 
-def _rerank_queries(pipeline: "Reranking", queries: list) -> list:
+def _rerank_queries(pipeline: Reranking, queries: list) -> list:
     return [(q, pipeline.rerank(text, hits)) for q, text, hits in queries]
 
 
@@ -242,7 +310,7 @@ def _label(document: Document) -> str:
 
 def evaluate_folder(
     folder: str | Path,
-    reranker: "SecondStage | Scorer | None" = None,
+    reranker: SecondStage | Scorer | None = None,
     *,
     split: str = "test",
     run: str | Path | None = None,
@@ -256,7 +324,7 @@ def evaluate_folder(
     show_progress: bool = False,
     ray_address: str | None = None,
     load: Callable | None = None,
-    cheap: "SecondStage | Scorer | None" = None,
+    cheap: SecondStage | Scorer | None = None,
     keep: int = 30,
 ) -> Evaluation:
     """Evaluate a BEIR folder. The first stage is, in this order: ``run`` (a TREC run file, as a
@@ -267,8 +335,8 @@ def evaluate_folder(
     ``keep``: a cascade (see :func:`evaluate`)."""
     from .corpus import read_corpus, read_run
     from .index import Index
-    from .registry import load_encoder
     from .registry import first_stage as make_first_stage
+    from .registry import load_encoder
     from .retrievers import BM25
 
     folder = Path(folder)
@@ -281,9 +349,19 @@ def evaluate_folder(
         run_file = folder / "runs" / "BM25.top100.trec" if official_run else None
     if run_file is not None and run_file.is_file():
         documents = {d.id: d for d in read_corpus(folder)} if reranker is not None else None
-        return evaluate(dataset, read_run(run_file), reranker, documents=documents, candidates=candidates,
-                        first_stage_name=f"run {run_file.name}", show_progress=show_progress, ray_address=ray_address, load=load,
-                        cheap=cheap, keep=keep)
+        return evaluate(
+            dataset,
+            read_run(run_file),
+            reranker,
+            documents=documents,
+            candidates=candidates,
+            first_stage_name=f"run {run_file.name}",
+            show_progress=show_progress,
+            ray_address=ray_address,
+            load=load,
+            cheap=cheap,
+            keep=keep,
+        )
     if ray_address is not None:
         raise ValueError("on a Ray cluster, eval reranks a run: give one (--run FILE)")
     if index:
@@ -294,10 +372,14 @@ def evaluate_folder(
             encoder = load_encoder()
         stored = encoder if first_stage != "bm25" else _vector_reader(reranker, dataset)
         if stored is not None and first_stage == "bm25":
-            logger.info("storing %s's vectors of the corpus once: the second stage then encodes only the queries", stored.name)
+            logger.info(
+                "storing %s's vectors of the corpus once: the second stage then encodes only the queries", stored.name
+            )
         loaded = Index.build(read_corpus(folder), analyzer=analyzer, encoder=stored, show_progress=show_progress)
     retriever = BM25(loaded) if first_stage == "bm25" else make_first_stage(loaded, first_stage, encoder)
-    return evaluate(dataset, retriever, reranker, candidates=candidates, show_progress=show_progress, cheap=cheap, keep=keep)
+    return evaluate(
+        dataset, retriever, reranker, candidates=candidates, show_progress=show_progress, cheap=cheap, keep=keep
+    )
 
 
 def _check_index_matches(index, dataset: Dataset, corpus: Iterable[Document]) -> None:
@@ -308,11 +390,13 @@ def _check_index_matches(index, dataset: Dataset, corpus: Iterable[Document]) ->
     missing = len(ids) - (len(index) - extra)
     if extra or missing:
         why = "built from another corpus" if missing > len(ids) / 2 else "changed since it was built"
-        raise CorpusError(f"the index does not match {dataset.name}'s corpus: it holds {extra} document(s) the corpus lacks "
-                          f"and lacks {missing} of its {len(ids)} (was it {why}?); rebuild it, or evaluate without --index")
+        raise CorpusError(
+            f"the index does not match {dataset.name}'s corpus: it holds {extra} document(s) the corpus lacks "
+            f"and lacks {missing} of its {len(ids)} (was it {why}?); rebuild it, or evaluate without --index"
+        )
 
 
-def _vector_reader(reranker: "Reranker | Scorer | None", dataset: Dataset):
+def _vector_reader(reranker: Reranker | Scorer | None, dataset: Dataset):
     """The bi-encoder the second stage reads the dataset's queries with, when it reads stored
     vectors (so the index built for the evaluation stores them: each document encoded once,
     not once per query that recalls it); None otherwise."""
@@ -329,8 +413,8 @@ def _vector_reader(reranker: "Reranker | Scorer | None", dataset: Dataset):
 
 def fit_fusion(
     dataset: Dataset,
-    first_stage: "Retriever",
-    second: "Scorer",
+    first_stage: Retriever,
+    second: Scorer,
     *,
     candidates: int = 100,
     weights: Sequence[float] = tuple(np.round(np.linspace(0, 1, 11), 2)),
@@ -345,7 +429,9 @@ def fit_fusion(
     from .pipeline import Pipeline
 
     pipeline, scored = Pipeline(first_stage, second, candidates=candidates, top_k=candidates), []
-    for qid, text in tqdm(dataset.queries.items(), desc=f"fit {dataset.name}", unit=" queries", disable=not show_progress):
+    for qid, text in tqdm(
+        dataset.queries.items(), desc=f"fit {dataset.name}", unit=" queries", disable=not show_progress
+    ):
         ranking = pipeline.search(text)
         hits = ranking.candidates
         scored.append((qid, hits, np.array([ranking.model_scores[h.id].raw for h in hits], np.float32)))
@@ -360,8 +446,15 @@ def fit_fusion(
     return sorted(rows, key=lambda r: -r[2])
 
 
-def judged_scores(dataset: Dataset, first_stage: "Retriever", scorer: "Scorer", *, candidates: int = 20,
-                  show_progress: bool = False, batch_queries: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def judged_scores(
+    dataset: Dataset,
+    first_stage: Retriever,
+    scorer: Scorer,
+    *,
+    candidates: int = 20,
+    show_progress: bool = False,
+    batch_queries: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
     """The scorer's raw scores of each query's top ``candidates`` and whether each is relevant
     (unjudged counts as not): what ``finerank calibrate`` fits, and how a threshold is checked.
     ``batch_queries`` queries' candidates are read in shared batches."""
@@ -369,7 +462,10 @@ def judged_scores(dataset: Dataset, first_stage: "Retriever", scorer: "Scorer", 
 
     from .pipeline import Pipeline
 
-    pipeline, queries = Pipeline(first_stage, scorer, candidates=candidates, top_k=candidates), list(dataset.queries.items())
+    pipeline, queries = (
+        Pipeline(first_stage, scorer, candidates=candidates, top_k=candidates),
+        list(dataset.queries.items()),
+    )
     raw, relevant = [], []
     with tqdm(total=len(queries), desc=f"score {dataset.name}", unit=" queries", disable=not show_progress) as bar:
         for start in range(0, len(queries), batch_queries):
@@ -381,7 +477,9 @@ def judged_scores(dataset: Dataset, first_stage: "Retriever", scorer: "Scorer", 
     return np.array(raw, np.float32), np.array(relevant, bool)
 
 
-def dev_quality(folder: str | Path, split: str = "dev", max_queries: int | None = None, candidates: int = 30) -> Callable:
+def dev_quality(
+    folder: str | Path, split: str = "dev", max_queries: int | None = None, candidates: int = 30
+) -> Callable:
     """A function of a scorer: its mean nDCG@10 reranking BM25's top ``candidates`` of the
     dataset's judged queries of ``split`` (what backend tuning keeps a choice within)."""
     from .corpus import read_corpus
@@ -393,16 +491,25 @@ def dev_quality(folder: str | Path, split: str = "dev", max_queries: int | None 
     bm25 = BM25(Index.build(read_corpus(folder)))
     pools = [(text, bm25.search(text, candidates)) for text in data.queries.values()]
 
-    def quality(scorer: "Scorer") -> float:
+    def quality(scorer: Scorer) -> float:
         rankings = Reranking(scorer, top_k=candidates, source=bm25.name).rerank_many(pools)
         return float(np.mean([ndcg([h.id for h in r.hits], data.qrels[q]) for q, r in zip(data.queries, rankings)]))
 
     return quality
 
 
-def calibrate(folder: str | Path, scorer: "Scorer", *, split: str = "dev", method: str = "platt", candidates: int = 20,
-              max_queries: int | None = None, check_split: str | None = None, threshold: float = 0.5,
-              show_progress: bool = False) -> tuple[Path, str, list[tuple[str, dict[str, float]]]]:
+def calibrate(
+    folder: str | Path,
+    scorer: Scorer,
+    *,
+    split: str = "dev",
+    method: str = "platt",
+    candidates: int = 20,
+    max_queries: int | None = None,
+    check_split: str | None = None,
+    threshold: float = 0.5,
+    show_progress: bool = False,
+) -> tuple[Path, str, list[tuple[str, dict[str, float]]]]:
     """Fit ``scorer``'s calibration on the judged BM25 top ``candidates`` of ``split`` and store it
     with the model (see :mod:`finerank.models.calibration`). Returns where it was stored, what it
     was fitted on, and per split (``split``, then ``check_split``) the precision and recall of
@@ -421,16 +528,33 @@ def calibrate(folder: str | Path, scorer: "Scorer", *, split: str = "dev", metho
     path = calibration.save(fitted, calibration.location(scorer.model_dir, scorer.calibration_key))
     checks = [(split, raw, relevant)]
     if check_split:
-        checks.append((check_split, *judged_scores(load_dataset(folder, check_split, max_queries), first, scorer,
-                                                   candidates=candidates, show_progress=show_progress)))
-    return path, fitted_on, [(name, threshold_quality(fitted(scores), labels, threshold)) for name, scores, labels in checks]
+        checks.append(
+            (
+                check_split,
+                *judged_scores(
+                    load_dataset(folder, check_split, max_queries),
+                    first,
+                    scorer,
+                    candidates=candidates,
+                    show_progress=show_progress,
+                ),
+            )
+        )
+    return (
+        path,
+        fitted_on,
+        [(name, threshold_quality(fitted(scores), labels, threshold)) for name, scores, labels in checks],
+    )
 
 
 def threshold_quality(probability: np.ndarray, relevant: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Precision and recall of keeping the candidates at or above ``threshold``, and the share kept."""
     kept = probability >= threshold
-    return {"precision": float(relevant[kept].mean()) if kept.any() else float("nan"),
-            "recall": float(relevant[kept].sum() / max(1, relevant.sum())), "kept": float(kept.mean())}
+    return {
+        "precision": float(relevant[kept].mean()) if kept.any() else float("nan"),
+        "recall": float(relevant[kept].sum() / max(1, relevant.sum())),
+        "kept": float(kept.mean()),
+    }
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:

@@ -11,7 +11,8 @@ All conditions must hold. A document without the field does not match.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .types import Document
 
@@ -27,14 +28,22 @@ def validate(spec: Mapping[str, Any]) -> None:
         if isinstance(condition, Mapping):
             unknown = set(condition) - set(RANGE_OPS)
             if unknown or not condition:
-                raise ValueError(f"filter on {field!r}: a range uses {', '.join(RANGE_OPS)}, got {sorted(unknown) or 'nothing'}")
+                raise ValueError(
+                    f"filter on {field!r}: a range uses {', '.join(RANGE_OPS)}, got {sorted(unknown) or 'nothing'}"
+                )
             if not all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in condition.values()):
                 raise ValueError(f"filter on {field!r}: range bounds must be numbers or strings")
 
 
 def matches(document: Document, spec: Mapping[str, Any]) -> bool:
     for field, condition in spec.items():
-        value = document.id if field == "id" else document.title if field == "title" else document.metadata.get(field, _MISSING)
+        value = (
+            document.id
+            if field == "id"
+            else document.title
+            if field == "title"
+            else document.metadata.get(field, _MISSING)
+        )
         if value is _MISSING:
             return False
         if isinstance(condition, Mapping):

@@ -8,8 +8,8 @@ pipeline's fusion step both call them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -70,8 +70,13 @@ def fuse_lists(lists: Sequence[Sequence[tuple[str, float]]], weights: Sequence[f
     return fused
 
 
-def fuse(method: str, weight: float, second: np.ndarray, first_ranks: Sequence[int] | None = None,
-         first_scores: Sequence[float] | None = None) -> np.ndarray:
+def fuse(
+    method: str,
+    weight: float,
+    second: np.ndarray,
+    first_ranks: Sequence[int] | None = None,
+    first_scores: Sequence[float] | None = None,
+) -> np.ndarray:
     """Fuse a second stage's scores with a first stage's ranking of the same candidates.
 
     ``weight`` is the second stage's share (the first stage gets ``1 - weight``). Without
@@ -101,7 +106,9 @@ class Fusion:
     def __post_init__(self):
         check(self.method, self.weight)
 
-    def __call__(self, second: np.ndarray, first_ranks: Sequence[int], first_scores: Sequence[float] | None) -> np.ndarray:
+    def __call__(
+        self, second: np.ndarray, first_ranks: Sequence[int], first_scores: Sequence[float] | None
+    ) -> np.ndarray:
         """Fused relevance in [0, 1]: the fused score over its largest possible value."""
         best = 1.0 / (RRF_K + 1) if self.method == "rrf" else 1.0
         return fuse(self.method, self.weight, second, first_ranks, first_scores) / best

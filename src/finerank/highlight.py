@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .analysis import _CJK_CHAR, _to_simplified
 
@@ -45,8 +45,9 @@ def matches(text: str, query: str, analyzer: Callable[[str], list[str]]) -> list
     return _merge(spans)
 
 
-def highlight(text: str, query: str, analyzer: Callable[[str], list[str]], width: int = 300,
-              within: tuple[int, int] | None = None) -> Highlight:
+def highlight(
+    text: str, query: str, analyzer: Callable[[str], list[str]], width: int = 300, within: tuple[int, int] | None = None
+) -> Highlight:
     """The ``width``-character passage of ``text`` holding the most matched words (the whole text
     when it is shorter), with a little context before the first, cut at word boundaries, and
     the matches' spans. ``within``: the span to take the passage from (the window a model scored

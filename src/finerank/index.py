@@ -15,8 +15,9 @@ import json
 import logging
 import mmap as _mmap
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,14 +44,18 @@ class StoredDocument(Document):
             return Document(*args, **kwargs)  # dataclasses.replace(...) and copies: a plain document
         return object.__new__(cls)
 
-    def __init__(self, store: "DocumentStore", position: int):  # noqa: D107 - fields come from the store
+    def __init__(self, store: DocumentStore, position: int):  # noqa: D107 - fields come from the store
         self.__dict__.update(_store=store, _position=position)
 
     @property
     def id(self) -> str:  # type: ignore[override]
         if "_id" not in self.__dict__:
             line = self._store.line(self._position).decode("utf-8")
-            object.__setattr__(self, "_id", _scan_string(line, len(_ID_START))[0] if line.startswith(_ID_START) else self._record()["id"])
+            object.__setattr__(
+                self,
+                "_id",
+                _scan_string(line, len(_ID_START))[0] if line.startswith(_ID_START) else self._record()["id"],
+            )
         return self.__dict__["_id"]
 
     text = property(lambda self: self._record()["text"])  # type: ignore[assignment]
@@ -67,7 +72,11 @@ class StoredDocument(Document):
 
     def __eq__(self, other):
         return isinstance(other, Document) and (self.id, self.text, self.title, self.metadata) == (
-            other.id, other.text, other.title, other.metadata)
+            other.id,
+            other.text,
+            other.title,
+            other.metadata,
+        )
 
     __hash__ = Document.__hash__
 
@@ -90,7 +99,7 @@ class DocumentStore:
         self._positions: dict[str, int] | None = None
 
     @classmethod
-    def from_lines(cls, lines: Sequence[bytes]) -> "DocumentStore":
+    def from_lines(cls, lines: Sequence[bytes]) -> DocumentStore:
         offsets = np.zeros(len(lines) + 1, dtype=np.int64)
         np.cumsum([len(line) for line in lines], out=offsets[1:])
         return cls(b"".join(lines), offsets)
@@ -127,7 +136,7 @@ class DocumentStore:
         np.save(folder / "offsets.npy", self._offsets)
 
     @classmethod
-    def load(cls, folder: Path, mmap: bool = True) -> "DocumentStore":
+    def load(cls, folder: Path, mmap: bool = True) -> DocumentStore:
         """Offsets are read into memory (8 bytes a document); the records are memory-mapped."""
         path = folder / "documents.jsonl"
         if mmap and path.stat().st_size:
@@ -148,15 +157,28 @@ class Index:
     text, and dense vectors when built with an encoder. ``generation`` names the saved
     generation it was loaded from (None for an index built or changed in memory since)."""
 
-    def __init__(self, documents: DocumentStore, tokens: np.ndarray, token_offsets: np.ndarray, keys: np.ndarray,
-                 bm25, params: dict, vectors: VectorIndex | None = None, generation: str | None = None):
+    def __init__(
+        self,
+        documents: DocumentStore,
+        tokens: np.ndarray,
+        token_offsets: np.ndarray,
+        keys: np.ndarray,
+        bm25,
+        params: dict,
+        vectors: VectorIndex | None = None,
+        generation: str | None = None,
+    ):
         self.documents, self.keys, self.params, self.vectors = documents, keys, params, vectors
         self._tokens, self._token_offsets, self.bm25 = tokens, token_offsets, bm25
         self.analyzer = analysis.analyzer_of(params)
         self.per_language = self.analyzer in (analysis.ANALYZERS[n] for n in analysis.PER_LANGUAGE)
         self.generation = generation
-        self._base: tuple[Path, str] | None = None  # (folder, generation) this index was loaded from or derives from (see save)
-        self._filterable: list[Document | None] = [None] * len(documents)  # what filters read, parsed once (see allowed)
+        self._base: tuple[Path, str] | None = (
+            None  # (folder, generation) this index was loaded from or derives from (see save)
+        )
+        self._filterable: list[Document | None] = [None] * len(
+            documents
+        )  # what filters read, parsed once (see allowed)
 
     @classmethod
     def build(
@@ -170,7 +192,7 @@ class Index:
         encoder=None,
         ann: str = "auto",
         show_progress: bool = False,
-    ) -> "Index":
+    ) -> Index:
         """Index ``documents``; with ``encoder`` (a :class:`finerank.BiEncoder`) also their vectors,
         searched exactly or through HNSW (``ann``: auto picks HNSW from 100,000 documents)."""
         from tqdm.auto import tqdm
@@ -185,8 +207,15 @@ class Index:
         langs = analysis.corpus_languages(d.content for d in tqdm(docs, desc="identifying languages", **bar))
         analyzing = tqdm(zip(docs, langs), desc="analyzing", **bar)
         token_lists = [_token_ids(analyze, d, lang, vocab) for d, lang in analyzing]
-        params = {"format_version": FORMAT_VERSION, "analyzer": analyzer, "analyzer_version": analysis.ANALYZER_VERSION,
-                  "k1": k1, "b": b, "method": method, "languages": _counts(langs)}
+        params = {
+            "format_version": FORMAT_VERSION,
+            "analyzer": analyzer,
+            "analyzer_version": analysis.ANALYZER_VERSION,
+            "k1": k1,
+            "b": b,
+            "method": method,
+            "languages": _counts(langs),
+        }
         tokens, offsets = _flatten(token_lists)
         keys = np.arange(len(docs), dtype=np.int64)
         vectors = None
@@ -195,12 +224,23 @@ class Index:
             rows, counts = _embed(encoder, docs, show_progress)
             vectors = VectorIndex.build(rows, keys, ann, counts, encoder.whole_document)
             params["dense"]["ann"] = vectors.ann
-        index = cls(DocumentStore.from_lines([encode(d) for d in docs]), tokens, offsets, keys,
-                    bm25_model(token_lists, vocab, params), params | {"documents": len(docs), "next_key": len(docs)}, vectors)
-        logger.info("indexed %d documents, %d terms%s", len(docs), len(vocab), f", {vectors.ann} vectors" if vectors else "")
+        index = cls(
+            DocumentStore.from_lines([encode(d) for d in docs]),
+            tokens,
+            offsets,
+            keys,
+            bm25_model(token_lists, vocab, params),
+            params | {"documents": len(docs), "next_key": len(docs)},
+            vectors,
+        )
+        logger.info(
+            "indexed %d documents, %d terms%s", len(docs), len(vocab), f", {vectors.ann} vectors" if vectors else ""
+        )
         return index
 
-    def update(self, add: Iterable[Document] = (), delete: Iterable[str] = (), *, encoder=None, show_progress: bool = False) -> "Index":
+    def update(
+        self, add: Iterable[Document] = (), delete: Iterable[str] = (), *, encoder=None, show_progress: bool = False
+    ) -> Index:
         """A new index with ``add`` added (a document whose id exists replaces it) and the ids in
         ``delete`` removed; this one is left as it was. Only added documents are analyzed and
         encoded; an index with vectors needs the ``encoder`` it was built with to add documents.
@@ -209,7 +249,9 @@ class Index:
         _check_unique(add)
         unknown = [i for i in delete if i not in self.documents]
         if unknown:
-            raise NotFoundError(f"unknown document id(s) {', '.join(map(repr, unknown[:5]))}; nothing was changed", "ids")
+            raise NotFoundError(
+                f"unknown document id(s) {', '.join(map(repr, unknown[:5]))}; nothing was changed", "ids"
+            )
         keep = np.ones(len(self), dtype=bool)
         for doc_id in [*delete, *(d.id for d in add if d.id in self.documents)]:
             keep[self.documents.position(doc_id)] = False
@@ -225,13 +267,21 @@ class Index:
         vectors = None
         if self.vectors is not None:
             if add and encoder is None:
-                raise ModelError(f"this index holds vectors from {self.params['dense']['model']}: pass that encoder to add documents")
+                raise ModelError(
+                    f"this index holds vectors from {self.params['dense']['model']}: pass that encoder to add documents"
+                )
             reads = (self.params["dense"].get("window", 0), self.params["dense"].get("whole", 0.0))
             if add and (getattr(encoder, "document_window", 0), getattr(encoder, "whole_document", 0.0)) != reads:
-                raise ModelError(f"this index reads documents in windows of {reads[0]} tokens (0: whole), "
-                                 f"the whole text weighing {reads[1]}; "
-                                 f"the encoder given reads {getattr(encoder, 'document_window', 0)}: pass the one it was built with (finerank.encoder_of)")
-            new_vectors, counts = _embed(encoder, add, show_progress) if add else (np.empty((0, self.vectors.dimension), np.float32), None)
+                raise ModelError(
+                    f"this index reads documents in windows of {reads[0]} tokens (0: whole), "
+                    f"the whole text weighing {reads[1]}; "
+                    f"the encoder given reads {getattr(encoder, 'document_window', 0)}: pass the one it was built with (finerank.encoder_of)"
+                )
+            new_vectors, counts = (
+                _embed(encoder, add, show_progress)
+                if add
+                else (np.empty((0, self.vectors.dimension), np.float32), None)
+            )
             vectors = self.vectors.updated(keep, new_vectors, new_keys, counts)
         documents = DocumentStore.from_lines([self.documents.line(int(i)) for i in kept] + [encode(d) for d in add])
         counts = dict(self.params.get("languages", {}))  # documents per language: the removed out, the added in
@@ -240,16 +290,34 @@ class Index:
         for langs, sign in ((removed, -1), (_counts(added), 1)):
             for lang, n in langs.items():
                 counts[lang] = counts.get(lang, 0) + sign * n
-        params = self.params | {"documents": len(documents), "next_key": self.params["next_key"] + len(add),
-                                "languages": {lang: n for lang, n in sorted(counts.items()) if n > 0}}
+        params = self.params | {
+            "documents": len(documents),
+            "next_key": self.params["next_key"] + len(add),
+            "languages": {lang: n for lang, n in sorted(counts.items()) if n > 0},
+        }
         logger.info("updated index: %d kept, %d added, %d deleted", len(kept), len(add), len(delete))
-        new = Index(documents, tokens, offsets, np.concatenate([self.keys[keep], new_keys]), bm25_model(token_lists, vocab, params), params, vectors)
+        new = Index(
+            documents,
+            tokens,
+            offsets,
+            np.concatenate([self.keys[keep], new_keys]),
+            bm25_model(token_lists, vocab, params),
+            params,
+            vectors,
+        )
         new._base = self._base
         return new
 
     @classmethod
-    def edit(cls, path: str | Path, *, add: Iterable[Document] = (), delete: Iterable[str] = (), encoder=None,
-             show_progress: bool = False) -> tuple["Index", "Index"]:
+    def edit(
+        cls,
+        path: str | Path,
+        *,
+        add: Iterable[Document] = (),
+        delete: Iterable[str] = (),
+        encoder=None,
+        show_progress: bool = False,
+    ) -> tuple[Index, Index]:
         """Load the index in ``path``, update it and save it, all under its writer lock, so
         concurrent editors (processes or threads) queue and none loses another's update.
         Returns (the index before, the index after)."""
@@ -277,7 +345,7 @@ class Index:
         self.generation, self._base = folder.name, (Path(path).resolve(), folder.name)
 
     @classmethod
-    def load(cls, path: str | Path, *, mmap: bool = True, attempts: int = 5) -> "Index":
+    def load(cls, path: str | Path, *, mmap: bool = True, attempts: int = 5) -> Index:
         """The live generation of the index in ``path``. A save that publishes and retires
         generations while this reads is retried (the old generation may vanish under it)."""
         for _ in range(attempts - 1):
@@ -290,13 +358,15 @@ class Index:
         return cls._load(path, live_generation(path), mmap)
 
     @classmethod
-    def _load(cls, path: str | Path, folder: Path, mmap: bool) -> "Index":
+    def _load(cls, path: str | Path, folder: Path, mmap: bool) -> Index:
         try:
             params = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise IndexFormatError(f"{path} is corrupt: cannot read meta.json ({err})") from None
         if params.get("format_version") != FORMAT_VERSION:
-            raise IndexFormatError(f"{path} has index format {params.get('format_version')}, this finerank reads format {FORMAT_VERSION}: rebuild it")
+            raise IndexFormatError(
+                f"{path} has index format {params.get('format_version')}, this finerank reads format {FORMAT_VERSION}: rebuild it"
+            )
         mode = "r" if mmap else None
         try:
             bm25 = load_bm25(folder / "bm25", mmap)
@@ -393,17 +463,25 @@ def _flatten(token_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _encoder_params(encoder) -> dict:
-    return {"model": encoder.name, "dimension": encoder.dimension, "max_length": encoder.max_length,
-            "query_prefix": encoder.query_prefix, "document_prefix": encoder.document_prefix,
-            "window": encoder.document_window, "whole": encoder.whole_document}
+    return {
+        "model": encoder.name,
+        "dimension": encoder.dimension,
+        "max_length": encoder.max_length,
+        "query_prefix": encoder.query_prefix,
+        "document_prefix": encoder.document_prefix,
+        "window": encoder.document_window,
+        "whole": encoder.whole_document,
+    }
 
 
 def _embed(encoder, docs: Sequence[Document], show_progress: bool, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """The vectors of the documents' windows, in order, and how many each document has."""
     from tqdm.auto import tqdm
 
-    parts = [encoder.embed_document_windows([d.content for d in docs[i : i + chunk]])
-             for i in tqdm(range(0, len(docs), chunk), desc="encoding", unit=f" x{chunk} docs", disable=not show_progress)]
+    parts = [
+        encoder.embed_document_windows([d.content for d in docs[i : i + chunk]])
+        for i in tqdm(range(0, len(docs), chunk), desc="encoding", unit=f" x{chunk} docs", disable=not show_progress)
+    ]
     if not parts:
         return np.empty((0, encoder.dimension), dtype=np.float32), np.empty(0, dtype=np.int64)
     return np.concatenate([v for v, _ in parts]), np.concatenate([c for _, c in parts])

@@ -9,7 +9,7 @@ misses (they are never dropped), and a query with no ranking scores zero.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

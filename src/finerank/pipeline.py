@@ -15,8 +15,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import Any
 
 from .analysis import UNDETERMINED, language
 from .errors import FinerankError, MissingDependencyError, ModelError
@@ -41,9 +42,13 @@ class SecondStage:
 
     def __post_init__(self):
         if not self.name:
-            object.__setattr__(self, "name", self.scorer.name if self.fusion is None else f"{self.scorer.name} fused ({self.fusion.name})")
+            object.__setattr__(
+                self,
+                "name",
+                self.scorer.name if self.fusion is None else f"{self.scorer.name} fused ({self.fusion.name})",
+            )
 
-    def route(self, query: str, *, required: bool = False) -> "SecondStage":
+    def route(self, query: str, *, required: bool = False) -> SecondStage:
         """The stage for this query: itself (see :class:`ByLanguage` for one that chooses)."""
         return self
 
@@ -56,8 +61,13 @@ class ByLanguage:
     load (its extra is not installed), keeps the first stage's order, with a warning, rather than
     being reranked by a model that does not read it; :func:`rerank` raises instead."""
 
-    def __init__(self, routes: Mapping[str, Callable[[], SecondStage]], default: Callable[[], SecondStage],
-                 languages: Collection[str], name: str):
+    def __init__(
+        self,
+        routes: Mapping[str, Callable[[], SecondStage]],
+        default: Callable[[], SecondStage],
+        languages: Collection[str],
+        name: str,
+    ):
         self.routes, self.default, self.languages, self.name = dict(routes), default, frozenset(languages), name
         self._loaded: dict[str, SecondStage | FinerankError] = {}
         self._lock = threading.Lock()
@@ -92,7 +102,7 @@ class ByLanguage:
         """Every route's stage ("*": the default's), loaded now."""
         return {key: self._stage(key, key) for key in [*self.routes, "*"]}
 
-    def mapped(self, make: Callable[[SecondStage], SecondStage]) -> "ByLanguage":
+    def mapped(self, make: Callable[[SecondStage], SecondStage]) -> ByLanguage:
         """The same routing over ``make(stage)`` for each of its stages (all loaded now)."""
         made = {key: self._loaded[key] if stage is None else make(stage) for key, stage in self.stages().items()}
 
@@ -101,18 +111,25 @@ class ByLanguage:
                 raise made[key]
             return made[key]
 
-        return ByLanguage({key: functools.partial(load, key) for key in self.routes}, functools.partial(load, "*"), self.languages, self.name)
+        return ByLanguage(
+            {key: functools.partial(load, key) for key in self.routes},
+            functools.partial(load, "*"),
+            self.languages,
+            self.name,
+        )
 
 
 Reranker = SecondStage | ByLanguage
 
 
-def second_stage(reranker: "Reranker | Scorer") -> "Reranker":
+def second_stage(reranker: Reranker | Scorer) -> Reranker:
     if isinstance(reranker, (SecondStage, ByLanguage)):
         return reranker
     if not isinstance(reranker, Scorer):
-        raise TypeError(f"a second stage is a finerank.Scorer (subclass it and implement raw_scores), a SecondStage or a "
-                        f"per-language one; got {type(reranker).__name__}")
+        raise TypeError(
+            f"a second stage is a finerank.Scorer (subclass it and implement raw_scores), a SecondStage or a "
+            f"per-language one; got {type(reranker).__name__}"
+        )
     return SecondStage(reranker)
 
 
@@ -121,8 +138,16 @@ class Pipeline:
     a bare scorer) reorders them, the best ``top_k`` are returned. Without a reranker the first
     stage's top ``top_k`` come back as they are."""
 
-    def __init__(self, first_stage: Retriever, reranker: "Reranker | Scorer | None" = None, *, candidates: int = 100, top_k: int = 3,
-                 cheap: "Reranker | Scorer | None" = None, keep: int = 30):
+    def __init__(
+        self,
+        first_stage: Retriever,
+        reranker: Reranker | Scorer | None = None,
+        *,
+        candidates: int = 100,
+        top_k: int = 3,
+        cheap: Reranker | Scorer | None = None,
+        keep: int = 30,
+    ):
         """``cheap`` (with a ``reranker``): a cascade. A cheap second stage (e.g. the bi-encoder
         over the index's stored vectors) reads all candidates and keeps its best ``keep``; only
         those go to ``reranker``, which orders them, fusing (when it fuses) with the cheap
@@ -130,11 +155,17 @@ class Pipeline:
         ``original_rank`` is still its first-stage rank."""
         _check_counts(candidates=candidates)
         self.first_stage, self.candidates = first_stage, candidates
-        self.reranking = Reranking(reranker, top_k=top_k, cheap=cheap, keep=keep, source=first_stage.name,
-                                   vectors=functools.partial(_stored_vectors, first_stage))
+        self.reranking = Reranking(
+            reranker,
+            top_k=top_k,
+            cheap=cheap,
+            keep=keep,
+            source=first_stage.name,
+            vectors=functools.partial(_stored_vectors, first_stage),
+        )
 
     @property
-    def second(self) -> "Reranker | None":
+    def second(self) -> Reranker | None:
         return self.reranking.second
 
     @property
@@ -146,8 +177,16 @@ class Pipeline:
         """The second stage's name (a cascade's names both stages); None without one."""
         return self.reranking.reranker
 
-    def search(self, query: str, *, filter: Mapping[str, Any] | None = None, candidates: int | None = None,
-               top_k: int | None = None, min_score: float | None = None, budget_ms: float | None = None) -> Ranking:
+    def search(
+        self,
+        query: str,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        candidates: int | None = None,
+        top_k: int | None = None,
+        min_score: float | None = None,
+        budget_ms: float | None = None,
+    ) -> Ranking:
         """``filter``: see :mod:`finerank.filters`; ``candidates`` / ``top_k`` override the
         pipeline's for this call; ``min_score`` drops hits whose calibrated model score (a
         probability of relevance once the model is calibrated) is below it; ``budget_ms``: the
@@ -162,15 +201,26 @@ class Pipeline:
         k = candidates if self.second else top_k
         hits = self.first_stage.search(query, k, filter=filter) if filter else self.first_stage.search(query, k)
         timings = {"first_stage": time.perf_counter() - start}
-        ranking = self.reranking.rerank(query, hits, top_k=top_k, timings=timings, min_score=min_score,
-                                        budget_ms=None if budget_ms is None else budget_ms - 1000 * timings["first_stage"])
+        ranking = self.reranking.rerank(
+            query,
+            hits,
+            top_k=top_k,
+            timings=timings,
+            min_score=min_score,
+            budget_ms=None if budget_ms is None else budget_ms - 1000 * timings["first_stage"],
+        )
         if ranking.hits:
             return ranking
-        note = (why_empty(self.first_stage, query, filter) if not hits
-                else f"every candidate's model score is below min_score {min_score}")
+        note = (
+            why_empty(self.first_stage, query, filter)
+            if not hits
+            else f"every candidate's model score is below min_score {min_score}"
+        )
         return dataclasses.replace(ranking, note=note)
 
-    def search_many(self, queries: Sequence[str], *, candidates: int | None = None, top_k: int | None = None) -> list[Ranking]:
+    def search_many(
+        self, queries: Sequence[str], *, candidates: int | None = None, top_k: int | None = None
+    ) -> list[Ranking]:
         """:meth:`search` for several queries, their candidates scored in shared batches."""
         candidates = self.candidates if candidates is None else candidates
         _check_counts(candidates=candidates)
@@ -193,8 +243,16 @@ class Reranking:
     reads them (see :class:`Pipeline`), or returns None. ``cheap`` and ``keep``: a cascade (see
     :class:`Pipeline`)."""
 
-    def __init__(self, reranker: "Reranker | Scorer | None", *, top_k: int = 3, cheap: "Reranker | Scorer | None" = None,
-                 keep: int = 30, source: str = "run", vectors: Callable[[Scorer], Any] | None = None):
+    def __init__(
+        self,
+        reranker: Reranker | Scorer | None,
+        *,
+        top_k: int = 3,
+        cheap: Reranker | Scorer | None = None,
+        keep: int = 30,
+        source: str = "run",
+        vectors: Callable[[Scorer], Any] | None = None,
+    ):
         _check_counts(top_k=top_k, keep=keep)
         self.second = second_stage(reranker) if reranker is not None else None
         self.top_k, self.keep, self.source = top_k, keep, source
@@ -214,19 +272,34 @@ class Reranking:
     def _named(self, name: str) -> str:
         return f"{self._cheap.second.name} keeps {self.keep}, then {name}" if self._cheap is not None else name
 
-    def rerank(self, query: str, hits: Sequence[Hit], *, top_k: int | None = None, timings: Mapping[str, float] | None = None,
-               min_score: float | None = None, budget_ms: float | None = None) -> Ranking:
+    def rerank(
+        self,
+        query: str,
+        hits: Sequence[Hit],
+        *,
+        top_k: int | None = None,
+        timings: Mapping[str, float] | None = None,
+        min_score: float | None = None,
+        budget_ms: float | None = None,
+    ) -> Ranking:
         """Score, fuse with the hits' ranks and scores when the second stage fuses, cut to top k.
         ``budget_ms``: the time the second stage may take: it reads only as many of the best
         hits as fit, at its pace measured here (never fewer than ``top_k``)."""
         if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and math.isfinite(budget_ms)):
             raise ValueError(f"budget_ms must be a finite number of milliseconds, got {budget_ms!r}")
-        return self.rerank_many([(query, hits)], top_k=top_k, min_score=min_score, timings=[timings or {}],
-                                budget_ms=budget_ms)[0]
+        return self.rerank_many(
+            [(query, hits)], top_k=top_k, min_score=min_score, timings=[timings or {}], budget_ms=budget_ms
+        )[0]
 
-    def rerank_many(self, requests: Sequence[tuple[str, Sequence[Hit]]], *, top_k: int | None = None,
-                    min_score: float | None = None, timings: Sequence[Mapping[str, float]] | None = None,
-                    budget_ms: float | None = None) -> list[Ranking]:
+    def rerank_many(
+        self,
+        requests: Sequence[tuple[str, Sequence[Hit]]],
+        *,
+        top_k: int | None = None,
+        min_score: float | None = None,
+        timings: Sequence[Mapping[str, float]] | None = None,
+        budget_ms: float | None = None,
+    ) -> list[Ranking]:
         """:meth:`rerank` for several (query, hits), the pairs of those sharing a second stage
         scored in shared batches; each ranking's rerank time is its share (by pairs) of its batch's."""
         top_k = self.top_k if top_k is None else top_k
@@ -238,7 +311,9 @@ class Reranking:
             spent = dict(spent)
             second = self.second.route(query) if self.second is not None else None
             read = list(hits)
-            if second is not None and self._cheap is not None:  # the reranker reads, and fuses with, the cheap stage's best
+            if (
+                second is not None and self._cheap is not None
+            ):  # the reranker reads, and fuses with, the cheap stage's best
                 begin = time.perf_counter()
                 read = list(self._cheap.rerank(query, hits).hits)
                 spent["cheap"] = time.perf_counter() - begin
@@ -255,8 +330,10 @@ class Reranking:
             for j in mine:
                 work[j][4]["rerank"] = seconds * len(work[j][2]) / pairs
             self._measured(second.scorer, seconds, pairs, len(mine))
-        return [self._ranking(query, hits, read if j in scored else hits, second, spent, scored.get(j), top_k, min_score)
-                for j, (query, hits, read, second, spent) in enumerate(work)]
+        return [
+            self._ranking(query, hits, read if j in scored else hits, second, spent, scored.get(j), top_k, min_score)
+            for j, (query, hits, read, second, spent) in enumerate(work)
+        ]
 
     def _affordable(self, scorer: Scorer, top_k: int, seconds: float) -> int | None:
         """How many candidates ``scorer`` reads in ``seconds`` at its pace (None: all, unmeasured)."""
@@ -266,7 +343,9 @@ class Reranking:
 
     def _measured(self, scorer: Scorer, seconds: float, pairs: int, queries: int) -> None:
         previous, pace = self._pace.get(id(scorer)), seconds / pairs
-        if previous is None or pairs / queries >= MIN_PACED:  # a few reads are mostly fixed costs: they do not set the pace
+        if (
+            previous is None or pairs / queries >= MIN_PACED
+        ):  # a few reads are mostly fixed costs: they do not set the pace
             self._pace[id(scorer)] = pace if previous is None else 0.7 * previous + 0.3 * pace
 
     def _score(self, second: SecondStage, requests: list[tuple[str, list[Hit]]]) -> list[tuple]:
@@ -274,12 +353,24 @@ class Reranking:
         scorer = second.scorer
         vectors = self.stored_vectors if second is self.second else self._lookup(scorer)
         if vectors is not None:  # the index stores this model's reading of each document: only the query is encoded
-            return [(scorer.score_vectors(q, vectors([h.id for h in hits]), raw=True), [None] * len(hits)) for q, hits in requests]
+            return [
+                (scorer.score_vectors(q, vectors([h.id for h in hits]), raw=True), [None] * len(hits))
+                for q, hits in requests
+            ]
         # a long document is read in windows; fusion reads the model's raw scores
         return scorer.score_passages_many([(q, [h.document.content for h in hits]) for q, hits in requests], raw=True)
 
-    def _ranking(self, query: str, candidates: list[Hit], hits: list[Hit], second: SecondStage | None, timings: dict,
-                 scored: tuple | None, top_k: int, min_score: float | None) -> Ranking:
+    def _ranking(
+        self,
+        query: str,
+        candidates: list[Hit],
+        hits: list[Hit],
+        second: SecondStage | None,
+        timings: dict,
+        scored: tuple | None,
+        top_k: int,
+        min_score: float | None,
+    ) -> Ranking:
         original = {h.id: h.rank for h in candidates}
         reranked, model_scores = list(hits), {}
         if scored is not None:
@@ -288,14 +379,25 @@ class Reranking:
             fusion = second.fusion
             scores = calibrated if fusion is None else fusion(raw, [h.rank for h in hits], [h.score for h in hits])
             reranked = rank([h.document for h in hits], [original[h.id] for h in hits], scores)
-            model_scores = {h.id: ModelScore(float(r), float(c), p) for h, r, c, p in zip(hits, raw, calibrated, passages)}
+            model_scores = {
+                h.id: ModelScore(float(r), float(c), p) for h, r, c, p in zip(hits, raw, calibrated, passages)
+            }
             if min_score is not None:
                 reranked = [h for h in reranked if model_scores[h.id].calibrated >= min_score]
-        return Ranking(query, tuple(reranked[:top_k]), timings, self.source, None if second is None else self._named(second.name),
-                       candidates=tuple(candidates), model_scores=model_scores)
+        return Ranking(
+            query,
+            tuple(reranked[:top_k]),
+            timings,
+            self.source,
+            None if second is None else self._named(second.name),
+            candidates=tuple(candidates),
+            model_scores=model_scores,
+        )
 
 
-def rerank(reranker: "Reranker | Scorer", query: str, candidates: Sequence[Hit | Document | str], top_k: int | None = None) -> list[Hit]:
+def rerank(
+    reranker: Reranker | Scorer, query: str, candidates: Sequence[Hit | Document | str], top_k: int | None = None
+) -> list[Hit]:
     """Score a plain list of candidates against ``query`` and return them best first as new Hits.
 
     The list has no first stage, so a second stage's fusion does not apply: only its scorer
@@ -346,7 +448,9 @@ def hits_of_run(scored: Mapping[str, float], documents: Mapping[str, Document] |
     return [Hit(documents[d] if documents else Document(d, ""), scored[d], r, r) for r, d in enumerate(ranked, 1)]
 
 
-def rank(documents: Sequence[Document], original: Sequence[int], scores: Sequence[float], top_k: int | None = None) -> list[Hit]:
+def rank(
+    documents: Sequence[Document], original: Sequence[int], scores: Sequence[float], top_k: int | None = None
+) -> list[Hit]:
     """Hits ordered by score (ties by original rank), cut to ``top_k``."""
     order = sorted(range(len(documents)), key=lambda j: (-scores[j], original[j]))[:top_k]
     return [Hit(documents[j], float(scores[j]), new_rank, original[j]) for new_rank, j in enumerate(order, 1)]
@@ -361,8 +465,14 @@ def _stored_vectors(first_stage: Retriever, scorer: Scorer):
     made_by = None if index is None else index.params.get("dense")
     if made_by is None or scorer.vector_reading is None:
         return None
-    stored = {"model": made_by["model"], "document_prefix": made_by["document_prefix"], "dimension": made_by["dimension"],
-              "max_length": made_by["max_length"], "window": made_by.get("window", 0), "whole": made_by.get("whole", 0.0)}
+    stored = {
+        "model": made_by["model"],
+        "document_prefix": made_by["document_prefix"],
+        "dimension": made_by["dimension"],
+        "max_length": made_by["max_length"],
+        "window": made_by.get("window", 0),
+        "whole": made_by.get("whole", 0.0),
+    }
     return index.vectors_of if stored == scorer.vector_reading else None
 
 
@@ -382,5 +492,16 @@ def _check_counts(**counts: int) -> None:
             raise ValueError(f"{name} must be at least 1, got {value}")
 
 
-__all__ = ["ByLanguage", "Pipeline", "Reranker", "Reranking", "SecondStage", "as_documents", "check_query", "hits_of_run", "rank", "rerank",
-           "second_stage"]
+__all__ = [
+    "ByLanguage",
+    "Pipeline",
+    "Reranker",
+    "Reranking",
+    "SecondStage",
+    "as_documents",
+    "check_query",
+    "hits_of_run",
+    "rank",
+    "rerank",
+    "second_stage",
+]

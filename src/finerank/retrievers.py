@@ -8,7 +8,8 @@ engines implement the same call. ``index`` names the finerank Index searched (No
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,9 +38,11 @@ def _check_k(k: int) -> None:
 class BM25:
     """BM25 over the index's stored term statistics (bm25s), top ``k`` positive scores."""
 
-    def __init__(self, index: "Index"):
+    def __init__(self, index: Index):
         self.index = index
-        analysis.warm_up(index.params["analyzer"], index.params.get("languages", {}))  # not inside the first query's timing
+        analysis.warm_up(
+            index.params["analyzer"], index.params.get("languages", {})
+        )  # not inside the first query's timing
         p = index.params
         self.name = f"bm25({p['method']}, k1={p['k1']}, b={p['b']}, {p['analyzer']})"
 
@@ -65,7 +68,7 @@ class Dense:
 
     ``encoder`` must be the model the index's vectors were made with (same dimension)."""
 
-    def __init__(self, index: "Index", encoder: "BiEncoder"):
+    def __init__(self, index: Index, encoder: BiEncoder):
         if index.vectors is None:
             raise IndexFormatError("this index has no dense vectors: build it with an encoder (finerank index --dense)")
         if encoder.dimension != index.vectors.dimension:
@@ -85,11 +88,16 @@ class Dense:
     def batch_search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
         """Several queries at once: one encoder call, and one matrix product on an exact index."""
         _check_k(k)
-        return [self._hits(*found) for found in self.index.vectors.search_many(self.encoder.embed_queries(list(queries)), k)]
+        return [
+            self._hits(*found) for found in self.index.vectors.search_many(self.encoder.embed_queries(list(queries)), k)
+        ]
 
     def _hits(self, positions: np.ndarray, scores: np.ndarray) -> list[Hit]:
         documents = self.index.documents
-        return [Hit(documents[p], s, r, r) for r, (p, s) in enumerate(zip(np.asarray(positions).tolist(), np.asarray(scores).tolist()), 1)]
+        return [
+            Hit(documents[p], s, r, r)
+            for r, (p, s) in enumerate(zip(np.asarray(positions).tolist(), np.asarray(scores).tolist()), 1)
+        ]
 
 
 class Hybrid:
@@ -98,7 +106,9 @@ class Hybrid:
     splits, where it beat RRF; docs/retrieval.md) or reciprocal rank fusion (k=60)
     (:func:`finerank.fusion.fuse_lists`). ``weight`` is the second retriever's share."""
 
-    def __init__(self, first: Retriever, second: Retriever, *, method: str = "minmax", weight: float = 0.5, depth: int = 100):
+    def __init__(
+        self, first: Retriever, second: Retriever, *, method: str = "minmax", weight: float = 0.5, depth: int = 100
+    ):
         fusion.check(method, weight)
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
@@ -111,7 +121,9 @@ class Hybrid:
         _check_k(k)
         lists = [r.search(query, max(k, self.depth), filter=filter) for r in (self.first, self.second)]
         documents = {h.id: h.document for hits in lists for h in hits}
-        fused = fusion.fuse_lists([[(h.id, h.score) for h in hits] for hits in lists], (1 - self.weight, self.weight), self.method)
+        fused = fusion.fuse_lists(
+            [[(h.id, h.score) for h in hits] for hits in lists], (1 - self.weight, self.weight), self.method
+        )
         order = sorted(fused, key=lambda d: -fused[d])[:k]  # stable: ties keep the first retriever's order
         return [Hit(documents[d], fused[d], r, r) for r, d in enumerate(order, 1)]
 
@@ -134,6 +146,8 @@ def why_empty(retriever: Retriever, query: str, filter: Mapping[str, Any] | None
     if not terms:
         return f"the query has no word BM25 searches by (analysed as {index.query_analysis(query)}: stopwords or punctuation only)"
     if not any(t in index.bm25.vocab_dict for t in terms):
-        return (f"no word of the query is in the index (analysed as {index.query_analysis(query)}); a dense first stage "
-                "finds documents by meaning: --first-stage dense (an index built with --dense)")
+        return (
+            f"no word of the query is in the index (analysed as {index.query_analysis(query)}); a dense first stage "
+            "finds documents by meaning: --first-stage dense (an index built with --dense)"
+        )
     return None

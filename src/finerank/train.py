@@ -19,9 +19,9 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from .fusion import ranks
 from .index import Index
 from .models.backends import cpu_has_bf16
 from .models.files import export_name, export_onnx, model_inputs, resolve_model
-from .models.tokenization import pad, TextEncoder
+from .models.tokenization import TextEncoder, pad
 from .pipeline import Reranker, Reranking, second_stage
 from .retrievers import BM25
 from .types import Document, Hit
@@ -52,8 +52,18 @@ class Group:
 # --- training data --------------------------------------------------------------------------
 
 
-def labelled_groups(folder: str | Path, index: Index, *, split: str = "train", group_size: int = 8, candidates: int = 100,
-                    skip_unjudged: int = 3, max_positives: int = 2, max_queries: int | None = None, seed: int = 0) -> list[Group]:
+def labelled_groups(
+    folder: str | Path,
+    index: Index,
+    *,
+    split: str = "train",
+    group_size: int = 8,
+    candidates: int = 100,
+    skip_unjudged: int = 3,
+    max_positives: int = 2,
+    max_queries: int | None = None,
+    seed: int = 0,
+) -> list[Group]:
     """Groups from judged queries: a relevant document the first stage found, and negatives
     mined from the same first-stage list. Guard against false negatives: a document judged
     relevant (or a copy of one) is never a negative, and the ``skip_unjudged`` highest-ranked unjudged documents
@@ -69,7 +79,9 @@ def labelled_groups(folder: str | Path, index: Index, *, split: str = "train", g
             continue
         judged = qrels[qid]
         hits = BM25(index).search(queries[qid], candidates)
-        relevant = sorted((h for h in hits if judged.get(h.id, 0) > 0), key=lambda h: -judged[h.id])  # highest grade first
+        relevant = sorted(
+            (h for h in hits if judged.get(h.id, 0) > 0), key=lambda h: -judged[h.id]
+        )  # highest grade first
         relevant_texts = {h.document.content for h in relevant}  # a duplicate of a relevant document is no negative
         unjudged = [h for h in hits if h.id not in judged][skip_unjudged:]
         judged_irrelevant = [h for h in hits if judged.get(h.id) == 0]
@@ -79,13 +91,24 @@ def labelled_groups(folder: str | Path, index: Index, *, split: str = "train", g
             if len(negatives) >= group_size - 1:
                 chosen = rng.sample(negatives, group_size - 1)
                 hits_in_group = (positive, *chosen)
-                groups.append(Group(queries[qid], tuple(h.document.content for h in hits_in_group), tuple(h.score for h in hits_in_group)))
+                groups.append(
+                    Group(
+                        queries[qid],
+                        tuple(h.document.content for h in hits_in_group),
+                        tuple(h.score for h in hits_in_group),
+                    )
+                )
     if not groups:
-        raise CorpusError(f"no training groups: no judged query in {split} has a relevant document among the first stage's {candidates}", folder)
+        raise CorpusError(
+            f"no training groups: no judged query in {split} has a relevant document among the first stage's {candidates}",
+            folder,
+        )
     return groups
 
 
-def self_supervised_groups(index: Index, *, group_size: int = 8, max_documents: int | None = None, seed: int = 0) -> list[Group]:
+def self_supervised_groups(
+    index: Index, *, group_size: int = 8, max_documents: int | None = None, seed: int = 0
+) -> list[Group]:
     """Groups from an unlabelled corpus: a document's title is the query and its text the
     positive (a document without a title: its first sentence, and the rest); the first stage's
     other hits for that query are the negatives."""
@@ -105,14 +128,26 @@ def self_supervised_groups(index: Index, *, group_size: int = 8, max_documents: 
         negatives = [h for h in hits if h.id != doc.id and h.document.text.strip()]
         if len(negatives) >= group_size - 1:
             chosen = rng.sample(negatives, group_size - 1)
-            groups.append(Group(query, (positive, *(h.document.text for h in chosen)), (own, *(h.score for h in chosen))))
+            groups.append(
+                Group(query, (positive, *(h.document.text for h in chosen)), (own, *(h.score for h in chosen)))
+            )
     if not groups:
-        raise CorpusError("no self-supervised groups: the corpus needs documents with a title, or with more than one sentence")
+        raise CorpusError(
+            "no self-supervised groups: the corpus needs documents with a title, or with more than one sentence"
+        )
     return groups
 
 
-def groups_from(folders: Sequence[str | Path], kind: str = "labelled", *, split: str = "train", group_size: int = 8,
-                max_queries: int | None = None, seed: int = 0, show_progress: bool = False) -> list[Group]:
+def groups_from(
+    folders: Sequence[str | Path],
+    kind: str = "labelled",
+    *,
+    split: str = "train",
+    group_size: int = 8,
+    max_queries: int | None = None,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> list[Group]:
     """Training groups from each dataset folder in turn: ``labelled`` from its judged queries of
     ``split`` (:func:`labelled_groups`), ``self`` from its documents alone (:func:`self_supervised_groups`,
     ``max_queries`` documents at most)."""
@@ -126,12 +161,21 @@ def groups_from(folders: Sequence[str | Path], kind: str = "labelled", *, split:
         if kind == "self":
             groups += self_supervised_groups(index, group_size=group_size, max_documents=max_queries, seed=seed)
         else:
-            groups += labelled_groups(folder, index, split=split, group_size=group_size, max_queries=max_queries, seed=seed)
+            groups += labelled_groups(
+                folder, index, split=split, group_size=group_size, max_queries=max_queries, seed=seed
+            )
     return groups
 
 
-def with_teacher(groups: Sequence[Group], teacher: Reranker, *, show_progress: bool = False, ray_address: str | None = None,
-                 load: Callable | None = None, chunk: int = 64) -> list[Group]:
+def with_teacher(
+    groups: Sequence[Group],
+    teacher: Reranker,
+    *,
+    show_progress: bool = False,
+    ray_address: str | None = None,
+    load: Callable | None = None,
+    chunk: int = 64,
+) -> list[Group]:
     """The same groups with the teacher's raw scores as targets (for ``loss="kl"``). A fused
     teacher is given the first stage's scores and ranks, not the group order (which would tell
     it which text is the positive). With ``ray_address`` the groups are scored ``chunk`` at a
@@ -140,9 +184,13 @@ def with_teacher(groups: Sequence[Group], teacher: Reranker, *, show_progress: b
     from tqdm.auto import tqdm
 
     if ray_address is None:
-        return [teach(teacher, g) for g in tqdm(groups, desc="teacher scores", unit=" groups", disable=not show_progress)]
+        return [
+            teach(teacher, g) for g in tqdm(groups, desc="teacher scores", unit=" groups", disable=not show_progress)
+        ]
     if load is None or chunk < 1:
-        raise ValueError(f"with ray_address, pass load (a function that loads the teacher on each worker) and a chunk of at least 1, got {chunk}")
+        raise ValueError(
+            f"with ray_address, pass load (a function that loads the teacher on each worker) and a chunk of at least 1, got {chunk}"
+        )
     from .cluster import map_on_cluster
 
     chunks = {n: list(groups[i : i + chunk]) for n, i in enumerate(range(0, len(groups), chunk))}
@@ -155,10 +203,14 @@ def teach(teacher: Reranker, group: Group) -> Group:
     when it fuses (with the first stage's ranks and scores); a per-language teacher through the
     route for the group's query."""
     stage = second_stage(teacher).route(group.query, required=True)
-    hits = [Hit(Document(str(i), text), float(score), int(r), int(r))
-            for i, (text, score, r) in enumerate(zip(group.texts, group.first_scores, ranks(np.array(group.first_scores))))]
+    hits = [
+        Hit(Document(str(i), text), float(score), int(r), int(r))
+        for i, (text, score, r) in enumerate(zip(group.texts, group.first_scores, ranks(np.array(group.first_scores))))
+    ]
     ranking = Reranking(stage, top_k=len(hits)).rerank(group.query, hits)
-    scores = {h.id: h.score for h in ranking.hits} if stage.fusion else {d: s.raw for d, s in ranking.model_scores.items()}
+    scores = (
+        {h.id: h.score for h in ranking.hits} if stage.fusion else {d: s.raw for d, s in ranking.model_scores.items()}
+    )
     return Group(group.query, group.texts, group.first_scores, tuple(float(scores[str(i)]) for i in range(len(hits))))
 
 
@@ -200,7 +252,9 @@ class TrainResult:
     device: str = "cpu"
 
 
-def train(groups: Sequence[Group], config: TrainConfig, *, resume: bool = False, show_progress: bool = False) -> TrainResult:
+def train(
+    groups: Sequence[Group], config: TrainConfig, *, resume: bool = False, show_progress: bool = False
+) -> TrainResult:
     """Train and checkpoint into ``config.output/checkpoint``; returns the loss per step.
 
     Deterministic for a seed; ``resume=True`` continues from the checkpoint to the same state an
@@ -222,19 +276,27 @@ def train(groups: Sequence[Group], config: TrainConfig, *, resume: bool = False,
     bf16 = config.precision == "bf16" or (config.precision == "auto" and (device == "cuda" or cpu_has_bf16()))
     base = resolve_model(config.base)
     model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=1, hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout, ignore_mismatched_sizes=True
+        base,
+        num_labels=1,
+        hidden_dropout_prob=config.dropout,
+        attention_probs_dropout_prob=config.dropout,
+        ignore_mismatched_sizes=True,
     ).to(device)
     model.train()
     if config.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     encoder = TextEncoder(base, config.max_length)
-    encoded = [encoder.pairs(g.query, best_windows(encoder, g.query, g.texts) if config.best_window else g.texts)
-               for g in groups]  # tokenised once
+    encoded = [
+        encoder.pairs(g.query, best_windows(encoder, g.query, g.texts) if config.best_window else g.texts)
+        for g in groups
+    ]  # tokenised once
     batches_per_epoch = math.ceil(len(groups) / config.batch_groups)
     total = config.max_steps or batches_per_epoch * config.epochs
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     warmup = max(1, int(config.warmup * total))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
     checkpoint = Path(config.output) / "checkpoint"
     result = TrainResult(steps=0, device=device)
     if resume:
@@ -267,7 +329,9 @@ def train(groups: Sequence[Group], config: TrainConfig, *, resume: bool = False,
             result.losses.append(loss.item())
             pairs += len(batch) * size
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(result.losses[-20:]):.4f}", pairs_s=f"{pairs / (time.perf_counter() - start):.1f}")
+            bar.set_postfix(
+                loss=f"{np.mean(result.losses[-20:]):.4f}", pairs_s=f"{pairs / (time.perf_counter() - start):.1f}"
+            )
             if result.steps % config.checkpoint_every == 0 or result.steps == total:
                 _save_checkpoint(checkpoint, model, optimizer, scheduler, result, torch)
     except KeyboardInterrupt:
@@ -293,7 +357,9 @@ def best_windows(encoder: TextEncoder, query: str, texts: Sequence[str], overlap
     terms = set(auto(query))
     every_window = 10**9
     cut = []
-    for text, spans in zip(texts, chunks.split(encoder.tokenizer, texts, encoder.document_budget(query), every_window, overlap)):
+    for text, spans in zip(
+        texts, chunks.split(encoder.tokenizer, texts, encoder.document_budget(query), every_window, overlap)
+    ):
         a, b = max(spans, key=lambda span: len(terms.intersection(auto(text[span[0] : span[1]]))))
         cut.append(text[a:b])
     return tuple(cut)
@@ -316,7 +382,9 @@ def _epoch_batches(encoded: list, batch_groups: int, seed: int) -> list[list[int
 
 def _loss(config: TrainConfig, scores, groups: list[Group], torch):
     if config.loss == "listwise":
-        return torch.nn.functional.cross_entropy(scores, torch.zeros(len(groups), dtype=torch.long, device=scores.device))
+        return torch.nn.functional.cross_entropy(
+            scores, torch.zeros(len(groups), dtype=torch.long, device=scores.device)
+        )
     if config.loss == "bce":
         labels = torch.zeros_like(scores)
         labels[:, 0] = 1.0
@@ -324,7 +392,9 @@ def _loss(config: TrainConfig, scores, groups: list[Group], torch):
     targets = torch.tensor([g.targets for g in groups], dtype=torch.float32, device=scores.device)
     # standardise each group's teacher scores, so the temperature means the same for any teacher's scale
     targets = (targets - targets.mean(-1, keepdim=True)) / (targets.std(-1, keepdim=True) + 1e-6) / config.temperature
-    return torch.nn.functional.kl_div(torch.log_softmax(scores, -1), torch.log_softmax(targets, -1), log_target=True, reduction="batchmean")
+    return torch.nn.functional.kl_div(
+        torch.log_softmax(scores, -1), torch.log_softmax(targets, -1), log_target=True, reduction="batchmean"
+    )
 
 
 def _save_checkpoint(folder: Path, model, optimizer, scheduler, result: TrainResult, torch) -> None:
@@ -336,8 +406,17 @@ def _save_checkpoint(folder: Path, model, optimizer, scheduler, result: TrainRes
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "step": result.steps, "losses": result.losses}, tmp / "state.pt")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "step": result.steps,
+            "losses": result.losses,
+        },
+        tmp / "state.pt",
+    )
     model.save_pretrained(tmp / "model")
     _fsync_tree(tmp)
     old = folder.with_name(folder.name + ".old")
@@ -369,7 +448,13 @@ def export(config: TrainConfig, result: TrainResult, data: str) -> Path:
     model_dir = latest_checkpoint(out / "checkpoint") / "model"
     for file in model_dir.iterdir():
         shutil.copy(file, out / file.name)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "sentencepiece.bpe.model"):
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+        "sentencepiece.bpe.model",
+    ):
         if (base / name).is_file():
             shutil.copy(base / name, out / name)
     (out / "onnx").mkdir(exist_ok=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,9 @@ class ModelScore:
 
     raw: float
     calibrated: float
-    passage: tuple[int, int] | None = None  # the character span of the document's content the model scored best (its best window)
+    passage: tuple[int, int] | None = (
+        None  # the character span of the document's content the model scored best (its best window)
+    )
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ the rest.
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 
 from .errors import IndexFormatError
@@ -33,19 +34,26 @@ class VectorIndex:
     """Document vectors, ``counts[i]`` consecutive rows for document i (default: one each);
     ``hnsw`` is a usearch graph over them or None."""
 
-    def __init__(self, vectors: np.ndarray, keys: np.ndarray, hnsw=None, counts: np.ndarray | None = None, whole: float = 0.0):
+    def __init__(
+        self, vectors: np.ndarray, keys: np.ndarray, hnsw=None, counts: np.ndarray | None = None, whole: float = 0.0
+    ):
         self.vectors, self.keys, self.hnsw, self.whole = vectors, keys, hnsw, whole
         self.counts = np.ones(len(keys), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
         self.windowed = len(vectors) > len(keys)  # some document has several rows
         self._starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
         self._lasts = self._starts + self.counts - 1
-        if whole and self.windowed:  # the whole-text rows (the last of each document of several), kept out of the best window
+        if (
+            whole and self.windowed
+        ):  # the whole-text rows (the last of each document of several), kept out of the best window
             self._whole_rows = np.zeros(len(vectors), dtype=bool)
             self._whole_rows[self._lasts[self.counts > 1]] = True
 
     def rows(self, positions) -> list[np.ndarray]:
         """The vectors of the documents at ``positions``: per document, its rows (its windows)."""
-        return [np.asarray(self.vectors[self._starts[p] : self._starts[p] + self.counts[p]], dtype=np.float32) for p in positions]
+        return [
+            np.asarray(self.vectors[self._starts[p] : self._starts[p] + self.counts[p]], dtype=np.float32)
+            for p in positions
+        ]
 
     def document_scores(self, row_scores: np.ndarray) -> np.ndarray:
         """Per document, the best of its rows' scores (the last axis is rows); with ``whole``, a
@@ -68,8 +76,14 @@ class VectorIndex:
         return "exact" if self.hnsw is None else "hnsw"
 
     @classmethod
-    def build(cls, vectors: np.ndarray, keys: np.ndarray, ann: str = "auto", counts: np.ndarray | None = None,
-              whole: float = 0.0) -> "VectorIndex":
+    def build(
+        cls,
+        vectors: np.ndarray,
+        keys: np.ndarray,
+        ann: str = "auto",
+        counts: np.ndarray | None = None,
+        whole: float = 0.0,
+    ) -> VectorIndex:
         """``counts``: rows per document (its windows), None for one each; ``whole``: see :meth:`document_scores`."""
         if ann not in ANN:
             raise ValueError(f"unknown ann {ann!r}; choose one of {', '.join(ANN)}")
@@ -86,7 +100,9 @@ class VectorIndex:
         documents are allowed."""
         query = np.asarray(query, dtype=np.float32)
         if query.shape != (self.dimension,):
-            raise ValueError(f"query vector has shape {query.shape}; this index holds {self.dimension}-dimensional vectors")
+            raise ValueError(
+                f"query vector has shape {query.shape}; this index holds {self.dimension}-dimensional vectors"
+            )
         candidates = None if allowed is None else np.flatnonzero(allowed)
         if self.hnsw is not None and (candidates is None or len(candidates) > 0.2 * len(self.keys)):
             found = self._graph_search(query, k, allowed)
@@ -130,16 +146,22 @@ class VectorIndex:
             if len(positions) >= k:
                 return positions[:k], scores[:k]
             if count >= len(self.vectors):
-                return None  # the graph reaches fewer than k of them (nodes cut off by removals): exact search finds all
+                return (
+                    None  # the graph reaches fewer than k of them (nodes cut off by removals): exact search finds all
+                )
             count *= 2
         return None
 
     def document_scores_of(self, position: int, query: np.ndarray) -> float:
         """The score of the document at ``position`` for a query vector, from its rows."""
-        rows = np.asarray(self.vectors[self._starts[position] : self._starts[position] + self.counts[position]], dtype=np.float32)
+        rows = np.asarray(
+            self.vectors[self._starts[position] : self._starts[position] + self.counts[position]], dtype=np.float32
+        )
         return float(chunks.pool(rows @ query, [len(rows)], "max", self.whole)[0][0])
 
-    def updated(self, keep: np.ndarray, vectors: np.ndarray, keys: np.ndarray, counts: np.ndarray | None = None) -> "VectorIndex":
+    def updated(
+        self, keep: np.ndarray, vectors: np.ndarray, keys: np.ndarray, counts: np.ndarray | None = None
+    ) -> VectorIndex:
         """A new VectorIndex without the documents ``keep`` drops, with ``vectors`` appended
         (``counts`` rows for each of the new ``keys``; None: one each); graph nodes are removed
         and added, not rebuilt. This one is left as it was."""
@@ -156,7 +178,13 @@ class VectorIndex:
                 graph.remove(dropped.astype(np.uint64))
             if len(vectors):
                 graph.add(np.repeat(keys, counts).astype(np.uint64), vectors)
-        return VectorIndex(rows, np.concatenate([self.keys[keep], keys]), graph, np.concatenate([self.counts[keep], counts]), self.whole)
+        return VectorIndex(
+            rows,
+            np.concatenate([self.keys[keep], keys]),
+            graph,
+            np.concatenate([self.counts[keep], counts]),
+            self.whole,
+        )
 
     def save(self, folder: Path) -> None:
         np.save(folder / "vectors.npy", np.asarray(self.vectors))
@@ -166,16 +194,26 @@ class VectorIndex:
             self.hnsw.save(str(folder / "vectors.hnsw"))
 
     @classmethod
-    def load(cls, folder: Path, keys: np.ndarray, ann: str, mmap: bool = True, whole: float = 0.0) -> "VectorIndex":
+    def load(cls, folder: Path, keys: np.ndarray, ann: str, mmap: bool = True, whole: float = 0.0) -> VectorIndex:
         try:
             vectors = np.load(folder / "vectors.npy", mmap_mode="r" if mmap else None)
             counts = np.load(folder / "vector_counts.npy") if (folder / "vector_counts.npy").exists() else None
-            graph = _usearch().restore(str(folder / "vectors.hnsw"), view=mmap, expansion_search=HNSW_OPTIONS["expansion_search"]) if ann == "hnsw" else None
+            graph = (
+                _usearch().restore(
+                    str(folder / "vectors.hnsw"), view=mmap, expansion_search=HNSW_OPTIONS["expansion_search"]
+                )
+                if ann == "hnsw"
+                else None
+            )
         except (OSError, ValueError, RuntimeError) as err:
             raise IndexFormatError(f"{folder.parent} is corrupt: cannot read its vectors ({err})") from None
         rows = len(keys) if counts is None else int(counts.sum())
-        if (vectors.ndim != 2 or len(vectors) != rows or (counts is not None and (len(counts) != len(keys) or counts.min(initial=1) < 1))
-                or (ann == "hnsw" and (graph is None or len(graph) != rows))):
+        if (
+            vectors.ndim != 2
+            or len(vectors) != rows
+            or (counts is not None and (len(counts) != len(keys) or counts.min(initial=1) < 1))
+            or (ann == "hnsw" and (graph is None or len(graph) != rows))
+        ):
             raise IndexFormatError(f"{folder.parent} is corrupt: its vectors do not match its {len(keys)} documents")
         return cls(vectors, keys, graph, counts, whole)
 

@@ -19,10 +19,16 @@ Every analyzer is called as ``analyze(text, lang=None)``:
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
-from .identify import _CJK_CHAR  # noqa: F401 (highlight reads it)
-from .identify import UNDETERMINED, corpus_languages, guesses, language, languages
+from .identify import (
+    _CJK_CHAR,  # noqa: F401 (highlight reads it)
+    UNDETERMINED,
+    corpus_languages,
+    guesses,
+    language,
+    languages,
+)
 from .tokens import (
     CHINESE_STOPWORDS,
     ENGLISH_STOPWORDS,

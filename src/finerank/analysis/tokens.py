@@ -34,8 +34,10 @@ ENGLISH_STOPWORDS = frozenset(
     some own same so than too very s t just don now""".split()
 )
 CHINESE_STOPWORDS = frozenset(
-    ("的 了 和 是 在 有 与 及 或 之 也 都 而 就 被 把 对 "
-     "从 这 那 个 吗 呢 吧 啊 着 过 等 如何 怎么 怎样 什么 为什么 哪些 哪个").split()
+    (
+        "的 了 和 是 在 有 与 及 或 之 也 都 而 就 被 把 对 "
+        "从 这 那 个 吗 呢 吧 啊 着 过 等 如何 怎么 怎样 什么 为什么 哪些 哪个"
+    ).split()
 )
 
 # ISO 639-1 code -> PyStemmer's Snowball algorithm
@@ -78,7 +80,7 @@ SNOWBALL = {
 SEGMENTED = frozenset({"th", "lo", "km", "my", "ja"})  # written without spaces between words: ICU's word breaker
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stemmer(algorithm: str):
     import Stemmer  # PyStemmer: Snowball stemmers in C
 
@@ -117,7 +119,7 @@ def _words():
     return re.compile("[\\w" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges) + "]+")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _breaker(lang: str):
     import icu  # PyICU (the pyicu-wheels build): ICU's dictionary-based word breaker
 

@@ -126,5 +126,7 @@ def load(model_dir: Path, key: str) -> Calibration | None:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 return Calibration(**{**data, "xs": tuple(data.get("xs", ())), "ys": tuple(data.get("ys", ()))})
             except (ValueError, TypeError) as err:
-                raise ModelError(f"{path} is not a finerank calibration ({err}); delete it or run finerank calibrate again") from None
+                raise ModelError(
+                    f"{path} is not a finerank calibration ({err}); delete it or run finerank calibrate again"
+                ) from None
     return None

@@ -11,7 +11,7 @@ after the model's limit is never read.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -68,11 +68,17 @@ def _starts_word(text: str, previous: tuple[int, int], current: tuple[int, int])
     leave it out of their spans; SentencePiece's word-initial ones begin with it), or at a Chinese
     character (Chinese has no spaces), never inside a word or after its hyphen."""
     first = text[current[0]] if current[0] < len(text) else ""
-    return (current[0] > previous[1] or first.isspace() or bool(_CJK_CHAR.match(first))
-            or bool(_CJK_CHAR.match(text[current[0] - 1])))
+    return (
+        current[0] > previous[1]
+        or first.isspace()
+        or bool(_CJK_CHAR.match(first))
+        or bool(_CJK_CHAR.match(text[current[0] - 1]))
+    )
 
 
-def pool(scores: np.ndarray, counts: Sequence[int], pool_name: str = "max", whole: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def pool(
+    scores: np.ndarray, counts: Sequence[int], pool_name: str = "max", whole: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Per document (``counts`` windows each, in order): the pooled score, and the index of its
     best window among its own. ``whole`` > 0: a document of several windows has its whole text
     as its last row, and scores (1 - whole) x its pooled windows + whole x that row."""

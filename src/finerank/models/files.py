@@ -18,7 +18,12 @@ from ..errors import MissingDependencyError, ModelError
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -151,12 +156,20 @@ def export_onnx(model_dir: Path, head: str, target: Path) -> None:
             return out.logits if head == "classification" else out.last_hidden_state
 
     # token ids that are no model's padding id, segment 0 (a model with one token type has no segment 1)
-    example = tuple(torch.full((2, 8), 5 if n == "input_ids" else 0 if n == "token_type_ids" else 1, dtype=torch.int64) for n in inputs)
+    example = tuple(
+        torch.full((2, 8), 5 if n == "input_ids" else 0 if n == "token_type_ids" else 1, dtype=torch.int64)
+        for n in inputs
+    )
     axes = {n: {0: "batch", 1: "sequence"} for n in inputs}
     with replaced(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes it treats as constant (parity is tested)
         torch.onnx.export(
-            Wrapper().eval(), example, tmp, input_names=inputs, output_names=["output"],
+            Wrapper().eval(),
+            example,
+            tmp,
+            input_names=inputs,
+            output_names=["output"],
             dynamic_axes=axes | {"output": {0: "batch"} if head == "classification" else {0: "batch", 1: "sequence"}},
-            opset_version=17, dynamo=False,
+            opset_version=17,
+            dynamo=False,
         )

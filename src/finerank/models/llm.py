@@ -18,17 +18,17 @@ import inspect
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from ..errors import InputTooLongError, ModelError
-from .files import load_torch_model, read_json, resolve_model, torch_available
-from .tokenization import TextEncoder
 from . import calibration, chunks
 from .base import Scorer
+from .files import load_torch_model, read_json, resolve_model, torch_available
 from .models import sigmoid
+from .tokenization import TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -53,27 +53,49 @@ class Template:
     names: tuple[str, ...] = ()  # model names this template is recognised by (lowercase fragments)
 
 
-_QWEN3_SYSTEM = ('<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct '
-                 'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n')
+_QWEN3_SYSTEM = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
 _MXBAI_SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-_MXBAI_TASK = ("You are a search relevance expert who evaluates how well documents match search queries. For each query-document "
-               "pair, carefully analyze the semantic relationship between them, then provide your binary relevance judgment "
-               "(0 for not relevant, 1 for relevant).\nRelevance:")
-_GEMMA_PROMPT = ("Given a query A and a passage B, determine whether the passage contains an answer to the query by providing a "
-                 "prediction of either 'Yes' or 'No'.")
+_MXBAI_TASK = (
+    "You are a search relevance expert who evaluates how well documents match search queries. For each query-document "
+    "pair, carefully analyze the semantic relationship between them, then provide your binary relevance judgment "
+    "(0 for not relevant, 1 for relevant).\nRelevance:"
+)
+_GEMMA_PROMPT = (
+    "Given a query A and a passage B, determine whether the passage contains an answer to the query by providing a "
+    "prediction of either 'Yes' or 'No'."
+)
 
 TEMPLATES: dict[str, Template] = {
     "qwen3-reranker": Template(
-        head=(_QWEN3_SYSTEM,), body="<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}",
-        tail=("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",), yes="yes", no="no",
-        default_instruction="Given a web search query, retrieve relevant passages that answer the query", names=("qwen3-reranker",)),
+        head=(_QWEN3_SYSTEM,),
+        body="<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}",
+        tail=("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",),
+        yes="yes",
+        no="no",
+        default_instruction="Given a web search query, retrieve relevant passages that answer the query",
+        names=("qwen3-reranker",),
+    ),
     "mxbai-rerank-v2": Template(
-        head=(_MXBAI_SYSTEM,), body="{instruction}query: {query}\ndocument: {document}",
-        tail=("\n" + _MXBAI_TASK + "<|im_end|>\n<|im_start|>assistant\n",), yes="1", no="0",
-        instruction_line="instruction: {instruction}\n", names=("mxbai-rerank", "mxbai_rerank")),
+        head=(_MXBAI_SYSTEM,),
+        body="{instruction}query: {query}\ndocument: {document}",
+        tail=("\n" + _MXBAI_TASK + "<|im_end|>\n<|im_start|>assistant\n",),
+        yes="1",
+        no="0",
+        instruction_line="instruction: {instruction}\n",
+        names=("mxbai-rerank", "mxbai_rerank"),
+    ),
     "bge-reranker-v2-gemma": Template(
-        head=("A: {query}", "\n"), body="B: {document}", tail=("\n", _GEMMA_PROMPT), yes="Yes", no=None, bos=True,
-        names=("bge-reranker-v2-gemma",)),
+        head=("A: {query}", "\n"),
+        body="B: {document}",
+        tail=("\n", _GEMMA_PROMPT),
+        yes="Yes",
+        no=None,
+        bos=True,
+        names=("bge-reranker-v2-gemma",),
+    ),
 }
 
 
@@ -98,16 +120,33 @@ def template_for(model_dir, name: str, template: str | None) -> str:
 class LLMReranker(Scorer):
     """A causal LM scored as a yes/no reranker (torch backend; fp32 or bf16)."""
 
-    def __init__(self, model: str | os.PathLike, *, template: str | None = None, instruction: str | None = None,
-                 backend: str = "auto", precision: str = "auto", max_length: int = 1024, batch_size: int = 8,
-                 max_batch_tokens: int = 8192, threads: int | None = None, name: str | None = None,
-                 reuse_prefix: bool = True, max_chunks_per_doc: int = 1, chunk_overlap: int = 32, chunk_pool: str = "max", **unused):
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        template: str | None = None,
+        instruction: str | None = None,
+        backend: str = "auto",
+        precision: str = "auto",
+        max_length: int = 1024,
+        batch_size: int = 8,
+        max_batch_tokens: int = 8192,
+        threads: int | None = None,
+        name: str | None = None,
+        reuse_prefix: bool = True,
+        max_chunks_per_doc: int = 1,
+        chunk_overlap: int = 32,
+        chunk_pool: str = "max",
+        **unused,
+    ):
         if backend not in ("auto", "torch"):
             raise ValueError(f"LLM rerankers run on the torch backend, not {backend!r}")
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"LLM rerankers run fp32 or bf16, not {precision!r}")
         if max_chunks_per_doc < 1 or chunk_overlap < 0:
-            raise ValueError(f"max_chunks_per_doc must be at least 1 and chunk_overlap at least 0, got {max_chunks_per_doc} and {chunk_overlap}")
+            raise ValueError(
+                f"max_chunks_per_doc must be at least 1 and chunk_overlap at least 0, got {max_chunks_per_doc} and {chunk_overlap}"
+            )
         chunks.check_pool(chunk_pool)
         if not torch_available():
             from ..errors import MissingDependencyError
@@ -153,8 +192,10 @@ class LLMReranker(Scorer):
     def _single_token(self, text: str) -> int:
         ids = self.encoder.tokenizer.encode(text, add_special_tokens=False).ids
         if len(ids) != 1:
-            raise ModelError(f"{self.name}: the answer {text!r} of template {self.template_name} is {len(ids)} tokens in this "
-                             "model's vocabulary, not one: is this the model the template is for?")
+            raise ModelError(
+                f"{self.name}: the answer {text!r} of template {self.template_name} is {len(ids)} tokens in this "
+                "model's vocabulary, not one: is this the model the template is for?"
+            )
         return ids[0]
 
     def _head_and_body(self, query: str, instruction: str | None) -> tuple[list[int], tuple[str, str], int]:
@@ -167,7 +208,9 @@ class LLMReranker(Scorer):
         head = [self.bos_id] if self.template.bos and self.bos_id is not None else []
         for piece in self.template.head:
             head += tok.encode(piece.format(instruction=instruction, query=query), add_special_tokens=False).ids
-        before, after = (part.format(instruction=instruction, query=query) for part in self.template.body.split("{document}"))
+        before, after = (
+            part.format(instruction=instruction, query=query) for part in self.template.body.split("{document}")
+        )
         taken = len(head) + len(self._tail_ids) + len(tok.encode(before + after, add_special_tokens=False).ids)
         if taken >= self.max_length:
             raise InputTooLongError(f"the query and template take {taken} tokens; max_length is {self.max_length}")
@@ -177,7 +220,9 @@ class LLMReranker(Scorer):
         """Token ids per text: head, body (the document cut to fit), tail."""
         head, (before, after), _ = self._head_and_body(query, instruction)
         tok = self.encoder.tokenizer
-        if not after:  # the document ends the body (every shipped template): the body is one piece, as the model's code has it
+        if (
+            not after
+        ):  # the document ends the body (every shipped template): the body is one piece, as the model's code has it
             bodies = tok.encode_batch([before + t for t in texts], add_special_tokens=False)
             return [head + b.ids[: self.max_length - len(head) - len(self._tail_ids)] + self._tail_ids for b in bodies]
         # text after the document is kept whole: the document is cut before it, never the template
@@ -186,7 +231,9 @@ class LLMReranker(Scorer):
         bodies = tok.encode_batch([before + t for t in texts], add_special_tokens=False)
         return [head + b.ids[:cut] + after_ids + self._tail_ids for b in bodies]
 
-    def windows(self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None) -> list[list[tuple[int, int]]]:
+    def windows(
+        self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None
+    ) -> list[list[tuple[int, int]]]:
         """Per text, the character spans of the windows the model reads (the whole text when it
         fits or when chunking is off); see :mod:`finerank.models.chunks`."""
         n = max_chunks_per_doc or self.max_chunks_per_doc
@@ -198,7 +245,7 @@ class LLMReranker(Scorer):
         scores = [self._run(self.inputs(query, texts, self.instruction)) for query, texts in requests if len(texts)]
         return np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
 
-    def instructed(self, instruction: str) -> "LLMReranker":
+    def instructed(self, instruction: str) -> LLMReranker:
         """This reranker with another instruction (Qwen3-Reranker's <Instruct>), sharing its model."""
         other = copy.copy(self)
         other.instruction = instruction
@@ -206,8 +253,12 @@ class LLMReranker(Scorer):
 
     @property
     def reading(self) -> dict:
-        return super().reading | {"model": str(self.model_dir), "template": self.template_name, "instruction": self.instruction,
-                                  "chunk_overlap": self.chunk_overlap}
+        return super().reading | {
+            "model": str(self.model_dir),
+            "template": self.template_name,
+            "instruction": self.instruction,
+            "chunk_overlap": self.chunk_overlap,
+        }
 
     def _run(self, sequences: list[list[int]]) -> np.ndarray:
         """Scores for one query's sequences. Their common head (system prompt, instruction, query:
@@ -226,7 +277,9 @@ class LLMReranker(Scorer):
             except TypeError:  # older transformers: no config argument
                 cache = DynamicCache()
             with torch.inference_mode():
-                self.decoder(input_ids=torch.tensor([sequences[0][:shared]]), use_cache=True, **{self._cache_arg: cache})
+                self.decoder(
+                    input_ids=torch.tensor([sequences[0][:shared]]), use_cache=True, **{self._cache_arg: cache}
+                )
         rests = [s[shared:] for s in sequences]
         scores = np.empty(len(rests), dtype=np.float32)
         order = sorted(range(len(rests)), key=lambda i: -len(rests[i]))
@@ -238,21 +291,30 @@ class LLMReranker(Scorer):
             lengths = torch.tensor([len(rests[i]) for i in batch])
             ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # without a cache, padded on the left: every sequence ends at the last position
+            for row, i in enumerate(
+                batch
+            ):  # without a cache, padded on the left: every sequence ends at the last position
                 first = width - len(rests[i]) if cache is None else 0
                 ids[row, first : first + len(rests[i])] = torch.tensor(rests[i])
                 mask[row, first : first + len(rests[i])] = 1
             with torch.inference_mode():
                 if cache is None:
                     positions = (mask.cumsum(1) - 1).clamp(min=0)
-                    hidden = self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state[:, -1]
+                    hidden = self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state[
+                        :, -1
+                    ]
                 else:
                     past = copy.deepcopy(cache)
                     past.batch_repeat_interleave(len(batch))
                     mask = torch.cat([torch.ones((len(batch), shared), dtype=torch.long), mask], dim=1)
                     positions = (shared + torch.arange(width)).expand(len(batch), width)
-                    states = self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                                          **{self._cache_arg: past}).last_hidden_state
+                    states = self.decoder(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        position_ids=positions,
+                        use_cache=True,
+                        **{self._cache_arg: past},
+                    ).last_hidden_state
                     hidden = states[torch.arange(len(batch)), lengths - 1]
                 logits = (hidden.to(self.rows.dtype) @ self.rows.T).float()
                 if self.softcap:

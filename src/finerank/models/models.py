@@ -6,16 +6,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..errors import ModelError
 from . import calibration, chunks, tuning
-from .base import Scorer
 from .backends import BACKENDS, choose_backend
+from .base import Scorer
 from .files import read_json, resolve_model
-from .tokenization import run_batches, TextEncoder
+from .tokenization import TextEncoder, run_batches
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ class _TransformerReranker(Scorer):
         many overlapping windows of tokens (``chunk_overlap`` shared), pooled by ``chunk_pool``
         ("max" or "mean-top-K"); see :mod:`finerank.models.chunks`. 1 cuts it to fit."""
         if max_chunks_per_doc < 1 or chunk_overlap < 0:
-            raise ValueError(f"max_chunks_per_doc must be at least 1 and chunk_overlap at least 0, got {max_chunks_per_doc} and {chunk_overlap}")
+            raise ValueError(
+                f"max_chunks_per_doc must be at least 1 and chunk_overlap at least 0, got {max_chunks_per_doc} and {chunk_overlap}"
+            )
         chunks.check_pool(chunk_pool)
         self.max_chunks_per_doc, self.chunk_overlap, self.chunk_pool = max_chunks_per_doc, chunk_overlap, chunk_pool
         self.model_dir = resolve_model(model)
@@ -58,7 +60,9 @@ class _TransformerReranker(Scorer):
         self.config = read_json(self.model_dir / "config.json")
         self._check_config()
         self.encoder = TextEncoder(self.model_dir, max_length)
-        self.calibration = calibration.load(self.model_dir, self.calibration_key)  # fitted by finerank calibrate, if it was
+        self.calibration = calibration.load(
+            self.model_dir, self.calibration_key
+        )  # fitted by finerank calibrate, if it was
         self.backend = None
         if backend == precision == "auto" and tuning.enabled():  # measured on this CPU once, then read from the cache
             (self.backend_name, self.precision), _ = tuning.choose(self, threads)
@@ -69,7 +73,9 @@ class _TransformerReranker(Scorer):
     def _check_config(self) -> None:
         pass
 
-    def windows(self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None) -> list[list[tuple[int, int]]]:
+    def windows(
+        self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None
+    ) -> list[list[tuple[int, int]]]:
         """Per text, the character spans of the windows the model reads (one span, the whole
         text, when it fits or when chunking is off)."""
         n = max_chunks_per_doc or self.max_chunks_per_doc
@@ -107,7 +113,9 @@ class CrossEncoder(_TransformerReranker):
             )
         labels = self.config.get("num_labels") or len(self.config.get("id2label") or {}) or 2
         if labels not in (1, 2):
-            raise ModelError(f"{self.model_dir} has {labels} labels; a cross-encoder needs 1 (relevance logit) or 2 (irrelevant/relevant)")
+            raise ModelError(
+                f"{self.model_dir} has {labels} labels; a cross-encoder needs 1 (relevance logit) or 2 (irrelevant/relevant)"
+            )
         self.num_labels = labels
 
     def _budget(self, query: str) -> int:
@@ -115,7 +123,9 @@ class CrossEncoder(_TransformerReranker):
 
     def raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
         pairs = [pair for query, texts in requests for pair in self.encoder.pairs(query, texts)]
-        logits = run_batches(self.backend, pairs, self.batch_size, self.max_batch_tokens, lambda out, feeds: out, self.encoder.pad_id)
+        logits = run_batches(
+            self.backend, pairs, self.batch_size, self.max_batch_tokens, lambda out, feeds: out, self.encoder.pad_id
+        )
         return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
 
     @staticmethod
@@ -159,9 +169,13 @@ class BiEncoder(_TransformerReranker):
         **options,
     ):
         if document_window < 0:
-            raise ValueError(f"document_window must be 0 (whole documents) or a number of tokens, got {document_window}")
+            raise ValueError(
+                f"document_window must be 0 (whole documents) or a number of tokens, got {document_window}"
+            )
         if not 0 <= whole_document < 1:
-            raise ValueError(f"whole_document is the whole text's share of a document's score, from 0 to under 1; got {whole_document}")
+            raise ValueError(
+                f"whole_document is the whole text's share of a document's score, from 0 to under 1; got {whole_document}"
+            )
         self.document_window, self.whole_document = document_window, float(whole_document) if document_window else 0.0
         if document_window:
             options.setdefault("max_chunks_per_doc", MAX_WINDOWS)
@@ -176,13 +190,20 @@ class BiEncoder(_TransformerReranker):
         pooling = read_json(model_dir / "1_Pooling" / "config.json")
         modes = {k for k, v in pooling.items() if k.startswith("pooling_mode") and v is True}
         if modes - {"pooling_mode_cls_token", "pooling_mode_mean_tokens"} or len(modes) > 1:
-            raise ModelError(f"{model_dir}: pooling {', '.join(sorted(modes))} is not supported (finerank reads mean or CLS pooling)")
+            raise ModelError(
+                f"{model_dir}: pooling {', '.join(sorted(modes))} is not supported (finerank reads mean or CLS pooling)"
+            )
         self.cls_pooling = modes == {"pooling_mode_cls_token"}
         st_model = read_json(model_dir / "config_sentence_transformers.json")
-        self.normalize = any(m.get("type", "").endswith("Normalize") for m in modules) or st_model.get("similarity_fn_name", "cosine") == "cosine"
+        self.normalize = (
+            any(m.get("type", "").endswith("Normalize") for m in modules)
+            or st_model.get("similarity_fn_name", "cosine") == "cosine"
+        )
         prompts = st_model.get("prompts") or {}
         self.query_prefix = prompts.get("query", "") if query_prefix is None else query_prefix
-        self.document_prefix = prompts.get("document", prompts.get("passage", "")) if document_prefix is None else document_prefix
+        self.document_prefix = (
+            prompts.get("document", prompts.get("passage", "")) if document_prefix is None else document_prefix
+        )
         options.setdefault("name", str(model))
         super().__init__(model_dir, max_length=max_length or st_config.get("max_seq_length", 512), **options)
 
@@ -196,10 +217,15 @@ class BiEncoder(_TransformerReranker):
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed([self.document_prefix + t for t in texts])
 
-    def windows(self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None) -> list[list[tuple[int, int]]]:
+    def windows(
+        self, query: str, texts: Sequence[str], max_chunks_per_doc: int | None = None
+    ) -> list[list[tuple[int, int]]]:
         spans = super().windows(query, texts, max_chunks_per_doc)
         if self.whole_document:  # the whole text as one more row (cut to max_length when embedded)
-            spans = [text_spans if len(text_spans) == 1 else [*text_spans, (0, len(text))] for text, text_spans in zip(texts, spans)]
+            spans = [
+                text_spans if len(text_spans) == 1 else [*text_spans, (0, len(text))]
+                for text, text_spans in zip(texts, spans)
+            ]
         return spans
 
     def embed_document_windows(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +246,14 @@ class BiEncoder(_TransformerReranker):
             known = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
         missing = [t for t in dict.fromkeys(texts) if t not in known]
         if missing:
-            pooled = run_batches(self.backend, self.encoder.singles(missing), self.batch_size, self.max_batch_tokens, self._pool, self.encoder.pad_id)
+            pooled = run_batches(
+                self.backend,
+                self.encoder.singles(missing),
+                self.batch_size,
+                self.max_batch_tokens,
+                self._pool,
+                self.encoder.pad_id,
+            )
             if self.normalize:
                 pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
             known.update(zip(missing, pooled))
@@ -235,13 +268,22 @@ class BiEncoder(_TransformerReranker):
     def vector_reading(self) -> dict:
         """How this model reads a document into stored vectors: an index's vectors serve as this
         scorer's reading of its documents only when they were made the same way."""
-        return {"model": self.name, "document_prefix": self.document_prefix, "dimension": self.dimension, "max_length": self.max_length,
-                "window": self.document_window, "whole": self.whole_document}
+        return {
+            "model": self.name,
+            "document_prefix": self.document_prefix,
+            "dimension": self.dimension,
+            "max_length": self.max_length,
+            "window": self.document_window,
+            "whole": self.whole_document,
+        }
 
     @property
     def reading(self) -> dict:
-        return super().reading | self.vector_reading | {"query_prefix": self.query_prefix, "cls_pooling": self.cls_pooling,
-                                                        "normalize": self.normalize}
+        return (
+            super().reading
+            | self.vector_reading
+            | {"query_prefix": self.query_prefix, "cls_pooling": self.cls_pooling, "normalize": self.normalize}
+        )
 
     def score_vectors(self, query: str, vectors: Sequence[np.ndarray], *, raw: bool = False) -> np.ndarray:
         """As :meth:`score`, from stored vectors instead of texts: per text, the rows of its
@@ -251,7 +293,9 @@ class BiEncoder(_TransformerReranker):
             vectors = vectors[:, None, :]
         shapes = [np.shape(v) for v in vectors]
         if any(len(sh) != 2 or sh[0] < 1 or sh[1] != self.dimension for sh in shapes):
-            raise ValueError(f"vectors must be one array of {self.dimension}-dimensional rows (at least one) per text; got shapes {shapes[:3]}")
+            raise ValueError(
+                f"vectors must be one array of {self.dimension}-dimensional rows (at least one) per text; got shapes {shapes[:3]}"
+            )
         if not shapes:
             return np.empty(0, dtype=np.float32)
         query_vector = self.embed_queries([query])[0]
@@ -266,12 +310,22 @@ class BiEncoder(_TransformerReranker):
         return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
 
     def _budget(self, query: str) -> int:
-        prefix = len(self.encoder.tokenizer.encode(self.document_prefix, add_special_tokens=False).ids) if self.document_prefix else 0
+        prefix = (
+            len(self.encoder.tokenizer.encode(self.document_prefix, add_special_tokens=False).ids)
+            if self.document_prefix
+            else 0
+        )
         whole = max(1, self.encoder.max_length - self.encoder.single_specials - prefix)
         return min(whole, self.document_window) if self.document_window else whole
 
     def raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
-        vectors = self.embed([text for query, texts in requests for text in (self.query_prefix + query, *(self.document_prefix + t for t in texts))])
+        vectors = self.embed(
+            [
+                text
+                for query, texts in requests
+                for text in (self.query_prefix + query, *(self.document_prefix + t for t in texts))
+            ]
+        )
         cosines, start = [], 0
         for _, texts in requests:
             cosines.append(vectors[start + 1 : start + 1 + len(texts)] @ vectors[start])
@@ -292,4 +346,6 @@ def _check_modules(model_dir, modules: list) -> None:
     projection, ...): ignoring them would give wrong vectors."""
     unknown = [m.get("type", "?") for m in modules if not m.get("type", "").endswith(SUPPORTED_MODULES)]
     if unknown:
-        raise ModelError(f"{model_dir} uses sentence-transformers module(s) {', '.join(unknown)}; finerank runs only {', '.join(SUPPORTED_MODULES)}")
+        raise ModelError(
+            f"{model_dir} uses sentence-transformers module(s) {', '.join(unknown)}; finerank runs only {', '.join(SUPPORTED_MODULES)}"
+        )

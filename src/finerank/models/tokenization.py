@@ -4,9 +4,9 @@ the document cut to fit, single texts, and length-bucketed padded batches."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -34,7 +34,9 @@ class TextEncoder:
 
             tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True).backend_tokenizer
         else:
-            raise ModelError(f"{model_dir} has no tokenizer.json (a model without one needs transformers: pip install 'finerank[torch]')")
+            raise ModelError(
+                f"{model_dir} has no tokenizer.json (a model without one needs transformers: pip install 'finerank[torch]')"
+            )
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tokenizer = tokenizer
@@ -119,8 +121,14 @@ def pad(encodings: list, pad_id: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
-def run_batches(backend: Callable[[dict], np.ndarray], encodings: list, batch_size: int, max_tokens: int, reduce: Callable,
-                pad_id: int = 0) -> np.ndarray:
+def run_batches(
+    backend: Callable[[dict], np.ndarray],
+    encodings: list,
+    batch_size: int,
+    max_tokens: int,
+    reduce: Callable,
+    pad_id: int = 0,
+) -> np.ndarray:
     """Run every batch through the backend, apply ``reduce(output, feeds)`` and restore input order."""
     out: np.ndarray | None = None
     for batch in batches(encodings, batch_size, max_tokens, pad_id):

@@ -32,7 +32,14 @@ logger = logging.getLogger(__name__)
 MIN_TAU = 0.99
 MAX_NDCG_LOSS = 0.005  # with a dev split (finerank doctor --dataset): the most nDCG@10 an engine may lose to fp32
 TUNING_VERSION = 1
-ENGINES = (("openvino", "bf16"), ("openvino", "fp32"), ("torch", "bf16"), ("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"))
+ENGINES = (
+    ("openvino", "bf16"),
+    ("openvino", "fp32"),
+    ("torch", "bf16"),
+    ("torch", "fp32"),
+    ("onnx", "fp32"),
+    ("onnx", "int8"),
+)
 
 SAMPLE_QUERY = "how do vaccines train the immune system to fight infection"
 _SENTENCES = [
@@ -88,7 +95,10 @@ def cpu_key(threads: int | None) -> str:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         info = ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor())
+    name = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
     flags = sorted({f for f in info.split() if f.startswith(("amx", "avx512", "avx2", "avx_vnni"))})
     return f"{name} | {' '.join(flags)} | threads={threads or os.cpu_count()}"
 
@@ -103,8 +113,19 @@ def _file(scorer, threads: int | None) -> Path:
     # what changes the measured rates: the CPU, how the model reads (head, max_length, windows, ...: its reading),
     # the batch settings and the installed engines' versions
     versions = {name: _version(name) for name in ("openvino", "onnxruntime", "torch", "transformers")}
-    key = hashlib.sha256(repr((cpu_key(threads), scorer.head, scorer.reading_key, scorer.batch_size, scorer.max_batch_tokens,
-                               sorted(versions.items()), TUNING_VERSION)).encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        repr(
+            (
+                cpu_key(threads),
+                scorer.head,
+                scorer.reading_key,
+                scorer.batch_size,
+                scorer.max_batch_tokens,
+                sorted(versions.items()),
+                TUNING_VERSION,
+            )
+        ).encode()
+    ).hexdigest()[:12]
     return cache_dir(scorer.model_dir) / f"tuning-{key}.json"
 
 
@@ -139,7 +160,11 @@ def last_trials(scorer, threads: int | None) -> list[Trial]:
 
 def rate(scorer, threads: int | None, backend: str, precision: str) -> float | None:
     """The measured pairs per second of one engine (None when it was not measured)."""
-    found = [t.pairs_per_s for t in last_trials(scorer, threads) if (t.backend, t.precision) == (backend, precision) and not t.error]
+    found = [
+        t.pairs_per_s
+        for t in last_trials(scorer, threads)
+        if (t.backend, t.precision) == (backend, precision) and not t.error
+    ]
     return found[0] if found else None
 
 
@@ -155,8 +180,12 @@ def measure(scorer, threads: int | None, repeats: int = 2, quality=None) -> list
         scorer.cache_size = 0
     engines = sorted(ENGINES, key=lambda e: e[1] != "fp32")  # fp32 first: the reference
     # a bar that follows logging: shown unless finerank's logger is set above warnings (the CLI's -q)
-    bar = tqdm(engines, desc=f"measuring backends for {scorer.name} on this CPU (once)", unit=" engine",
-               disable=not logger.isEnabledFor(logging.WARNING))
+    bar = tqdm(
+        engines,
+        desc=f"measuring backends for {scorer.name} on this CPU (once)",
+        unit=" engine",
+        disable=not logger.isEnabledFor(logging.WARNING),
+    )
     try:
         for backend, precision in bar:
             try:
@@ -169,12 +198,26 @@ def measure(scorer, threads: int | None, repeats: int = 2, quality=None) -> list
                     best = min(best, time.perf_counter() - start)
                 ndcg = quality(scorer) if quality is not None else float("nan")
             except Exception as err:  # not installed, cannot export, no bf16 units: this engine is out
-                trials.append(Trial(backend, precision, error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"))
+                trials.append(
+                    Trial(
+                        backend,
+                        precision,
+                        error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                    )
+                )
                 continue
             if reference is None:
                 reference, reference_quality = scores, ndcg
-            trials.append(Trial(backend, precision, len(texts) / best, kendall_tau(scores, reference), ndcg=ndcg,
-                                ndcg_loss=reference_quality - ndcg))
+            trials.append(
+                Trial(
+                    backend,
+                    precision,
+                    len(texts) / best,
+                    kendall_tau(scores, reference),
+                    ndcg=ndcg,
+                    ndcg_loss=reference_quality - ndcg,
+                )
+            )
             scorer.backend = None
     finally:
         scorer.backend = loaded
@@ -204,9 +247,18 @@ def choose(scorer, threads: int | None, *, again: bool = False, quality=None) ->
     choice = pick(trials) or choose_backend("auto", "auto")
     path = _file(scorer, threads)
     path.parent.mkdir(parents=True, exist_ok=True)
-    gate = f"nDCG@10 on a dev split within {MAX_NDCG_LOSS} of fp32" if quality else f"Kendall tau >= {MIN_TAU} with fp32 on the sample"
-    record = {"model": str(scorer.model_dir), "cpu": cpu_key(threads), "gate": gate, "choice": list(choice),
-              "trials": [asdict(t) for t in trials]}
+    gate = (
+        f"nDCG@10 on a dev split within {MAX_NDCG_LOSS} of fp32"
+        if quality
+        else f"Kendall tau >= {MIN_TAU} with fp32 on the sample"
+    )
+    record = {
+        "model": str(scorer.model_dir),
+        "cpu": cpu_key(threads),
+        "gate": gate,
+        "choice": list(choice),
+        "trials": [asdict(t) for t in trials],
+    }
     with replaced(path) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=1), encoding="utf-8")
     logger.info("%s: %s %s is the fastest that agrees with fp32 here", scorer.name, *choice)
