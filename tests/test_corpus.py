@@ -3,6 +3,7 @@ import json
 import pytest
 
 from finerank import CorpusError, read_corpus, read_qrels, read_queries, read_run
+from finerank.corpus import read_documents
 
 
 def write(path, text, mode="w"):
@@ -108,3 +109,15 @@ def test_queries_qrels_and_runs(datasets, tmp_path):
     with pytest.raises(CorpusError, match="bad.tsv:2: relevance grade 'x'"):
         read_qrels(write(tmp_path / "bad.tsv", "query-id\tcorpus-id\tscore\n1\td\tx\n"))
     assert json.dumps(queries["1"]).startswith('"0-dimensional')
+
+
+def test_documents_to_rerank_need_no_ids(tmp_path):
+    """Reranking names documents by position: records without an id are numbered, not refused
+    (an index still needs ids)."""
+    jsonl, csv = tmp_path / "d.jsonl", tmp_path / "d.csv"
+    jsonl.write_text('{"text": "first"}\n{"_id": "named", "text": "second"}\n{"text": "third"}\n')
+    csv.write_text("title,text\nA,alpha\nB,beta\n")
+    assert [(d.id, d.text) for d in read_documents(str(jsonl))] == [("0", "first"), ("named", "second"), ("2", "third")]
+    assert [(d.id, d.title) for d in read_documents(str(csv))] == [("0", "A"), ("1", "B")]
+    with pytest.raises(CorpusError, match="d.jsonl:1: missing document id"):
+        list(read_corpus(jsonl))

@@ -30,11 +30,14 @@ ID_KEYS = ("_id", "id")
 TEXT_SUFFIXES = (".txt", ".md")
 
 
-def read_corpus(path: str | Path, *, skip_invalid: bool = False) -> Iterator[Document]:
+def read_corpus(
+    path: str | Path, *, skip_invalid: bool = False, number_missing_ids: bool = False
+) -> Iterator[Document]:
     """Yield the documents of a corpus file or folder, in file order.
 
-    Raises :class:`CorpusError` for a missing path, a malformed record, a missing id or
-    text, a duplicate id, bytes that are not UTF-8, or a corpus with no documents.
+    Raises :class:`CorpusError` for a missing path, a malformed record, a missing id (unless
+    ``number_missing_ids``: a record without one is named by its 0-based position, as lines of
+    plain text are) or text, a duplicate id, bytes that are not UTF-8, or a corpus with no documents.
     """
     path = Path(path)
     if path.is_dir():
@@ -45,7 +48,7 @@ def read_corpus(path: str | Path, *, skip_invalid: bool = False) -> Iterator[Doc
     elif path.is_file():
         suffix = path.suffix.lower()
         if suffix in (".csv", ".tsv"):
-            records = _csv_records(path, "\t" if suffix == ".tsv" else ",")
+            records = _csv_records(path, "\t" if suffix == ".tsv" else ",", ids=not number_missing_ids)
         elif suffix in TEXT_SUFFIXES:
             records = _folder_records(path)
         else:
@@ -55,10 +58,12 @@ def read_corpus(path: str | Path, *, skip_invalid: bool = False) -> Iterator[Doc
 
     seen: dict[str, int] = {}
     skipped = 0
-    for where, line, record in records:
+    for position, (where, line, record) in enumerate(records):
         try:
             if isinstance(record, CorpusError):
                 raise record
+            if number_missing_ids and isinstance(record, dict) and not any(k in record for k in ID_KEYS):
+                record = {"_id": str(position), **record}
             doc = _to_document(record, where, line)
             if doc.id in seen:
                 raise CorpusError(f"duplicate document id {doc.id!r} (first seen on line {seen[doc.id]})", where, line)
@@ -124,18 +129,17 @@ def _jsonl_records(path: Path) -> Iterator[tuple[Path, int, object]]:
                 yield path, number, CorpusError(f"malformed JSON: {err.msg} (column {err.colno})", path, number)
 
 
-def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[Path, int, object]]:
+def _csv_records(path: Path, delimiter: str, ids: bool = True) -> Iterator[tuple[Path, int, object]]:
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f, delimiter=delimiter)
             if (
                 not reader.fieldnames
-                or not any(k in reader.fieldnames for k in ID_KEYS)
+                or (ids and not any(k in reader.fieldnames for k in ID_KEYS))
                 or "text" not in reader.fieldnames
             ):
-                raise CorpusError(
-                    f"the header must name an '_id' (or 'id') and a 'text' column, got {reader.fieldnames}", path, 1
-                )
+                needed = "an '_id' (or 'id') and a 'text' column" if ids else "a 'text' column"
+                raise CorpusError(f"the header must name {needed}, got {reader.fieldnames}", path, 1)
             for row in reader:
                 if None in row:
                     yield path, reader.line_num, CorpusError("more fields than the header names", path, reader.line_num)
@@ -162,12 +166,12 @@ def _folder_records(path: Path) -> Iterator[tuple[Path, int, object]]:
 
 
 def read_documents(source: str) -> list[Document]:
-    """Documents to rerank from ``source``: a corpus file (JSONL, JSON, CSV, TSV), or plain text
-    with one document per line (ids 0, 1, ...); ``-`` reads standard input (JSONL when its first
-    line is a JSON object)."""
+    """Documents to rerank from ``source``: a corpus file (JSONL, JSON, CSV, TSV; a record without an
+    id is named by its position), or plain text with one document per line (ids 0, 1, ...); ``-``
+    reads standard input (JSONL when its first line is a JSON object)."""
     path = Path(source)
     if source != "-" and path.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
-        return list(read_corpus(path))
+        return list(read_corpus(path, number_missing_ids=True))
     raw = sys.stdin.buffer.read() if source == "-" else path.read_bytes()
     try:
         lines = raw.decode("utf-8-sig").splitlines()
@@ -180,7 +184,7 @@ def read_documents(source: str) -> list[Document]:
         with tempfile.NamedTemporaryFile("w", suffix=".jsonl", encoding="utf-8", delete=False) as f:
             f.write("\n".join(lines))
         try:
-            return list(read_corpus(f.name))
+            return list(read_corpus(f.name, number_missing_ids=True))
         finally:
             Path(f.name).unlink()
     documents = [Document(id=str(i), text=line) for i, line in enumerate(lines) if line.strip()]
