@@ -52,7 +52,7 @@ class LangChain:
 
     def __init__(self, documents: list[finerank.Document]):
         pytest.importorskip("rank_bm25")
-        from langchain_community.retrievers import BM25Retriever
+        BM25Retriever = pytest.importorskip("langchain_community.retrievers").BM25Retriever
         from langchain_core.documents import Document
 
         self.retriever = BM25Retriever.from_documents(
@@ -222,7 +222,7 @@ def unfused(reranker):
 @pytest.fixture(scope="module")
 def server(unfused):
     pytest.importorskip("uvicorn")
-    from support import LiveServer
+    from conftest import LiveServer
 
     from finerank.server import create_app
 
@@ -419,9 +419,9 @@ def test_haystack_saves_and_loads_the_ranker_with_its_pipeline(scifact, monkeypa
 def flaky_server(statuses: list[int]):
     """A rerank server that answers the next of ``statuses`` while there is one, then scores (its
     results worst first: the client must place them by index); with the requests it received."""
+    from conftest import LiveServer
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
-    from support import LiveServer
 
     app, received = FastAPI(), []
 
@@ -441,17 +441,20 @@ def flaky_server(statuses: list[int]):
 
 def test_a_busy_server_is_asked_again(monkeypatch):
     pytest.importorskip("uvicorn")
-    from finerank.integrations._common import Scoring
+    from finerank.integrations._common import Cut, Scoring
 
     monkeypatch.setattr("finerank.integrations._common.BACKOFF_S", 0.01)
     texts, statuses = ["first", "second", "third"], [503, 429]
     server, received = flaky_server(statuses)
     with server:
         scoring = Scoring(url=server.url, api_key=KEY, retries=2)
-        assert [(r.index, r.score) for r in scoring.rank("q", texts, top_n=2)] == [(0, 1.0), (1, pytest.approx(2 / 3))]
+        assert [(r.index, r.score) for r in scoring.rank("q", texts, cut=Cut(top_n=2))] == [
+            (0, 1.0),
+            (1, pytest.approx(2 / 3)),
+        ]
         assert received == [(f"Bearer {KEY}", {"query": "q", "documents": texts})] * 3
         statuses += [429, 503]
-        assert [r.index for r in asyncio.run(scoring.arank("q", texts, threshold=0.5))] == [0, 1]
+        assert [r.index for r in asyncio.run(scoring.arank("q", texts, cut=Cut(threshold=0.5)))] == [0, 1]
         statuses += [503, 503]
         with pytest.raises(FinerankError, match="answered 503: busy"):
             Scoring(url=server.url, api_key=KEY, retries=1).rank("q", texts)
@@ -461,7 +464,7 @@ def test_a_busy_server_is_asked_again(monkeypatch):
 
 
 def test_a_query_in_a_language_no_model_reads_keeps_the_frameworks_order(unfused):
-    from finerank.integrations._common import Scoring
+    from finerank.integrations._common import Cut, Scoring
     from finerank.pipeline import ByLanguage
 
     def nothing():
@@ -470,7 +473,7 @@ def test_a_query_in_a_language_no_model_reads_keeps_the_frameworks_order(unfused
     english_only = ByLanguage({"en": lambda: unfused}, nothing, languages={"en"}, name="english-only")
     scoring = Scoring(english_only)
     texts = ["Le chat dort sur le canapé.", "Il pleut à Paris depuis ce matin.", "Une recette de tarte aux pommes."]
-    assert [(r.index, r.score) for r in scoring.rank("Où dort le chat ce matin ?", texts, threshold=0.9)] == [
+    assert [(r.index, r.score) for r in scoring.rank("Où dort le chat ce matin ?", texts, cut=Cut(threshold=0.9))] == [
         (0, None), (1, None), (2, None)]  # fmt: skip
     assert all(r.score is not None for r in scoring.rank("Where does the cat sleep?", texts))
 

@@ -48,20 +48,30 @@ class Ranked:
     model_score: float | None
 
 
-def check_cut(top_n: int | None, threshold: float | None, name: str = "top_n") -> None:
-    """ValueError for a top-n that is not a whole number of at least 1, or a threshold that is not a number."""
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-        raise ValueError(f"{name} must be a whole number of at least 1 (or None for all), got {top_n!r}")
-    if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)
-    ):
-        raise ValueError(f"score_threshold must be a finite number (or None), got {threshold!r}")
+@dataclass(frozen=True)
+class Cut:
+    """How much of a ranking to keep: the best ``top_n`` (None: all) of the texts whose model score
+    reaches ``threshold`` (a text that was not scored stays). ValueError for values that are not these."""
+
+    top_n: int | None = None
+    threshold: float | None = None
+
+    def __post_init__(self):
+        top_n, threshold = self.top_n, self.threshold
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+            raise ValueError(f"the number of documents to return must be at least 1 (or None for all), got {top_n!r}")
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)
+        ):
+            raise ValueError(f"score_threshold must be a finite number (or None), got {threshold!r}")
+
+    def __call__(self, ranked: Sequence[Ranked]) -> list[Ranked]:
+        kept = [r for r in ranked if self.threshold is None or r.model_score is None or r.model_score >= self.threshold]
+        return kept[: self.top_n]
 
 
-def _cut(ranked: Sequence[Ranked], top_n: int | None, threshold: float | None) -> list[Ranked]:
-    """The ranked texts whose model score reaches ``threshold`` (unscored ones stay), best ``top_n``."""
-    kept = [r for r in ranked if threshold is None or r.model_score is None or r.model_score >= threshold]
-    return kept[:top_n]
+ALL = Cut()
+SETTINGS = ("model", "url", "api_key", "timeout", "retries")  # what an adapter passes on to Scoring, by these names
 
 
 class Scoring:
@@ -121,42 +131,23 @@ class Scoring:
 
     # --- ranking a framework's list --------------------------------------------------------------
 
-    def rank(
-        self,
-        query: str,
-        texts: Sequence[str],
-        first_scores: Scores = None,
-        *,
-        top_n: int | None = None,
-        threshold: float | None = None,
-    ) -> list[Ranked]:
-        """The texts best first: those whose model score reaches ``threshold``, cut to ``top_n``.
-        ``first_scores``: the framework's own scores of the list (its retriever's), which a fusing
-        second stage reads; without them (or with one missing) it reads the list's order."""
+    def rank(self, query: str, texts: Sequence[str], first_scores: Scores = None, cut: Cut = ALL) -> list[Ranked]:
+        """The texts best first, as ``cut`` keeps them. ``first_scores``: the framework's own scores of
+        the list (its retriever's), which a fusing second stage reads; without them (or with one
+        missing) it reads the list's order."""
         if not texts:
             return []
-        ranked = (
-            _ordered(self._post(query, texts)) if self.url is not None else self._rank_local(query, texts, first_scores)
-        )
-        return _cut(ranked, top_n, threshold)
+        return cut(_ordered(self._post(query, texts)) if self.url else self._rank_local(query, texts, first_scores))
 
     async def arank(
-        self,
-        query: str,
-        texts: Sequence[str],
-        first_scores: Scores = None,
-        *,
-        top_n: int | None = None,
-        threshold: float | None = None,
+        self, query: str, texts: Sequence[str], first_scores: Scores = None, cut: Cut = ALL
     ) -> list[Ranked]:
         """:meth:`rank` without blocking the event loop: over HTTP with an async client, or locally in a thread."""
         if not texts:
             return []
-        if self.url is None:
-            ranked = await asyncio.to_thread(self._rank_local, query, texts, first_scores)
-        else:
-            ranked = _ordered(await self._apost(query, texts))
-        return _cut(ranked, top_n, threshold)
+        if self.url:
+            return cut(_ordered(await self._apost(query, texts)))
+        return cut(await asyncio.to_thread(self._rank_local, query, texts, first_scores))
 
     def _rank_local(self, query: str, texts: Sequence[str], first_scores: Scores) -> list[Ranked]:
         given = list(first_scores) if first_scores is not None else []
@@ -178,7 +169,7 @@ class Scoring:
         """The model's calibrated score of each text, in input order, never fused (a plain list)."""
         if not texts:
             return []
-        if self.url is not None:
+        if self.url:
             return self._post(query, texts)
         result = [0.0] * len(texts)
         for hit in rerank(self._local().second, query, list(texts)):

@@ -1,8 +1,9 @@
 """Haystack 2.x/3.x: :class:`FinerankRanker`, a ranker component to put after a retriever in a
 ``Pipeline`` (sync or async); it serialises to YAML with the pipeline. ``pip install 'finerank[haystack]'``.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: Haystack 2.12 compares the run method's
+annotations as written, and to it a string is not a type.
+"""
 
 import asyncio
 import dataclasses
@@ -12,7 +13,7 @@ from typing import Any
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import Secret, deserialize_secrets_inplace
 
-from ._common import API_KEY_VARIABLE, Ranked, Scoring, check_cut
+from ._common import API_KEY_VARIABLE, Cut, Ranked, Scoring
 
 __all__ = ["FinerankRanker"]
 
@@ -45,16 +46,10 @@ class FinerankRanker:
         timeout: float = 60.0,
         retries: int = 3,
     ):
-        check_cut(top_k, score_threshold, "top_k")
-        self.model, self.url, self.api_key, self.top_k, self.score_threshold = (
-            model,
-            url,
-            api_key,
-            top_k,
-            score_threshold,
-        )
+        Cut(top_k, score_threshold)  # a ValueError now for what cannot cut a ranking
+        self.model, self.url, self.api_key, self.timeout, self.retries = model, url, api_key, timeout, retries
+        self.top_k, self.score_threshold = top_k, score_threshold
         self.meta_fields_to_embed, self.embedding_separator = list(meta_fields_to_embed or []), embedding_separator
-        self.timeout, self.retries = timeout, retries
         key = (api_key.resolve_value() if api_key is not None else None) or ""  # "": no key (not the variable's)
         self._scoring = Scoring(
             model, url=url, api_key=key, timeout=timeout, retries=retries, source="haystack", extra="haystack"
@@ -84,7 +79,7 @@ class FinerankRanker:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FinerankRanker:
+    def from_dict(cls, data: dict[str, Any]) -> "FinerankRanker":
         data = {**data, "init_parameters": dict(data.get("init_parameters", {}))}  # the caller's dict stays as it was
         deserialize_secrets_inplace(data["init_parameters"], keys=["api_key"])
         return default_from_dict(cls, data)
@@ -92,37 +87,28 @@ class FinerankRanker:
     @component.output_types(documents=list[Document])
     def run(
         self, query: str, documents: list[Document], top_k: int | None = None, score_threshold: float | None = None
-    ) -> dict[str, list[Document]]:
+    ):
         """The documents reranked; ``top_k`` and ``score_threshold`` replace the component's own for this run."""
-        ranked = self._scoring.rank(
-            query, self._texts(documents), [d.score for d in documents], **self._cut(top_k, score_threshold)
-        )
-        return {"documents": _scored(documents, ranked)}
+        cut = self._cut(top_k, score_threshold)
+        return {"documents": _scored(documents, self._scoring.rank(query, *self._read(documents), cut))}
 
     @component.output_types(documents=list[Document])
     async def run_async(
         self, query: str, documents: list[Document], top_k: int | None = None, score_threshold: float | None = None
-    ) -> dict[str, list[Document]]:
+    ):
         """:meth:`run` without blocking the event loop (over HTTP with an async client for a server)."""
-        ranked = await self._scoring.arank(
-            query, self._texts(documents), [d.score for d in documents], **self._cut(top_k, score_threshold)
-        )
-        return {"documents": _scored(documents, ranked)}
+        cut = self._cut(top_k, score_threshold)
+        return {"documents": _scored(documents, await self._scoring.arank(query, *self._read(documents), cut))}
 
-    def _cut(self, top_k: int | None, score_threshold: float | None) -> dict[str, Any]:
-        top_n = self.top_k if top_k is None else top_k
+    def _cut(self, top_k: int | None, score_threshold: float | None) -> Cut:
         threshold = self.score_threshold if score_threshold is None else score_threshold
-        check_cut(top_n, threshold, "top_k")
-        return {"top_n": top_n, "threshold": threshold}
+        return Cut(self.top_k if top_k is None else top_k, threshold)
 
-    def _texts(self, documents: list[Document]) -> list[str]:
-        """Each document as the model reads it: the meta fields to embed, then the content."""
-        return [
-            self.embedding_separator.join(
-                [*(str(d.meta[f]) for f in self.meta_fields_to_embed if d.meta.get(f) is not None), d.content or ""]
-            )
-            for d in documents
-        ]
+    def _read(self, documents: list[Document]) -> tuple[list[str], list[float | None]]:
+        """Each document as the model reads it (the meta fields to embed, then the content), and its score."""
+        fields = lambda d: [str(d.meta[f]) for f in self.meta_fields_to_embed if d.meta.get(f) is not None]
+        texts = [self.embedding_separator.join([*fields(d), d.content or ""]) for d in documents]
+        return texts, [d.score for d in documents]
 
 
 def _scored(documents: list[Document], ranked: list[Ranked]) -> list[Document]:

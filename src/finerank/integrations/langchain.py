@@ -16,7 +16,7 @@ from langchain_core.cross_encoders import BaseCrossEncoder
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from ._common import Ranked, Scoring, check_cut
+from ._common import SETTINGS, Cut, Ranked, Scoring
 
 __all__ = ["FinerankCrossEncoder", "FinerankRerank"]
 
@@ -44,68 +44,38 @@ class FinerankRerank(BaseDocumentCompressor):
     _scoring: Scoring = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
-        check_cut(self.top_n, self.score_threshold)
-        self._scoring = Scoring(
-            self.model,
-            url=self.url,
-            api_key=self.api_key,
-            timeout=self.timeout,
-            retries=self.retries,
-            source="langchain",
-            extra="langchain",
-        )
+        self._cut()  # a ValueError now for what cannot cut a ranking
+        settings = {name: getattr(self, name) for name in SETTINGS}
+        self._scoring = Scoring(**settings, source="langchain", extra="langchain")
 
-    def compress_documents(
-        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
-    ) -> Sequence[Document]:
-        ranked = self._scoring.rank(query, [d.page_content for d in documents], **self._cut())
+    def compress_documents(self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None):
+        ranked = self._scoring.rank(query, [d.page_content for d in documents], cut=self._cut())
         return _annotated(documents, ranked)
 
-    async def acompress_documents(
-        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
-    ) -> Sequence[Document]:
-        ranked = await self._scoring.arank(query, [d.page_content for d in documents], **self._cut())
+    async def acompress_documents(self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None):
+        ranked = await self._scoring.arank(query, [d.page_content for d in documents], cut=self._cut())
         return _annotated(documents, ranked)
 
-    def _cut(self) -> dict[str, Any]:
-        return {"top_n": self.top_n, "threshold": self.score_threshold}
+    def _cut(self) -> Cut:
+        return Cut(self.top_n, self.score_threshold)
 
 
 def _annotated(documents: Sequence[Document], ranked: list[Ranked]) -> list[Document]:
     """Copies of the ranked documents with their scores in the metadata (the caller's stay as they were)."""
+    scores = lambda r: {"relevance_score": r.score, "model_score": r.model_score, "original_rank": r.index + 1}
     return [
-        documents[r.index].model_copy(
-            update={
-                "metadata": {
-                    **documents[r.index].metadata,
-                    "relevance_score": r.score,
-                    "model_score": r.model_score,
-                    "original_rank": r.index + 1,
-                }
-            }
-        )
-        for r in ranked
+        documents[r.index].model_copy(update={"metadata": {**documents[r.index].metadata, **scores(r)}}) for r in ranked
     ]
 
 
 class FinerankCrossEncoder(BaseCrossEncoder):
     """A finerank model as LangChain's cross-encoder: ``score(text_pairs)`` gives each
     (query, text) pair the model's calibrated relevance in [0, 1], never fused with any order, so
-    ``CrossEncoderReranker(model=FinerankCrossEncoder(), top_n=3)`` reranks with it. Same
-    ``model`` / ``url`` / ``api_key`` as :class:`FinerankRerank`."""
+    ``CrossEncoderReranker(model=FinerankCrossEncoder(), top_n=3)`` reranks with it. ``model`` and
+    the ``options`` (``url``, ``api_key``, ``timeout``, ``retries``) as for :class:`FinerankRerank`."""
 
-    def __init__(
-        self,
-        model: Any = None,
-        *,
-        url: str | None = None,
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        retries: int = 3,
-    ):
-        self._scoring = Scoring(
-            model, url=url, api_key=api_key, timeout=timeout, retries=retries, source="langchain", extra="langchain"
-        )
+    def __init__(self, model: Any = None, **options: Any):
+        self._scoring = Scoring(model, **options, source="langchain", extra="langchain")
 
     def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
         return self._scoring.pair_scores(text_pairs)

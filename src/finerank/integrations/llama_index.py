@@ -18,7 +18,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from ._common import Ranked, Scoring, check_cut
+from ._common import SETTINGS, Cut, Ranked, Scoring
 
 __all__ = ["FinerankRerank"]
 
@@ -49,16 +49,12 @@ class FinerankRerank(BaseNodePostprocessor):
 
     def __init__(self, **data: Any) -> None:
         super().__init__(**data)
-        check_cut(self.top_n, self.score_threshold)
-        self._scoring = Scoring(
-            self.model,
-            url=self.url,
-            api_key=self.api_key,
-            timeout=self.timeout,
-            retries=self.retries,
-            source="llama_index",
-            extra="llama-index",
-        )
+        self._cut()  # a ValueError now for what cannot cut a ranking
+        settings = {name: getattr(self, name) for name in SETTINGS}
+        self._scoring = Scoring(**settings, source="llama_index", extra="llama-index")
+
+    def _cut(self) -> Cut:
+        return Cut(self.top_n, self.score_threshold)
 
     @classmethod
     def class_name(cls) -> str:
@@ -69,7 +65,7 @@ class FinerankRerank(BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         query, texts, scores = self._start(nodes, query_bundle)
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as event:
-            ranked = self._scoring.rank(query, texts, scores, top_n=self.top_n, threshold=self.score_threshold)
+            ranked = self._scoring.rank(query, texts, scores, self._cut())
             return self._end(nodes, ranked, event)
 
     async def _apostprocess_nodes(
@@ -77,7 +73,7 @@ class FinerankRerank(BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         query, texts, scores = self._start(nodes, query_bundle)
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as event:
-            ranked = await self._scoring.arank(query, texts, scores, top_n=self.top_n, threshold=self.score_threshold)
+            ranked = await self._scoring.arank(query, texts, scores, self._cut())
             return self._end(nodes, ranked, event)
 
     def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[str, list[str], list]:
