@@ -38,6 +38,7 @@ from .schemas import (
     IndexChange,
     InfinityRerankResponse,
     Info,
+    ModuleMeta,
     ScoreRequest,
     ScoreResponse,
     SearchRequest,
@@ -50,6 +51,7 @@ from .schemas import (
     V1RerankResponse,
     V2RerankRequest,
     V2RerankResponse,
+    WeaviateRerankResponse,
 )
 
 logger = logging.getLogger(__name__)
@@ -134,20 +136,46 @@ async def read_json(request: Request) -> None:
         raise InvalidRequest("body", f"a JSON {JSON_TYPES[type(value)]} where an object is expected")
 
 
+def _json_type(content_type: str) -> bool:
+    kind = content_type.split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
 class Guarded(APIRoute):
     """A route behind the API key: the key is checked first, then the body is read as JSON, so
-    nothing of a request without the key is parsed and a malformed body is named like any other error."""
+    nothing of a request without the key is parsed and a malformed body is named like any other
+    error; a body that does not say it is JSON is refused (415) naming its Content-Type. FastAPI
+    reads no body without a Content-Type as JSON (so no cross-site form post can write), except on
+    a route that sets ``strict_content_type`` false (:class:`Untyped`)."""
 
     def get_route_handler(self):
         handle = super().get_route_handler()
+        strict = getattr(self, "strict_content_type", False)  # FastAPI versions without the check read any body
+        strict = getattr(strict, "value", strict)  # a default is wrapped
 
         async def guarded(request: Request) -> Response:
             authorize(request)
             if self.body_field is not None:
                 await read_json(request)
+                content_type = request.headers.get("content-type")
+                if content_type is None and strict:
+                    raise errors.NotJSON(
+                        "content-type", "missing: send the JSON body with Content-Type: application/json"
+                    )
+                if content_type is not None and not _json_type(content_type):
+                    raise errors.NotJSON("content-type", f"{content_type!r} is not JSON: send application/json")
             return await handle(request)
 
         return guarded
+
+
+class Untyped(Guarded):
+    """A guarded route that reads a body sent without a Content-Type as JSON, for clients that send
+    none (Weaviate's reranker module does not); only for routes that change nothing."""
+
+    def get_route_handler(self):
+        self.strict_content_type = False
+        return super().get_route_handler()
 
 
 class BodyLimit:
@@ -228,7 +256,7 @@ def create_app(
         title="finerank",
         version=__version__,
         lifespan=lifespan,
-        description="Rerank (Cohere v1/v2, Jina, TEI, Infinity shapes) and two-stage search.",
+        description="Rerank (Cohere v1/v2, Jina, TEI, Infinity, Weaviate shapes) and two-stage search.",
     )
     app.state.reports, app.state.api_key = loaded_reports, api_key
     errors.install(app)
@@ -271,6 +299,17 @@ def create_app(
             index_documents=await asyncio.to_thread(service.documents),
             api_key_required=api_key is not None,
         )
+
+    # Weaviate's reranker-transformers module waits for GET /.well-known/ready (any 2xx) before it
+    # starts, and reads GET /meta; like /health they need no key
+    @app.get("/.well-known/ready", status_code=204, response_class=Response, include_in_schema=False)
+    @app.get("/.well-known/live", status_code=204, response_class=Response, include_in_schema=False)
+    async def ready() -> Response:
+        return Response(status_code=204)  # the lifespan has loaded the model before any request is answered
+
+    @app.get("/meta", response_model=ModuleMeta)
+    async def meta(request: Request) -> dict:
+        return {"model": {"name": request.app.state.service.model_name}}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> str:
@@ -392,26 +431,42 @@ def _routes() -> APIRouter:
             "usage": {"total_tokens": scored.tokens, "prompt_tokens": scored.tokens},
         }
 
-    @router.post("/rerank", response_model=list[TEIResult] | InfinityRerankResponse, response_model_exclude_none=True)
     async def rerank_text(body: TextRerankRequest, request: Request):
+        """Three APIs share this path; the body's fields tell which, never a guess: ``texts`` is
+        TEI's, ``property`` (sent by Weaviate's module with every request) Weaviate's, and
+        ``documents`` alone Infinity's."""
         service: Service = request.app.state.service
         service.check_model(body.model)
-        if (body.texts is None) == (body.documents is None):
-            raise InvalidRequest("texts", "give exactly one of 'texts' (TEI) or 'documents' (Infinity)")
-        texts = body.texts or body.documents
+        weaviate = "property" in body.model_fields_set
+        if body.texts is not None and (body.documents is not None or weaviate):
+            raise InvalidRequest("texts", "give 'texts' (TEI) or 'documents' (Infinity, Weaviate), not both")
+        if body.texts is None and body.documents is None and not weaviate:
+            raise InvalidRequest(
+                "texts", "give 'texts' (TEI), 'documents' (Infinity) or 'documents' and 'property' (Weaviate)"
+            )
+        if weaviate and body.documents is None and not (body.property or "").strip():
+            raise InvalidRequest("property", "give 'documents', or a 'property' text to score alone")
+        texts = body.texts or body.documents or [body.property]
         scored = await service.rerank(
             body.query,
             texts,
-            top_n=body.top_n,
+            top_n=None if weaviate else body.top_n,
             raw=body.raw_scores,
             max_chunks_per_doc=body.max_chunks_per_doc,
             instruction=body.instruction,
+            truncation="refuse" if body.truncate is False else body.truncation_direction.lower(),
+            field="texts" if body.texts is not None else "documents" if body.documents is not None else "property",
         )
+        scores = [float(v) for v in scored.scores]
         if body.texts is not None:  # TEI: a bare list, best first
             return [
-                {"index": i, "score": float(scored.scores[i]), **({"text": texts[i]} if body.return_text else {})}
+                {"index": i, "score": scores[i], **({"text": texts[i]} if body.return_text else {})}
                 for i in scored.order
             ]
+        if weaviate:  # every document in input order (its module pairs them by position), or the one score
+            if body.documents is None:
+                return {"query": body.query, "property": body.property, "score": scores[0]}
+            return {"query": body.query, "scores": [{"document": d, "score": v} for d, v in zip(texts, scores)]}
         return {
             "id": uuid.uuid4().hex,
             "created": int(time.time()),
@@ -419,13 +474,22 @@ def _routes() -> APIRouter:
             "results": [
                 {
                     "index": i,
-                    "relevance_score": float(scored.scores[i]),
+                    "relevance_score": scores[i],
                     **({"document": texts[i]} if body.return_documents else {}),
                 }
                 for i in scored.order
             ],
             "usage": {"total_tokens": scored.tokens, "prompt_tokens": scored.tokens},
         }
+
+    router.add_api_route(  # Weaviate's module posts its JSON without a Content-Type
+        "/rerank",
+        rerank_text,
+        methods=["POST"],
+        response_model=list[TEIResult] | InfinityRerankResponse | WeaviateRerankResponse,
+        response_model_exclude_none=True,
+        route_class_override=Untyped,
+    )
 
     @router.post("/v1/search", response_model=SearchResponse)
     async def search(body: SearchRequest, request: Request) -> dict:

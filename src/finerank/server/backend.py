@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -69,6 +69,36 @@ class Limits:
     max_request_tokens: int = (
         131_072  # tokens a rerank request may have the model read, windows and query included; beyond: 413
     )
+
+
+# What happens to a text longer than the model reads of it (beside the query, in its windows): "right"
+# cuts its end (the model's own reading), "left" cuts its start and keeps the end, "refuse" answers 413.
+Truncation = Literal["right", "left", "refuse"]
+
+
+def _read_whole(scorer: Scorer, query: str, text: str, windows: int) -> bool:
+    """Whether ``scorer`` reads all of ``text`` beside ``query``: in one window, or in its
+    ``windows`` windows, the last of which reaches the text's end (the scorer's own windows:
+    asking for two shows whether one would hold it)."""
+    spans = scorer.windows(query, [text], max(2, windows))[0]
+    if len(spans) == 1:
+        return True
+    # several windows: the model reads them only when it may (windows > 1), and a bi-encoder's extra
+    # row for the whole text (it starts at 0) does not count, as the model cuts it
+    return windows > 1 and any(start > 0 and end >= len(text) for start, end in spans)
+
+
+def _kept_end(scorer: Scorer, query: str, text: str, starts: Sequence[int], windows: int) -> int:
+    """The first token (of ``starts``, the text's token starts) of the longest end of ``text``
+    that ``scorer`` reads whole, for a text it does not read whole: a binary search."""
+    cut, whole = 0, len(starts) - 1  # the whole text is not read whole; its last token alone is
+    while whole - cut > 1:
+        middle = (cut + whole) // 2
+        if _read_whole(scorer, query, text[starts[middle] :], windows):
+            whole = middle
+        else:
+            cut = middle
+    return whole
 
 
 @dataclass(frozen=True)
@@ -272,48 +302,69 @@ class Service:
         documents: Sequence[str],
         max_tokens_per_doc: int | None = None,
         max_chunks_per_doc: int | None = None,
+        *,
+        truncation: Truncation = "right",
+        instruction: str | None = None,
+        field: str = "documents",
     ) -> tuple[list[str], int]:
-        """Check a rerank request against the limits; cut documents to ``max_tokens_per_doc``.
-        Returns the texts to score and the number of tokens the model will read (every window
-        of a document read in windows, each with the query), refused beyond ``max_request_tokens``."""
+        """Check a rerank request against the limits; cut documents to ``max_tokens_per_doc``,
+        and a document longer than the model reads of it as ``truncation`` says. Returns the
+        texts to score and the number of tokens the model will read (every window of a document
+        read in windows, each with the query), refused beyond ``max_request_tokens``. ``field``
+        names the documents in errors (``texts`` in TEI's shape)."""
         if not query.strip():
             raise InvalidRequest("query", "must not be empty")
         if not documents:
-            raise InvalidRequest("documents", "must not be empty")
+            raise InvalidRequest(field, "must not be empty")
         if len(documents) > self.limits.max_documents:
             raise InputTooLongError(
-                f"documents: {len(documents)} documents; at most {self.limits.max_documents} per request", "documents"
+                f"{field}: {len(documents)} documents; at most {self.limits.max_documents} per request", field
             )
         most = self.limits.max_document_chars or 12 * self.limits.max_document_tokens
         for i, text in enumerate([query, *documents]):  # before any tokenizing: a huge text costs seconds and gigabytes
             if len(text) > most:
-                field = "query" if i == 0 else f"documents[{i - 1}]"
-                raise InputTooLongError(f"{field}: {len(text)} characters; at most {most}", field)
+                where = "query" if i == 0 else f"{field}[{i - 1}]"
+                raise InputTooLongError(f"{where}: {len(text)} characters; at most {most}", where)
         scorer = self.scorer_for(query)
+        if instruction is not None:  # an LLM reranker's instruction changes what it reads beside the query
+            if not isinstance(scorer, LLMReranker):
+                raise InvalidRequest("instruction", f"{self.model_name} takes no instruction (only LLM rerankers do)")
+            scorer = scorer.instructed(instruction)
         if scorer.encoder is None:  # a scorer without a tokenizer: its words count as tokens
             words = [len(text.split()) for text in [query, *documents]]
-            offsets = [[m.end() for m in re.finditer(r"\S+", text)] for text in documents]
+            spans = [[m.span() for m in re.finditer(r"\S+", text)] for text in documents]
         else:
             tokenizer = scorer.encoder.tokenizer
             encodings = tokenizer.encode_batch([query, *documents], add_special_tokens=False)
             words = [len(e.ids) for e in encodings]
-            offsets = [[end for _, end in e.offsets] for e in encodings[1:]]
+            spans = [e.offsets for e in encodings[1:]]
+        windows = max_chunks_per_doc or scorer.max_chunks_per_doc
         texts, tokens = [], 0
-        for i, (text, n, ends) in enumerate(zip(documents, words[1:], offsets)):
+        for i, (text, n, token_spans) in enumerate(zip(documents, words[1:], spans)):
             if n > self.limits.max_document_tokens:
                 raise InputTooLongError(
-                    f"documents[{i}]: {n} tokens; at most {self.limits.max_document_tokens} per document",
-                    f"documents[{i}]",
+                    f"{field}[{i}]: {n} tokens; at most {self.limits.max_document_tokens} per document",
+                    f"{field}[{i}]",
                 )
             if max_tokens_per_doc is not None and n > max_tokens_per_doc:
-                text, n = text[: ends[max_tokens_per_doc - 1]], max_tokens_per_doc
+                text, n = text[: token_spans[max_tokens_per_doc - 1][1]], max_tokens_per_doc
+            if truncation != "right" and not _read_whole(scorer, query, text, windows):
+                if truncation == "refuse":
+                    raise InputTooLongError(
+                        f"{field}[{i}]: {n} tokens, more than {scorer.name} reads of it "
+                        f"(max_length {scorer.max_length}, {windows} window(s)); send truncate: true "
+                        f"to have it cut",
+                        f"{field}[{i}]",
+                    )
+                first = _kept_end(scorer, query, text, [start for start, _ in token_spans[:n]], windows)
+                text, n = text[token_spans[first][0] :], n - first
             texts.append(text)
-            tokens += _tokens_read(words[0], n, scorer.max_length, max_chunks_per_doc or scorer.max_chunks_per_doc)
+            tokens += _tokens_read(words[0], n, scorer.max_length, windows)
         if tokens > self.limits.max_request_tokens:
             raise InputTooLongError(
-                f"documents: the model would read {tokens} tokens (windows and query included); at most "
+                f"{field}: the model would read {tokens} tokens (windows and query included); at most "
                 f"{self.limits.max_request_tokens} per request: send fewer or shorter documents, or fewer windows",
-                "documents",
+                field,
             )
         return texts, tokens
 
@@ -327,17 +378,27 @@ class Service:
         max_tokens_per_doc: int | None = None,
         max_chunks_per_doc: int | None = None,
         instruction: str | None = None,
+        truncation: Truncation = "right",
+        field: str = "documents",
     ) -> Scored:
         """A plain list has no first stage: the model's scores alone, never fused, so a
         document's score does not depend on the order of the list. ``max_chunks_per_doc``: read
-        a long document as up to that many windows (default: the model's setting)."""
-        texts, tokens = await asyncio.to_thread(self.prepare, query, documents, max_tokens_per_doc, max_chunks_per_doc)
+        a long document as up to that many windows (default: the model's setting);
+        ``truncation``: what happens to a document longer than that (see :meth:`prepare`)."""
+        texts, tokens = await asyncio.to_thread(
+            lambda: self.prepare(
+                query,
+                documents,
+                max_tokens_per_doc,
+                max_chunks_per_doc,
+                truncation=truncation,
+                instruction=instruction,
+                field=field,
+            )
+        )
         scorer = self._batched.route(query).scorer  # prepare checked that the route has a stage
-        if instruction is not None:  # an instruction of its own: scored apart from other requests' pairs
-            model = self.scorer_for(query)
-            if not isinstance(model, LLMReranker):
-                raise InvalidRequest("instruction", f"{self.model_name} takes no instruction (only LLM rerankers do)")
-            scorer = model.instructed(instruction)
+        if instruction is not None:  # an instruction of its own (prepare checked the model takes one): scored apart
+            scorer = self.scorer_for(query).instructed(instruction)
         loop = asyncio.get_running_loop()
         scores, _ = await loop.run_in_executor(
             self._pool, lambda: scorer.score_passages(query, texts, raw=raw, max_chunks_per_doc=max_chunks_per_doc)

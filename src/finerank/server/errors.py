@@ -12,6 +12,11 @@ from .admin import IndexNotWritable, StorageFull
 from .backend import InvalidRequest, ModelNotInstalled
 from .batching import Overloaded
 
+
+class NotJSON(InvalidRequest):
+    """A request body that does not say it is JSON: a missing or other Content-Type (415)."""
+
+
 STATUS: tuple[tuple[type[Exception], int], ...] = (
     (NotFoundError, 404),
     (InputTooLongError, 413),
@@ -19,6 +24,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ModelNotInstalled, 503),
     (StorageFull, 507),
     (IndexNotWritable, 503),
+    (NotJSON, 415),
     (InvalidRequest, 422),
     (CorpusError, 422),
     (ModelError, 422),

@@ -1,10 +1,10 @@
 """Request and response bodies of the rerank APIs finerank speaks (Cohere v1/v2, Jina, TEI,
-Infinity) and of its own search and index endpoints."""
+Infinity, Weaviate's reranker-transformers) and of its own search and index endpoints."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, StrictInt, model_validator
 
@@ -52,9 +52,8 @@ class V1RerankRequest(Request):
     top_n: StrictInt | None = Field(None, ge=1)
     return_documents: bool = False
     rank_fields: list[str] | None = None
-    max_chunks_per_doc: StrictInt | None = Field(
-        None, ge=1, le=32
-    )  # read a long document as up to N windows (default: the model's setting)
+    # read a long document as up to N windows (default: the model's setting)
+    max_chunks_per_doc: StrictInt | None = Field(None, ge=1, le=32)
     instruction: str | None = None  # an LLM reranker's instruction for this request (its default otherwise)
     raw_scores: bool = False
 
@@ -67,9 +66,8 @@ class V2RerankRequest(Request):
     documents: list[str] = Field(min_length=1)
     top_n: StrictInt | None = Field(None, ge=1)
     max_tokens_per_doc: StrictInt | None = Field(None, ge=1)
-    max_chunks_per_doc: StrictInt | None = Field(
-        None, ge=1, le=32
-    )  # read a long document as up to N windows (default: the model's setting)
+    # read a long document as up to N windows (default: the model's setting)
+    max_chunks_per_doc: StrictInt | None = Field(None, ge=1, le=32)
     instruction: str | None = None  # an LLM reranker's instruction for this request (its default otherwise)
     raw_scores: bool = False
 
@@ -99,21 +97,27 @@ class ScoreResponse(BaseModel):
 
 
 class TextRerankRequest(Request):
-    """TEI (``texts``, answered with a bare list) or Infinity (``documents``, answered with an object)."""
+    """``POST /rerank``, whose shape its fields tell: TEI (``texts``, answered with a bare list),
+    Weaviate's reranker-transformers module (``property``, which it always sends, "" beside its
+    ``documents``: answered ``{query, scores}`` in input order; ``property`` alone asks for its
+    one score) or Infinity (``documents`` alone, answered with an object)."""
 
     model: str | None = None
     query: str = Field(min_length=1)
     texts: list[str] | None = Field(None, min_length=1)
     documents: list[str] | None = Field(None, min_length=1)
+    property: str | None = None
     top_n: StrictInt | None = Field(None, ge=1)
-    max_chunks_per_doc: StrictInt | None = Field(
-        None, ge=1, le=32
-    )  # read a long document as up to N windows (default: the model's setting)
+    # read a long document as up to N windows (default: the model's setting)
+    max_chunks_per_doc: StrictInt | None = Field(None, ge=1, le=32)
     instruction: str | None = None  # an LLM reranker's instruction for this request (its default otherwise)
     raw_scores: bool = False
     return_text: bool = False
     return_documents: bool = False
-    truncate: bool = True
+    # TEI's: a text longer than the model reads of it is cut (true, or absent: TEI's --auto-truncate default), or
+    # refused with 413 (false); the cut text loses its end ("Right") or its start ("Left"); TEI takes either case
+    truncate: bool | None = None
+    truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
 
 
 class V1Result(BaseModel):
@@ -165,6 +169,26 @@ class InfinityRerankResponse(BaseModel):
     model: str
     results: list[InfinityResult]
     usage: Usage
+
+
+class WeaviateScore(BaseModel):
+    document: str
+    score: float
+
+
+class WeaviateRerankResponse(BaseModel):
+    """Weaviate's reranker-transformers: every document's score in input order, or ``property``'s one."""
+
+    query: str
+    scores: list[WeaviateScore] | None = None
+    property: str | None = None
+    score: float | None = None
+
+
+class ModuleMeta(BaseModel):
+    """What ``GET /meta`` tells Weaviate about the module's model."""
+
+    model: dict[str, Any]
 
 
 class SearchRequest(Request):
