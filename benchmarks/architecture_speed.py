@@ -300,7 +300,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['model']} | {r['engine']} | {r['candidates']} | {r['pairs_per_s']:.2f} | {r['ms_per_100']:.0f} | {r['x_st']:.2f} | "
+            f"| {r['model']} | {r['engine']} | {r['candidates']} | {r['pairs_per_s']:.2f} | {r['ms_per_100']:.0f} | "
+            f"{r['x_st']:.2f} | "
             f"{r['tau_vs_st']:.3f} | {r['max_diff_vs_st']:.1e} | {r['spread']:.2f} |"
         )
 

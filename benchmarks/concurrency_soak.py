@@ -101,7 +101,8 @@ def main() -> None:
     print("| rounds | writer processes | server upserts | lost updates | failed loads | server 5xx | seconds |")
     print("|---|---|---|---|---|---|---|")
     print(
-        f"| {args.rounds} | {2 * args.rounds} | {len([e for e in expected if e.startswith('srv-')])} | {len(lost)} | {failed_loads} | {server_errors} | {time.time() - start:.0f} |"
+        f"| {args.rounds} | {2 * args.rounds} | {len([e for e in expected if e.startswith('srv-')])} | {len(lost)} | "
+        f"{failed_loads} | {server_errors} | {time.time() - start:.0f} |"
     )
     if lost:
         print("lost:", ", ".join(lost[:20]))

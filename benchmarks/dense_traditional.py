@@ -29,7 +29,8 @@ def main() -> None:
     docs = list(read_corpus(folder))
     e5 = load_encoder("multilingual-e5-small")
     print(
-        f"DRCD train, {len(data.queries)} questions, {len(docs)} passages\n\n| method | nDCG@10 | Hit@1 | seconds |\n|---|---|---|---|"
+        f"DRCD train, {len(data.queries)} questions, {len(docs)} passages\n\n"
+        "| method | nDCG@10 | Hit@1 | seconds |\n|---|---|---|---|"
     )
     for label, convert in (("dense, as is", lambda x: x), ("dense, converted to Simplified", _to_simplified())):
         start = time.perf_counter()

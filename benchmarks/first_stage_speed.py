@@ -1,7 +1,8 @@
-"""BM25 first-stage speed side by side: finerank, plain bm25s and rank_bm25, on the same corpora
+r"""BM25 first-stage speed side by side: finerank, plain bm25s and rank_bm25, on the same corpora
 and the same test queries, in one run; then `Pipeline.search` latency split by stage.
 
-    python benchmarks/first_stage_speed.py [--max-queries N] [--rank-bm25-queries 50] [--pipeline-queries 20] [--threads 2] [--json] [--quick]
+    python benchmarks/first_stage_speed.py [--max-queries N] [--rank-bm25-queries 50] [--pipeline-queries 20] \
+        [--threads 2] [--json] [--quick]
 
 Per set (SciFact, NFCorpus; every test query with a relevant judgement): build time from
 documents in memory to a searchable index, top-100 single-query throughput (one call per query,
@@ -207,7 +208,8 @@ def main() -> None:
         tools = r["tools"]
         base_single, base_batch = tools["finerank"]["single_qps"], tools["finerank"]["batch_qps"]
         print(
-            f"\n{name}: {r['documents']} documents, {r['queries']} test queries, top-{K}, batch on {args.threads} threads\n"
+            f"\n{name}: {r['documents']} documents, {r['queries']} test queries, top-{K}, "
+            f"batch on {args.threads} threads\n"
         )
         print("| tool | build s | single q/s | x finerank | batch q/s | batch x finerank | nDCG@10 |")
         print("|---|---|---|---|---|---|---|")
@@ -219,13 +221,15 @@ def main() -> None:
             batch = f"{t['batch_qps']:.0f}" if t["batch_qps"] else "no batch call"
             ratio = f"{t['batch_qps'] / base_batch:.2f}" if t["batch_qps"] else "-"
             print(
-                f"| {label} | {t['build_s']:.2f} | {t['single_qps']:.0f} | {t['single_qps'] / base_single:.2f} | {batch} | {ratio} | {quality} |"
+                f"| {label} | {t['build_s']:.2f} | {t['single_qps']:.0f} | {t['single_qps'] / base_single:.2f} | "
+                f"{batch} | {ratio} | {quality} |"
             )
     p = results.get("pipeline")
     if not p:
         return
     print(
-        f"\nPipeline.search on {p['queries']} SciFact test queries: BM25 top-{K}, reranked by minilm-fused, top 10, {args.threads} threads\n"
+        f"\nPipeline.search on {p['queries']} SciFact test queries: BM25 top-{K}, reranked by minilm-fused, "
+        f"top 10, {args.threads} threads\n"
     )
     print("| stage | p50 ms | p95 ms | mean ms |")
     print("|---|---|---|---|")

@@ -74,7 +74,8 @@ def main() -> None:
         print(json.dumps(rows, indent=2))
         return
     print(
-        f"\nfirst stages on all judged test queries; reranked by {DEFAULT_RERANKER} on the first {args.rerank_queries} of them"
+        f"\nfirst stages on all judged test queries; reranked by {DEFAULT_RERANKER} "
+        f"on the first {args.rerank_queries} of them"
     )
     print(
         "| dataset | first stage | Recall@100 | nDCG@10 | p50 ms | nDCG@10 (reranked queries) | reranked nDCG@10 | p |"
@@ -87,7 +88,8 @@ def main() -> None:
             else "- | - | -"
         )
         print(
-            f"| {r['dataset']} | {r['first_stage']} | {r['recall@100']:.4f} | {r['ndcg@10']:.4f} | {r['first_stage_p50_ms']:.1f} | {reranked} |"
+            f"| {r['dataset']} | {r['first_stage']} | {r['recall@100']:.4f} | {r['ndcg@10']:.4f} | "
+            f"{r['first_stage_p50_ms']:.1f} | {reranked} |"
         )
 
 

@@ -38,7 +38,8 @@ def main() -> None:
     first = BM25(Index.build(read_corpus(DATASETS / "scifact")))
     first_run = {q: [h.id for h in first.search(t, args.candidates)] for q, t in dataset.queries.items()}
     print(
-        f"SciFact test, {len(dataset.queries)} queries, BM25 top {args.candidates}: nDCG@10 {mean_scores(first_run, dataset.qrels)['ndcg@10']:.4f}"
+        f"SciFact test, {len(dataset.queries)} queries, BM25 top {args.candidates}: "
+        f"nDCG@10 {mean_scores(first_run, dataset.qrels)['ndcg@10']:.4f}"
     )
     print("| max_length | reading | nDCG@10 | Hit@1 | candidates longer than one window | rerank p50 ms/query |")
     print("|---|---|---|---|---|---|")
@@ -57,7 +58,8 @@ def main() -> None:
             share = f"{long / (len(run) * args.candidates):.0%}" if chunks == 1 else ""
             reading = "cut to fit" if chunks == 1 else f"up to {chunks} windows, max"
             print(
-                f"| {length} | {reading} | {scores['ndcg@10']:.4f} | {scores['hit@1']:.3f} | {share} | {np.median(times) * 1000:.0f} |",
+                f"| {length} | {reading} | {scores['ndcg@10']:.4f} | {scores['hit@1']:.3f} | {share} | "
+                f"{np.median(times) * 1000:.0f} |",
                 flush=True,
             )
 

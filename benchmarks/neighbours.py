@@ -58,7 +58,8 @@ def main() -> None:
                     np.argsort(-alone, kind="stable")[:10]
                 )
             print(
-                f"| {backend} | {precision} | {max(raw_moves):.1e} | {max(moves):.1e} | {changed} of {len(data.queries)} |",
+                f"| {backend} | {precision} | {max(raw_moves):.1e} | {max(moves):.1e} | "
+                f"{changed} of {len(data.queries)} |",
                 flush=True,
             )
 

@@ -63,7 +63,8 @@ def main() -> None:
     queries = list(read_queries(SCIFACT / "queries.jsonl").values())
     encodings = [e for q in queries[: max(1, args.pairs // 100)] for e in encoder.pairs(q, documents)]
     print(
-        f"{args.model}: {len(encodings)} pairs, {np.mean([len(e.ids) for e in encodings]):.0f} tokens on average, bf16\n"
+        f"{args.model}: {len(encodings)} pairs, {np.mean([len(e.ids) for e in encodings]):.0f} tokens on average, "
+        "bf16\n"
     )
     print("| configuration | token budget | pairs/s | vs finerank's |\n|---|---|---|---|")
     baseline = {}

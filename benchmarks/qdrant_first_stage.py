@@ -74,14 +74,16 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(
-        f"| set ({args.split}) | first stage | finerank nDCG@10 / R@100 | Qdrant nDCG@10 / R@100 | finerank ms/q | Qdrant local ms/q |"
+        f"| set ({args.split}) | first stage | finerank nDCG@10 / R@100 | Qdrant nDCG@10 / R@100 | finerank ms/q "
+        "| Qdrant local ms/q |"
     )
     print("|---|---|---|---|---|---|")
     for name, kinds in results.items():
         for kind, pair in kinds.items():
             a, b = pair["finerank"], pair["qdrant"]
             print(
-                f"| {name} | {kind} | {a['ndcg@10']:.4f} / {a['recall@100']:.4f} | {b['ndcg@10']:.4f} / {b['recall@100']:.4f} "
+                f"| {name} | {kind} | {a['ndcg@10']:.4f} / {a['recall@100']:.4f} | "
+                f"{b['ndcg@10']:.4f} / {b['recall@100']:.4f} "
                 f"| {a['ms_per_query']:.1f} | {b['ms_per_query']:.1f} |"
             )
 

@@ -283,15 +283,20 @@ def main() -> None:
     if quality:
         print(f"nDCG@10 on the first {len(quality)} SciFact test queries (BM25 top-100 reranked)")
     base = rows[args.engines[0]]["pairs_per_s"]
-    header = f"| engine | pairs/s | x {args.engines[0]} | p50 ms / 100 | p95 ms / 100 | p50 SciFact | p50 DL19 | peak RSS MB | max abs diff | min Kendall tau | nDCG@10 | GFLOP/s | of peak |"
+    header = (
+        f"| engine | pairs/s | x {args.engines[0]} | p50 ms / 100 | p95 ms / 100 | p50 SciFact | p50 DL19 | "
+        "peak RSS MB | max abs diff | min Kendall tau | nDCG@10 | GFLOP/s | of peak |"
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for label, r in rows.items():
         ndcg = f"{r['ndcg@10']:.4f}" if r["ndcg@10"] is not None else "-"
         print(
-            f"| {label} | {r['pairs_per_s']:.1f} | {r['pairs_per_s'] / base:.2f} | {r['p50_ms_100']:.0f} | {r['p95_ms_100']:.0f} | "
+            f"| {label} | {r['pairs_per_s']:.1f} | {r['pairs_per_s'] / base:.2f} | {r['p50_ms_100']:.0f} | "
+            f"{r['p95_ms_100']:.0f} | "
             f"{r['p50_ms_100_scifact']:.0f} | {r['p50_ms_100_dl19']:.0f} | "
-            f"{r['peak_rss_mb']:.0f} | {r['max_abs_diff']:.4f} | {r['kendall_tau']:.3f} | {ndcg} | {r['gflops']:.0f} | {r['fraction_of_peak']:.1%} |"
+            f"{r['peak_rss_mb']:.0f} | {r['max_abs_diff']:.4f} | {r['kendall_tau']:.3f} | {ndcg} | {r['gflops']:.0f} | "
+            f"{r['fraction_of_peak']:.1%} |"
         )
 
 

@@ -177,21 +177,25 @@ def main() -> None:
     for route in ("health", "rerank"):
         a, b = plain_seq[route], serve_seq[route]
         print(
-            f"| {route} | {a['p50']:.1f} / {a['p95']:.1f} | {b['p50']:.1f} / {b['p95']:.1f} | {b['p50'] - a['p50']:+.1f} ms |"
+            f"| {route} | {a['p50']:.1f} / {a['p95']:.1f} | {b['p50']:.1f} / {b['p95']:.1f} | "
+            f"{b['p50'] - a['p50']:+.1f} ms |"
         )
     base = result["plain"]["load"]["pairs_per_s"]
     print(
-        f"\n| server ({args.clients} clients, {args.docs} docs a request) | pairs/s | vs plain | p50 ms | failed |\n|---|---|---|---|---|"
+        f"\n| server ({args.clients} clients, {args.docs} docs a request) | pairs/s | vs plain | p50 ms | failed |\n"
+        "|---|---|---|---|---|"
     )
     for key, entry in result.items():
         if isinstance(entry, dict) and "load" in entry:
             row = entry["load"]
             print(
-                f"| {key} | {row['pairs_per_s']:.1f} | {row['pairs_per_s'] / base:.2f}x | {row['p50_ms']:.0f} | {row['failed']} |"
+                f"| {key} | {row['pairs_per_s']:.1f} | {row['pairs_per_s'] / base:.2f}x | {row['p50_ms']:.0f} | "
+                f"{row['failed']} |"
             )
     b = result["batch"]
     print(
-        f"\nrerank-run, {b['pairs']} pairs in {b['shards']} shards: local {b['local_s']:.1f} s (1 thread), cluster {b['cluster_s']:.1f} s "
+        f"\nrerank-run, {b['pairs']} pairs in {b['shards']} shards: local {b['local_s']:.1f} s (1 thread), "
+        f"cluster {b['cluster_s']:.1f} s "
         f"(2 workers), same output: {b['same_output']}; overhead per shard {b['overhead_per_shard_s'] * 1000:.0f} ms"
     )
 

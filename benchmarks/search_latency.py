@@ -153,7 +153,8 @@ def main() -> None:
         return
     st_bi = rows["sentence-transformers bi-encoder fp32 (fused the same way)"]["p50_ms"]
     print(
-        f"{args.dataset}: {len(index)} documents (index with vectors built in {build_s:.0f} s), first {len(dataset.queries)} test queries, "
+        f"{args.dataset}: {len(index)} documents (index with vectors built in {build_s:.0f} s), "
+        f"first {len(dataset.queries)} test queries, "
         f"BM25 top-{K} reranked, top 10, {args.threads} threads; BM25 alone nDCG@10 {bm25:.4f}\n"
     )
     print("| second stage | rerank p50 ms | p95 ms | x sentence-transformers bi-encoder (p50) | nDCG@10 |")

@@ -43,7 +43,8 @@ def main() -> None:
     args = parser.parse_args()
     stages = {variant: Reranking(load_reranker(variant), top_k=100, source="BM25") for variant in VARIANTS}
     print(
-        "| set | queries | second stage | nDCG@10 | Hit@1 | Hit@3 | rerank p50 ms / query | published BM25 / MiniLM-L6 CE |"
+        "| set | queries | second stage | nDCG@10 | Hit@1 | Hit@3 | rerank p50 ms / query "
+        "| published BM25 / MiniLM-L6 CE |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for name in PUBLISHED:
@@ -59,7 +60,8 @@ def main() -> None:
         for variant, run in rows.items():
             m = mean_scores(run, dataset.qrels)
             print(
-                f"| {name} | {len(dataset.queries)} | {variant} | {m['ndcg@10']:.4f} | {m['hit@1']:.3f} | {m['hit@3']:.3f} "
+                f"| {name} | {len(dataset.queries)} | {variant} | {m['ndcg@10']:.4f} | {m['hit@1']:.3f} | "
+                f"{m['hit@3']:.3f} "
                 f"| {cost[variant]} | {published} |",
                 flush=True,
             )

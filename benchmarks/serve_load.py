@@ -96,7 +96,8 @@ def main() -> None:
     print(f"{'config':<24} {'req/s':>7} {'pairs/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'req/batch':>9} {'errors':>6}")
     for r in rows:
         print(
-            f"{r['config']:<24} {r['requests_per_s']:>7.1f} {r['pairs_per_s']:>8.0f} {r['p50_ms']:>7.0f} {r['p95_ms']:>7.0f} {r['requests_per_batch']:>9.1f} {r['errors']:>6}"
+            f"{r['config']:<24} {r['requests_per_s']:>7.1f} {r['pairs_per_s']:>8.0f} {r['p50_ms']:>7.0f} "
+            f"{r['p95_ms']:>7.0f} {r['requests_per_batch']:>9.1f} {r['errors']:>6}"
         )
     print(f"cross-request / single: {rows[1]['requests_per_s'] / rows[0]['requests_per_s']:.2f}x requests/s")
 

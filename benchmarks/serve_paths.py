@@ -128,7 +128,8 @@ def main() -> None:
     base = result["plain server"]
     print(f"CPU: {result['cpu']}, {result['cores']} cores; {args.requests} sequential requests a route; two replicas\n")
     print(
-        "| path | GET /health p50 / p95 ms | overhead | POST /v1/rerank p50 / p95 ms | overhead |\n|---|---|---|---|---|"
+        "| path | GET /health p50 / p95 ms | overhead | POST /v1/rerank p50 / p95 ms | overhead |\n"
+        "|---|---|---|---|---|"
     )
     for name, row in result.items():
         if isinstance(row, dict):

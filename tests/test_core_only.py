@@ -16,7 +16,8 @@ from finerank import BM25, Index, Pipeline, read_corpus
 docs = list(read_corpus({str(datasets / "scifact")!r}))[:500]
 Index.build(docs).save({str(tmp_path / "idx")!r})
 ranking = Pipeline(BM25(Index.load({str(tmp_path / "idx")!r}))).search("vitamin D and bone density")
-print(json.dumps([[h.id for h in ranking.hits], sorted(m for m in ("torch", "transformers", "openvino") if m in sys.modules)]))
+heavy = sorted(m for m in ("torch", "transformers", "openvino") if m in sys.modules)
+print(json.dumps([[h.id for h in ranking.hits], heavy]))
 """
     ids, heavy = json.loads(
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -85,7 +85,8 @@ def test_non_utf8_and_empty_and_missing(tmp_path):
 def test_skip_invalid_reports_and_keeps_the_rest(tmp_path, caplog):
     f = write(
         tmp_path / "mixed.jsonl",
-        b'{"_id": "a", "text": "x"}\nnot json\n{"_id": "a", "text": "dup"}\n{"_id": "c", "text": "\xff"}\n{"_id": "d", "text": "y"}\n',
+        b'{"_id": "a", "text": "x"}\nnot json\n{"_id": "a", "text": "dup"}\n'
+        b'{"_id": "c", "text": "\xff"}\n{"_id": "d", "text": "y"}\n',
         "wb",
     )
     with caplog.at_level("WARNING", logger="finerank"):

@@ -80,7 +80,11 @@ def test_a_fusion_given_to_load_reranker_fuses_any_one_model(tiny_ce):
 def test_public_surface_is_sorted_and_import_is_light():
     assert finerank.__all__ == sorted(finerank.__all__)
     assert all(hasattr(finerank, name) for name in finerank.__all__)
-    code = "import sys, finerank; print(sorted(m for m in ('torch','onnxruntime','openvino','transformers','jieba','bm25s') if m in sys.modules))"
+    code = (
+        "import sys, finerank; "
+        "print(sorted(m for m in ('torch','onnxruntime','openvino','transformers','jieba','bm25s') "
+        "if m in sys.modules))"
+    )
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     )

@@ -116,7 +116,8 @@ CRASH = textwrap.dedent("""
                 os._exit(9)  # as kill -9: no cleanup runs
             return real[name](*args, **kwargs)
         return hook
-    _storage._fsync_tree, os.replace, shutil.rmtree, _storage._fsync_dir = die("fsync"), die("replace"), die("rmtree"), die("dir")
+    _storage._fsync_tree, os.replace = die("fsync"), die("replace")
+    shutil.rmtree, _storage._fsync_dir = die("rmtree"), die("dir")
     Index.edit(path, add=[Document("crash", "written by a save that is killed")])
 """)
 

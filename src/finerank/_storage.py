@@ -97,7 +97,8 @@ def new_generation(path: str | Path, expected: str | None = None, *, check: bool
         live = current(path)
         if check and live != expected:
             raise IndexFormatError(
-                f"{path} changed since this index was loaded ({expected} -> {live}); load it again and repeat the update"
+                f"{path} changed since this index was loaded ({expected} -> {live}); "
+                "load it again and repeat the update"
             )
         generation = path / f"{PREFIX}{uuid.uuid4().hex[:12]}"
         generation.mkdir()

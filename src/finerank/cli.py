@@ -126,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
         "--dense",
         nargs="?",
         const="auto",
-        help=f"also store dense vectors from this encoder (default: {DEFAULT_ENCODER}, or {MULTILINGUAL_ENCODER} when 5 %% of the documents are Chinese)",
+        help=f"also store dense vectors from this encoder (default: {DEFAULT_ENCODER}, "
+        f"or {MULTILINGUAL_ENCODER} when 5 %% of the documents are Chinese)",
     )
     p.add_argument(
         "--ann", default="auto", choices=ANN, help="dense search: exact, hnsw, or auto (hnsw from 100,000 documents)"
@@ -138,7 +139,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="TOKENS",
         help="store one vector per window of this many tokens, a document "
-        f"scoring as its best window (0: one vector a document; default: the encoder's, 32 for {MULTILINGUAL_ENCODER}, 0 otherwise)",
+        "scoring as its best window (0: one vector a document; "
+        f"default: the encoder's, 32 for {MULTILINGUAL_ENCODER}, 0 otherwise)",
     )
     p.add_argument("--add", help="update the index in --out: add (or replace, by id) the documents of this corpus")
     p.add_argument(
@@ -194,7 +196,8 @@ def _parser() -> argparse.ArgumentParser:
         "--first-stage",
         default="bm25",
         choices=FIRST_STAGES,
-        help="bm25, dense (all-MiniLM-L6-v2 unless the index says otherwise) or hybrid (min-max fusion of both, equal weights)",
+        help="bm25, dense (all-MiniLM-L6-v2 unless the index says otherwise) "
+        "or hybrid (min-max fusion of both, equal weights)",
     )
     p.add_argument("--analyzer", default="auto", choices=sorted(ANALYZERS))
     p.add_argument(
@@ -292,7 +295,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "data",
         nargs="+",
-        help="BEIR folders (labelled: with qrels/<split>.tsv) or any corpora (--data-kind self); groups from each are pooled",
+        help="BEIR folders (labelled: with qrels/<split>.tsv) or any corpora (--data-kind self); "
+        "groups from each are pooled",
     )
     p.add_argument(
         "--out", required=True, help="output model folder (Hugging Face + ONNX + model card; checkpoints inside)"
@@ -430,7 +434,8 @@ def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
         "--max-chunks-per-doc",
         type=_count(),
         default=1,
-        help="read a document longer than --max-length as up to N overlapping windows, scored by its best (default 1: cut it)",
+        help="read a document longer than --max-length as up to N overlapping windows, "
+        "scored by its best (default 1: cut it)",
     )
     if allow_none:  # a command with a first stage: its ranking can be kept, or fused with
         p.add_argument("--no-rerank", action="store_true", help="first stage only")
@@ -439,7 +444,8 @@ def _reranker_options(p: argparse.ArgumentParser, allow_none: bool) -> None:
             type=float,
             metavar="WEIGHT",
             help="fuse the model's scores min-max with the ranking before it "
-            "(the first stage's, or --cheap's), WEIGHT being the model's share, e.g. 0.5 (replaces a fused model's own fusion)",
+            "(the first stage's, or --cheap's), WEIGHT being the model's share, e.g. 0.5 "
+            "(replaces a fused model's own fusion)",
         )
 
 
@@ -574,8 +580,8 @@ def _serve_on_ray(args: argparse.Namespace, limits) -> int:
     )
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
-        f"finerank: {args.replicas} replica(s) on the Ray cluster at {args.ray}; search page at http://{host}:{args.port}/ "
-        "(Ctrl-C removes them)",
+        f"finerank: {args.replicas} replica(s) on the Ray cluster at {args.ray}; "
+        f"search page at http://{host}:{args.port}/ (Ctrl-C removes them)",
         file=sys.stderr,
         flush=True,
     )
@@ -745,7 +751,8 @@ def _index(args: argparse.Namespace) -> int:
         _say(
             args,
             {"index": args.out, "before": len(old), "after": len(new), "added": len(added), "deleted": len(deleted)},
-            f"updated {args.out}: {len(old)} -> {len(new)} documents ({len(added)} added or replaced, {len(deleted)} deleted)",
+            f"updated {args.out}: {len(old)} -> {len(new)} documents "
+            f"({len(added)} added or replaced, {len(deleted)} deleted)",
         )
         return 0
     if not args.corpus:
@@ -947,11 +954,13 @@ def _demo(args: argparse.Namespace) -> int:
         print(json.dumps({"reranker": reranker.name, "examples": out}, ensure_ascii=False, indent=2))
         return 0
     print(
-        f"finerank demo: BM25 recalls 10 candidates from {len(index)} shipped documents, then {reranker.name} reorders them."
+        f"finerank demo: BM25 recalls 10 candidates from {len(index)} shipped documents, "
+        f"then {reranker.name} reorders them."
     )
     if args.reranker is None:
         print(
-            f"(default second stage: {MODELS[DEFAULT_RERANKER].description}; pass --reranker MODEL_DIR for a cross-encoder)"
+            f"(default second stage: {MODELS[DEFAULT_RERANKER].description}; "
+            "pass --reranker MODEL_DIR for a cross-encoder)"
         )
     for ranking in results:
         query, first, reranked = ranking.query, ranking.candidates[:5], ranking.hits

@@ -105,7 +105,8 @@ class Evaluation:
             "first_stage_name": self.first_stage,
             "reranker_name": self.reranker,
             "candidates": self.candidates,
-            "metric_notes": "nDCG@10 with trec_eval's linear gain; relevant = grade > 0; relevant documents the first stage missed count as misses",
+            "metric_notes": "nDCG@10 with trec_eval's linear gain; relevant = grade > 0; "
+            "relevant documents the first stage missed count as misses",
             "first_stage": self.scores["first_stage"],
             "reranked": self.scores["reranked"],
             "p_value": self.p_value,

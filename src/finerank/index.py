@@ -275,7 +275,8 @@ class Index:
                 raise ModelError(
                     f"this index reads documents in windows of {reads[0]} tokens (0: whole), "
                     f"the whole text weighing {reads[1]}; "
-                    f"the encoder given reads {getattr(encoder, 'document_window', 0)}: pass the one it was built with (finerank.encoder_of)"
+                    f"the encoder given reads {getattr(encoder, 'document_window', 0)}: "
+                    "pass the one it was built with (finerank.encoder_of)"
                 )
             new_vectors, counts = (
                 _embed(encoder, add, show_progress)
@@ -365,7 +366,8 @@ class Index:
             raise IndexFormatError(f"{path} is corrupt: cannot read meta.json ({err})") from None
         if params.get("format_version") != FORMAT_VERSION:
             raise IndexFormatError(
-                f"{path} has index format {params.get('format_version')}, this finerank reads format {FORMAT_VERSION}: rebuild it"
+                f"{path} has index format {params.get('format_version')}, "
+                f"this finerank reads format {FORMAT_VERSION}: rebuild it"
             )
         mode = "r" if mmap else None
         try:

@@ -39,8 +39,8 @@ ENGLISH = frozenset({"en"})
 # ISO 639-1 codes (its 100 count romanised Hindi, Urdu, Tamil, ... apart)
 XLMR_LANGUAGES = frozenset(
     """af am ar as az be bg bn br bs ca cs cy da de el en eo es et eu fa fi fr fy ga gd gl gu ha he hi hr
-    hu hy id is it ja jv ka kk km kn ko ku ky la lo lt lv mg mk ml mn mr ms my ne nl no om or pa pl ps pt ro ru sa sd si sk sl
-    so sq sr su sv sw ta te th tl tr ug uk ur uz vi xh yi zh""".split()
+    hu hy id is it ja jv ka kk km kn ko ku ky la lo lt lv mg mk ml mn mr ms my ne nl no om or pa pl ps pt ro ru
+    sa sd si sk sl so sq sr su sv sw ta te th tl tr ug uk ur uz vi xh yi zh""".split()
 )
 
 
@@ -107,8 +107,9 @@ MODELS: dict[str, PackagedModel | ConvertedModel | FusedModel | RoutedModel] = {
     "auto": RoutedModel(
         routes={"en": "minilm-fused"},
         default="e5-fused",
-        description="per query language: English -> minilm-fused; the ~100 languages multilingual-e5-small read, Chinese "
-        "among them -> e5-fused; any other keeps the first stage's order",
+        description="per query language: English -> minilm-fused; "
+        "the ~100 languages multilingual-e5-small read, Chinese among them -> e5-fused; "
+        "any other keeps the first stage's order",
     ),
     "multilingual-e5-small": ConvertedModel(
         kind="bi-encoder",
@@ -124,7 +125,8 @@ MODELS: dict[str, PackagedModel | ConvertedModel | FusedModel | RoutedModel] = {
         base="multilingual-e5-small",
         method="minmax",
         weight=0.7,
-        description="0.3 x min-max(first-stage score) + 0.7 x min-max(multilingual-e5-small cosine, 32-token windows), weight fitted on CMRC and DRCD train",
+        description="0.3 x min-max(first-stage score) + 0.7 x min-max(multilingual-e5-small cosine, 32-token windows), "
+        "weight fitted on CMRC and DRCD train",
     ),
     "all-minilm-l6-v2": PackagedModel(
         kind="bi-encoder",
@@ -137,7 +139,8 @@ MODELS: dict[str, PackagedModel | ConvertedModel | FusedModel | RoutedModel] = {
         base="all-minilm-l6-v2",
         method="minmax",
         weight=0.7,
-        description="0.3 x min-max(first-stage score) + 0.7 x min-max(all-MiniLM-L6-v2 cosine), weight fitted on NFCorpus dev",
+        description="0.3 x min-max(first-stage score) + 0.7 x min-max(all-MiniLM-L6-v2 cosine), "
+        "weight fitted on NFCorpus dev",
     ),
     "minilm-fused-fast": FusedModel(
         base="all-minilm-l6-v2",
@@ -150,7 +153,8 @@ MODELS: dict[str, PackagedModel | ConvertedModel | FusedModel | RoutedModel] = {
         base="all-minilm-l6-v2",
         method="rrf",
         weight=0.5,
-        description="reciprocal rank fusion (k=60, equal weights) of the first stage and the all-MiniLM-L6-v2 bi-encoder",
+        description="reciprocal rank fusion (k=60, equal weights) "
+        "of the first stage and the all-MiniLM-L6-v2 bi-encoder",
     ),
 }
 
@@ -229,7 +233,8 @@ def load_encoder(model: str | os.PathLike = DEFAULT_ENCODER, **options) -> BiEnc
     spec = MODELS.get(str(model))
     if spec is not None and spec.kind != "bi-encoder":
         raise ModelError(
-            f"{model!r} is a {spec.kind} model, not an encoder; encoders: {', '.join(n for n, m in MODELS.items() if m.kind == 'bi-encoder')}"
+            f"{model!r} is a {spec.kind} model, not an encoder; "
+            f"encoders: {', '.join(n for n, m in MODELS.items() if m.kind == 'bi-encoder')}"
         )
     if spec is not None:
         options = {**spec.options, **options}

@@ -161,19 +161,22 @@ def results_page(evaluations: Sequence[Evaluation], command: str) -> str:
         f"Produced by `{command}`. nDCG@10 uses trec_eval's linear gain; relevant documents a first",
         "stage missed count as misses. Latency is per query on the project's 2-core CPU.",
         "",
-        "| dataset | queries | first stage | reranker | nDCG@10 first | nDCG@10 reranked | change | p | Hit@1 | Hit@3 | Recall@100 | rerank p50 ms |",
+        "| dataset | queries | first stage | reranker | nDCG@10 first | nDCG@10 reranked | change | p "
+        "| Hit@1 | Hit@3 | Recall@100 | rerank p50 ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for ev in evaluations:
         f, r = ev.scores["first_stage"], ev.scores["reranked"]
         if r:
             lines.append(
-                f"| {ev.dataset} | {ev.queries} | {ev.first_stage} | {ev.reranker} | {f['ndcg@10']:.4f} | {r['ndcg@10']:.4f} | "
+                f"| {ev.dataset} | {ev.queries} | {ev.first_stage} | {ev.reranker} | {f['ndcg@10']:.4f} | "
+                f"{r['ndcg@10']:.4f} | "
                 f"{r['ndcg@10'] - f['ndcg@10']:+.4f} | {ev.p_value:.4f} | {f['hit@1']:.3f} → {r['hit@1']:.3f} | "
                 f"{f['hit@3']:.3f} → {r['hit@3']:.3f} | {f['recall@100']:.4f} | {ev.latency_ms['rerank']['p50']:.0f} |"
             )
         else:
             lines.append(
-                f"| {ev.dataset} | {ev.queries} | {ev.first_stage} | none | {f['ndcg@10']:.4f} | – | – | – | {f['hit@1']:.3f} | {f['hit@3']:.3f} | {f['recall@100']:.4f} | – |"
+                f"| {ev.dataset} | {ev.queries} | {ev.first_stage} | none | {f['ndcg@10']:.4f} | – | – | – | "
+                f"{f['hit@1']:.3f} | {f['hit@3']:.3f} | {f['recall@100']:.4f} | – |"
             )
     return "\n".join(lines) + "\n"

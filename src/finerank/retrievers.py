@@ -144,7 +144,10 @@ def why_empty(retriever: Retriever, query: str, filter: Mapping[str, Any] | None
         return None
     terms = index.analyze_query(query)
     if not terms:
-        return f"the query has no word BM25 searches by (analysed as {index.query_analysis(query)}: stopwords or punctuation only)"
+        return (
+            f"the query has no word BM25 searches by (analysed as {index.query_analysis(query)}: "
+            "stopwords or punctuation only)"
+        )
     if not any(t in index.bm25.vocab_dict for t in terms):
         return (
             f"no word of the query is in the index (analysed as {index.query_analysis(query)}); a dense first stage "

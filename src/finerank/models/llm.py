@@ -57,7 +57,10 @@ _QWEN3_SYSTEM = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
     'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
 )
-_MXBAI_SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+_MXBAI_SYSTEM = (
+    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n"
+)
 _MXBAI_TASK = (
     "You are a search relevance expert who evaluates how well documents match search queries. For each query-document "
     "pair, carefully analyze the semantic relationship between them, then provide your binary relevance judgment "
@@ -111,8 +114,8 @@ def template_for(model_dir, name: str, template: str | None) -> str:
     found = [key for key, t in TEMPLATES.items() if any(n in names for n in t.names)]
     if not found:
         raise ModelError(
-            f"{name} is a causal language model ({'/'.join(config.get('architectures') or ['?'])}) without a known reranker "
-            f"template: pass template= (CLI --template) one of {', '.join(TEMPLATES)}"
+            f"{name} is a causal language model ({'/'.join(config.get('architectures') or ['?'])}) "
+            f"without a known reranker template: pass template= (CLI --template) one of {', '.join(TEMPLATES)}"
         )
     return found[0]
 
@@ -145,7 +148,8 @@ class LLMReranker(Scorer):
             raise ValueError(f"LLM rerankers run fp32 or bf16, not {precision!r}")
         if max_chunks_per_doc < 1 or chunk_overlap < 0:
             raise ValueError(
-                f"max_chunks_per_doc must be at least 1 and chunk_overlap at least 0, got {max_chunks_per_doc} and {chunk_overlap}"
+                "max_chunks_per_doc must be at least 1 and chunk_overlap at least 0, "
+                f"got {max_chunks_per_doc} and {chunk_overlap}"
             )
         chunks.check_pool(chunk_pool)
         if not torch_available():

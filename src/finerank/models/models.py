@@ -49,7 +49,8 @@ class _TransformerReranker(Scorer):
         ("max" or "mean-top-K"); see :mod:`finerank.models.chunks`. 1 cuts it to fit."""
         if max_chunks_per_doc < 1 or chunk_overlap < 0:
             raise ValueError(
-                f"max_chunks_per_doc must be at least 1 and chunk_overlap at least 0, got {max_chunks_per_doc} and {chunk_overlap}"
+                "max_chunks_per_doc must be at least 1 and chunk_overlap at least 0, "
+                f"got {max_chunks_per_doc} and {chunk_overlap}"
             )
         chunks.check_pool(chunk_pool)
         self.max_chunks_per_doc, self.chunk_overlap, self.chunk_pool = max_chunks_per_doc, chunk_overlap, chunk_pool
@@ -108,13 +109,15 @@ class CrossEncoder(_TransformerReranker):
         architectures = self.config.get("architectures") or []
         if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
             raise ModelError(
-                f"{self.model_dir} is a {'/'.join(architectures)}, not a sequence classifier: it has no trained relevance head "
+                f"{self.model_dir} is a {'/'.join(architectures)}, not a sequence classifier: "
+                "it has no trained relevance head "
                 "(for a sentence-transformers encoder use kind='bi-encoder' / --kind bi-encoder)"
             )
         labels = self.config.get("num_labels") or len(self.config.get("id2label") or {}) or 2
         if labels not in (1, 2):
             raise ModelError(
-                f"{self.model_dir} has {labels} labels; a cross-encoder needs 1 (relevance logit) or 2 (irrelevant/relevant)"
+                f"{self.model_dir} has {labels} labels; "
+                "a cross-encoder needs 1 (relevance logit) or 2 (irrelevant/relevant)"
             )
         self.num_labels = labels
 
@@ -174,7 +177,8 @@ class BiEncoder(_TransformerReranker):
             )
         if not 0 <= whole_document < 1:
             raise ValueError(
-                f"whole_document is the whole text's share of a document's score, from 0 to under 1; got {whole_document}"
+                "whole_document is the whole text's share of a document's score, from 0 to under 1; "
+                f"got {whole_document}"
             )
         self.document_window, self.whole_document = document_window, float(whole_document) if document_window else 0.0
         if document_window:
@@ -294,7 +298,8 @@ class BiEncoder(_TransformerReranker):
         shapes = [np.shape(v) for v in vectors]
         if any(len(sh) != 2 or sh[0] < 1 or sh[1] != self.dimension for sh in shapes):
             raise ValueError(
-                f"vectors must be one array of {self.dimension}-dimensional rows (at least one) per text; got shapes {shapes[:3]}"
+                f"vectors must be one array of {self.dimension}-dimensional rows (at least one) per text; "
+                f"got shapes {shapes[:3]}"
             )
         if not shapes:
             return np.empty(0, dtype=np.float32)
@@ -347,5 +352,6 @@ def _check_modules(model_dir, modules: list) -> None:
     unknown = [m.get("type", "?") for m in modules if not m.get("type", "").endswith(SUPPORTED_MODULES)]
     if unknown:
         raise ModelError(
-            f"{model_dir} uses sentence-transformers module(s) {', '.join(unknown)}; finerank runs only {', '.join(SUPPORTED_MODULES)}"
+            f"{model_dir} uses sentence-transformers module(s) {', '.join(unknown)}; "
+            f"finerank runs only {', '.join(SUPPORTED_MODULES)}"
         )

@@ -35,7 +35,8 @@ class TextEncoder:
             tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True).backend_tokenizer
         else:
             raise ModelError(
-                f"{model_dir} has no tokenizer.json (a model without one needs transformers: pip install 'finerank[torch]')"
+                f"{model_dir} has no tokenizer.json "
+                "(a model without one needs transformers: pip install 'finerank[torch]')"
             )
         tokenizer.no_padding()
         tokenizer.no_truncation()
@@ -59,7 +60,8 @@ class TextEncoder:
         budget = self.max_length - n - self._pair_specials
         if budget < 1:
             raise InputTooLongError(
-                f"the query is {n} tokens; with room for a document it must be under {self.max_length - self._pair_specials} (max_length {self.max_length})"
+                f"the query is {n} tokens; with room for a document it must be under "
+                f"{self.max_length - self._pair_specials} (max_length {self.max_length})"
             )
         return budget
 
