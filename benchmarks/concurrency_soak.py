@@ -56,7 +56,7 @@ def main() -> None:
             break
         except httpx.HTTPError:
             if time.time() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not start")
+                raise SystemExit("the server did not start") from None
             time.sleep(0.5)
     expected, failed_loads, server_errors, start = set(), 0, 0, time.time()
     try:

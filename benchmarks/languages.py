@@ -154,7 +154,7 @@ def main() -> None:
         routes: Counter = Counter()
         pipeline = Pipeline(bm25, default, candidates=args.candidates, top_k=10)
 
-        def routed(text: str):
+        def routed(text: str, pipeline=pipeline, routes=routes):
             ranking = pipeline.search(text)
             routes[ranking.reranker or "none (first stage order)"] += 1
             return ranking

@@ -203,7 +203,9 @@ def test_bi_encoder_is_safe_under_threads(minilm_dir, passages):
         encoder = BiEncoder(minilm_dir, backend="onnx", cache_size=cache_size)
         alone = encoder.embed(texts)
         with ThreadPoolExecutor(8) as pool:  # overlapping requests that fill and evict the shared cache
-            results = list(pool.map(lambda i: (i, encoder.embed(texts[i % 6 : i % 6 + 12])), range(32)))
+            results = list(
+                pool.map(lambda i, encoder=encoder: (i, encoder.embed(texts[i % 6 : i % 6 + 12])), range(32))
+            )
         for i, rows in results:
             np.testing.assert_allclose(rows, alone[i % 6 : i % 6 + 12], atol=1e-5)
         assert len(encoder._cache) <= cache_size

@@ -676,7 +676,9 @@ def test_counts_follow_another_writer_and_an_unwritable_index_is_named(tmp_path,
             (PermissionError(errno.EACCES, "Permission denied"), 503),
             (OSError(errno.ENOSPC, "No space left on device"), 507),
         ):
-            monkeypatch.setattr(Index, "edit", classmethod(lambda cls, *a, **k: (_ for _ in ()).throw(error)))
+            # the patched edit runs within this iteration, before the next one patches it again: no late binding
+            edit = classmethod(lambda cls, *a, **k: (_ for _ in ()).throw(error))  # noqa: B023
+            monkeypatch.setattr(Index, "edit", edit)
             response = test_client.post("/v1/documents", json={"documents": [{"id": "x", "text": "new"}]})
             assert response.status_code == status and response.json()["field"] == "index", response.text
             assert error.strerror in response.json()["message"] and "nothing was changed" in response.json()["message"]
