@@ -22,6 +22,7 @@ import asyncio
 import functools
 import json
 import re
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -554,3 +555,53 @@ def test_tei_truncation_is_honoured(live, claims, reference):
         timeout=60,
     )
     assert wrong.status_code == 422 and wrong.json()["field"] == "truncation_direction"
+
+
+# --- docs/integrations.md: the engines' examples ------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "integrations.md"
+VITAMIN_D = "Does vitamin D prevent fractures in the elderly?"
+VITAMIN_D_DOCS = [  # the documents of the frameworks' examples above them
+    "Fracture risk in older adults: vitamin D alone did not lower it in a large trial.",
+    "Vitamin D with calcium reduced hip fractures among elderly women in care homes.",
+    "Vitamin C and the common cold: a review of supplement trials.",
+]
+
+
+def engine_examples(url: str) -> tuple[list[dict], str]:
+    """The JSON examples of the docs' engines section, and its Weaviate environment's URL, with the
+    placeholders filled in."""
+    section = DOCS.read_text(encoding="utf-8").split("## Search engines and vector databases", 1)[1]
+    section = section.replace("http://finerank:8000", url).replace("<finerank api key>", KEY)
+    blocks = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, flags=re.S)]
+    return blocks, re.search(r"RERANKER_INFERENCE_API: (\S+)", section)[1]
+
+
+def test_the_docs_engine_examples_work(live, open_live, reference):
+    blocks, _ = engine_examples(live.url)
+    kinds = {
+        "custom" if b.get("service") == "custom" else "cohere" if b.get("service") else "opensearch": b for b in blocks
+    }
+    assert sorted(kinds) == ["cohere", "custom", "opensearch"] and len(blocks) == 3
+    expected = reference.score(VITAMIN_D, VITAMIN_D_DOCS)
+
+    url, headers, body = es_custom_request(kinds["custom"]["service_settings"], VITAMIN_D, VITAMIN_D_DOCS)
+    answer = httpx.post(url, headers=headers, content=body.encode(), timeout=60).json()
+    parser = kinds["custom"]["service_settings"]["response"]["json_parser"]
+    custom = dict(zip(json_path(answer, parser["reranked_index"]), json_path(answer, parser["relevance_score"])))
+
+    headers, body = es_cohere_request(kinds["cohere"], VITAMIN_D, VITAMIN_D_DOCS)
+    response = httpx.post(kinds["cohere"]["service_settings"]["url"], headers=headers, json=body, timeout=60)
+    cohere = {i: s for i, s, _ in es_cohere_results(response.text)}
+
+    url, headers, body = ml_commons_request(kinds["opensearch"], VITAMIN_D, VITAMIN_D_DOCS)
+    response = httpx.post(url, headers=headers, content=body.encode(), timeout=60)
+    opensearch = dict(enumerate(ml_commons_similarities(response.text)))
+
+    _, weaviate_url = engine_examples(open_live.url)
+    answer = httpx.post(f"{weaviate_url}/rerank", content=weaviate_rank_input(VITAMIN_D, VITAMIN_D_DOCS)).json()
+    weaviate = {i: s["score"] for i, s in enumerate(answer["scores"])}
+
+    for scores in (custom, cohere, opensearch, weaviate):
+        np.testing.assert_allclose([scores[i] for i in range(3)], expected, atol=1e-4)
+        assert min(scores, key=scores.get) == 2  # the common cold review last (the SciFact tests above judge more)
