@@ -277,3 +277,19 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_serve_on_a_busy_port_fails_first_in_one_line(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--host", "127.0.0.1", "--port", str(port)]) == 1
+    captured = capsys.readouterr()
+    assert (
+        captured.err.startswith(f"finerank: error: cannot serve on 127.0.0.1:{port}")
+        and "search page" not in captured.err
+    )
+    assert len(captured.err.strip().splitlines()) == 1

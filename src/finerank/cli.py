@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 import unicodedata
 from collections.abc import Sequence
 from importlib import resources
@@ -515,6 +516,7 @@ def _serve(args: argparse.Namespace) -> int:
         from .server import Limits, create_app
     except ImportError as err:
         raise MissingDependencyError(f"the server dependencies ({err.name})", "server") from None
+    _check_port(args.host, args.port)
     if args.index:  # a missing index or a first stage it cannot serve: one line now, not a traceback at start-up
         index = Index.load(args.index)
         first_stage(index, args.first_stage)
@@ -547,6 +549,21 @@ def _serve(args: argparse.Namespace) -> int:
         )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before loading anything, and before printing a link, when the port is taken."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise OSError(
+                f"cannot serve on {host}:{port}: {err.strerror or err} (is another server running there?)"
+            ) from None
 
 
 def _serve_on_ray(args: argparse.Namespace, limits) -> int:
@@ -800,7 +817,7 @@ def _index(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     index = Index.load(args.index)
     retriever = first_stage(index, args.first_stage)
-    reranker = None
+    reranker, start = None, time.perf_counter()
     if not args.no_rerank:
         try:
             reranker = _load(args)
@@ -811,11 +828,19 @@ def _search(args: argparse.Namespace) -> int:
     pipeline = Pipeline(
         retriever, reranker, candidates=args.candidates, top_k=args.top_k, cheap=_cheap(args, reranker), keep=args.keep
     )
+    loading = time.perf_counter() - start  # the models' load (and, once per model and CPU, the backends' measurement)
     ranking = pipeline.search(args.query, filter=args.filter, min_score=args.min_score, budget_ms=args.budget_ms)
+    timings = {"load": loading, **ranking.timings}
     if args.json:
-        print(json.dumps(_ranking_json(ranking), ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                _ranking_json(ranking) | {"timings_ms": {k: v * 1000 for k, v in timings.items()}},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
     else:
-        stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in ranking.timings.items())
+        stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
         print(f"first stage: {ranking.first_stage}; reranker: {ranking.reranker or 'none'} ({stages})")
         _print_hits(ranking.hits)
         if not ranking.hits:

@@ -263,6 +263,7 @@ class Reranking:
             raise ValueError("a cascade's cheap stage needs a reranker after it")
         self._cheap = Reranking(cheap, top_k=keep, source=source, vectors=vectors) if cheap is not None else None
         self._pace: dict[int, float] = {}  # id(scorer) -> seconds per candidate it read, as measured here
+        self._warned: set[str] = set()  # scorers whose uncalibrated scores met a min_score (said once)
 
     @property
     def reranker(self) -> str | None:
@@ -380,9 +381,17 @@ class Reranking:
             scores = calibrated if fusion is None else fusion(raw, [h.rank for h in hits], [h.score for h in hits])
             reranked = rank([h.document for h in hits], [original[h.id] for h in hits], scores)
             model_scores = {
-                h.id: ModelScore(float(r), float(c), p) for h, r, c, p in zip(hits, raw, calibrated, passages)
+                h.id: ModelScore(float(r), float(c), p, second.scorer.calibration is not None)
+                for h, r, c, p in zip(hits, raw, calibrated, passages)
             }
             if min_score is not None:
+                if second.scorer.calibration is None and second.scorer.name not in self._warned:
+                    self._warned.add(second.scorer.name)
+                    logger.warning(
+                        "min_score compares %s's scores, which are not calibrated (no probability of relevance): "
+                        "fit a calibration with finerank calibrate",
+                        second.scorer.name,
+                    )
                 reranked = [h for h in reranked if model_scores[h.id].calibrated >= min_score]
         return Ranking(
             query,

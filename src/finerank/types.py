@@ -44,14 +44,18 @@ class Hit:
 @dataclass(frozen=True)
 class ModelScore:
     """What the second stage's model said of one candidate: its raw score (a logit, a cosine)
-    and that score calibrated to a relevance in [0, 1]. A hit's own ``score`` is what the
-    ranking used: the calibrated score, or the fusion of the raw score with the first stage."""
+    and that score mapped to [0, 1]: a probability of relevance when the model is calibrated
+    (``probability``: finerank ships calibrations of its registered models, ``finerank calibrate``
+    fits one), else only the model's own squashing (a sigmoid of a logit, (cosine + 1) / 2), which
+    orders candidates but is no probability. A hit's own ``score`` is what the ranking used: this
+    [0, 1] score, or the fusion of the raw score with the first stage."""
 
     raw: float
     calibrated: float
     passage: tuple[int, int] | None = (
         None  # the character span of the document's content the model scored best (its best window)
     )
+    probability: bool = False  # whether ``calibrated`` is a fitted probability of relevance
 
 
 @dataclass(frozen=True)
