@@ -303,21 +303,19 @@ def test_the_callers_objects_are_not_changed(framework, scifact, reranker):
     assert retrieved == before
 
 
-def test_a_score_threshold_and_top_n_cut_the_ranking(framework, scifact, reranker):
+def test_a_score_threshold_and_top_n_cut_the_ranking(framework, scifact, unfused):
     query = next(iter(scifact[0].queries.values()))
     retrieved = framework.retrieve(query)
-    everything = [i for i, _ in framework.apply(framework.component(model=reranker), query, retrieved)]
-    cut = lambda **options: [
-        i for i, _ in framework.apply(framework.component(model=reranker, **options), query, retrieved)
-    ]
-    assert cut(score_threshold=0.0) == everything and cut(score_threshold=1.01) == []  # model scores lie in [0, 1]
-    kept = cut(score_threshold=0.5)
-    assert 0 < len(kept) < len(everything) and kept == [i for i in everything if i in kept]  # the ranking, thinned
-    assert framework.apply(framework.component(model=reranker), query, []) == []
+    ranked = lambda **options: framework.apply(framework.component(model=unfused, **options), query, retrieved)
+    everything = ranked()  # unfused: each score is the model's calibrated score, what a threshold compares
+    middle = statistics.median(s for _, s in everything)
+    assert ranked(score_threshold=middle) == [(i, s) for i, s in everything if s >= middle]
+    assert ranked(score_threshold=0.0) == everything and ranked(score_threshold=1.01) == []  # scores lie in [0, 1]
+    assert framework.apply(framework.component(model=unfused), query, []) == []
     size = {"top_k": 2} if isinstance(framework, Haystack) else {"top_n": 2}
-    assert cut(**size) == everything[:2]
+    assert ranked(**size) == everything[:2]
     with pytest.raises(ValueError, match="at least 1"):
-        framework.component(model=reranker, **{name: 0 for name in size})
+        framework.component(model=unfused, **{name: 0 for name in size})
 
 
 # --- what one framework has of its own -----------------------------------------------------------
@@ -391,7 +389,7 @@ def test_haystack_saves_and_loads_the_ranker_with_its_pipeline(scifact, monkeypa
     from finerank.integrations.haystack import FinerankRanker
 
     monkeypatch.setenv("FINERANK_API_KEY", KEY)
-    ranker = FinerankRanker(top_k=3, score_threshold=0.2, meta_fields_to_embed=["title"])
+    ranker = FinerankRanker(top_k=3, score_threshold=0.0, meta_fields_to_embed=["title"])
     saved = ranker.to_dict()
     assert saved["init_parameters"]["api_key"] == {"type": "env_var", "env_vars": ["FINERANK_API_KEY"], "strict": False}
     again = FinerankRanker.from_dict(saved)
@@ -476,6 +474,18 @@ def test_a_query_in_a_language_no_model_reads_keeps_the_frameworks_order(unfused
     assert [(r.index, r.score) for r in scoring.rank("Où dort le chat ce matin ?", texts, cut=Cut(threshold=0.9))] == [
         (0, None), (1, None), (2, None)]  # fmt: skip
     assert all(r.score is not None for r in scoring.rank("Where does the cat sleep?", texts))
+
+
+def test_what_cannot_be_scored_is_refused_before_any_scoring(unfused):
+    from finerank.integrations._common import Scoring
+
+    for scoring in (Scoring(unfused), Scoring(url="http://127.0.0.1:9")):  # nothing listens there: never asked
+        with pytest.raises(ValueError, match="the query is empty"):
+            scoring.rank(" ", ["a text"])
+    with pytest.raises(ValueError, match="the server scores with its own model"):
+        Scoring(unfused, url="http://127.0.0.1:9")
+    with pytest.raises(TypeError, match="a second stage is a finerank.Scorer"):
+        Scoring(object())
 
 
 def test_import_finerank_imports_no_framework():

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FinerankError, MissingDependencyError
-from ..pipeline import Reranker, Reranking, rerank, second_stage
+from ..pipeline import Reranker, Reranking, check_query, rerank, second_stage
 from ..registry import DEFAULT_RERANKER, load_reranker
 from ..types import Document, Hit
 
@@ -135,7 +135,7 @@ class Scoring:
         """The texts best first, as ``cut`` keeps them. ``first_scores``: the framework's own scores of
         the list (its retriever's), which a fusing second stage reads; without them (or with one
         missing) it reads the list's order."""
-        if not texts:
+        if _nothing_to_score(query, texts):
             return []
         return cut(_ordered(self._post(query, texts)) if self.url else self._rank_local(query, texts, first_scores))
 
@@ -143,7 +143,7 @@ class Scoring:
         self, query: str, texts: Sequence[str], first_scores: Scores = None, cut: Cut = ALL
     ) -> list[Ranked]:
         """:meth:`rank` without blocking the event loop: over HTTP with an async client, or locally in a thread."""
-        if not texts:
+        if _nothing_to_score(query, texts):
             return []
         if self.url:
             return cut(_ordered(await self._apost(query, texts)))
@@ -167,7 +167,7 @@ class Scoring:
 
     def scores(self, query: str, texts: Sequence[str]) -> list[float]:
         """The model's calibrated score of each text, in input order, never fused (a plain list)."""
-        if not texts:
+        if _nothing_to_score(query, texts):
             return []
         if self.url:
             return self._post(query, texts)
@@ -241,17 +241,28 @@ class Scoring:
             raise FinerankError(
                 f"the finerank server at {self.url} answered {response.status_code}: {_message(response)}"
             )
+        try:
+            answered = [(r["index"], float(r["relevance_score"])) for r in response.json()["results"]]
+        except (ValueError, KeyError, TypeError):
+            raise FinerankError(
+                f"the finerank server at {self.url} answered no rerank results: {response.text[:200]}"
+            ) from None
         scores: list[float | None] = [None] * count
-        for result in response.json().get("results", []):
-            index = result.get("index")
+        for index, score in answered:
             if not isinstance(index, int) or not 0 <= index < count or scores[index] is not None:
                 raise FinerankError(f"the finerank server at {self.url} answered index {index!r} for {count} documents")
-            scores[index] = float(result["relevance_score"])
+            scores[index] = score
         if None in scores:
             raise FinerankError(
                 f"the finerank server at {self.url} scored {count - scores.count(None)} of {count} documents"
             )
         return scores
+
+
+def _nothing_to_score(query: str, texts: Sequence[str]) -> bool:
+    """ValueError for an empty query, wherever the texts are scored; True when there are no texts."""
+    check_query(query)
+    return not texts
 
 
 def _ordered(scores: Sequence[float]) -> list[Ranked]:
