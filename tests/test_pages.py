@@ -138,9 +138,10 @@ def test_a_query_shows_both_rankings_joined_by_lines(server, page):
         assert card["y"] < svg_top + y < card["y"] + card["height"]
     card = page.locator(f'#reranked-list .hit[data-id="{moved["id"]}"]')
     assert f"was #{moved['original_rank']}" in card.inner_text()
-    assert (
-        f"model {moved['model_score']['calibrated']:.3f} (raw {moved['model_score']['raw']:.3f})" in card.inner_text()
-    )
+    model = moved["model_score"]  # a probability only from a calibrated model
+    shown = f"p(relevant) {model['calibrated']:.3f} (raw {model['raw']:.3f})" if model["probability"] else (
+        f"model {model['raw']:.3f} (uncalibrated)")
+    assert shown in card.inner_text()
     marks = card.locator("mark").all_inner_texts()
     assert marks and all(set(english(m)) & set(english(QUERY)) for m in marks)  # query words, by stem
     assert "first stage" in page.inner_text("#status") and "rerank" in page.inner_text("#status")

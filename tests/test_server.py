@@ -78,8 +78,11 @@ def test_cohere_sdk_v1_and_v2(live, reference):
         cohere.ClientV2(api_key="wrong", base_url=live.url).rerank(
             model="all-minilm-l6-v2", query=QUERY, documents=DOCS
         )
+    # a client written for Cohere names Cohere's model: the served model answers to it; an unknown name is a 404
+    hosted = cohere.ClientV2(api_key=KEY, base_url=live.url).rerank(model="rerank-v3.5", query=QUERY, documents=DOCS)
+    assert [r.index for r in hosted.results] == order
     with pytest.raises(cohere.errors.NotFoundError):
-        cohere.ClientV2(api_key=KEY, base_url=live.url).rerank(model="rerank-v3.5", query=QUERY, documents=DOCS)
+        cohere.ClientV2(api_key=KEY, base_url=live.url).rerank(model="my-typo", query=QUERY, documents=DOCS)
 
 
 def test_tei_infinity_and_jina_shapes(client, reference):

@@ -31,7 +31,7 @@ from ..registry import DEFAULT_RERANKER, load_reranker
 from ..types import Document, Hit
 from . import errors
 from .admin import Admin
-from .backend import InvalidRequest, Limits, Service
+from .backend import VENDOR_ALIASES, InvalidRequest, Limits, Service
 from .schemas import (
     DeleteRequest,
     Health,
@@ -513,7 +513,9 @@ def _routes() -> APIRouter:
             return {
                 "id": h.id,
                 "document": _stored(h.document),
-                "model_score": {"raw": model.raw, "calibrated": model.calibrated} if model else None,
+                "model_score": {"raw": model.raw, "calibrated": model.calibrated, "probability": model.probability}
+                if model
+                else None,
                 "highlight": asdict(highlight(h.document.text, body.query, analyzer, within=within)),
             }
 
@@ -542,6 +544,7 @@ def _routes() -> APIRouter:
         service: Service = request.app.state.service
         return {
             "model": service.model_name,
+            "model_aliases": ["default", *VENDOR_ALIASES],
             "first_stage": service.first_stage_kind if service.index_path else None,
             "first_stages": list(service.first_stages) if service.index_path else [],
             "index_documents": await asyncio.to_thread(service.documents),

@@ -35,6 +35,15 @@ from .batching import Batcher
 logger = logging.getLogger(__name__)
 
 
+# the hosted rerankers' model names a client written for them sends (Cohere, Jina, Voyage): the served model answers
+VENDOR_ALIASES = (
+    "rerank-v3.5", "rerank-english-v3.0", "rerank-multilingual-v3.0", "rerank-english-v2.0", "rerank-multilingual-v2.0",
+    "rerank-v4.0-pro", "rerank-v4.0-fast", "jina-reranker-v2-base-multilingual", "jina-reranker-v1-base-en",
+    "jina-reranker-v1-turbo-en", "jina-reranker-v1-tiny-en", "jina-reranker-m0", "rerank-2", "rerank-2-lite",
+    "rerank-2.5", "rerank-2.5-lite",
+)  # fmt: skip
+
+
 class ModelNotInstalled(FinerankError):
     """The second stage for a request's language is not installed (503)."""
 
@@ -284,8 +293,14 @@ class Service:
     # --- reranking -------------------------------------------------------------------------
 
     def check_model(self, name: str | None) -> None:
-        if name and name not in (self.model_name, "default"):
-            raise NotFoundError(f"model: unknown model {name!r}; this server serves {self.model_name!r}", "model")
+        """A request may name this server's model, "default", or a hosted reranker's name (a client
+        written for Cohere or Jina sends one): all of them mean the served model."""
+        if name and name not in (self.model_name, "default", *VENDOR_ALIASES):
+            raise NotFoundError(
+                f"model: unknown model {name!r}; this server serves {self.model_name!r} (also answering to 'default' "
+                f"and hosted rerankers' names such as 'rerank-v3.5'; see /v1/info)",
+                "model",
+            )
 
     def scorer_for(self, query: str):
         """The model that scores a plain list for this query (per language for a routed reranker)."""

@@ -218,10 +218,13 @@ class Highlight(BaseModel):
 
 
 class ModelScore(BaseModel):
-    """The second stage's model on this document: its raw score and that score calibrated to [0, 1]."""
+    """The second stage's model on this document: its raw score and that score in [0, 1], a
+    probability of relevance when ``probability`` (the model is calibrated), else only the model's
+    own squashing of its score."""
 
     raw: float
     calibrated: float
+    probability: bool
 
 
 class SearchResult(BaseModel):
@@ -252,6 +255,7 @@ class Info(BaseModel):
     size, and the evaluation reports it serves."""
 
     model: str
+    model_aliases: list[str]  # other names a request may give the served model (hosted rerankers' names)
     first_stage: str | None
     first_stages: list[str]
     index_documents: int | None

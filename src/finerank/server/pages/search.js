@@ -108,7 +108,10 @@ function fill(listId, hits, move) {
 function card(hit, move, listId) {
   const title = hit.document.title || hit.id;
   const scores = [`score ${fmt(hit.score)}`];
-  if (hit.model_score) scores.push(`model ${fmt(hit.model_score.calibrated)} (raw ${fmt(hit.model_score.raw)})`);
+  if (hit.model_score) {
+    const m = hit.model_score;  // a probability only when the model is calibrated
+    scores.push(m.probability ? `p(relevant) ${fmt(m.calibrated)} (raw ${fmt(m.raw)})` : `model ${fmt(m.raw)} (uncalibrated)`);
+  }
   scores.push(`id ${hit.id}`);
   const node = el(
     "li", { class: "hit", tabindex: 0, "data-id": hit.id, "data-list": listId, lang: langOf(title + hit.document.text) },
