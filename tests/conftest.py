@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import LiveServer  # noqa: F401  (test modules import it from here, as before)
 
 # backend="auto" takes the fixed rule here: measuring every backend at each model's first load
 # would cost the suite minutes (tests/test_tuning.py measures on purpose)

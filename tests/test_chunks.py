@@ -7,7 +7,7 @@ import re
 import httpx
 import numpy as np
 import pytest
-from conftest import LiveServer
+from support import LiveServer
 
 from finerank import BM25, Document, Index, Pipeline, load_scorer
 from finerank.evaluate import load_dataset

@@ -27,11 +27,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import LiveServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from support import LiveServer
 
 from finerank import Index, first_stage, load_scorer, read_corpus, read_queries
 from finerank.server import create_app

@@ -222,7 +222,7 @@ def unfused(reranker):
 @pytest.fixture(scope="module")
 def server(unfused):
     pytest.importorskip("uvicorn")
-    from conftest import LiveServer
+    from support import LiveServer
 
     from finerank.server import create_app
 
@@ -417,9 +417,9 @@ def test_haystack_saves_and_loads_the_ranker_with_its_pipeline(scifact, monkeypa
 def flaky_server(statuses: list[int]):
     """A rerank server that answers the next of ``statuses`` while there is one, then scores (its
     results worst first: the client must place them by index); with the requests it received."""
-    from conftest import LiveServer
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
+    from support import LiveServer
 
     app, received = FastAPI(), []
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import LiveServer
+from support import LiveServer
 
 from finerank import Document, Index, load_reranker, read_corpus, read_run
 from finerank.analysis import english
@@ -139,8 +139,11 @@ def test_a_query_shows_both_rankings_joined_by_lines(server, page):
     card = page.locator(f'#reranked-list .hit[data-id="{moved["id"]}"]')
     assert f"was #{moved['original_rank']}" in card.inner_text()
     model = moved["model_score"]  # a probability only from a calibrated model
-    shown = f"p(relevant) {model['calibrated']:.3f} (raw {model['raw']:.3f})" if model["probability"] else (
-        f"model {model['raw']:.3f} (uncalibrated)")
+    shown = (
+        f"p(relevant) {model['calibrated']:.3f} (raw {model['raw']:.3f})"
+        if model["probability"]
+        else (f"model {model['raw']:.3f} (uncalibrated)")
+    )
     assert shown in card.inner_text()
     marks = card.locator("mark").all_inner_texts()
     assert marks and all(set(english(m)) & set(english(QUERY)) for m in marks)  # query words, by stem

@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 import schemathesis
-from conftest import LiveServer
 from hypothesis import HealthCheck, settings
+from support import LiveServer
 
 import finerank
 from finerank import BM25, Document, Index, Pipeline, first_stage, load_reranker, load_scorer
