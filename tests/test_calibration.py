@@ -5,7 +5,7 @@ by every scorer of it, and applied by ``min_score``."""
 import numpy as np
 import pytest
 
-from finerank import BM25, Index, Pipeline, load_scorer, read_corpus
+from finerank import BM25, Document, Index, Pipeline, load_scorer, read_corpus
 from finerank.cli import main
 from finerank.errors import ModelError
 from finerank.evaluate import judged_scores, load_dataset, threshold_quality
@@ -58,9 +58,10 @@ def test_calibrate_command_stores_it_with_the_model_and_min_score_uses_it(nfcorp
     assert "calibrated all-minilm-l6-v2 (platt) on nfcorpus dev: " in out and "precision" in out
     scorer = load_scorer("all-minilm-l6-v2", max_length=128, backend="onnx", precision="fp32")
     assert scorer.calibration is not None and scorer.calibration.fitted_on.startswith("nfcorpus dev")
-    assert (
-        load_scorer("all-minilm-l6-v2", max_length=256, backend="onnx").calibration is None
-    )  # another token limit, another calibration
+    # another token limit, another calibration: at the default 256 tokens, the one finerank ships
+    assert load_scorer("all-minilm-l6-v2", max_length=256, backend="onnx").calibration.fitted_on.startswith(
+        "nfcorpus dev, xquad-en dev"
+    )
     query = "vitamin D and bone health"
     ranking = Pipeline(first, scorer, candidates=20, top_k=20).search(query)
     threshold = sorted(m.calibrated for m in ranking.model_scores.values())[-5]
@@ -96,3 +97,26 @@ def test_calibrations_at_two_token_limits_keep_apart_in_a_writable_model_folder(
     for max_length, a in ((64, 2.0), (128, -3.0)):
         assert CrossEncoder(folder, backend="torch", precision="fp32", max_length=max_length).calibration.a == a
     assert CrossEncoder(folder, backend="torch", precision="fp32", max_length=96).calibration is None
+
+
+def test_the_shipped_calibrations_call_unrelated_passages_unlikely_and_say_they_are_probabilities(tiny_ce):
+    """(cosine + 1) / 2 called every passage above 0.9 likely relevant; the shipped calibrations
+    do not, and a hit says whether its [0, 1] score is a probability."""
+    texts = [
+        "Use pd.read_csv() to load comma-separated values into a DataFrame.",
+        "Bake bread at 220 degrees.",
+        "The Moon's gravity raises the tides.",
+    ]
+    english = load_scorer("all-minilm-l6-v2", backend="onnx", precision="fp32")
+    relevance = english.score("How do I read a CSV file in Python?", texts)
+    assert english.calibration is not None and relevance[0] > relevance[1] and max(relevance[1:]) < 0.2
+    assert english.squash(english.score("How do I read a CSV file in Python?", texts, raw=True))[1] > 0.5  # the old way
+    chinese = load_scorer("multilingual-e5-small", backend="onnx", precision="fp32")
+    scores = chinese.score(
+        "如何治疗感冒？", ["感冒的治疗方法包括休息和补水。", "今天的足球比赛非常精彩。", "月球引力引起潮汐。"]
+    )
+    assert chinese.calibration is not None and scores[0] > 0.5 > max(scores[1:])
+    index = Index.build([Document(str(i), t) for i, t in enumerate(texts)])
+    for scorer, probability in ((english, True), (load_scorer(tiny_ce, backend="onnx"), False)):
+        ranking = Pipeline(BM25(index), scorer, candidates=3, top_k=3).search("load comma-separated values")
+        assert {m.probability for m in ranking.model_scores.values()} == {probability}

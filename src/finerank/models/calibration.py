@@ -7,7 +7,8 @@ that a threshold such as 0.5 means the same across queries and models.
 
 A fitted calibration is stored as JSON with the model, one file per way of reading it (the
 scorer's ``calibration_key``): in the model's folder when it can be written there, else in the
-user cache (never in site-packages).
+user cache (never in site-packages). finerank ships calibrations of its registered scorers,
+fitted on train and dev splits (``benchmarks/shipped_calibration.py``); one fitted here comes first.
 """
 
 from __future__ import annotations
@@ -117,10 +118,20 @@ def save(calibration: Calibration, path: Path) -> Path:
     return path
 
 
+def shipped_name(key: str) -> str:
+    """The file name of the calibration finerank ships for a registered model read as ``key``."""
+    return f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
 def load(model_dir: Path, key: str) -> Calibration | None:
-    """The model's stored calibration for ``key``, if it has one (a ``finerank-calibration.json``
-    from before keys were kept counts for every key, as it did then)."""
-    for path in (location(model_dir, key), model_dir / FILE):
+    """The model's calibration for ``key``: the one fitted here (``finerank calibrate``), else one
+    finerank ships for a registered model read this way (benchmarks/shipped_calibration.py), if
+    either exists (a ``finerank-calibration.json`` from before keys were kept counts for every key,
+    as it did then)."""
+    from importlib import resources
+
+    shipped = resources.files("finerank") / "data" / "calibration" / shipped_name(key)
+    for path in (location(model_dir, key), model_dir / FILE, shipped):
         if path.is_file():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
