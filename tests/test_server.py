@@ -278,6 +278,11 @@ def test_search_filters_and_index_administration(client, index_dir):
         "/v1/search", json={"query": "cells", "top_n": 7, "filter": {"group": [1]}, "rerank": False}
     ).json()
     assert len(filtered["results"]) == 7 and all(r["document"]["metadata"]["group"] == 1 for r in filtered["results"])
+    unknown = client.post("/v1/search", json={"query": "cells", "filter": {"lang": "en"}, "rerank": False}).json()
+    assert (
+        unknown["results"] == []
+        and unknown["note"] == "no document has the field 'lang': check the filter's field names"
+    )
 
     doc = {
         "id": "new-1",

@@ -537,6 +537,7 @@ def _routes() -> APIRouter:
             "results": reranked,
             "first_stage_results": first,
             "timings_ms": {k: v * 1000 for k, v in ranking.timings.items()},
+            "note": ranking.note,
         }
 
     @router.get("/v1/info", response_model=Info)

@@ -248,6 +248,7 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
     first_stage_results: list[SearchResult]  # the first stage's own top ``top_n``, before reranking
     timings_ms: dict[str, float]
+    note: str | None = None  # why there are no results, when a reason is known (an unknown filter field, ...)
 
 
 class Info(BaseModel):

@@ -64,7 +64,7 @@ async function search() {
   shown = answer;
   const timings = Object.entries(shown.timings_ms).map(([stage, ms]) => `${stage.replace("_", " ")} ${ms.toFixed(1)} ms`);
   status.textContent = `${timings.join(" · ")} · round trip ${(performance.now() - began).toFixed(0)} ms` +
-    (shown.first_stage_results.length ? "" : " · no document matches this query");
+    (shown.first_stage_results.length ? "" : ` · no results: ${shown.note || "no document matches this query"}`);
   render(shown);
 }
 
