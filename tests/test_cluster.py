@@ -149,7 +149,7 @@ def cpus_held(cluster):
 
 
 def test_rerank_run_on_a_cluster_with_no_free_cpu_says_what_it_waits_for_then_fails_in_one_line(
-    cluster, cpus_held, dl19_slice, tiny_ce, tmp_path, capsys, caplog, monkeypatch
+    cluster, cpus_held, dl19_slice, tiny_ce, tmp_path, capsys, caplog
 ):
     folder, run, _, documents = dl19_slice
     run_file, corpus = tmp_path / "run.trec", tmp_path / "corpus.jsonl"
@@ -157,9 +157,10 @@ def test_rerank_run_on_a_cluster_with_no_free_cpu_says_what_it_waits_for_then_fa
         "".join(f"{q} Q0 {d} {r} {s} bm25\n" for q in sorted(run)[:2] for r, (d, s) in enumerate(run[q].items(), 1))
     )
     corpus.write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in documents.values()))
-    monkeypatch.setattr("finerank.cluster.WORKER_START_TIMEOUT_S", 3)
     argv = [
         "rerank-run",
+        "--start-timeout",
+        "3",
         str(run_file),
         "--corpus",
         str(corpus),

@@ -366,7 +366,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--start-timeout",
         type=_share,
-        default=120,
         metavar="SECONDS",
         help="with --ray: give up when the cluster has not started the workers within this many seconds (default 120)",
     )
