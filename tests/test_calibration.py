@@ -99,6 +99,7 @@ def test_calibrations_at_two_token_limits_keep_apart_in_a_writable_model_folder(
     assert CrossEncoder(folder, backend="torch", precision="fp32", max_length=96).calibration is None
 
 
+@pytest.mark.slow  # loads both shipped models (about 12 s)
 def test_the_shipped_calibrations_call_unrelated_passages_unlikely_and_say_they_are_probabilities(tiny_ce):
     """(cosine + 1) / 2 called every passage above 0.9 likely relevant; the shipped calibrations
     do not, and a hit says whether its [0, 1] score is a probability."""
