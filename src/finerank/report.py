@@ -172,7 +172,8 @@ def results_page(evaluations: Sequence[Evaluation], command: str) -> str:
                 f"| {ev.dataset} | {ev.queries} | {ev.first_stage} | {ev.reranker} | {f['ndcg@10']:.4f} | "
                 f"{r['ndcg@10']:.4f} | "
                 f"{r['ndcg@10'] - f['ndcg@10']:+.4f} | {ev.p_value:.4f} | {f['hit@1']:.3f} → {r['hit@1']:.3f} | "
-                f"{f['hit@3']:.3f} → {r['hit@3']:.3f} | {f['recall@100']:.4f} | {ev.latency_ms['rerank']['p50']:.0f} |"
+                f"{f['hit@3']:.3f} → {r['hit@3']:.3f} | {f['recall@100']:.4f} | "
+                f"{ev.latency_ms['rerank']['p50']:.0f} |"
             )
         else:
             lines.append(
