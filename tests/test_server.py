@@ -557,7 +557,7 @@ def test_openapi_fuzz_never_500(tmp_path, scifact_docs, reference):
         for operation in operations:
 
             @given(case=operation.as_strategy())
-            @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
             def check(case):
                 case.call_and_validate(base_url=live.url, headers=AUTH, checks=[schemathesis.checks.not_a_server_error])
 
