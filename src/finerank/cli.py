@@ -827,6 +827,8 @@ def _search(args: argparse.Namespace) -> int:
     pipeline = Pipeline(
         retriever, reranker, candidates=args.candidates, top_k=args.top_k, cheap=_cheap(args, reranker), keep=args.keep
     )
+    if isinstance(reranker, ByLanguage):
+        reranker.route(args.query)  # a per-language reranker loads the query's route at its first use: count it here
     loading = time.perf_counter() - start  # the models' load (and, once per model and CPU, the backends' measurement)
     ranking = pipeline.search(args.query, filter=args.filter, min_score=args.min_score, budget_ms=args.budget_ms)
     timings = {"load": loading, **ranking.timings}
