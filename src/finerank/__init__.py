@@ -10,7 +10,7 @@ from .errors import CorpusError, FinerankError, IndexFormatError, InputTooLongEr
 from .fusion import Fusion
 from .index import Index
 from .models import BiEncoder, CrossEncoder, LLMReranker, Scorer
-from .pipeline import Pipeline, SecondStage, rerank
+from .pipeline import Pipeline, Reranking, SecondStage, rerank
 from .registry import DEFAULT_RERANKER, first_stage, load_encoder, load_reranker, load_scorer
 from .retrievers import BM25, Dense, Hybrid, Retriever
 from .types import Document, Hit, Ranking
@@ -37,6 +37,7 @@ __all__ = [
     "ModelError",
     "Pipeline",
     "Ranking",
+    "Reranking",
     "Retriever",
     "Scorer",
     "SecondStage",
