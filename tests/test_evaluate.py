@@ -23,9 +23,14 @@ def test_reranking_finds_what_bm25_misses_on_the_handmade_set(capsys):
     ev = evaluate_folder(MINI, load_reranker("all-minilm-l6-v2"), split="test")
     assert ev.queries == 5 and ev.scores["first_stage"]["hit@1"] == pytest.approx(0.6)
     assert ev.scores["reranked"]["hit@1"] == 1.0 and ev.scores["reranked"]["ndcg@10"] == 1.0
+    gain = ev.scores["reranked"]["ndcg@10"] - ev.scores["first_stage"]["ndcg@10"]
+    assert ev.gain_interval[0] <= gain <= ev.gain_interval[1]  # 5 queries: an honest, wide interval around the gain
     assert main(["-q", "eval", str(MINI), "--split", "dev", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["queries"] == 3 and out["reranked"]["ndcg@10"] > out["first_stage"]["ndcg@10"]
+    assert len(out["gain_interval"]) == 2
+    assert main(["-q", "eval", str(MINI), "--split", "test"]) == 0
+    assert "5 judged queries: nDCG@10 +0.148 (95 % interval" in capsys.readouterr().out
 
 
 def test_eval_stores_the_vectors_the_second_stage_reads_and_refuses_a_changed_index(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 import pytrec_eval
 
 from finerank import BM25, Index
-from finerank.metrics import mean_scores, ndcg, per_query
+from finerank.metrics import bootstrap_interval, mean_scores, ndcg, per_query, verdict
 
 TREC = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "map@100": "map_cut_100", "mrr@10": "recip_rank"}
 
@@ -46,3 +46,17 @@ def test_missing_relevant_documents_count_as_misses():
     judged = {"a": 1, "b": 1}
     assert ndcg(["a"], judged) < 1.0 and ndcg(["b", "a"], judged) == pytest.approx(1.0)
     assert mean_scores({}, {"q": judged})["ndcg@10"] == 0.0  # a query with no ranking scores zero
+
+
+def test_a_bootstrap_interval_holds_the_gain_and_narrows_with_more_queries():
+    rng = random.Random(3)
+    a = [rng.random() for _ in range(400)]
+    b = [x + 0.05 + rng.gauss(0, 0.2) for x in a]
+    few, many = bootstrap_interval(a[:25], b[:25]), bootstrap_interval(a, b)
+    gain = sum(b) / len(b) - sum(a) / len(a)
+    assert many[0] < gain < many[1] and 0 < many[0]  # 400 queries: the gain is known to be positive
+    assert few[1] - few[0] > 3 * (many[1] - many[0])  # 16 times fewer queries: about 4 times wider
+    assert bootstrap_interval(a, b) == many  # seeded: the same interval every time
+    assert verdict(400, gain, many, 0.0001).endswith("the reranked list is better")
+    unsure = verdict(25, 0.02, few, 0.3)
+    assert "not known yet; judge about" in unsure and "more queries to tell" in unsure

@@ -16,7 +16,7 @@ import numpy as np
 
 from .corpus import read_qrels, read_queries
 from .errors import CorpusError
-from .metrics import mean_scores, means, ndcg, per_query, randomization_test
+from .metrics import bootstrap_interval, mean_scores, means, ndcg, per_query, randomization_test
 from .types import Document
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class Evaluation:
     scores: dict[str, dict[str, float] | None]  # "first_stage" / "reranked" -> metric -> mean
     per_query: dict[str, dict[str, dict[str, float]] | None]  # stage -> metric -> query id -> value
     p_value: float | None  # paired randomization test on nDCG@10, first stage vs reranked
+    gain_interval: tuple[float, float] | None  # 95 % bootstrap interval of the mean nDCG@10 gain
     latency_ms: dict[str, dict[str, float]]  # stage -> p50 / p95 / mean per query
     pairs_per_s: float | None
     peak_rss_mb: float
@@ -110,6 +111,7 @@ class Evaluation:
             "first_stage": self.scores["first_stage"],
             "reranked": self.scores["reranked"],
             "p_value": self.p_value,
+            "gain_interval": list(self.gain_interval) if self.gain_interval else None,
             "latency_ms": self.latency_ms,
             "pairs_per_s": self.pairs_per_s,
             "peak_rss_mb": self.peak_rss_mb,
@@ -265,6 +267,9 @@ def evaluate(
             first_pos = {d: i for i, d in enumerate(first_run[qid], 1)}
             new_pos = {d: i for i, d in enumerate(reranked_run[qid], 1)}
             moves += [(first_pos.get(d, 0), new_pos.get(d)) for d, g in judged.items() if g > 0]
+    paired = (
+        [list(p["ndcg@10"].values()) for p in (first_per_query, reranked_per_query)] if reranked_per_query else None
+    )
     return Evaluation(
         dataset=dataset.name,
         split=dataset.split,
@@ -279,9 +284,8 @@ def evaluate(
             "reranked": means(reranked_per_query) if reranked_per_query else None,
         },
         per_query={"first_stage": first_per_query, "reranked": reranked_per_query},
-        p_value=randomization_test(*(list(p["ndcg@10"].values()) for p in (first_per_query, reranked_per_query)))
-        if reranked_per_query
-        else None,
+        p_value=randomization_test(*paired) if paired else None,
+        gain_interval=bootstrap_interval(*paired) if paired else None,
         latency_ms={stage: _percentiles(t) for stage, t in times.items() if t},
         pairs_per_s=pairs / sum(times["rerank"]) if times["rerank"] and sum(times["rerank"]) > 0 else None,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -84,3 +84,43 @@ def randomization_test(a: Sequence[float], b: Sequence[float], trials: int = 10_
 def means(values: dict[str, dict[str, float]]) -> dict[str, float]:
     """metric -> its mean over the queries."""
     return {name: float(np.mean(list(v.values()))) if v else 0.0 for name, v in values.items()}
+
+
+def bootstrap_interval(
+    a: Sequence[float], b: Sequence[float], trials: int = 10_000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(b - a) over paired per-query values (the queries
+    resampled with replacement): where the mean gain of ``b`` over ``a`` lies, at ``level``."""
+    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    if len(diff) == 0:
+        return 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    means = np.concatenate(
+        [
+            diff[rng.integers(0, len(diff), size=(min(1000, trials - start), len(diff)))].mean(axis=1)
+            for start in range(0, trials, 1000)
+        ]
+    )
+    low, high = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(low), float(high)
+
+
+POWER_80 = (1.96 + 0.84) / 1.96
+
+
+def verdict(queries: int, gain: float, interval: tuple[float, float], p_value: float) -> str:
+    """The comparison in one plain sentence: the gain, its interval, the test, and what it means,
+    with about how many more judged queries would settle it when the interval holds zero."""
+    low, high = interval
+    said = f"{queries} judged queries: nDCG@10 {gain:+.3f} (95 % interval {low:+.3f} to {high:+.3f}, p = {p_value:.4f})"
+    if low > 0:
+        return f"{said}: the reranked list is better"
+    if high < 0:
+        return f"{said}: the reranked list is worse"
+    half = (high - low) / 2
+    if abs(gain) < 1e-9:
+        return f"{said}: no difference measured"
+    # the interval narrows as 1 / sqrt(queries); to exclude zero 4 times in 5 (80 % power) its half-width must fall
+    # to |gain| / (1 + 0.84 / 1.96)
+    needed = math.ceil(queries * (POWER_80 * half / abs(gain)) ** 2) - queries
+    return f"{said}: not known yet; judge about {max(needed, 1)} more queries to tell"

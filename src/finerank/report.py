@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluate import BUCKET_NAMES, Evaluation, dropped, missed, move_matrix
-from .metrics import METRICS
+from .metrics import METRICS, verdict
 
 
 def table(ev: Evaluation) -> str:
@@ -33,6 +33,8 @@ def _findings(ev: Evaluation) -> list[str]:
     lines = []
     if ev.p_value is not None:
         lines.append(f"paired randomization test on per-query nDCG@10 (10,000 trials): p = {ev.p_value:.4f}")
+        gain = ev.scores["reranked"]["ndcg@10"] - ev.scores["first_stage"]["ndcg@10"]
+        lines.append(verdict(len(ev.per_query["reranked"]["ndcg@10"]), gain, ev.gain_interval, ev.p_value))
     lines += [
         f"{stage} latency per query: p50 {t['p50']:.1f} ms, p95 {t['p95']:.1f} ms" for stage, t in ev.latency_ms.items()
     ]
