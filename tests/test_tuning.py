@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 
+import numpy as np
 import pytest
 
 from finerank import CrossEncoder
@@ -94,3 +95,12 @@ def test_pick_never_takes_a_disagreeing_or_failed_engine():
         tuning.Trial("openvino", "bf16", 60.0, 1.0, ndcg=0.39, ndcg_loss=0.01),
     ]
     assert tuning.pick(judged) == ("onnx", "int8")
+
+
+def test_reordered_ties_are_no_disagreement():
+    reference = np.array([0.90, 0.500, 0.501, 0.502, 0.10])  # three texts the model barely tells apart
+    reordered_ties = np.array([0.91, 0.503, 0.500, 0.501, 0.11])
+    assert tuning.kendall_tau(reordered_ties, reference) == 1.0
+    swapped = np.array([0.10, 0.500, 0.501, 0.502, 0.90])  # the best and the worst change places
+    assert tuning.kendall_tau(swapped, reference) < 0.0
+    assert tuning.kendall_tau(np.array([1.0, 2.0]), np.array([0.5, 0.5])) == 1.0  # nothing told apart
