@@ -6,8 +6,9 @@ Which engine is fastest differs between CPUs (openvino's fused bf16 attention wi
 or onnxruntime int8 on another; docs/performance.md), so a fixed order is wrong somewhere. Each
 installed backend x precision scores one sample request (a query and 24 passages, most of 115
 to 200 words, English and Chinese) after a warm-up; the fastest whose Kendall tau with the fp32
-reference (over the pairs the reference tells apart) is at least :data:`MIN_TAU` wins. ``FINERANK_AUTOTUNE=0`` skips the measurement and
-takes the fixed rule of :func:`~finerank.models.backends.choose_backend`.
+reference (over the pairs the reference tells apart) is at least :data:`MIN_TAU` wins.
+``FINERANK_AUTOTUNE=0`` skips the measurement and takes the fixed rule of
+:func:`~finerank.models.backends.choose_backend`.
 """
 
 from __future__ import annotations
