@@ -89,6 +89,7 @@ def test_rerank_from_file_and_stdin(tmp_path, capsys, monkeypatch, tiny_ce):
     assert "CrossEncoder(" in out and ("(was " in out or "(same)" in out)
 
 
+@pytest.mark.slow  # loads the English and the multilingual model (about 5 s)
 def test_demo_shows_both_orders(capsys):
     assert main(["demo", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
