@@ -4,6 +4,7 @@ fastest whose ranking agrees with fp32, and reads that choice back from the cach
 import json
 import os
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -31,6 +32,7 @@ def test_auto_measures_once_and_keeps_the_fastest_that_agrees(
 ):
     model = shutil.copytree(tiny_ce, tmp_path / "model")
     ce = CrossEncoder(model, threads=2)
+    ce.measuring.join()  # measured in the background while it served with the starting engine
     trials = tuning.last_trials(ce, 2)
     assert len(autotune) == 1 and {(t.backend, t.precision) for t in trials} == set(tuning.ENGINES)
     measured = [t for t in trials if not t.error]
@@ -42,9 +44,11 @@ def test_auto_measures_once_and_keeps_the_fastest_that_agrees(
     fastest = max(agreeing, key=lambda t: t.pairs_per_s)
     assert (ce.backend_name, ce.precision) == (fastest.backend, fastest.precision)
     assert isinstance(ce.backend, tuning.BACKENDS[fastest.backend])
+    assert ce.measuring.choice == (fastest.backend, fastest.precision) and ce.pairs_per_second == fastest.pairs_per_s
     # loaded again: read from the cache, not measured
     again = CrossEncoder(model, threads=2)
     assert len(autotune) == 1 and (again.backend_name, again.precision) == (ce.backend_name, ce.precision)
+    assert again.measuring is None and again.pairs_per_second == fastest.pairs_per_s
     # another CPU (or thread count), or newer weights: nothing cached for them
     with monkeypatch.context() as mp:
         mp.setattr(tuning, "cpu_key", lambda threads: "another CPU")
@@ -69,6 +73,39 @@ def test_auto_measures_once_and_keeps_the_fastest_that_agrees(
     assert [(t.backend, t.precision, t.ndcg) for t in tuning.last_trials(ce, 2) if not t.error] == [
         (t.backend, t.precision, t.ndcg) for t in judged
     ]
+
+
+def test_the_first_load_serves_at_once_while_measuring(tiny_ce, tmp_path, autotune, monkeypatch):
+    """The load returns before the measurement ends, and the model scores meanwhile with torch;
+    a timed run that a serving batch overlapped does not count. Deterministic: the measurement is
+    held at its start until the test has scored."""
+    model = shutil.copytree(tiny_ce, tmp_path / "model")
+    go, real = threading.Event(), tuning.choose
+    monkeypatch.setattr(tuning, "choose", lambda *a, **k: go.wait() and real(*a, **k))
+    ce = CrossEncoder(model, threads=2)
+    texts = ["a dog sat on the mat", "the stock market fell", "dogs are loyal pets"]
+    assert ce.measuring.is_alive() and (ce.backend_name, ce.precision) == tuning.starting_engine()
+    reference = CrossEncoder(model, backend="torch", precision="fp32").score("dogs", texts, raw=True)
+    mark = tuning.SERVING.wait_quiet(0)
+    during = ce.score("dogs", texts, raw=True)
+    assert np.allclose(during, reference, atol=0.05)  # the starting engine (bf16 where the CPU has it)
+    assert not tuning.SERVING.undisturbed(mark)  # a timed run begun at mark would be run again
+    go.set()
+    ce.measuring.join()
+    assert ce.measuring.choice == (ce.backend_name, ce.precision) == tuning.cached(ce, 2)
+    assert isinstance(ce.backend, tuning.BACKENDS[ce.backend_name])  # no longer counted as serving
+    mark = tuning.SERVING.wait_quiet(0)
+    after = ce.score("dogs", texts, raw=True)
+    assert tuning.SERVING.undisturbed(mark) and np.argsort(after).tolist() == np.argsort(reference).tolist()
+
+
+def test_a_failed_measurement_leaves_the_starting_engine(tiny_ce, tmp_path, autotune, monkeypatch):
+    model = shutil.copytree(tiny_ce, tmp_path / "model")
+    monkeypatch.setattr(tuning, "choose", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    ce = CrossEncoder(model)
+    ce.measuring.join()
+    assert ce.measuring.choice is None and isinstance(ce.backend, tuning.BACKENDS["torch"])
+    assert len(ce.score("dogs", ["a dog", "a cat"])) == 2 and tuning.cached(ce, None) is None
 
 
 def test_explicit_or_switched_off_means_no_measurement(tiny_ce, autotune, monkeypatch, tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import Fusion, Index, Pipeline, __version__, load_reranker, read_corpus, rerank
 from .corpus import read_documents
 from .errors import FinerankError, MissingDependencyError
-from .models import LLMReranker
+from .models import LLMReranker, tuning
 from .pipeline import ByLanguage
 from .registry import (
     ANALYZERS,
@@ -59,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TQDM_DISABLE", "1")
     try:
-        return args.run_command(args)
+        code = args.run_command(args)
+        tuning.finish()  # a model loaded here for the first time is measured in the background: finish, once
+        return code
     except (FinerankError, KeyError, ValueError, OSError) as err:
         message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
         print(f"finerank: error: {' '.join(message.split())}", file=sys.stderr)  # a wrapped library error spans lines
@@ -900,7 +902,6 @@ def _rerank_run(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     from .evaluate import dev_quality
-    from .models import tuning
 
     cpu = tuning.cpu_key(args.threads)
     installed = {name: tuning.installed(name) for name in BACKENDS}

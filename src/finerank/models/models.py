@@ -64,12 +64,17 @@ class _TransformerReranker(Scorer):
         self.calibration = calibration.load(
             self.model_dir, self.calibration_key
         )  # fitted by finerank calibrate, if it was
-        self.backend = None
+        self.backend, self.measuring, measure = None, None, False
         if backend == precision == "auto" and tuning.enabled():  # measured on this CPU once, then read from the cache
-            (self.backend_name, self.precision), _ = tuning.choose(self, threads)
-            self.pairs_per_second = tuning.rate(self, threads, self.backend_name, self.precision)
+            found = tuning.cached(self, threads)
+            measure = found is None
+            self.backend_name, self.precision = found or tuning.starting_engine()
+            self.pairs_per_second = tuning.rate(self, threads, self.backend_name, self.precision) if found else None
         self.backend = BACKENDS[self.backend_name](self.model_dir, self.head, self.precision, threads)
         logger.info("loaded %s (%s, %s %s)", self.name, type(self).__name__, self.backend_name, self.precision)
+        if measure:  # serve now; measure the engines in the background and switch (tuning.Background)
+            self.measuring = tuning.Background(self, threads)
+            self.measuring.start()
 
     def _check_config(self) -> None:
         pass

@@ -1,6 +1,7 @@
 """``backend="auto"``: the fastest backend and precision on this CPU whose ranking agrees with
 fp32, measured the first time a model is loaded here and remembered in the user cache (per
-model, CPU and thread count).
+model, CPU and thread count). The first load does not wait for it: the model serves at once with
+torch (:func:`starting_engine`) while :class:`Background` measures, then switches to the choice.
 
 Which engine is fastest differs between CPUs (openvino's fused bf16 attention wins on one, torch
 or onnxruntime int8 on another; docs/performance.md), so a fixed order is wrong somewhere. Each
@@ -13,11 +14,13 @@ reference (over the pairs the reference tells apart) is at least :data:`MIN_TAU`
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import os
 import platform
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ import numpy as np
 
 from .._storage import replaced
 from .backends import BACKENDS, choose_backend
-from .files import cache_dir, weights_mtime
+from .files import cache_dir, torch_available, weights_mtime
 
 logger = logging.getLogger(__name__)
 
@@ -179,14 +182,17 @@ def rate(scorer, threads: int | None, backend: str, precision: str) -> float | N
 
 def measure(scorer, threads: int | None, repeats: int = 2, quality=None) -> list[Trial]:
     """Every installed backend x precision on the sample request, with ``scorer``'s own reading
-    (its tokenization, head and pooling); the backend it was loaded with is put back after.
-    ``quality``: a function of the scorer giving its nDCG@10 on a dev split, measured per engine."""
+    (its tokenization, head and pooling), on a copy of it: the scorer keeps serving with its own
+    engine meanwhile. Each step waits until the scorers being measured have served no batch for
+    a second (:data:`SERVING`), and a timed run that a batch overlapped is run again, so serving
+    is not slowed by measuring, nor the numbers by serving. ``quality``: a function of a scorer
+    giving its nDCG@10 on a dev split, measured per engine."""
     from tqdm.auto import tqdm
 
     texts, trials, reference, reference_quality = sample_texts(), [], None, None
-    loaded, remembered = scorer.backend, getattr(scorer, "cache_size", 0)
-    if remembered:  # a bi-encoder that remembers embeddings would answer every engine after the first from memory
-        scorer.cache_size = 0
+    probe = copy.copy(scorer)
+    if getattr(probe, "cache_size", 0):  # a bi-encoder that remembers embeddings would answer from memory
+        probe.cache_size, probe._cache = 0, {}
     engines = sorted(ENGINES, key=lambda e: e[1] != "fp32")  # fp32 first: the reference
     # a bar that follows logging: shown unless finerank's logger is set above warnings (the CLI's -q)
     bar = tqdm(
@@ -195,43 +201,40 @@ def measure(scorer, threads: int | None, repeats: int = 2, quality=None) -> list
         unit=" engine",
         disable=not logger.isEnabledFor(logging.WARNING),
     )
-    try:
-        for backend, precision in bar:
-            try:
-                scorer.backend = BACKENDS[backend](scorer.model_dir, scorer.head, precision, threads)
-                scorer.score(SAMPLE_QUERY, texts[:4], raw=True)  # warm-up: compilation, allocation
-                best = float("inf")
-                for _ in range(repeats):
+    for backend, precision in bar:
+        try:
+            SERVING.wait_quiet()  # exports and compilation too: a query being answered comes first
+            probe.backend = BACKENDS[backend](scorer.model_dir, scorer.head, precision, threads)
+            probe.score(SAMPLE_QUERY, texts[:4], raw=True)  # warm-up: compilation, allocation
+            best, runs = float("inf"), 0
+            while runs < repeats:
+                with TIMED:  # one measurement's timed run at a time
+                    mark = SERVING.wait_quiet()
                     start = time.perf_counter()
-                    scores = scorer.score(SAMPLE_QUERY, texts, raw=True)
-                    best = min(best, time.perf_counter() - start)
-                ndcg = quality(scorer) if quality is not None else float("nan")
-            except Exception as err:  # not installed, cannot export, no bf16 units: this engine is out
-                trials.append(
-                    Trial(
-                        backend,
-                        precision,
-                        error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-                    )
-                )
-                continue
-            if reference is None:
-                reference, reference_quality = scores, ndcg
+                    scores = probe.score(SAMPLE_QUERY, texts, raw=True)
+                    seconds = time.perf_counter() - start
+                if SERVING.undisturbed(mark):  # a serving batch ran meanwhile: run it again
+                    best, runs = min(best, seconds), runs + 1
+            ndcg = quality(probe) if quality is not None else float("nan")
+        except Exception as err:  # not installed, cannot export, no bf16 units: this engine is out
             trials.append(
-                Trial(
-                    backend,
-                    precision,
-                    len(texts) / best,
-                    kendall_tau(scores, reference),
-                    ndcg=ndcg,
-                    ndcg_loss=reference_quality - ndcg,
-                )
+                Trial(backend, precision, error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
             )
-            scorer.backend = None
-    finally:
-        scorer.backend = loaded
-        if remembered:
-            scorer.cache_size = remembered
+            continue
+        finally:
+            probe.backend = None
+        if reference is None:
+            reference, reference_quality = scores, ndcg
+        trials.append(
+            Trial(
+                backend,
+                precision,
+                len(texts) / best,
+                kendall_tau(scores, reference),
+                ndcg=ndcg,
+                ndcg_loss=reference_quality - ndcg,
+            )
+        )
     return trials
 
 
@@ -283,3 +286,105 @@ def installed(backend: str) -> bool:
 
 def enabled() -> bool:
     return os.environ.get("FINERANK_AUTOTUNE", "1") != "0"
+
+
+TIMED = threading.Lock()  # held by a measurement's timed run: two models measured at once take turns
+QUIET_SECONDS = 1.0
+
+
+class _Serving:
+    """The batches of scorers whose engines are being measured: how many run now, how many ran,
+    and when the last ended. A measurement waits for a quiet second before each step."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self.running, self.batches, self.last = 0, 0, 0.0
+
+    def run(self, engine, feeds):
+        with self._cond:
+            self.running, self.batches = self.running + 1, self.batches + 1
+        try:
+            return engine(feeds)
+        finally:
+            with self._cond:
+                self.running, self.last = self.running - 1, time.monotonic()
+                self._cond.notify_all()
+
+    def touch(self) -> None:
+        """Count now as the end of a batch: a scorer just loaded is about to serve."""
+        with self._cond:
+            self.last = time.monotonic()
+
+    def wait_quiet(self, seconds: float = QUIET_SECONDS) -> int:
+        """Block until no batch runs and none ended in the last ``seconds``; the batches served so far."""
+        with self._cond:
+            while True:
+                left = self.last + seconds - time.monotonic()
+                if not self.running and left <= 0:
+                    return self.batches
+                self._cond.wait(None if self.running else left)
+
+    def undisturbed(self, mark: int) -> bool:
+        """No batch ran since :meth:`wait_quiet` gave ``mark``."""
+        with self._cond:
+            return self.batches == mark and not self.running
+
+
+SERVING = _Serving()
+
+
+def starting_engine() -> tuple[str, str]:
+    """What a model serves with while :class:`Background` measures: torch, which needs no export
+    (bf16 on CPUs with bf16 units, else fp32); without torch, the fixed rule."""
+    return choose_backend("torch" if torch_available() else "auto", "auto")
+
+
+class _Served:
+    """A scorer's engine while its engines are measured: each batch is counted in :data:`SERVING`."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __call__(self, feeds):
+        return SERVING.run(self.engine, feeds)
+
+
+class Background(threading.Thread):
+    """Measures a scorer's engines (:func:`choose`) while it serves with its starting engine,
+    then switches it to the choice and stores the choice, so later loads start with it.
+    A daemon: a process that ends sooner measures again at its next load (the exports are kept);
+    the CLI waits for it after printing its results (:func:`finish`)."""
+
+    def __init__(self, scorer, threads: int | None):
+        super().__init__(name=f"finerank-measure-{scorer.name}", daemon=True)
+        self.scorer, self.threads, self.choice = scorer, threads, None
+        scorer.backend = _Served(scorer.backend)
+        SERVING.touch()
+
+    def run(self) -> None:
+        scorer = self.scorer
+        try:
+            choice, _ = choose(scorer, self.threads, again=True)
+            engine = BACKENDS[choice[0]](scorer.model_dir, scorer.head, choice[1], self.threads)
+        except Exception as err:  # the starting engine serves on; the next load measures again
+            logger.warning(
+                "measuring backends for %s failed (%s); it stays on %s", scorer.name, err, scorer.backend_name
+            )
+            scorer.backend = scorer.backend.engine
+            return
+        scorer.backend_name, scorer.precision, scorer.backend = *choice, engine
+        scorer.pairs_per_second = rate(scorer, self.threads, *choice)
+        self.choice = choice
+        logger.info("%s now runs on %s %s", scorer.name, *choice)
+
+
+def finish() -> None:
+    """Wait for the measurements still running in the background (a one-shot command, after its results)."""
+    running = [t for t in threading.enumerate() if isinstance(t, Background)]
+    if running:
+        logger.warning(
+            "finishing the measurement of backends for %s on this CPU (once; the results are complete)",
+            ", ".join(t.scorer.name for t in running),
+        )
+    for thread in running:
+        thread.join()

@@ -127,8 +127,12 @@ class BatchedScorer(Scorer):
 
     def __init__(self, scorer: Scorer, batcher: Batcher, loop: asyncio.AbstractEventLoop):
         self.scorer, self.batcher, self.loop = scorer, batcher, loop
-        self.name, self.calibration, self.pairs_per_second = scorer.name, scorer.calibration, scorer.pairs_per_second
+        self.name, self.calibration = scorer.name, scorer.calibration
         self.encoder, self.vector_reading = scorer.encoder, scorer.vector_reading
+
+    @property
+    def pairs_per_second(self) -> float | None:  # the model's, which changes when a background measurement ends
+        return self.scorer.pairs_per_second
 
     @property
     def reading(self) -> dict:
