@@ -73,7 +73,7 @@ def labelled_groups(
     folder = Path(folder)
     queries, qrels = read_queries(folder / "queries.jsonl"), read_qrels(folder / "qrels" / f"{split}.tsv")
     rng = random.Random(seed)
-    groups = []
+    groups, found = [], 0  # found: queries whose relevant document the first stage recalled
     for qid in list(qrels)[:max_queries]:
         if qid not in queries:
             continue
@@ -87,6 +87,7 @@ def labelled_groups(
         judged_irrelevant = [h for h in hits if judged.get(h.id) == 0]
         negatives = [h for h in judged_irrelevant + unjudged if h.document.content not in relevant_texts]
         positives = relevant[:max_positives]
+        found += bool(positives)
         for positive in positives:
             if len(negatives) >= group_size - 1:
                 chosen = rng.sample(negatives, group_size - 1)
@@ -100,7 +101,10 @@ def labelled_groups(
                 )
     if not groups:
         raise CorpusError(
-            f"no training groups: no judged query in {split} has a relevant document "
+            f"no training groups: the first stage recalled a relevant document for {found} judged queries of {split}, "
+            f"but with fewer than {group_size - 1} negatives beside it (lower --group-size, or use a larger corpus)"
+            if found
+            else f"no training groups: no judged query in {split} has a relevant document "
             f"among the first stage's {candidates}",
             folder,
         )
