@@ -94,6 +94,14 @@ def _count(minimum: int = 1):
     return parse
 
 
+def _user(text: str) -> tuple[str, str]:
+    """An argparse type: NAME=KEY, a user's name and API key (printable ASCII, no spaces)."""
+    name, _, key = text.partition("=")
+    if not name.strip() or not key or not all(33 <= ord(c) <= 126 for c in key):
+        raise argparse.ArgumentTypeError(f"give NAME=KEY (the key printable ASCII without spaces), got {text!r}")
+    return name.strip(), key
+
+
 def _port(text: str) -> int:
     value = _count(0)(text)
     if value > 65535:
@@ -152,6 +160,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true", help="skip bad records (reported) instead of stopping")
     p.set_defaults(run_command=_index)
 
+    p = add_parser(
+        "judge", help="grade search results in the terminal (0-3): the pool of both lists, stored by the index"
+    )
+    p.add_argument("index", help="an index folder")
+    p.add_argument("--queries", metavar="FILE", help="queries to judge, a line each (default: typed at the prompt)")
+    p.add_argument("--judgments", metavar="FILE", help="where grades go (default: judgments.jsonl in the index folder)")
+    p.add_argument("--depth", type=_count(), default=10, help="top results of each list to grade (default 10)")
+    p.add_argument("--user", default=os.environ.get("USER"), help="who judges (default $USER)")
+    p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES)
+    _reranker_options(p, allow_none=False)
+    p.set_defaults(run_command=_judge)
+
     p = add_parser("search", help="search an index: first-stage candidates, then rerank")
     p.add_argument("index")
     p.add_argument("query")
@@ -190,9 +210,20 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run_command=_rerank)
 
     p = add_parser("eval", help="first stage vs reranked on a BEIR dataset: quality and cost")
-    p.add_argument("dataset", nargs="?", help="BEIR folder (with --all: a folder of them, default ../shared/datasets)")
+    p.add_argument(
+        "dataset",
+        nargs="?",
+        help="BEIR folder (with --all: a folder of them, default ../shared/datasets; with --judgments: an index)",
+    )
     p.add_argument("--all", action="store_true", help="every dataset in the folder; writes --out")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default=None, help="default test (with --judgments: all; test is the held-out share)")
+    p.add_argument(
+        "--judgments",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="evaluate on your own grades: the index's judgments.jsonl, or FILE (DATASET is then the index)",
+    )
     p.add_argument("--run", help="rerank this TREC run (path, or relative to the dataset) instead of BM25")
     p.add_argument("--index", help="an existing index of the dataset's corpus (default: build one in memory)")
     p.add_argument(
@@ -266,6 +297,22 @@ def _parser() -> argparse.ArgumentParser:
         help="a saved `finerank eval --json` file for the evaluation page at /eval (repeatable)",
     )
     p.add_argument(
+        "--judgments",
+        metavar="FILE",
+        help="where the page's grades go (default: judgments.jsonl in the --index folder)",
+    )
+    p.add_argument(
+        "--queries", metavar="FILE", help="queries to judge, a line each (a query log): the page's next query"
+    )
+    p.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        type=_user,
+        metavar="NAME=KEY",
+        help="an API key that names who judged (repeatable; with it every route needs a key)",
+    )
+    p.add_argument(
         "--ray",
         metavar="ADDRESS",
         help="serve as replicas on this Ray cluster (host:port of its head node) with Ray Serve",
@@ -314,6 +361,14 @@ def _parser() -> argparse.ArgumentParser:
         help="judged queries, or title -> text (first sentence -> rest) pairs",
     )
     p.add_argument("--split", default="train")
+    p.add_argument(
+        "--judgments",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="train on your own grades (DATA is then one index): its judgments.jsonl, or FILE; the held-out "
+        "share is never trained on, and the new model is compared with the default on it",
+    )
     p.add_argument("--teacher", help="distil from this reranker's scores (loss kl), e.g. minilm-fused")
     p.add_argument(
         "--ray",
@@ -459,6 +514,7 @@ def _eval(args: argparse.Namespace) -> int:
         _check_writable(path)
     if args.ray and (args.all or not args.run or args.no_rerank):
         raise ValueError("--ray reranks a run on the cluster: give one dataset, its --run and a reranker")
+    args.split = args.split or ("all" if args.judgments is not None else "test")
     reranker = None if args.no_rerank else _load(args)
     options = dict(
         split=args.split,
@@ -491,7 +547,12 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("name a dataset folder, or use --all")
     if args.ray:
         options.update(ray_address=args.ray, load=_loader(args, reranker))
-    ev = evaluate_folder(Path(args.dataset), reranker, **options)
+    folder = Path(args.dataset)
+    if args.judgments is not None:  # an index and its grades, read as a BEIR folder
+        if args.run or args.index:
+            raise ValueError("with --judgments, DATASET is the index: no --run or --index")
+        folder, options["index"] = _judged(args.dataset, args.judgments), args.dataset
+    ev = evaluate_folder(folder, reranker, **options)
     figure_path = figure(ev, args.figure) if args.figure else None
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
@@ -529,6 +590,8 @@ def _serve(args: argparse.Namespace) -> int:
         request_timeout_s=args.request_timeout,
     )
     if args.ray:
+        if args.judgments or args.queries or args.user:
+            raise ValueError("--judgments, --queries and --user serve one machine's page: not with --ray")
         return _serve_on_ray(args, limits)
     app = create_app(
         _load(args),
@@ -537,6 +600,9 @@ def _serve(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         limits=limits,
         reports=args.report,
+        users=dict(args.user),
+        judgments=args.judgments,
+        queries=args.queries,
     )
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}/"
@@ -618,8 +684,13 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError("--ray scores a teacher's targets on the cluster: give --teacher")
     spec = MODELS.get(args.base)
     base = str(spec.locate()) if isinstance(spec, (PackagedModel, ConvertedModel)) else args.base
+    judged = None
+    if args.judgments is not None:  # one index and its grades: train on the train share, hold out the rest
+        if len(args.data) != 1 or args.data_kind != "labelled":
+            raise ValueError("with --judgments, DATA is one index (labelled by your grades)")
+        judged, args.split = _judged(args.data[0], args.judgments), "train"
     groups = train.groups_from(
-        args.data,
+        [judged] if judged else args.data,
         args.data_kind,
         split=args.split,
         group_size=args.group_size,
@@ -676,6 +747,7 @@ def _train(args: argparse.Namespace) -> int:
             card.write("\n## Evaluation\n\n" + markdown(ev).replace("# ", "### ", 1))
         if not args.json:
             print(table(ev))
+    held = _held_out(args, judged, out) if judged else None
     last = sum(result.losses[-20:]) / len(result.losses[-20:])
     record = {
         "model": str(out),
@@ -686,6 +758,7 @@ def _train(args: argparse.Namespace) -> int:
         "device": result.device,
         "loss": [result.losses[0], last],
         "evaluation": ev.to_json() if ev else None,
+        "held_out": held,
     }
     _say(
         args,
@@ -694,6 +767,76 @@ def _train(args: argparse.Namespace) -> int:
         f"{result.device}); loss {result.losses[0]:.4f} -> {last:.4f}; model in {out}",
     )
     return 0
+
+
+def _judged(index: str, file: str) -> Path:
+    """An index's documents and the grades in ``file`` (default: the index's judgments.jsonl) as a
+    BEIR folder in a temporary folder, removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from .judgments import Judgments
+
+    store = Judgments(file) if file else Judgments.of_index(index)
+    if not store.read():
+        raise ValueError(
+            f"no judgments in {store.path}: grade results on the page of `finerank serve --index {index}`, "
+            f"or with `finerank judge {index}`"
+        )
+    documents = Index.load(index).documents
+    root = tempfile.mkdtemp(prefix="finerank-judged-")
+    atexit.register(shutil.rmtree, root, True)
+    return store.export(Path(root) / f"judgments-{Path(index).resolve().name}", documents)
+
+
+def _held_out(args: argparse.Namespace, folder: Path, model: Path) -> dict | None:
+    """The trained model against the default second stage on the held-out judged queries
+    (never trained on): nDCG@10 of each, the paired test and what it means."""
+    from .evaluate import evaluate_folder, load_dataset
+    from .metrics import bootstrap_interval, randomization_test, verdict
+
+    try:
+        load_dataset(folder, "test")
+    except FinerankError:
+        logger.warning("no held-out judged query yet: judge more queries to compare the model with the default")
+        return None
+    index = args.data[0]
+    scores = {}
+    for name, reranker in (
+        (DEFAULT_RERANKER, load_reranker(DEFAULT_RERANKER)),
+        (str(model), load_reranker(model, max_length=args.max_length)),
+    ):
+        ev = evaluate_folder(folder, reranker, split="test", index=index, show_progress=not args.quiet)
+        scores[name] = ev.per_query["reranked"]["ndcg@10"]
+    default, new = scores.values()
+    queries = sorted(default)
+    a, b = [default[q] for q in queries], [new[q] for q in queries]
+    gain = (sum(b) - sum(a)) / len(queries)
+    p_value, interval = randomization_test(a, b), bootstrap_interval(a, b)
+    beats = gain > 0 and p_value < 0.05
+    sentence = verdict(len(queries), gain, interval, p_value, "the new model")
+    said = (
+        f"held out ({len(queries)} judged queries it never trained on): nDCG@10 {sum(b) / len(b):.4f} against the "
+        f"default {DEFAULT_RERANKER}'s {sum(a) / len(a):.4f}. {sentence}. "
+        + (
+            f"It beats the default (p < 0.05): use it with --reranker {model}."
+            if beats
+            else "It does not beat the default at p < 0.05: keep the default."
+        )
+    )
+    if not args.json:
+        print(said)
+    return {
+        "queries": len(queries),
+        "default": sum(a) / len(a),
+        "model": sum(b) / len(b),
+        "gain": gain,
+        "p_value": p_value,
+        "interval": list(interval),
+        "beats_default": beats,
+        "verdict": said,
+    }
 
 
 def _load(args: argparse.Namespace):
@@ -812,6 +955,54 @@ def _index(args: argparse.Namespace) -> int:
         },
     }
     _say(args, record, f"indexed {len(index)} documents into {args.out} ({BM25(index).name}{dense})")
+    return 0
+
+
+def _judge(args: argparse.Namespace) -> int:
+    """Grades in the terminal: per query the pooled results of the first stage and the reranked
+    list, one at a time (a digit 0-3; Enter skips; q stops), into the same store as the page's."""
+    from .judgments import GRADES, Judgments, disagreement, next_query, pool, read_query_log
+
+    index = Index.load(args.index)
+    store = Judgments(args.judgments) if args.judgments else Judgments.of_index(args.index)
+    pipeline = Pipeline(first_stage(index, args.first_stage), _load(args), candidates=100, top_k=args.depth)
+    queries, rankings, graded, seen = read_query_log(args.queries) if args.queries else [], {}, 0, set()
+
+    def ranking(query: str):
+        if query not in rankings:
+            rankings[query] = pipeline.search(query)
+        return rankings[query]
+
+    scale = ", ".join(f"{g} {word}" for g, word in GRADES.items())
+    try:
+        while True:
+            if queries:
+                query = next_query(queries, seen | set(store.grades()), lambda q: disagreement(ranking(q)))
+                if query is None:
+                    print("every query of the file is judged")
+                    break
+            else:
+                query = input("query (Enter to stop): ").strip()
+                if not query:
+                    break
+            seen.add(query)
+            done = store.grades().get(query, {})
+            todo = [h for h in pool(ranking(query), args.depth) if h.id not in done]
+            print(f"\n{query}: {len(todo)} results to grade ({scale}; Enter skips, q stops)")
+            for i, hit in enumerate(todo, 1):
+                text = " ".join(f"{hit.document.title} {hit.document.text}".split())
+                print(f"\n[{i}/{len(todo)}] {hit.id}: {text[:400]}")
+                answer = None
+                while answer not in ("0", "1", "2", "3", "", "q"):
+                    answer = input("grade> ").strip().lower()
+                if answer == "q":
+                    raise EOFError
+                if answer:
+                    store.add(query, hit.id, int(answer), args.user)
+                    graded += 1
+    except (EOFError, KeyboardInterrupt):
+        print()
+    print(f"{graded} grades stored in {store.path}; compare the stages with: finerank eval {args.index} --judgments")
     return 0
 
 

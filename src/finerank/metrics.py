@@ -106,17 +106,22 @@ def bootstrap_interval(
 
 
 POWER_80 = (1.96 + 0.84) / 1.96
+MIN_QUERIES = 5  # fewer judged queries than this say nothing either way
 
 
-def verdict(queries: int, gain: float, interval: tuple[float, float], p_value: float) -> str:
-    """The comparison in one plain sentence: the gain, its interval, the test, and what it means,
-    with about how many more judged queries would settle it when the interval holds zero."""
+def verdict(
+    queries: int, gain: float, interval: tuple[float, float], p_value: float, subject: str = "the reranked list"
+) -> str:
+    """The comparison in one plain sentence: the gain of ``subject``, its interval, the test, and
+    what it means, with about how many more judged queries would settle it when the interval holds zero."""
     low, high = interval
     said = f"{queries} judged queries: nDCG@10 {gain:+.3f} (95 % interval {low:+.3f} to {high:+.3f}, p = {p_value:.4f})"
-    if low > 0:
-        return f"{said}: the reranked list is better"
-    if high < 0:
-        return f"{said}: the reranked list is worse"
+    if queries < MIN_QUERIES:  # a bootstrap of a handful of queries is no interval
+        return f"{said}: too few to tell; judge at least {MIN_QUERIES - queries} more queries"
+    if low > 0 and p_value < 0.05:
+        return f"{said}: {subject} is better"
+    if high < 0 and p_value < 0.05:
+        return f"{said}: {subject} is worse"
     half = (high - low) / 2
     if abs(gain) < 1e-9:
         return f"{said}: no difference measured"

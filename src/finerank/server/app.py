@@ -11,7 +11,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -26,9 +26,10 @@ from .. import __version__
 from ..analysis import language
 from ..errors import NotFoundError
 from ..highlight import highlight
+from ..judgments import Judgments, compare, disagreement, next_query, pool, read_query_log
 from ..pipeline import second_stage
 from ..registry import DEFAULT_RERANKER, load_reranker
-from ..types import Document, Hit
+from ..types import Document, Hit, Ranking
 from . import errors
 from .admin import Admin
 from .backend import VENDOR_ALIASES, InvalidRequest, Limits, Service
@@ -38,7 +39,10 @@ from .schemas import (
     IndexChange,
     InfinityRerankResponse,
     Info,
+    JudgmentRequest,
+    JudgmentStored,
     ModuleMeta,
+    PoolRequest,
     ScoreRequest,
     ScoreResponse,
     SearchRequest,
@@ -105,15 +109,19 @@ class Unauthorized(Exception):
 
 
 def authorize(request: Request) -> None:
-    """Raises Unauthorized unless the request carries the app's API key (when it has one)."""
-    api_key = request.app.state.api_key
-    if api_key is None:
+    """Raises Unauthorized unless the request carries one of the app's API keys (when it has any);
+    ``request.state.user`` is the user that key names (None for the shared key)."""
+    keys = request.app.state.api_keys  # key -> user name (None: the shared key)
+    request.state.user = None
+    if not keys:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     # compare bytes: a header may hold any byte (Starlette decodes it as Latin-1)
     given = token.strip().encode("utf-8", "surrogateescape")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given, api_key.encode("utf-8")):
+    matched = [user for key, user in keys.items() if secrets.compare_digest(given, key.encode("utf-8"))]
+    if scheme.lower() != "bearer" or not matched:
         raise Unauthorized()
+    request.state.user = matched[0]
 
 
 JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
@@ -231,13 +239,22 @@ def create_app(
     limits: Limits = DEFAULT_LIMITS,
     reranker_options: dict | None = None,
     reports: Sequence[str | os.PathLike] = (),
+    users: Mapping[str, str] | None = None,
+    judgments: str | os.PathLike | None = None,
+    queries: str | os.PathLike | None = None,
 ) -> FastAPI:
     """The finerank service. ``reranker`` is a model name/path (loaded at start-up) or a loaded
     reranker; ``index`` an index folder to search (with ``first_stage`` bm25, dense or hybrid)
     and administer; ``reports`` saved ``finerank eval --json`` files the evaluation page lists.
     With ``api_key`` every route but health, metrics, the docs and the pages' own files needs
-    ``Authorization: Bearer <api_key>`` (the pages ask for the key)."""
+    ``Authorization: Bearer <api_key>`` (the pages ask for the key); ``users`` (name -> key) are
+    keys that also name who judged. With an index, grades given on the search page (or to
+    ``/v1/judgments``) go to ``judgments`` (default: ``judgments.jsonl`` in the index folder);
+    ``queries``, a file of queries to judge (a query log), feeds the page's "next query"."""
     loaded_reports = read_reports(reports)
+    api_keys = {key: name for name, key in (users or {}).items()} | ({api_key: None} if api_key else {})
+    store = Judgments(judgments) if judgments else Judgments.of_index(index) if index else None
+    to_judge = read_query_log(queries) if queries else []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -258,7 +275,8 @@ def create_app(
         lifespan=lifespan,
         description="Rerank (Cohere v1/v2, Jina, TEI, Infinity, Weaviate shapes) and two-stage search.",
     )
-    app.state.reports, app.state.api_key = loaded_reports, api_key
+    app.state.reports, app.state.api_keys = loaded_reports, api_keys
+    app.state.judgments, app.state.to_judge, app.state.disagreements = store, to_judge, {}
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(RequestTimeout, seconds=limits.request_timeout_s)
@@ -297,7 +315,7 @@ def create_app(
             status="ok",
             model=service.model_name,
             index_documents=await asyncio.to_thread(service.documents),
-            api_key_required=api_key is not None,
+            api_key_required=bool(api_keys),
         )
 
     # Weaviate's reranker-transformers module waits for GET /.well-known/ready (any 2xx) before it
@@ -540,6 +558,92 @@ def _routes() -> APIRouter:
             "note": ranking.note,
         }
 
+    def judged_store(request: Request) -> tuple[Service, Judgments]:
+        service, store = request.app.state.service, request.app.state.judgments
+        if store is None or not service.index_path:
+            raise InvalidRequest("index", "this server has no index: judgments need one (finerank serve --index DIR)")
+        return service, store
+
+    @router.post("/v1/judgments", response_model=JudgmentStored)
+    async def judge(body: JudgmentRequest, request: Request) -> dict:
+        """Grade one document for a query (0 not relevant, 1 related, 2 relevant, 3 perfect); a
+        later grade of the same pair replaces it. Stored at once, safe with other judges."""
+        service, store = judged_store(request)
+        await asyncio.to_thread(request.app.state.admin.document, body.id)  # 404 naming an unknown id
+        try:
+            judgment = await asyncio.to_thread(store.add, body.query, body.id, body.grade, request.state.user)
+        except ValueError as err:
+            field, _, message = str(err).partition(": ")
+            raise InvalidRequest(field, message) from None
+        graded = (await asyncio.to_thread(store.grades)).get(judgment.query, {})
+        return asdict(judgment) | {"graded": len(graded)}
+
+    @router.get("/v1/judgments")
+    async def judgments_list(request: Request, format: str = "json") -> dict:
+        """Every grade (the latest of each pair) as JSON, or ``?format=beir``: the files of a BEIR
+        dataset (queries.jsonl, qrels/train.tsv and the held-out qrels/test.tsv) by name."""
+        _, store = judged_store(request)
+        if format not in ("json", "beir"):
+            raise InvalidRequest("format", "json or beir")
+        if format == "beir":
+            return {"files": await asyncio.to_thread(store.beir_files)}
+        judged = await asyncio.to_thread(store.read)
+        return {"judgments": [asdict(j) for j in judged], "queries": len({j.query for j in judged})}
+
+    async def both_lists(service: Service, query: str, depth: int, candidates: int = 100) -> Ranking:
+        return await service.search(query, candidates=candidates, top_n=depth, filter=None, rerank=True)
+
+    @router.post("/v1/judgments/pool")
+    async def judgment_pool(body: PoolRequest, request: Request) -> dict:
+        """What to grade for a query: the first stage's and the reranked top ``depth``, interleaved
+        (TREC pooling), each with its place in both lists and its grade so far."""
+        service, store = judged_store(request)
+        ranking = await both_lists(service, body.query, body.depth)
+        first = {h.id: h.rank for h in ranking.candidates}
+        reranked = {h.id: h.rank for h in ranking.hits}
+        grades = (await asyncio.to_thread(store.grades)).get(body.query.strip(), {})
+        return {
+            "query": body.query,
+            "results": [
+                {
+                    "id": h.id,
+                    "document": _stored(h.document),
+                    "first_stage_rank": first.get(h.id),
+                    "reranked_rank": reranked.get(h.id),
+                    "grade": grades.get(h.id),
+                }
+                for h in pool(ranking, body.depth)
+            ],
+        }
+
+    @router.get("/v1/judgments/next")
+    async def judgment_next(request: Request) -> dict:
+        """The next query to judge from the server's query file (serve --queries): of the next
+        few not yet judged, the one where the first stage and the reranked lists disagree most."""
+        service, store = judged_store(request)
+        queries, cache = request.app.state.to_judge, request.app.state.disagreements
+        judged = set(await asyncio.to_thread(store.grades))
+        for query in [q for q in queries if q not in judged and q not in cache][:8]:
+            cache[query] = disagreement(await both_lists(service, query, 10))
+        chosen = next_query(queries, judged, cache.get)
+        return {
+            "query": chosen,
+            "disagreement": cache.get(chosen) if chosen else None,
+            "left": sum(q not in judged for q in queries),
+        }
+
+    @router.get("/v1/judgments/eval")
+    async def judgment_eval(request: Request, split: str = "all") -> dict:
+        """First stage vs reranked on the judged queries (``split`` all, train or test): nDCG@10,
+        Hit@1/3 and the rest, the paired test, the bootstrap interval and what they mean."""
+        service, store = judged_store(request)
+        dataset = await asyncio.to_thread(store.dataset, split)
+        rankings = [await both_lists(service, q, 100) for q in dataset.queries.values()]
+        return compare(rankings, {dataset.queries[q]: g for q, g in dataset.qrels.items()}) | {
+            "model": service.model_name,
+            "split": split,
+        }
+
     @router.get("/v1/info", response_model=Info)
     async def info(request: Request) -> dict:
         service: Service = request.app.state.service
@@ -550,6 +654,7 @@ def _routes() -> APIRouter:
             "first_stages": list(service.first_stages) if service.index_path else [],
             "index_documents": await asyncio.to_thread(service.documents),
             "reports": [name for name, _ in request.app.state.reports],
+            "queries_to_judge": len(request.app.state.to_judge),
         }
 
     @router.get("/v1/reports/{number}")

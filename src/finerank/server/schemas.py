@@ -200,6 +200,26 @@ class SearchRequest(Request):
     first_stage: str | None = None  # bm25, dense or hybrid, among those the server offers (GET /v1/info)
 
 
+class JudgmentRequest(Request):
+    query: str = Field(min_length=1)
+    id: str = Field(min_length=1)
+    grade: StrictInt = Field(ge=0, le=3)  # 0 not relevant, 1 related, 2 relevant, 3 perfect
+
+
+class JudgmentStored(BaseModel):
+    query: str
+    id: str
+    grade: int
+    user: str | None
+    time: float
+    graded: int  # documents of this query graded so far
+
+
+class PoolRequest(Request):
+    query: str = Field(min_length=1)
+    depth: StrictInt = Field(10, ge=1, le=100)  # from the top of each list
+
+
 class StoredDocument(BaseModel):
     id: str = Field(min_length=1)
     text: str
@@ -261,6 +281,7 @@ class Info(BaseModel):
     first_stages: list[str]
     index_documents: int | None
     reports: list[str]
+    queries_to_judge: int = 0  # queries of serve --queries, offered one by one for grading
 
 
 MAX_ID_CHARS = 1000

@@ -32,6 +32,7 @@ async function start() {
   const candidates = Number(params.get("candidates"));
   if (Number.isInteger(candidates) && candidates >= 1 && candidates <= 1000) document.getElementById("candidates").value = candidates;
   if (params.get("rerank") === "false") document.getElementById("rerank").checked = false;
+  if (info.queries_to_judge) document.getElementById("next-query").hidden = false;
   if (params.get("q")) search();
 }
 
@@ -66,6 +67,97 @@ async function search() {
   status.textContent = `${timings.join(" · ")} · round trip ${(performance.now() - began).toFixed(0)} ms` +
     (shown.first_stage_results.length ? "" : ` · no results: ${shown.note || "no document matches this query"}`);
   render(shown);
+  if (shown.reranker && shown.first_stage_results.length) loadGrades(mine);
+}
+
+// --- judging: grade the pooled results of both lists (0-3), stored by POST /v1/judgments ---------------
+let grades = new Map(); // document id -> grade, for the query shown
+
+async function loadGrades(mine) {
+  let pooled;
+  try {
+    pooled = await api("/v1/judgments/pool", { query: shown.query, depth: shown.results.length || 1 });
+  } catch (error) {
+    return showError(error);
+  }
+  if (mine !== latest) return;
+  grades = new Map(pooled.results.filter((r) => r.grade !== null).map((r) => [r.id, r.grade]));
+  document.getElementById("judging").hidden = false;
+  for (const node of document.querySelectorAll(".hit")) decorate(node);
+  counter();
+}
+
+// The pool, in the order results are offered: reranked and first stage interleaved, each document once.
+function poolOrder() {
+  const ids = [];
+  const lists = [shown.results, shown.first_stage_results];
+  for (let i = 0; i < Math.max(...lists.map((l) => l.length)); i++) {
+    for (const list of lists) if (list[i] && !ids.includes(list[i].id)) ids.push(list[i].id);
+  }
+  return ids;
+}
+
+function cardOf(id) {
+  return document.querySelector(`#reranked-list [data-id="${CSS.escape(id)}"]`) ||
+    document.querySelector(`#first-list [data-id="${CSS.escape(id)}"]`);
+}
+
+function decorate(node) {
+  const id = node.dataset.id;
+  const grade = grades.get(id);
+  node.classList.toggle("ungraded", grade === undefined);
+  let bar = node.querySelector(".grades");
+  if (!bar) {
+    bar = el("div", { class: "grades", role: "group", "aria-label": "grade" });
+    for (const [value, word] of [[0, "not relevant"], [1, "related"], [2, "relevant"], [3, "perfect"]]) {
+      bar.append(el("button", { type: "button", "data-grade": value, title: word, tabindex: -1,
+        onclick: () => judge(id, value) }, `${value} ${word}`));
+    }
+    node.append(bar);
+  }
+  for (const button of bar.querySelectorAll("button")) {
+    button.setAttribute("aria-pressed", String(Number(button.dataset.grade) === grade));
+  }
+  node.setAttribute("data-grade", grade === undefined ? "" : grade);
+}
+
+function counter() {
+  const ids = poolOrder();
+  const left = ids.filter((id) => !grades.has(id)).length;
+  document.getElementById("to-grade").textContent = left
+    ? `${left} of ${ids.length} results still need a grade.` : `All ${ids.length} results graded.`;
+}
+
+async function judge(id, grade) {
+  try {
+    await api("/v1/judgments", { query: shown.query, id, grade });
+  } catch (error) {
+    return showError(error);
+  }
+  grades.set(id, grade);
+  for (const node of document.querySelectorAll(`[data-id="${CSS.escape(id)}"].hit`)) decorate(node);
+  counter();
+}
+
+function move(id, step) {
+  const ids = poolOrder();
+  const next = ids[ids.indexOf(id) + step];
+  if (next !== undefined) cardOf(next).focus();
+}
+
+async function nextQuery() {
+  let next;
+  try {
+    next = await api("/v1/judgments/next");
+  } catch (error) {
+    return showError(error);
+  }
+  if (!next.query) {
+    document.getElementById("to-grade").textContent = "Every query of the server's list is judged.";
+    return;
+  }
+  document.getElementById("query").value = next.query;
+  search();
 }
 
 function render(data) {
@@ -122,7 +214,19 @@ function card(hit, move, listId) {
   for (const event of ["mouseenter", "focus"]) node.addEventListener(event, () => pair(hit.id, true));
   for (const event of ["mouseleave", "blur"]) node.addEventListener(event, () => pair(hit.id, false));
   node.addEventListener("keydown", (event) => {
+    if (event.target !== node) return;
     if (event.key === "Enter") node.classList.toggle("expanded");
+    else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      event.preventDefault();
+      move(hit.id, event.key === "ArrowDown" ? 1 : -1);
+    } else if (/^[0-3]$/.test(event.key) && !document.getElementById("judging").hidden) {
+      event.preventDefault();
+      judge(hit.id, Number(event.key)).then(() => {
+        const ids = poolOrder();
+        const after = ids.slice(ids.indexOf(hit.id) + 1).find((id) => !grades.has(id));
+        if (after !== undefined) cardOf(after).focus();
+      });
+    }
   });
   return node;
 }
@@ -177,6 +281,7 @@ function drawLines() {
   }
 }
 
+document.getElementById("next-query").addEventListener("click", nextQuery);
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   search();
