@@ -70,6 +70,7 @@ def server(tmp_path_factory, scifact_docs, report):
     with LiveServer(
         create_app("auto", index=path, api_key=KEY, reports=[report])
     ) as live:  # the default: zh -> e5, other -> MiniLM
+        live.index = path
         yield live
 
 
@@ -155,6 +156,61 @@ def test_a_query_shows_both_rankings_joined_by_lines(server, page):
     assert page.locator(f'#lines path.active[data-id="{moved["id"]}"]').count() == 1
     shot(page, "page-search.png")
     assert page.problems == []
+
+
+def test_judging_with_the_keyboard_two_judges_at_once_and_a_reload(server, browser, tmp_path):
+    """Two judges in two browser contexts grade the pooled results of one query with the keyboard
+    alone (a digit grades the focused result, arrows move); nothing is lost, a reload shows every
+    grade, and the page says what still needs one."""
+    from urllib.parse import quote
+
+    from finerank.judgments import Judgments
+
+    query = "zebrafish fin regeneration blastema"
+    headers = {"Authorization": f"Bearer {KEY}"}
+    pooled = httpx.post(f"{server.url}/v1/judgments/pool", json={"query": query, "depth": 5}, headers=headers)
+    ids = [r["id"] for r in pooled.json()["results"]]
+    assert len(ids) >= 5
+    contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(2)]
+    ann, bob = (c.new_page() for c in contexts)
+    for judge in (ann, bob):
+        judge.goto(f"{server.url}/?q={quote(query)}&top_n=5")
+        enter_key(judge)
+        judge.wait_for_selector("#judging:not([hidden])")
+        assert judge.locator(".hit.ungraded").count() >= len(ids)  # a document in both lists has two cards
+
+    def card(judge, doc_id):
+        for column in ("reranked-list", "first-list"):
+            found = judge.locator(f'#{column} .hit[data-id="{doc_id}"]')
+            if found.count():
+                return found
+
+    def grade(judge, doc_id, key):
+        judge.keyboard.press(key)
+        judge.wait_for_selector(f'.hit[data-id="{doc_id}"][data-grade="{key}"]')
+
+    card(ann, ids[0]).focus()
+    grade(ann, ids[0], "3")  # focus moves on to the next result without a grade: ids[1]
+    card(bob, ids[1]).focus()
+    grade(bob, ids[1], "2")
+    ann.keyboard.press("ArrowDown")  # from ids[1] (bob's) to ids[2]
+    grade(ann, ids[2], "0")
+    card(bob, ids[3]).focus()
+    grade(bob, ids[3], "1")
+    ann.keyboard.press("ArrowUp")  # back from ids[3] to ids[2], regraded
+    assert ann.evaluate("document.activeElement.dataset.id") == ids[2]
+    grade(ann, ids[2], "1")
+    expected = {ids[0]: 3, ids[1]: 2, ids[2]: 1, ids[3]: 1}
+    assert Judgments.of_index(server.index).grades()[query] == expected
+    ann.reload()
+    ann.wait_for_selector("#judging:not([hidden])")
+    for doc_id, value in expected.items():
+        assert card(ann, doc_id).get_attribute("data-grade") == str(value)
+        pressed = card(ann, doc_id).locator('.grades button[aria-pressed="true"]')
+        assert pressed.get_attribute("data-grade") == str(value)
+    assert ann.locator("#to-grade").inner_text() == f"{len(ids) - 4} of {len(ids)} results still need a grade."
+    for context in contexts:
+        context.close()
 
 
 def test_the_page_names_the_language_its_analysis_and_its_route(server, page):

@@ -377,6 +377,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--loss", choices=("listwise", "bce", "kl"), help="default: listwise (kl with --teacher)")
     p.add_argument("--group-size", type=_count(2), default=8, help="texts per group: 1 positive + negatives")
+    p.add_argument(
+        "--candidates",
+        type=_count(),
+        default=100,
+        help="first-stage depth negatives are mined from (and, with --judgments, the held-out lists reranked)",
+    )
     p.add_argument("--batch-groups", type=_count(), default=4)
     p.add_argument("--epochs", type=_count(), default=1)
     p.add_argument("--max-steps", type=_count())
@@ -697,6 +703,7 @@ def _train(args: argparse.Namespace) -> int:
         max_queries=args.max_queries,
         seed=args.seed,
         show_progress=not args.quiet,
+        candidates=args.candidates,
     )
     if args.teacher:
         teacher = load_reranker(args.teacher)
@@ -791,33 +798,39 @@ def _judged(index: str, file: str) -> Path:
 
 
 def _held_out(args: argparse.Namespace, folder: Path, model: Path) -> dict | None:
-    """The trained model against the default second stage on the held-out judged queries
-    (never trained on): nDCG@10 of each, the paired test and what it means."""
-    from .evaluate import evaluate_folder, load_dataset
-    from .metrics import bootstrap_interval, randomization_test, verdict
+    """The trained model against the default second stage on the held-out judged queries (never
+    trained on): each reranks the first stage's top ``--candidates``, and nDCG@10 is read on the
+    condensed lists (unjudged documents left out, Sakai 2007), so a model that did not help build
+    the judged pool is not counted wrong for the documents nobody graded. The paired test, the
+    bootstrap interval and what they mean."""
+    from .evaluate import load_dataset
+    from .metrics import bootstrap_interval, ndcg, randomization_test, verdict
 
     try:
-        load_dataset(folder, "test")
+        dataset = load_dataset(folder, "test")
     except FinerankError:
         logger.warning("no held-out judged query yet: judge more queries to compare the model with the default")
         return None
-    index = args.data[0]
-    scores = {}
+    retriever = first_stage(Index.load(args.data[0]), "bm25")
+    texts = list(dataset.queries.values())
+    values, rankings = {}, {}
     for name, reranker in (
-        (DEFAULT_RERANKER, load_reranker(DEFAULT_RERANKER)),
-        (str(model), load_reranker(model, max_length=args.max_length)),
+        ("default", load_reranker(DEFAULT_RERANKER)),
+        ("model", load_reranker(model, max_length=args.max_length)),
     ):
-        ev = evaluate_folder(folder, reranker, split="test", index=index, show_progress=not args.quiet)
-        scores[name] = ev.per_query["reranked"]["ndcg@10"]
-    default, new = scores.values()
-    queries = sorted(default)
-    a, b = [default[q] for q in queries], [new[q] for q in queries]
-    gain = (sum(b) - sum(a)) / len(queries)
+        found = Pipeline(retriever, reranker).search_many(texts, candidates=args.candidates, top_k=args.candidates)
+        rankings[name] = {r.query: [h.id for h in r.hits] for r in found}
+        values[name] = [
+            ndcg([d for d in rankings[name][text] if d in dataset.qrels[q]], dataset.qrels[q])
+            for q, text in dataset.queries.items()
+        ]
+    a, b = values["default"], values["model"]
+    gain = (sum(b) - sum(a)) / len(a)
     p_value, interval = randomization_test(a, b), bootstrap_interval(a, b)
     beats = gain > 0 and p_value < 0.05
-    sentence = verdict(len(queries), gain, interval, p_value, "the new model")
+    sentence = verdict(len(a), gain, interval, p_value, "the new model")
     said = (
-        f"held out ({len(queries)} judged queries it never trained on): nDCG@10 {sum(b) / len(b):.4f} against the "
+        f"held out ({len(a)} judged queries it never trained on): nDCG@10 {sum(b) / len(b):.4f} against the "
         f"default {DEFAULT_RERANKER}'s {sum(a) / len(a):.4f}. {sentence}. "
         + (
             f"It beats the default (p < 0.05): use it with --reranker {model}."
@@ -828,7 +841,7 @@ def _held_out(args: argparse.Namespace, folder: Path, model: Path) -> dict | Non
     if not args.json:
         print(said)
     return {
-        "queries": len(queries),
+        "queries": len(a),
         "default": sum(a) / len(a),
         "model": sum(b) / len(b),
         "gain": gain,
@@ -836,6 +849,7 @@ def _held_out(args: argparse.Namespace, folder: Path, model: Path) -> dict | Non
         "interval": list(interval),
         "beats_default": beats,
         "verdict": said,
+        "rankings": rankings,  # per model, each held-out query's reranked candidates, best first
     }
 
 

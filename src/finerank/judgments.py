@@ -220,6 +220,7 @@ def disagreement(ranking: Ranking, depth: int = 10) -> float:
     first, reranked = [h.id for h in ranking.candidates[:depth]], [h.id for h in ranking.hits[:depth]]
     if not first and not reranked:
         return 0.0
+    depth = max(len(first), len(reranked))
     p, total, weight = 0.9, 0.0, 0.0
     for d in range(1, depth + 1):
         overlap = len(set(first[:d]) & set(reranked[:d])) / d

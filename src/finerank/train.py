@@ -152,10 +152,11 @@ def groups_from(
     max_queries: int | None = None,
     seed: int = 0,
     show_progress: bool = False,
+    candidates: int = 100,
 ) -> list[Group]:
     """Training groups from each dataset folder in turn: ``labelled`` from its judged queries of
-    ``split`` (:func:`labelled_groups`), ``self`` from its documents alone (:func:`self_supervised_groups`,
-    ``max_queries`` documents at most)."""
+    ``split`` and the first stage's top ``candidates`` (:func:`labelled_groups`), ``self`` from
+    its documents alone (:func:`self_supervised_groups`, ``max_queries`` documents at most)."""
     from .corpus import read_corpus
 
     if kind not in ("labelled", "self"):
@@ -167,7 +168,13 @@ def groups_from(
             groups += self_supervised_groups(index, group_size=group_size, max_documents=max_queries, seed=seed)
         else:
             groups += labelled_groups(
-                folder, index, split=split, group_size=group_size, max_queries=max_queries, seed=seed
+                folder,
+                index,
+                split=split,
+                group_size=group_size,
+                max_queries=max_queries,
+                seed=seed,
+                candidates=candidates,
             )
     return groups
 

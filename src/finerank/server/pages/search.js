@@ -139,7 +139,7 @@ async function judge(id, grade) {
   counter();
 }
 
-function move(id, step) {
+function moveFocus(id, step) {
   const ids = poolOrder();
   const next = ids[ids.indexOf(id) + step];
   if (next !== undefined) cardOf(next).focus();
@@ -218,7 +218,7 @@ function card(hit, move, listId) {
     if (event.key === "Enter") node.classList.toggle("expanded");
     else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
       event.preventDefault();
-      move(hit.id, event.key === "ArrowDown" ? 1 : -1);
+      moveFocus(hit.id, event.key === "ArrowDown" ? 1 : -1);
     } else if (/^[0-3]$/.test(event.key) && !document.getElementById("judging").hidden) {
       event.preventDefault();
       judge(hit.id, Number(event.key)).then(() => {
