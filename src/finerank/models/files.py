@@ -4,6 +4,7 @@ model, which may lie in site-packages)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import inspect
@@ -162,7 +163,7 @@ def export_onnx(model_dir: Path, head: str, target: Path) -> None:
         for n in inputs
     )
     axes = {n: {0: "batch", 1: "sequence"} for n in inputs}
-    with replaced(target) as tmp, warnings.catch_warnings():
+    with replaced(target) as tmp, warnings.catch_warnings(), traceable_masks():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes it treats as constant (parity is tested)
         torch.onnx.export(
             Wrapper().eval(),
@@ -174,3 +175,35 @@ def export_onnx(model_dir: Path, head: str, target: Path) -> None:
             opset_version=17,
             dynamo=False,
         )
+
+
+@contextlib.contextmanager
+def traceable_masks():
+    """transformers 5.4 to 5.8 take a tensor ``q_length`` for the deprecated ``cache_position`` (the queries'
+    positions), and the tracer's sizes are 0-d tensors: the attention mask fails (IndexError in sdpa_mask).
+    While exporting, the eager mask is given those positions instead, which build the same mask."""
+    import torch
+    import transformers
+    from packaging.version import Version
+
+    if not (5, 4) <= Version(transformers.__version__).release[:2] < (5, 9):
+        yield
+        return
+    from transformers import masking_utils
+
+    masks = masking_utils.ALL_MASK_ATTENTION_FUNCTIONS
+    before = masks["eager"]
+
+    def eager_mask(*, q_length, q_offset=0, **kwargs):
+        if isinstance(q_length, torch.Tensor) and q_length.dim() == 0:
+            q_length = torch.arange(q_length, device=kwargs.get("device", "cpu")) + q_offset
+        return before(q_length=q_length, q_offset=q_offset, **kwargs)
+
+    level = masking_utils.logger.level
+    masks["eager"] = eager_mask  # the mask interface's own way to replace a mask function (undone below)
+    masking_utils.logger.setLevel(logging.ERROR)  # not its note that cache_position is deprecated: it is ours
+    try:
+        yield
+    finally:
+        masks["eager"] = before
+        masking_utils.logger.setLevel(level)
