@@ -176,6 +176,13 @@ def test_the_routes_grade_pool_export_and_compare(mini_index, tmp_path):
         compared = http.get("/v1/judgments/eval", headers=shared).json()
         assert compared["queries"] == 1 and "too few to tell" in compared["verdict"]
         assert set(compared["first_stage"]) >= {"ndcg@10", "hit@1", "hit@3"}
+        # the evaluation page lists the judged queries' live evaluation after the saved reports (none here)
+        (listed_report,) = http.get("/v1/info", headers=shared).json()["reports"]
+        assert listed_report.startswith("your judgments: 1 judged queries")
+        live = http.get("/v1/reports/0", headers=shared).json()
+        assert live["dataset"] == "your judgments" and live["judged_queries"] == 1
+        assert live["reranked"]["ndcg@10"] == pytest.approx(compared["reranked"]["ndcg@10"])
+        assert http.get("/v1/reports/1", headers=shared).status_code == 404
     assert Judgments.of_index(mini_index).grades()[nxt["query"]] == {d: i % 4 for i, d in enumerate(ids)}
 
 

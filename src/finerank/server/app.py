@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..analysis import language
 from ..errors import NotFoundError
+from ..evaluate import evaluate
 from ..highlight import highlight
 from ..judgments import Judgments, compare, disagreement, next_query, pool, read_query_log
 from ..pipeline import second_stage
@@ -637,6 +638,8 @@ def _routes() -> APIRouter:
         """First stage vs reranked on the judged queries (``split`` all, train or test): nDCG@10,
         Hit@1/3 and the rest, the paired test, the bootstrap interval and what they mean."""
         service, store = judged_store(request)
+        if split not in ("all", "train", "test"):
+            raise InvalidRequest("split", "all, train (the judged queries trained on) or test (the held-out ones)")
         dataset = await asyncio.to_thread(store.dataset, split)
         rankings = [await both_lists(service, q, 100) for q in dataset.queries.values()]
         return compare(rankings, {dataset.queries[q]: g for q, g in dataset.qrels.items()}) | {
@@ -653,16 +656,31 @@ def _routes() -> APIRouter:
             "first_stage": service.first_stage_kind if service.index_path else None,
             "first_stages": list(service.first_stages) if service.index_path else [],
             "index_documents": await asyncio.to_thread(service.documents),
-            "reports": [name for name, _ in request.app.state.reports],
+            "reports": [name for name, _ in request.app.state.reports]
+            + await asyncio.to_thread(judged_report, request),
             "queries_to_judge": len(request.app.state.to_judge),
         }
 
+    def judged_report(request: Request) -> list[str]:
+        """The live evaluation of the judged queries, listed after the saved reports (when there are any)."""
+        store = request.app.state.judgments
+        judged = store.dataset("all").judged if store is not None and request.app.state.service.index_path else 0
+        return [f"your judgments: {judged} judged queries, first stage vs reranked (live)"] if judged else []
+
     @router.get("/v1/reports/{number}")
     async def report(number: int, request: Request) -> dict:
+        """A saved report, or (the number after them) the live evaluation of the judged queries."""
         reports = request.app.state.reports
-        if not 0 <= number < len(reports):
-            raise NotFoundError(f"report: no report {number}; this server has {len(reports)}", "number")
-        return reports[number][1]
+        live = await asyncio.to_thread(judged_report, request)
+        if not 0 <= number < len(reports) + len(live):
+            raise NotFoundError(f"report: no report {number}; this server has {len(reports) + len(live)}", "number")
+        if number < len(reports):
+            return reports[number][1]
+        service: Service = request.app.state.service
+        dataset = request.app.state.judgments.dataset("all", name="your judgments")
+        retriever = service.served().search[service.first_stage_kind].first_stage
+        ev = await asyncio.to_thread(evaluate, dataset, retriever, service.second)
+        return ev.to_json()
 
     @router.get("/v1/documents/{doc_id:path}", response_model=StoredDocument)
     async def get_document(doc_id: str, request: Request) -> dict:
