@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:  # third parties too: transformers' load reports, every other library's tqdm bars
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TQDM_DISABLE", "1")
+        if "transformers" in sys.modules:  # main() called from Python after transformers read its settings
+            sys.modules["transformers"].logging.set_verbosity_error()
     try:
         code = args.run_command(args)
         tuning.finish()  # a model loaded here for the first time is measured in the background: finish, once
