@@ -245,3 +245,15 @@ def test_judged_train_and_held_out_comparison_agree_with_the_full_qrels(datasets
     low, high = held["interval"]
     assert low - 1e-9 <= float(np.mean(full)) <= high + 1e-9
     assert held["beats_default"] == (held["gain"] > 0 and held["p_value"] < 0.05)
+
+
+def test_judge_imports_and_exports_beir_and_eval_reads_the_export(mini_index, tmp_path, capsys):
+    assert main(["-q", "judge", str(mini_index), "--import", str(MINI), "--import-split", "dev", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["imported"] == 4
+    out = tmp_path / "exported"
+    assert main(["-q", "judge", str(mini_index), "--export", str(out)]) == 0
+    capsys.readouterr()
+    command = ["-q", "eval", str(out), "--index", str(mini_index), "--split", "all", "--no-rerank", "--json"]
+    assert main(command) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["queries"] == 3 and report["first_stage"]["ndcg@10"] > 0

@@ -171,6 +171,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=_count(), default=10, help="top results of each list to grade (default 10)")
     p.add_argument("--user", default=os.environ.get("USER"), help="who judges (default $USER)")
     p.add_argument("--first-stage", default="bm25", choices=FIRST_STAGES)
+    p.add_argument(
+        "--export", metavar="DIR", help="write the grades as a BEIR folder (with the index's corpus) and stop"
+    )
+    p.add_argument("--import", dest="import_from", metavar="DIR", help="add the grades of a BEIR folder, then stop")
+    p.add_argument("--import-split", default="test", help="the qrels split --import reads (default test)")
     _reranker_options(p, allow_none=False)
     p.set_defaults(run_command=_judge)
 
@@ -981,6 +986,15 @@ def _judge(args: argparse.Namespace) -> int:
 
     index = Index.load(args.index)
     store = Judgments(args.judgments) if args.judgments else Judgments.of_index(args.index)
+    if args.export or args.import_from:
+        if args.import_from:
+            known = {d.id for d in index.documents}
+            added = store.import_beir(args.import_from, args.import_split, args.user or "import", known)
+            _say(args, {"imported": added, "judgments": str(store.path)}, f"{added} grades added to {store.path}")
+        if args.export:
+            folder = store.export(args.export, index.documents)
+            _say(args, {"exported": str(folder)}, f"{len(store.read())} grades written as a BEIR folder: {folder}")
+        return 0
     pipeline = Pipeline(first_stage(index, args.first_stage), _load(args), candidates=100, top_k=args.depth)
     queries, rankings, graded, seen = read_query_log(args.queries) if args.queries else [], {}, 0, set()
 

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -180,8 +180,11 @@ class Judgments:
                 Path(tmp).write_text(text, encoding="utf-8")
         return folder
 
-    def import_beir(self, folder: str | os.PathLike, split: str, user: str = "import") -> int:
-        """Add the grades of a BEIR folder's ``qrels/<split>.tsv`` (for queries it has text for); how many."""
+    def import_beir(
+        self, folder: str | os.PathLike, split: str, user: str = "import", known: Container[str] | None = None
+    ) -> int:
+        """Add the grades of a BEIR folder's ``qrels/<split>.tsv`` (for queries it has text for, and
+        documents in ``known`` when given: an index's ids); how many."""
         from .corpus import read_qrels, read_queries
 
         folder = Path(folder)
@@ -191,10 +194,11 @@ class Judgments:
             if qid not in queries or not queries[qid].strip():
                 continue
             for doc_id, grade in grades.items():
-                self.add(queries[qid], doc_id, min(3, max(0, int(grade))), user)
-                added += 1
+                if known is None or doc_id in known:
+                    self.add(queries[qid], doc_id, min(3, max(0, int(grade))), user)
+                    added += 1
         if not added:
-            raise CorpusError(f"no grades in qrels/{split}.tsv for queries with text", folder)
+            raise CorpusError(f"no grades in qrels/{split}.tsv for queries with text and documents here", folder)
         return added
 
 
