@@ -174,3 +174,30 @@ def test_orphans_and_bad_paths(tmp_path, index_dir):
     with pytest.raises(IndexFormatError, match="does not exist"):
         Index.load(tmp_path / "missing")
     assert os.stat(index_dir / current(index_dir)).st_mode & 0o777 != 0
+
+
+def test_a_write_a_daemon_thread_leaves_unfinished_at_exit_leaves_no_file(tmp_path):
+    """A background measurement's export that the process outlives by ending first: its temporary
+    file (hundreds of MB for a large model) is removed at exit, not left in the cache."""
+    script = textwrap.dedent(
+        f"""
+        import threading
+        from pathlib import Path
+        from finerank._storage import replaced
+
+        started = threading.Event()
+
+        def export():
+            with replaced(Path({str(tmp_path)!r}) / "model.onnx") as tmp:
+                Path(tmp).write_bytes(b"part of an export")
+                started.set()
+                threading.Event().wait()  # still writing when the process ends
+
+        threading.Thread(target=export, daemon=True).start()
+        started.wait()
+        print(len(list(Path({str(tmp_path)!r}).iterdir())))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "1", done.stderr  # the temporary file, while it ran
+    assert list(tmp_path.iterdir()) == []

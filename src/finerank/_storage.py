@@ -11,6 +11,7 @@ saves go the same way. A crash at any point leaves the previous index readable.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import os
@@ -138,16 +139,29 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+_unfinished: set[str] = set()  # temporary files of writes in progress, removed at exit if a daemon thread still writes
+
+
+@atexit.register
+def _remove_unfinished() -> None:
+    for tmp in list(_unfinished):  # e.g. an export of a background measurement the process ended before
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
 @contextlib.contextmanager
 def replaced(target: Path) -> Iterator[str]:
     """A temporary file beside ``target`` that replaces it atomically when the block succeeds
-    (and is removed when it fails): a reader sees the old file or the new one, never a part."""
+    (and is removed when it fails, or when the process exits before it ends): a reader sees the
+    old file or the new one, never a part."""
     fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=target.parent, prefix=f".{target.name}.")
     os.close(fd)
+    _unfinished.add(tmp)
     try:
         yield tmp
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache others may read gets normal permissions
         os.replace(tmp, target)
     finally:
+        _unfinished.discard(tmp)
         if os.path.exists(tmp):
             os.remove(tmp)
