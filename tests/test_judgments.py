@@ -63,9 +63,16 @@ def test_the_store_keeps_the_latest_grade_and_skips_a_torn_line(tmp_path, caplog
     store.add("q one", "d1", 3, "bob")  # a later grade of the same pair replaces it
     with open(store.path, "ab") as f:
         f.write(b'{"query": "q one", "id": "d3", "gra')  # a writer killed mid-line
+    store.add("q one", "d4", 1)  # after the torn line: a line of its own, not lost with it
+    with open(store.path, "ab") as f:
+        f.write(b'{"query": "x \\ud800", "id": "d5", "grade": 1}\n')  # a lone surrogate, written by hand
     with caplog.at_level(logging.WARNING, "finerank"):
-        assert store.grades() == {"q one": {"d1": 3, "d2": 0}}
-    assert "line 4: not a judgment" in caplog.text
+        assert store.grades() == {"q one": {"d1": 3, "d2": 0, "d4": 1}}
+    assert "line 4: not a judgment" in caplog.text and "line 6: not a judgment" in caplog.text
+    with pytest.raises(ValueError, match="is a folder"):
+        Judgments(tmp_path)
+    with pytest.raises(ValueError, match="is a file"):
+        Judgments(store.path / "inside.jsonl")
     (latest,) = [j for j in store.read() if j.id == "d1"]
     assert latest.user == "bob" and latest.time > 0
     for bad, field in (
@@ -138,11 +145,21 @@ def test_a_query_file_reads_lines_or_json(tmp_path):
     path.write_text('first query\n\n{"query": "second"}\nfirst query\n{"text": " third "}\n', encoding="utf-8")
     assert read_query_log(path) == ["first query", "second", "third"]
     path.write_text("{not json\n", encoding="utf-8")
-    with pytest.raises(finerank.errors.CorpusError, match="line 1"):
+    with pytest.raises(finerank.errors.CorpusError, match="log.txt:1: not JSON"):
         read_query_log(path)
     path.write_bytes(b"caf\xe9\n")
     with pytest.raises(finerank.errors.CorpusError, match="not UTF-8"):
         read_query_log(path)
+    path.write_text('\ufeff{"text": "with a BOM"}\n{"query": "second"}\n', encoding="utf-8")
+    assert read_query_log(path) == ["with a BOM", "second"]
+    for text, why in (
+        ('{"id": 3}\n', "log.txt:1: a JSON line needs a string text"),
+        ('ok\n{"text": "x \\ud800"}\n', "log.txt:2: not UTF-8"),
+        ("\n\n", "no queries"),
+    ):
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(finerank.errors.CorpusError, match=why):
+            read_query_log(path)
 
 
 def test_the_routes_grade_pool_export_and_compare(mini_index, tmp_path):
@@ -184,6 +201,57 @@ def test_the_routes_grade_pool_export_and_compare(mini_index, tmp_path):
         assert live["reranked"]["ndcg@10"] == pytest.approx(compared["reranked"]["ndcg@10"])
         assert http.get("/v1/reports/1", headers=shared).status_code == 404
     assert Judgments.of_index(mini_index).grades()[nxt["query"]] == {d: i % 4 for i, d in enumerate(ids)}
+
+
+def test_a_shared_user_key_or_a_folder_for_judgments_is_refused_at_start(mini_index, tmp_path):
+    with pytest.raises(ValueError, match="share a key"):
+        create_app(Overlap(), index=mini_index, api_key="k", users={"ann": "k"})
+    with pytest.raises(ValueError, match="is a folder"):
+        create_app(Overlap(), index=mini_index, judgments=tmp_path)
+
+
+def test_ids_with_spaces_evaluate_and_refuse_a_beir_export(tmp_path, capsys):
+    """A folder corpus names documents by path, spaces and all: --judgments reads them as they are,
+    and an export (whose qrels split on whitespace) refuses them instead of writing wrong grades."""
+    docs = tmp_path / "notes"
+    (docs / "health").mkdir(parents=True)
+    (docs / "health" / "blood pressure.txt").write_text("Lower blood pressure with less salt and more walking.")
+    (docs / "health" / "sleep.txt").write_text("A dark cool room helps you sleep.")
+    (docs / "cars.txt").write_text("A car that will not start may have a flat battery.")
+    index = tmp_path / "idx"
+    assert main(["-q", "index", str(docs), "--out", str(index)]) == 0
+    ids = [d.id for d in Index.load(index).documents]
+    spaced = next(i for i in ids if " " in i)
+    store = Judgments.of_index(index)
+    for query in ("blood pressure without drugs", "lower my blood pressure", "salt and blood pressure"):
+        store.add(query, spaced, 3)
+        store.add(query, next(i for i in ids if "sleep" in i), 0)
+    capsys.readouterr()
+    assert main(["-q", "eval", str(index), "--judgments", "--no-rerank", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["queries"] == 3 and report["first_stage"]["ndcg@10"] == 1.0
+    assert main(["-q", "judge", str(index), "--export", str(tmp_path / "out")]) == 1
+    assert "holds whitespace" in capsys.readouterr().err
+
+
+def test_train_with_no_held_out_query_says_so(mini_index, tiny_ce, tmp_path, capsys, caplog):
+    store = Judgments.of_index(mini_index)
+    queries = ("why won't my car start", "how do I teach my puppy to sit", "load a csv file in python")
+    trained = [q for q in queries if not held_out(q)]  # only these are graded: nothing is held out
+    assert trained
+    bm25 = finerank.BM25(Index.load(mini_index))
+    for query in trained:  # the relevant document, and the first stage's others judged irrelevant: negatives
+        topic = {"h": "dog", "l": "py"}[query[0]]
+        store.add(query, f"{topic}-1", 2)
+        for hit in bm25.search(query, 10):
+            if hit.id != f"{topic}-1":
+                store.add(query, hit.id, 0)
+    args = ["-q", "train", str(mini_index), "--judgments", "--base", str(tiny_ce), "--out", str(tmp_path / "m")]
+    args += ["--max-steps", "1", "--group-size", "2", "--max-length", "32", "--json"]
+    with caplog.at_level(logging.WARNING, "finerank"):
+        assert main(args) == 0, capsys.readouterr().err
+    # trained on the train share; nothing held out to compare on, and it says so (no ZeroDivisionError)
+    assert json.loads(capsys.readouterr().out)["held_out"] is None and "no held-out judged query" in caplog.text
 
 
 def test_no_index_no_judgments():

@@ -560,12 +560,23 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("name a dataset folder, or use --all")
     if args.ray:
         options.update(ray_address=args.ray, load=_loader(args, reranker))
-    folder = Path(args.dataset)
-    if args.judgments is not None:  # an index and its grades, read as a BEIR folder
-        if args.run or args.index:
-            raise ValueError("with --judgments, DATASET is the index: no --run or --index")
-        folder, options["index"] = _judged(args.dataset, args.judgments), args.dataset
-    ev = evaluate_folder(folder, reranker, **options)
+    if args.judgments is not None:  # an index and the grades given on its results
+        from .evaluate import evaluate
+
+        if args.run or args.index or args.ray:
+            raise ValueError("with --judgments, DATASET is the index: no --run, --index or --ray")
+        index, dataset = _judged(args.dataset, args.judgments, args.split)
+        ev = evaluate(
+            dataset,
+            first_stage(index, args.first_stage),
+            reranker,
+            candidates=args.candidates,
+            show_progress=not args.quiet,
+            cheap=options["cheap"],
+            keep=args.keep,
+        )
+    else:
+        ev = evaluate_folder(Path(args.dataset), reranker, **options)
     figure_path = figure(ev, args.figure) if args.figure else None
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
@@ -701,17 +712,27 @@ def _train(args: argparse.Namespace) -> int:
     if args.judgments is not None:  # one index and its grades: train on the train share, hold out the rest
         if len(args.data) != 1 or args.data_kind != "labelled":
             raise ValueError("with --judgments, DATA is one index (labelled by your grades)")
-        judged, args.split = _judged(args.data[0], args.judgments), "train"
-    groups = train.groups_from(
-        [judged] if judged else args.data,
-        args.data_kind,
-        split=args.split,
-        group_size=args.group_size,
-        max_queries=args.max_queries,
-        seed=args.seed,
-        show_progress=not args.quiet,
-        candidates=args.candidates,
-    )
+        judged, dataset = _judged(args.data[0], args.judgments, "train")
+        args.split = "train"
+        groups = train.labelled_groups(
+            dataset,
+            judged,
+            group_size=args.group_size,
+            max_queries=args.max_queries,
+            seed=args.seed,
+            candidates=args.candidates,
+        )
+    else:
+        groups = train.groups_from(
+            args.data,
+            args.data_kind,
+            split=args.split,
+            group_size=args.group_size,
+            max_queries=args.max_queries,
+            seed=args.seed,
+            show_progress=not args.quiet,
+            candidates=args.candidates,
+        )
     if args.teacher:
         teacher = load_reranker(args.teacher)
         groups = train.with_teacher(
@@ -761,7 +782,7 @@ def _train(args: argparse.Namespace) -> int:
             card.write("\n## Evaluation\n\n" + markdown(ev).replace("# ", "### ", 1))
         if not args.json:
             print(table(ev))
-    held = _held_out(args, judged, out) if judged else None
+    held = _held_out(args, judged, out) if judged is not None else None
     last = sum(result.losses[-20:]) / len(result.losses[-20:])
     record = {
         "model": str(out),
@@ -783,42 +804,46 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _judged(index: str, file: str) -> Path:
-    """An index's documents and the grades in ``file`` (default: the index's judgments.jsonl) as a
-    BEIR folder in a temporary folder, removed at exit."""
-    import atexit
-    import shutil
-    import tempfile
-
+def _judged(index_folder: str, file: str, split: str):
+    """The index and the grades given on its results (``file``, default the index's judgments.jsonl)
+    as an evaluation dataset of ``split`` (all, train or test, the held-out share)."""
     from .judgments import Judgments
 
-    store = Judgments(file) if file else Judgments.of_index(index)
+    store = Judgments(file) if file else Judgments.of_index(index_folder)
     if not store.read():
         raise ValueError(
-            f"no judgments in {store.path}: grade results on the page of `finerank serve --index {index}`, "
-            f"or with `finerank judge {index}`"
+            f"no judgments in {store.path}: grade results on the page of `finerank serve --index {index_folder}`, "
+            f"or with `finerank judge {index_folder}`"
         )
-    documents = Index.load(index).documents
-    root = tempfile.mkdtemp(prefix="finerank-judged-")
-    atexit.register(shutil.rmtree, root, True)
-    return store.export(Path(root) / f"judgments-{Path(index).resolve().name}", documents)
+    index = Index.load(index_folder)
+    dataset = store.dataset(split, name=f"judgments-{Path(index_folder).resolve().name}")
+    if not dataset.queries:
+        raise ValueError(
+            f"no query of split {split} in {store.path} has a grade above 0: grade the relevant results 1-3"
+        )
+    known = {d.id for d in index.documents}
+    gone = sum(1 for grades in dataset.qrels.values() for d, g in grades.items() if g > 0 and d not in known)
+    if gone:
+        logger.warning(
+            "%d relevant grades name documents %s no longer holds: nothing can find them", gone, index_folder
+        )
+    return index, dataset
 
 
-def _held_out(args: argparse.Namespace, folder: Path, model: Path) -> dict | None:
+def _held_out(args: argparse.Namespace, index: Index, model: Path) -> dict | None:
     """The trained model against the default second stage on the held-out judged queries (never
     trained on): each reranks the first stage's top ``--candidates``, and nDCG@10 is read on the
     condensed lists (unjudged documents left out, Sakai 2007), so a model that did not help build
     the judged pool is not counted wrong for the documents nobody graded. The paired test, the
     bootstrap interval and what they mean."""
-    from .evaluate import load_dataset
     from .metrics import bootstrap_interval, ndcg, randomization_test, verdict
 
     try:
-        dataset = load_dataset(folder, "test")
-    except FinerankError:
+        _, dataset = _judged(args.data[0], args.judgments, "test")
+    except ValueError:
         logger.warning("no held-out judged query yet: judge more queries to compare the model with the default")
         return None
-    retriever = first_stage(Index.load(args.data[0]), "bm25")
+    retriever = first_stage(index, "bm25")
     texts = list(dataset.queries.values())
     values, rankings = {}, {}
     for name, reranker in (

@@ -57,12 +57,23 @@ def held_out(query: str) -> bool:
     return int(hashlib.sha256(b"split:" + query.encode("utf-8")).hexdigest()[:8], 16) < HELD_OUT * 16**8
 
 
+def _text(value: object) -> bool:
+    """A string that is text: encodable as UTF-8 (no lone surrogate)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check(query: object, doc_id: object, grade: object) -> tuple[str, str, int]:
     """The grade's fields, or ValueError naming the one that is wrong."""
-    if not isinstance(query, str) or not query.strip():
-        raise ValueError("query: a judgment needs a non-empty query")
-    if not isinstance(doc_id, str) or not doc_id:
-        raise ValueError("id: a judgment needs the document's id")
+    if not _text(query) or not query.strip():
+        raise ValueError("query: a judgment needs a non-empty query of UTF-8 text")
+    if not _text(doc_id) or not doc_id:
+        raise ValueError("id: a judgment needs the document's id (UTF-8 text)")
     if isinstance(grade, bool) or not isinstance(grade, int) or grade not in GRADES:
         raise ValueError(f"grade: a whole number from 0 to 3 ({', '.join(f'{g} {w}' for g, w in GRADES.items())})")
     return query.strip(), doc_id, grade
@@ -73,6 +84,11 @@ class Judgments:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"judgments: {self.path} is a folder; give a file (it is created at the first grade)")
+        folder = next((p for p in self.path.parents if p.exists()), None)
+        if folder is not None and not folder.is_dir():
+            raise ValueError(f"judgments: {folder} is a file, so {self.path} cannot be made")
 
     @classmethod
     def of_index(cls, index_folder: str | os.PathLike) -> Judgments:
@@ -93,7 +109,11 @@ class Judgments:
         judgment = Judgment(*check(query, doc_id, grade), user=user, time=round(time.time(), 3))
         line = (json.dumps(asdict(judgment), ensure_ascii=False) + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked("ab", fcntl.LOCK_EX) as handle:
+        with self._locked("a+b", fcntl.LOCK_EX) as handle:
+            if handle.seek(0, os.SEEK_END):
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":  # a writer killed mid-line: this grade starts a line of its own
+                    line = b"\n" + line
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
@@ -149,6 +169,12 @@ class Judgments:
         """``queries.jsonl`` and ``qrels/{train,test,all}.tsv`` of the judged queries (BEIR's files;
         test is the held-out share, all is both)."""
         graded = self.grades()
+        spaced = next((d for grades in graded.values() for d in grades if len(d.split()) != 1), None)
+        if spaced is not None:
+            raise ValueError(
+                f"document id {spaced!r} holds whitespace, which BEIR's qrels files cannot: "
+                "evaluate and train with --judgments instead of exporting"
+            )
         files = {
             "queries.jsonl": "".join(
                 json.dumps({"_id": query_id(q), "text": q}, ensure_ascii=False) + "\n" for q in graded
@@ -237,7 +263,7 @@ def read_query_log(path: str | os.PathLike) -> list[str]:
     duplicates and blank lines dropped, in file order."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as err:
         raise CorpusError(f"not UTF-8 text ({err.reason} at byte {err.start})", path) from None
     out: list[str] = []
@@ -245,17 +271,23 @@ def read_query_log(path: str | os.PathLike) -> list[str]:
         text = line.strip()
         if text.startswith("{"):
             try:
-                record = json.loads(text)
-                text = record.get("text") or record.get("query") or ""
+                text = json.loads(text).get("text", json.loads(text).get("query"))
             except (json.JSONDecodeError, AttributeError):
                 raise CorpusError(
-                    f"line {number}: not JSON (a query a line, or JSON with a text field)", path
+                    'not JSON: a query a line, or a JSON object with a text field (a query that starts with "{" '
+                    'is written {"text": ...})',
+                    path,
+                    number,
                 ) from None
             if not isinstance(text, str):
-                raise CorpusError(f"line {number}: its text is not a string", path)
+                raise CorpusError("a JSON line needs a string text (or query) field", path, number)
             text = text.strip()
+        if not _text(text):
+            raise CorpusError("not UTF-8 text (a lone surrogate)", path, number)
         if text and text not in out:
             out.append(text)
+    if not out:
+        raise CorpusError("no queries in it (a query a line)", path)
     return out
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from .corpus import read_qrels, read_queries
 from .errors import CorpusError
+from .evaluate import Dataset
 from .fusion import ranks
 from .index import Index
 from .models.backends import cpu_has_bf16
@@ -53,7 +54,7 @@ class Group:
 
 
 def labelled_groups(
-    folder: str | Path,
+    folder: str | Path | Dataset,
     index: Index,
     *,
     split: str = "train",
@@ -69,9 +70,13 @@ def labelled_groups(
     relevant (or a copy of one) is never a negative, and the ``skip_unjudged`` highest-ranked unjudged documents
     (likely relevant but unjudged) are left out; documents judged irrelevant are always fair
     negatives. Positives come from the first stage's list, so the model learns to reorder what it
-    will be given (on NFCorpus, positives from outside it taught nothing)."""
-    folder = Path(folder)
-    queries, qrels = read_queries(folder / "queries.jsonl"), read_qrels(folder / "qrels" / f"{split}.tsv")
+    will be given (on NFCorpus, positives from outside it taught nothing). ``folder`` may be a
+    loaded :class:`~finerank.evaluate.Dataset` (e.g. a user's judgments) instead of a BEIR folder."""
+    if isinstance(folder, Dataset):
+        queries, qrels, folder = folder.queries, folder.qrels, folder.folder
+    else:
+        folder = Path(folder)
+        queries, qrels = read_queries(folder / "queries.jsonl"), read_qrels(folder / "qrels" / f"{split}.tsv")
     rng = random.Random(seed)
     groups, found = [], 0  # found: queries whose relevant document the first stage recalled
     for qid in list(qrels)[:max_queries]:

@@ -253,6 +253,9 @@ def create_app(
     ``/v1/judgments``) go to ``judgments`` (default: ``judgments.jsonl`` in the index folder);
     ``queries``, a file of queries to judge (a query log), feeds the page's "next query"."""
     loaded_reports = read_reports(reports)
+    named = list((users or {}).values()) + ([api_key] if api_key else [])
+    if len(set(named)) < len(named):
+        raise ValueError("two users (or a user and --api-key) share a key: give each judge a key of their own")
     api_keys = {key: name for name, key in (users or {}).items()} | ({api_key: None} if api_key else {})
     store = Judgments(judgments) if judgments else Judgments.of_index(index) if index else None
     to_judge = read_query_log(queries) if queries else []
