@@ -234,6 +234,7 @@ def test_ids_with_spaces_evaluate_and_refuse_a_beir_export(tmp_path, capsys):
     assert "holds whitespace" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains: the full suite, not the fast tier
 def test_train_with_no_held_out_query_says_so(mini_index, tiny_ce, tmp_path, capsys, caplog):
     store = Judgments.of_index(mini_index)
     queries = ("why won't my car start", "how do I teach my puppy to sit", "load a csv file in python")
