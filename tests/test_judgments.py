@@ -255,6 +255,18 @@ def test_train_with_no_held_out_query_says_so(mini_index, tiny_ce, tmp_path, cap
     assert json.loads(capsys.readouterr().out)["held_out"] is None and "no held-out judged query" in caplog.text
 
 
+def test_a_grade_the_disk_cannot_take_is_a_507_not_a_500(mini_index, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Judgments, "add", full)  # the HTTP plumbing of a full disk (root ignores permissions)
+    with LiveServer(create_app(Overlap(), index=mini_index)) as live:
+        answer = httpx.post(live.url + "/v1/judgments", json={"query": "q", "id": "car-1", "grade": 1})
+        assert answer.status_code == 507 and "cannot be written" in answer.json()["message"]
+
+
 def test_no_index_no_judgments():
     with LiveServer(create_app(Overlap())) as live:
         answer = httpx.post(live.url + "/v1/judgments", json={"query": "q", "id": "d", "grade": 1})
