@@ -25,6 +25,12 @@ class StorageFull(IndexNotWritable):
     """No space left where the index is written: 507."""
 
 
+def unwritable(err: OSError, message: str) -> IndexNotWritable:
+    """A failed write as the server answers it: 507 when the disk is full, else 503."""
+    kind = StorageFull if err.errno in (errno.ENOSPC, errno.EDQUOT) else IndexNotWritable
+    return kind(f"{message} ({err.strerror or err})")
+
+
 class Admin:
     """The writes (and reads by id) on the index that ``service`` serves."""
 
@@ -59,7 +65,6 @@ class Admin:
         except CorpusError as err:
             raise InvalidRequest("ids" if "delete" in change else "documents", str(err)) from None
         except OSError as err:  # nothing was published: the index on disk is as it was
-            kind = StorageFull if err.errno in (errno.ENOSPC, errno.EDQUOT) else IndexNotWritable
-            raise kind(f"the index {path} cannot be written ({err.strerror or err}); nothing was changed") from None
+            raise unwritable(err, f"the index {path} cannot be written; nothing was changed") from None
         self.service.publish(new)
         return len(new)

@@ -5,7 +5,6 @@ the document routes onto :class:`~finerank.server.admin.Admin`."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ from ..pipeline import second_stage
 from ..registry import DEFAULT_RERANKER, load_reranker
 from ..types import Document, Hit, Ranking
 from . import errors
-from .admin import Admin, IndexNotWritable, StorageFull
+from .admin import Admin, unwritable
 from .backend import VENDOR_ALIASES, InvalidRequest, Limits, Service
 from .schemas import (
     DeleteRequest,
@@ -580,9 +579,8 @@ def _routes() -> APIRouter:
         except ValueError as err:
             field, _, message = str(err).partition(": ")
             raise InvalidRequest(field, message) from None
-        except OSError as err:  # the grade was not stored: 507 when the disk is full, else 503
-            kind = StorageFull if err.errno in (errno.ENOSPC, errno.EDQUOT) else IndexNotWritable
-            raise kind(f"the judgments {store.path} cannot be written ({err.strerror or err}); not stored") from None
+        except OSError as err:  # the grade was not stored
+            raise unwritable(err, f"the judgments {store.path} cannot be written; the grade was not stored") from None
         graded = (await asyncio.to_thread(store.grades)).get(judgment.query, {})
         return asdict(judgment) | {"graded": len(graded)}
 
