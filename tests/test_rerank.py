@@ -38,6 +38,24 @@ def test_every_backend_agrees_with_torch_for_one_and_two_labels(tiny_ce, tiny_ce
     )
 
 
+def test_openvino_runs_the_key_transpose_inside_attention_with_the_same_scores(tiny_ce, passages):
+    openvino = pytest.importorskip("openvino")
+    from finerank.models.backends import fuse_key_transposes
+    from finerank.models.tokenization import TextEncoder, pad
+
+    core = openvino.Core()
+    model = core.read_model(str(onnx_file(tiny_ce, "classification")))
+    plain = core.compile_model(model.clone(), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    layers = json.loads((tiny_ce / "config.json").read_text())["num_hidden_layers"]
+    assert fuse_key_transposes(model) == layers and fuse_key_transposes(model) == 0  # one per layer, then none left
+    fused = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    feeds = pad(TextEncoder(tiny_ce, 128).pairs(QUERY, passages[:12]))  # padded rows: the mask is exercised
+    feeds = {i.get_any_name(): feeds[i.get_any_name()] for i in plain.inputs}
+    before, after = plain(feeds)[plain.outputs[0]], fused(feeds)[fused.outputs[0]]
+    assert before.std() > 0.01
+    np.testing.assert_allclose(after, before, atol=1e-5)
+
+
 def test_auto_picks_openvino_bf16_and_one_backend_serves_threads(tiny_ce, passages):
     from concurrent.futures import ThreadPoolExecutor
 
