@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import multiprocessing
+import os
 import threading
 from pathlib import Path
 
@@ -83,6 +84,34 @@ def test_the_store_keeps_the_latest_grade_and_skips_a_torn_line(tmp_path, caplog
     ):
         with pytest.raises(ValueError, match=field):
             store.add(*bad)
+
+
+def test_a_store_read_again_sees_what_others_wrote_since_as_a_fresh_read_does(tmp_path):
+    path = tmp_path / "j.jsonl"
+    store, other = Judgments(path), Judgments(path)  # a server's store, and another process's
+
+    def same():
+        assert store.read() == Judgments(path).read()
+        return store.grades()
+
+    other.add("q", "d1", 1)
+    assert same() == {"q": {"d1": 1}}
+    other.add("q", "d1", 3)  # read after the first read: only the new line is parsed, and it replaces the grade
+    other.add("q", "d2", 0)
+    assert same() == {"q": {"d1": 3, "d2": 0}}
+    with open(path, "ab") as f:
+        f.write(b'{"query": "q", "id": "d3", "grade": 2}')  # a whole judgment whose newline was never written
+    assert same() == {"q": {"d1": 3, "d2": 0, "d3": 2}}
+    other.add("q", "d4", 1)  # it is a line of its own after that one, and both count
+    assert same() == {"q": {"d1": 3, "d2": 0, "d3": 2, "d4": 1}}
+    replacement = tmp_path / "new.jsonl"
+    Judgments(replacement).add("r", "e1", 2)
+    os.replace(replacement, path)  # the file replaced (as an editor saves it): read again from its start
+    assert same() == {"r": {"e1": 2}}
+    with open(path, "r+b") as f:
+        f.truncate(0)  # cut shorter in place
+    other.add("s", "f1", 3)
+    assert same() == {"s": {"f1": 3}}
 
 
 def _judge_many(path: str, who: int, count: int) -> None:

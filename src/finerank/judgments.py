@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -89,6 +90,9 @@ class Judgments:
         folder = next((p for p in self.path.parents if p.exists()), None)
         if folder is not None and not folder.is_dir():
             raise ValueError(f"judgments: {folder} is a file, so {self.path} cannot be made")
+        self._reading = threading.Lock()
+        # (device and inode, bytes parsed, lines parsed, latest grades, the last bytes parsed)
+        self._parsed: tuple = (None, 0, 0, {}, b"")
 
     @classmethod
     def of_index(cls, index_folder: str | os.PathLike) -> Judgments:
@@ -121,13 +125,34 @@ class Judgments:
 
     def read(self) -> list[Judgment]:
         """The latest grade of each (query, document) pair, in the order they were first graded.
-        A line that is not a judgment is skipped with a warning naming it."""
+        A line that is not a judgment is skipped with a warning naming it. The file only grows, so
+        what was read before is kept and only the lines added since are parsed (a file replaced, or
+        whose bytes before that point changed, is read again from its start)."""
         if not self.path.is_file():
             return []
-        with self._locked("rb", fcntl.LOCK_SH) as handle:
+        with self._reading, self._locked("rb", fcntl.LOCK_SH) as handle:
+            stat = os.fstat(handle.fileno())
+            file, offset, lines, latest, last = self._parsed
+            handle.seek(offset - len(last))
+            if file != (stat.st_dev, stat.st_ino) or stat.st_size < offset or handle.read(len(last)) != last:
+                offset, lines, latest, last = 0, 0, {}, b""  # replaced, or cut and written again: from the start
+                handle.seek(0)
             data = handle.read()
-        latest: dict[tuple[str, str], Judgment] = {}
-        for number, raw in enumerate(data.splitlines(), 1):
+            end = data.rfind(b"\n") + 1  # whole lines are kept; a last line without its newline is read each time
+            lines = self._parse(data[:end], lines, latest)
+            offset += end
+            last = (last + data[:end])[-64:]  # the bytes before the offset, which a later read finds unchanged
+            self._parsed = ((stat.st_dev, stat.st_ino), offset, lines, latest, last)
+            if end == len(data):
+                return list(latest.values())
+            with_tail = dict(latest)
+            self._parse(data[end:], lines, with_tail)
+            return list(with_tail.values())
+
+    def _parse(self, data: bytes, lines: int, latest: dict[tuple[str, str], Judgment]) -> int:
+        """Parse ``data`` (the file's lines after its first ``lines``) into ``latest``; the lines now read."""
+        for number, raw in enumerate(data.splitlines(), lines + 1):
+            lines = number
             try:
                 record = json.loads(raw.decode("utf-8"))
                 query, doc_id, grade = check(record.get("query"), record.get("id"), record.get("grade"))
@@ -136,7 +161,7 @@ class Judgments:
                 logger.warning("%s line %d: not a judgment, skipped (%s)", self.path, number, err)
                 continue
             latest[(query, doc_id)] = judgment
-        return list(latest.values())
+        return lines
 
     def grades(self) -> dict[str, dict[str, int]]:
         """query -> {document id: grade}."""
