@@ -1,13 +1,15 @@
-"""What the benchmarks run beside finerank: an ASGI app served on loopback (:func:`served`) and a
-Ray cluster on this machine (:func:`ray_cluster`). The tests keep their own helpers in
-tests/support.py; neither folder imports the other."""
+"""What the benchmarks run beside finerank: an ASGI app served on loopback (:func:`served`), a
+Ray cluster on this machine (:func:`ray_cluster`), and which peer packages are missing
+(:func:`first_missing`). The tests keep their own helpers in tests/support.py; neither folder
+imports the other."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -49,3 +51,14 @@ def ray_cluster(worker_nodes: int = 2, *, cpus_per_node: float = 1) -> Iterator[
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
+
+
+def first_missing(modules: Iterable[str]) -> str | None:
+    """The first of ``modules`` this environment cannot import (a benchmark row needing it is skipped)."""
+    for name in modules:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except ModuleNotFoundError:  # a submodule of a missing package
+            return name
+    return None

@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _support import first_missing
 
 from finerank.models.tuning import kendall_tau
 
@@ -186,17 +187,8 @@ def engines(name: str) -> list[str]:
 
 def missing_module(label: str) -> str | None:
     """The package a row needs and this environment lacks (the row is then skipped with a note)."""
-    import importlib.util
-
     needs = ["sentence_transformers"] if label.startswith("sentence-transformers") else []
-    needs += ["optimum.intel"] if label == "sentence-transformers openvino" else []
-    for name in needs:
-        try:
-            if importlib.util.find_spec(name) is None:
-                return name
-        except ModuleNotFoundError:
-            return name
-    return None
+    return first_missing(needs + (["optimum.intel"] if label == "sentence-transformers openvino" else []))
 
 
 def make_scorer(label: str, folder: Path):

@@ -52,7 +52,6 @@ made by ``finerank train``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import multiprocessing
 import os
@@ -66,6 +65,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _support import first_missing
 
 from finerank.models.tuning import kendall_tau
 
@@ -322,13 +322,7 @@ def needed_modules(label: str) -> list[str]:
 
 
 def missing_module(label: str) -> str | None:
-    for name in needed_modules(label):
-        try:
-            if importlib.util.find_spec(name) is None:
-                return name
-        except ModuleNotFoundError:
-            return name
-    return None
+    return first_missing(needed_modules(label))
 
 
 def run_engine(label: str, model: Path, requests: list, quality: list, threads: int) -> dict:
