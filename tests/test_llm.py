@@ -113,6 +113,18 @@ def test_qwen3_reranker_scores_as_its_model_card_does(qwen3):
     assert reranker.instructed("Find recipes").reading != reranker.reading
 
 
+def test_bf16_rounds_the_weights_not_the_position_frequencies(qwen3):
+    exact = LLMReranker(qwen3, precision="fp32").score(QUERY, DOCS, raw=True)
+    reranker = LLMReranker(qwen3, precision="bf16")
+    assert {p.dtype for p in reranker.decoder.parameters()} == {torch.bfloat16}
+    frequencies = [b for name, b in reranker.decoder.named_buffers() if "inv_freq" in name]
+    assert frequencies and all(b.dtype == torch.float32 for b in frequencies)  # RoPE's, as the model computed them
+    kept = np.abs(reranker.score(QUERY, DOCS, raw=True) - exact).mean()
+    reranker.decoder.to(torch.bfloat16)  # what a whole-module cast does: the frequencies rounded too
+    rounded = np.abs(reranker.score(QUERY, DOCS, raw=True) - exact).mean()
+    assert kept < rounded
+
+
 def test_the_shared_head_is_computed_once_per_query(qwen3):
     reranker = LLMReranker(qwen3, precision="fp32", batch_size=2)
     fed = []

@@ -186,8 +186,9 @@ class LLMReranker(Scorer):
         self.softcap = self.config.get("final_logit_softcapping")
         self.pad_id = int(self.config.get("pad_token_id") or 0)
         self.bos_id = self.config.get("bos_token_id")
-        if self.precision == "bf16":
-            self.decoder.to(torch.bfloat16)
+        if self.precision == "bf16":  # the weights only: buffers such as RoPE's inverse frequencies keep fp32
+            for parameter in self.decoder.parameters():
+                parameter.data = parameter.data.to(torch.bfloat16)
         self._tail_ids = [i for piece in self.template.tail for i in tok.encode(piece, add_special_tokens=False).ids]
         self.max_chunks_per_doc, self.chunk_overlap, self.chunk_pool = max_chunks_per_doc, chunk_overlap, chunk_pool
         self.calibration = calibration.load(self.model_dir, self.calibration_key)
