@@ -56,6 +56,20 @@ def test_openvino_runs_the_key_transpose_inside_attention_with_the_same_scores(t
     np.testing.assert_allclose(after, before, atol=1e-5)
 
 
+def test_batches_pad_to_the_engines_multiple_within_the_models_length():
+    from types import SimpleNamespace
+
+    from finerank.models.tokenization import batches
+
+    encodings = [SimpleNamespace(ids=[5] * n, attention_mask=[1] * n, type_ids=[0] * n) for n in (3, 17, 33, 500, 510)]
+    widths = [b.feeds["input_ids"].shape[1] for b in batches(encodings, 1, 4096, pad_id=9, multiple=16, max_width=505)]
+    assert widths == [510, 505, 48, 32, 16]  # never below the longest, never past the model's length unless it must
+    (batch,) = batches(encodings[:2], 2, 4096, pad_id=9, multiple=16)
+    assert batch.feeds["input_ids"].shape == (2, 32) and batch.feeds["attention_mask"][0].sum() == 17
+    assert (batch.feeds["input_ids"][1, 3:] == 9).all() and list(batch.positions) == [1, 0]
+    assert [b.feeds["input_ids"].shape[1] for b in batches(encodings, 1, 4096)] == [510, 500, 33, 17, 3]
+
+
 def test_auto_picks_openvino_bf16_and_one_backend_serves_threads(tiny_ce, passages):
     from concurrent.futures import ThreadPoolExecutor
 

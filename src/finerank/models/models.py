@@ -132,7 +132,13 @@ class CrossEncoder(_TransformerReranker):
     def raw_scores(self, requests: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
         pairs = [pair for query, texts in requests for pair in self.encoder.pairs(query, texts)]
         logits = run_batches(
-            self.backend, pairs, self.batch_size, self.max_batch_tokens, lambda out, feeds: out, self.encoder.pad_id
+            self.backend,
+            pairs,
+            self.batch_size,
+            self.max_batch_tokens,
+            lambda out, feeds: out,
+            self.encoder.pad_id,
+            self.encoder.max_length,
         )
         return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
 
@@ -262,6 +268,7 @@ class BiEncoder(_TransformerReranker):
                 self.max_batch_tokens,
                 self._pool,
                 self.encoder.pad_id,
+                self.encoder.max_length,
             )
             if self.normalize:
                 pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)

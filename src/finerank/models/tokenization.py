@@ -96,9 +96,13 @@ def usable_positions(config: dict) -> int | None:
     return positions
 
 
-def batches(encodings: list, batch_size: int, max_tokens: int, pad_id: int = 0) -> list[Batch]:
+def batches(
+    encodings: list, batch_size: int, max_tokens: int, pad_id: int = 0, multiple: int = 1, max_width: int | None = None
+) -> list[Batch]:
     """Sort by length (longest first) and cut into batches of at most ``batch_size`` inputs and
-    ``max_tokens`` padded tokens, so little compute goes to padding."""
+    ``max_tokens`` padded tokens, so little compute goes to padding. Each batch is padded to a
+    multiple of ``multiple`` tokens (never past ``max_width``, the model's usable length): what an
+    engine's matrix units take whole (:func:`finerank.models.backends.width_multiple`)."""
     lengths = np.array([len(e.ids) for e in encodings])
     order = np.argsort(-lengths, kind="stable")
     groups: list[list[int]] = []
@@ -107,13 +111,19 @@ def batches(encodings: list, batch_size: int, max_tokens: int, pad_id: int = 0) 
             groups[-1].append(int(i))
         else:
             groups.append([int(i)])
-    return [Batch(np.array(group), pad([encodings[i] for i in group], pad_id)) for group in groups]
+    out = []
+    for group in groups:
+        longest = int(lengths[group[0]])
+        width = -(-longest // multiple) * multiple
+        width = max(longest, min(width, max_width)) if max_width else width
+        out.append(Batch(np.array(group), pad([encodings[i] for i in group], pad_id, width)))
+    return out
 
 
-def pad(encodings: list, pad_id: int = 0) -> dict[str, np.ndarray]:
+def pad(encodings: list, pad_id: int = 0, width: int | None = None) -> dict[str, np.ndarray]:
     """input_ids / attention_mask / token_type_ids, padded (on the right, input ids with the
-    model's padding id) to the longest encoding."""
-    width = max(len(e.ids) for e in encodings)
+    model's padding id) to ``width`` tokens, by default the longest encoding's."""
+    width = width or max(len(e.ids) for e in encodings)
     feeds = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in INPUT_NAMES}
     feeds["input_ids"][:] = pad_id
     for row, e in enumerate(encodings):
@@ -130,10 +140,12 @@ def run_batches(
     max_tokens: int,
     reduce: Callable,
     pad_id: int = 0,
+    max_width: int | None = None,
 ) -> np.ndarray:
-    """Run every batch through the backend, apply ``reduce(output, feeds)`` and restore input order."""
+    """Run every batch through the backend (padded to its ``width_multiple``), apply
+    ``reduce(output, feeds)`` and restore input order."""
     out: np.ndarray | None = None
-    for batch in batches(encodings, batch_size, max_tokens, pad_id):
+    for batch in batches(encodings, batch_size, max_tokens, pad_id, backend.width_multiple, max_width):
         rows = reduce(backend(batch.feeds), batch.feeds)
         if out is None:
             out = np.empty((len(encodings),) + rows.shape[1:], dtype=np.float32)

@@ -343,7 +343,7 @@ class _Served:
     """A scorer's engine while its engines are measured: each batch is counted in :data:`SERVING`."""
 
     def __init__(self, engine):
-        self.engine = engine
+        self.engine, self.width_multiple = engine, engine.width_multiple
 
     def __call__(self, feeds):
         return SERVING.run(self.engine, feeds)
