@@ -143,6 +143,19 @@ def test_the_shared_head_is_computed_once_per_query(qwen3):
     assert first[0] == 1 and first[1] > 30  # system prompt, instruction and query: once
     assert len(batches) == len(fed) == 3  # 5 documents in batches of 2, with and without the cache
     assert [b[1] for b in batches] == [w[1] - first[1] for w in fed]  # then only what follows the head
+    # bf16 pads each batch to a multiple of 16 tokens, after the head and on the left without it: no score moves
+    assert LLMReranker(qwen3, precision="bf16").width_multiple == 16 and reranker.width_multiple == 1
+    reranker.width_multiple, fed[:] = 16, []
+    hook = reranker.decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: fed.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        for reuse in (True, False):
+            reranker.reuse_prefix = reuse
+            np.testing.assert_allclose(reranker.score(QUERY, DOCS, raw=True), whole, atol=1e-4)
+    finally:
+        hook.remove()
+    assert fed[0] == first and all(width % 16 == 0 for _, width in fed[1:])
 
 
 def test_a_long_document_is_cut_never_the_template(qwen3, monkeypatch):

@@ -158,7 +158,7 @@ class LLMReranker(Scorer):
             raise MissingDependencyError("torch (with transformers)", "torch")
         import torch
 
-        from .backends import cpu_has_bf16
+        from .backends import cpu_has_bf16, width_multiple
 
         if threads:
             torch.set_num_threads(threads)
@@ -169,6 +169,7 @@ class LLMReranker(Scorer):
         self.template = TEMPLATES[self.template_name]
         self.instruction = instruction if instruction is not None else self.template.default_instruction
         self.precision = ("bf16" if cpu_has_bf16() else "fp32") if precision == "auto" else precision
+        self.width_multiple = width_multiple(self.precision)
         self.backend_name, self.batch_size, self.max_batch_tokens = "torch", batch_size, max_batch_tokens
         self.reuse_prefix = reuse_prefix
         self.encoder = TextEncoder(self.model_dir, max_length)
@@ -268,7 +269,7 @@ class LLMReranker(Scorer):
     def _run(self, sequences: list[list[int]]) -> np.ndarray:
         """Scores for one query's sequences. Their common head (system prompt, instruction, query:
         the longest shared run of tokens) goes through the model once; its keys and values are
-        reused by every batch of the rest, which is padded on the right."""
+        reused by every batch of the rest, which is padded on the right (to ``width_multiple``)."""
         torch = self._torch
         shared = _common_prefix(sequences) if len(sequences) > 1 and self.reuse_prefix else 0
         if shared < MIN_SHARED_PREFIX:
@@ -290,7 +291,7 @@ class LLMReranker(Scorer):
         order = sorted(range(len(rests)), key=lambda i: -len(rests[i]))
         start = 0
         while start < len(order):
-            width = len(rests[order[start]])
+            width = -(-len(rests[order[start]]) // self.width_multiple) * self.width_multiple
             size = max(1, min(self.batch_size, self.max_batch_tokens // max(1, width + shared)))
             batch = order[start : start + size]
             lengths = torch.tensor([len(rests[i]) for i in batch])
