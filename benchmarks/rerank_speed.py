@@ -9,7 +9,7 @@ Each engine runs in its own spawned process (2 threads by default), so peak RSS 
 counted) are against the first row that ran.
 
     python benchmarks/rerank_speed.py [--model DIR] [--requests 10] [--ndcg-queries 30] [--threads 2]
-        [--engines NAME ...] [--peers-only] [--json] [--quick]
+        [--engines NAME ...] [--peers-only] [--json] [--quick] [--head-to-head [--passes 3]]
 
 Rows (``--engines`` takes these labels, with or without dashes for spaces, or ``peers`` / ``finerank``):
 
@@ -43,6 +43,12 @@ target is at least 75 %). The rates are printed as a table (``attainable_gflops`
 
 ``--quick``: 2 requests, no nDCG, and unless ``--engines`` says otherwise three rows (sentence-transformers
 fp32, onnxruntime plain, finerank openvino bf16). ``--peers-only``: the rows that are not finerank's.
+
+``--head-to-head``: instead of the table, the engines (by default sentence-transformers' OpenVINO backend and
+finerank ``auto``) loaded side by side in one process and timed request by request in a rotating order, for
+``--passes`` passes over the requests, so the machine's drift (10-40 % within a run) falls on every row alike;
+it prints each pass's pairs/s and the median of the per-pass ratios to the first row. The engines then share the
+CPU's caches, which the one-process-a-row table avoids; read the two together.
 
 ``--model`` is any cross-encoder directory; the default is all-MiniLM-L6-v2 with a fresh one-logit head
 (speed does not depend on the weights; nDCG does, so pass a trained one for the quality column, e.g. one
@@ -546,7 +552,11 @@ def parse_args():
         "--quick", action="store_true", help="2 requests, no nDCG, three engines unless --engines: about a minute"
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--head-to-head", action="store_true", help="the engines in one process, interleaved")
+    parser.add_argument("--passes", type=int, default=3, help="passes over the requests (--head-to-head)")
     args = parser.parse_args()
+    if args.head_to_head and not args.engines:
+        args.engines = ["sentence-transformers openvino", "finerank auto"]
     if args.quick:
         args.requests, args.ndcg_queries = 2, 0
     args.engines = pick_engines(args)
@@ -570,6 +580,41 @@ def run_all(args, model: Path, requests: list, quality: list) -> tuple[dict, dic
         else:
             results[label] = r
     return results, skipped
+
+
+def head_to_head(args, model: Path, requests: list) -> None:
+    """The engines side by side in this process, interleaved request by request (``--head-to-head``)."""
+    scorers, pairs = {}, sum(len(texts) for _, texts in requests)
+    with tempfile.TemporaryDirectory(prefix="rerank-speed-") as work:
+        for label in args.engines:
+            missing = missing_module(label)
+            if missing:
+                print(f"skipped {label}: {missing} is not installed", file=sys.stderr)
+                continue
+            score, runs_as = make_scorer(label, model, args.threads, Path(work))
+            score(requests[0][0], requests[0][1][:16])  # warm-up: exports, compilation, allocation
+            scorers[label] = (score, runs_as)
+        labels = list(scorers)
+        if not labels:
+            raise SystemExit("no engine ran")
+        seconds = {label: [0.0] * args.passes for label in labels}
+        for p in range(args.passes):
+            for i, (query, texts) in enumerate(requests):
+                turn = (p * len(requests) + i) % len(labels)
+                for label in labels[turn:] + labels[:turn]:
+                    start = time.perf_counter()
+                    scorers[label][0](query, texts)
+                    seconds[label][p] += time.perf_counter() - start
+    first = labels[0]
+    print(f"{pairs} pairs in {len(requests)} requests, {args.passes} passes, interleaved, {args.threads} threads")
+    print(f"| engine | runs as | pairs/s (each pass) | x {first} (median of passes) |")
+    print("|---|---|---|---|")
+    for label in labels:
+        rates = [pairs / s for s in seconds[label]]
+        ratio = statistics.median(a / b for a, b in zip(seconds[first], seconds[label]))
+        print(
+            f"| {label} | {runs_as_text(scorers[label][1])} | {' / '.join(f'{r:.1f}' for r in rates)} | {ratio:.2f} |"
+        )
 
 
 def run_yardstick(dims: dict, shapes: dict, results: dict, threads: int) -> dict | None:
@@ -639,7 +684,7 @@ def main() -> None:
     from finerank.models.tokenization import TextEncoder
 
     model = resolve_model(args.model) if args.model else default_model()
-    requests, quality, qrels = build_requests(args.requests, args.ndcg_queries)
+    requests, quality, qrels = build_requests(args.requests, 0 if args.head_to_head else args.ndcg_queries)
     encoder = TextEncoder(model, 512)  # token counts as finerank's engines see them
     lengths_by_kind: dict[str, list[int]] = {}
     for i, (q, texts) in enumerate(requests):
@@ -648,6 +693,9 @@ def main() -> None:
     pairs, dims = len(lengths), model_dims(model)
     flops = flops_per_pair(dims, lengths)
 
+    if args.head_to_head:
+        head_to_head(args, model, requests)
+        return
     results, skipped = run_all(args, model, requests, quality)
     if not results:
         raise SystemExit("no engine ran")
