@@ -59,9 +59,11 @@ class Engine:
         streams: int = 1,
         static_lengths: bool = False,
         pad_id: int = 0,
+        max_width: int | None = None,
         multiple: int = 16,
     ):
         self.model, self.config, self.pad_id, self.multiple = model, config, pad_id, multiple
+        self.max_width = max_width
         self.names = [i.get_any_name() for i in model.inputs]
         self.static = {} if static_lengths else None
         self.compiled = None if static_lengths else openvino.Core().compile_model(model, "CPU", config)
@@ -87,7 +89,7 @@ class Engine:
         out = np.empty(len(encodings), dtype=np.float32)
         work = [
             (b.positions, {n: b.feeds[n] for n in self.names})
-            for b in batches(encodings, BATCH, BUDGET, self.pad_id, self.multiple)
+            for b in batches(encodings, BATCH, BUDGET, self.pad_id, self.multiple, self.max_width)
         ]
         if self.queue is not None:
             self.queue.set_callback(
@@ -133,15 +135,16 @@ def main() -> None:
     fused = exported.clone()
     fuse_key_transposes(fused)
 
+    common = {"pad_id": encoder.pad_id, "max_width": encoder.max_length}
     rows = {
-        "finerank": lambda: Engine(fused, LATENCY, pad_id=encoder.pad_id),
-        "widths as long as the longest pair": lambda: Engine(fused, LATENCY, pad_id=encoder.pad_id, multiple=1),
-        "key transpose as exported": lambda: Engine(exported, LATENCY, pad_id=encoder.pad_id),
-        "TBB partitioner STATIC": lambda: Engine(fused, LATENCY | {"TBB_PARTITIONER": "STATIC"}, pad_id=encoder.pad_id),
+        "finerank": lambda: Engine(fused, LATENCY, **common),
+        "widths as long as the longest pair": lambda: Engine(fused, LATENCY, **common, multiple=1),
+        "key transpose as exported": lambda: Engine(exported, LATENCY, **common),
+        "TBB partitioner STATIC": lambda: Engine(fused, LATENCY | {"TBB_PARTITIONER": "STATIC"}, **common),
         "2 streams x 1 thread": lambda: Engine(
-            fused, LATENCY | {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2}, streams=2, pad_id=encoder.pad_id
+            fused, LATENCY | {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2}, streams=2, **common
         ),
-        "static lengths (16-token buckets)": lambda: Engine(fused, LATENCY, static_lengths=True, pad_id=encoder.pad_id),
+        "static lengths (16-token buckets)": lambda: Engine(fused, LATENCY, static_lengths=True, **common),
     }
     if importlib.util.find_spec("nncf"):
         for label, ignore in (
@@ -150,10 +153,10 @@ def main() -> None:
         ):
             model = quantized(exported, encoder, ignore)
             fuse_key_transposes(model)
-            rows[label] = lambda model=model: Engine(model, LATENCY, pad_id=encoder.pad_id)
+            rows[label] = lambda model=model: Engine(model, LATENCY, **common)
     else:
         print("int8 rows skipped: nncf is not installed")
-    reference = Engine(exported, LATENCY | {"INFERENCE_PRECISION_HINT": "f32"}, pad_id=encoder.pad_id)
+    reference = Engine(exported, LATENCY | {"INFERENCE_PRECISION_HINT": "f32"}, **common)
     expected = [reference(e) for e in encodings]
 
     engines, memory = {}, {}

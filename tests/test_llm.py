@@ -156,6 +156,17 @@ def test_the_shared_head_is_computed_once_per_query(qwen3):
     finally:
         hook.remove()
     assert fed[0] == first and all(width % 16 == 0 for _, width in fed[1:])
+    # never past the model's length: a document cut at max_length is padded no further
+    capped = LLMReranker(qwen3, precision="fp32", max_length=first[1] + 21)
+    capped.width_multiple, fed[:] = 16, []
+    hook = capped.decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: fed.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        capped.score(QUERY, ["statins " * 200, "short"], raw=True)
+    finally:
+        hook.remove()
+    assert fed[0][1] + fed[1][1] == capped.max_length
 
 
 def test_a_long_document_is_cut_never_the_template(qwen3, monkeypatch):

@@ -68,6 +68,9 @@ def test_batches_pad_to_the_engines_multiple_within_the_models_length():
     assert batch.feeds["input_ids"].shape == (2, 32) and batch.feeds["attention_mask"][0].sum() == 17
     assert (batch.feeds["input_ids"][1, 3:] == 9).all() and list(batch.positions) == [1, 0]
     assert [b.feeds["input_ids"].shape[1] for b in batches(encodings, 1, 4096)] == [510, 500, 33, 17, 3]
+    # the token budget counts the padded width: six 17-token pairs padded to 32 go three to a batch under 100
+    padded = batches(encodings[1:2] * 6, 32, 100, multiple=16)
+    assert [b.feeds["input_ids"].shape for b in padded] == [(3, 32), (3, 32)]
 
 
 def test_auto_picks_openvino_bf16_and_one_backend_serves_threads(tiny_ce, passages):

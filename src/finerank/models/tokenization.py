@@ -105,19 +105,25 @@ def batches(
     engine's matrix units take whole (:func:`finerank.models.backends.width_multiple`)."""
     lengths = np.array([len(e.ids) for e in encodings])
     order = np.argsort(-lengths, kind="stable")
+
+    def width(longest: int) -> int:
+        padded = -(-longest // multiple) * multiple
+        return max(longest, min(padded, max_width)) if max_width else padded
+
     groups: list[list[int]] = []
     for i in order:
-        if groups and len(groups[-1]) < batch_size and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_tokens:
+        if (
+            groups
+            and len(groups[-1]) < batch_size
+            and (len(groups[-1]) + 1) * width(lengths[groups[-1][0]]) <= max_tokens
+        ):
             groups[-1].append(int(i))
         else:
             groups.append([int(i)])
-    out = []
-    for group in groups:
-        longest = int(lengths[group[0]])
-        width = -(-longest // multiple) * multiple
-        width = max(longest, min(width, max_width)) if max_width else width
-        out.append(Batch(np.array(group), pad([encodings[i] for i in group], pad_id, width)))
-    return out
+    return [
+        Batch(np.array(group), pad([encodings[i] for i in group], pad_id, width(int(lengths[group[0]]))))
+        for group in groups
+    ]
 
 
 def pad(encodings: list, pad_id: int = 0, width: int | None = None) -> dict[str, np.ndarray]:
