@@ -28,7 +28,7 @@ from . import calibration, chunks
 from .base import Scorer
 from .files import load_torch_model, read_json, resolve_model, torch_available
 from .models import sigmoid
-from .tokenization import TextEncoder
+from .tokenization import TextEncoder, padded_width
 
 logger = logging.getLogger(__name__)
 
@@ -291,10 +291,7 @@ class LLMReranker(Scorer):
         order = sorted(range(len(rests)), key=lambda i: -len(rests[i]))
         start = 0
         while start < len(order):
-            longest = len(rests[order[start]])  # padded to width_multiple, within the model's length
-            width = max(
-                longest, min(-(-longest // self.width_multiple) * self.width_multiple, self.max_length - shared)
-            )
+            width = padded_width(len(rests[order[start]]), self.width_multiple, self.max_length - shared)
             size = max(1, min(self.batch_size, self.max_batch_tokens // max(1, width + shared)))
             batch = order[start : start + size]
             lengths = torch.tensor([len(rests[i]) for i in batch])

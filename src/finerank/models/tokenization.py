@@ -107,8 +107,7 @@ def batches(
     order = np.argsort(-lengths, kind="stable")
 
     def width(longest: int) -> int:
-        padded = -(-longest // multiple) * multiple
-        return max(longest, min(padded, max_width)) if max_width else padded
+        return padded_width(int(longest), multiple, max_width)
 
     groups: list[list[int]] = []
     for i in order:
@@ -121,9 +120,15 @@ def batches(
         else:
             groups.append([int(i)])
     return [
-        Batch(np.array(group), pad([encodings[i] for i in group], pad_id, width(int(lengths[group[0]]))))
-        for group in groups
+        Batch(np.array(group), pad([encodings[i] for i in group], pad_id, width(lengths[group[0]]))) for group in groups
     ]
+
+
+def padded_width(longest: int, multiple: int, limit: int | None = None) -> int:
+    """``longest`` tokens rounded up to a multiple of ``multiple``, but not past ``limit`` (the
+    model's usable length) unless ``longest`` itself is."""
+    width = -(-longest // multiple) * multiple
+    return width if limit is None else max(longest, min(width, limit))
 
 
 def pad(encodings: list, pad_id: int = 0, width: int | None = None) -> dict[str, np.ndarray]:
