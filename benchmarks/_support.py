@@ -1,15 +1,16 @@
 """What the benchmarks run beside finerank: an ASGI app served on loopback (:func:`served`), a
-Ray cluster on this machine (:func:`ray_cluster`), and which peer packages are missing
-(:func:`first_missing`). The tests keep their own helpers in tests/support.py; neither folder
-imports the other."""
+Ray cluster on this machine (:func:`ray_cluster`), which peer packages are missing
+(:func:`first_missing`), and rows timed side by side (:func:`interleaved`). The tests keep their
+own helpers in tests/support.py; neither folder imports the other."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import statistics
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -62,3 +63,25 @@ def first_missing(modules: Iterable[str]) -> str | None:
         except ModuleNotFoundError:  # a submodule of a missing package
             return name
     return None
+
+
+def interleaved(calls: dict[str, Callable], inputs: list, passes: int) -> tuple[dict, dict]:
+    """Every input through every call, ``passes`` times, the calls in an order rotated at each input,
+    so the machine's drift (10-40 % within a run) falls on each alike. Returns the seconds of each
+    pass and the outputs of the last pass, both by label."""
+    labels = list(calls)
+    seconds = {label: [0.0] * passes for label in labels}
+    outputs = {label: [None] * len(inputs) for label in labels}
+    for p in range(passes):
+        for i, item in enumerate(inputs):
+            turn = (p * len(inputs) + i) % len(labels)
+            for label in labels[turn:] + labels[:turn]:
+                start = time.perf_counter()
+                outputs[label][i] = calls[label](item)
+                seconds[label][p] += time.perf_counter() - start
+    return seconds, outputs
+
+
+def speedup(seconds: list[float], base: list[float]) -> float:
+    """How many times faster than ``base``: the median of the per-pass ratios."""
+    return statistics.median(b / s for s, b in zip(seconds, base))

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import openvino
+from _support import interleaved, speedup
 from rerank_speed import build_requests, calibration_pairs, default_model
 
 from finerank.models.backends import fuse_key_transposes
@@ -166,18 +165,8 @@ def main() -> None:
         for e in encodings:  # warm-up: compiles every shape the requests need
             engines[label](e)
         memory[label] = rss_mb() - before
-    # interleaved request by request, the order rotated each time, so the machine's drift falls on every row alike
     labels = list(engines)
-    seconds = {label: [0.0] * args.passes for label in labels}
-    scores = {label: [None] * len(encodings) for label in labels}
-    turn = 0
-    for p in range(args.passes):
-        for i, e in enumerate(encodings):
-            for label in labels[turn % len(labels) :] + labels[: turn % len(labels)]:
-                start = time.perf_counter()
-                scores[label][i] = engines[label](e)
-                seconds[label][p] += time.perf_counter() - start
-            turn += 1
+    seconds, scores = interleaved(engines, encodings, args.passes)
     rates = {label: [pairs / s for s in seconds[label]] for label in labels}
     taus = {label: min(kendall_tau(s, x) for s, x in zip(scores[label], expected)) for label in labels}
     cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
@@ -186,7 +175,7 @@ def main() -> None:
     print("| row | pairs/s (each pass) | x finerank | memory growth MB | compiled shapes | min Kendall tau vs fp32 |")
     print("|---|---|---|---|---|---|")
     for label, values in rates.items():
-        ratio = statistics.median(v / base for v, base in zip(values, rates["finerank"]))
+        ratio = speedup(seconds[label], seconds["finerank"])
         shapes = len(engines[label].static) if engines[label].static is not None else 1
         print(
             f"| {label} | {' / '.join(f'{v:.1f}' for v in values)} | {ratio:.2f} | {memory[label]:.0f} | {shapes} "

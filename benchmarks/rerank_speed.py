@@ -71,7 +71,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _support import first_missing
+from _support import first_missing, interleaved, speedup
 
 from finerank.models.tuning import kendall_tau
 
@@ -603,21 +603,15 @@ def head_to_head(args, model: Path, requests: list) -> None:
         labels = list(scorers)
         if not labels:
             raise SystemExit("no engine ran")
-        seconds = {label: [0.0] * args.passes for label in labels}
-        for p in range(args.passes):
-            for i, (query, texts) in enumerate(requests):
-                turn = (p * len(requests) + i) % len(labels)
-                for label in labels[turn:] + labels[:turn]:
-                    start = time.perf_counter()
-                    scorers[label][0](query, texts)
-                    seconds[label][p] += time.perf_counter() - start
+        calls = {label: lambda request, score=scorers[label][0]: score(*request) for label in labels}
+        seconds, _ = interleaved(calls, requests, args.passes)
     first = labels[0]
     print(f"{pairs} pairs in {len(requests)} requests, {args.passes} passes, interleaved, {args.threads} threads")
     print(f"| engine | runs as | pairs/s (each pass) | x {first} (median of passes) |")
     print("|---|---|---|---|")
     for label in labels:
         rates = [pairs / s for s in seconds[label]]
-        ratio = statistics.median(a / b for a, b in zip(seconds[first], seconds[label]))
+        ratio = speedup(seconds[label], seconds[first])
         print(
             f"| {label} | {runs_as_text(scorers[label][1])} | {' / '.join(f'{r:.1f}' for r in rates)} | {ratio:.2f} |"
         )
