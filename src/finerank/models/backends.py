@@ -1,6 +1,7 @@
 """The engines that run a model: openvino, torch and onnxruntime. Each takes padded numpy
 batches and returns the model's output as float32 numpy: logits for a classification head, the
-last hidden state for an encoder."""
+last hidden state for an encoder. Each has ``width_multiple`` (:func:`width_multiple`): the
+batches it is given are padded to a multiple of that many tokens."""
 
 from __future__ import annotations
 
@@ -48,9 +49,6 @@ def width_multiple(precision: str) -> int:
 
 
 class TorchBackend:
-    """Every backend is called with a padded batch and has ``width_multiple``
-    (:func:`width_multiple`): the batches it runs best are padded to a multiple of it."""
-
     precisions = ("fp32", "bf16")
 
     def __init__(self, model_dir: Path, head: str, precision: str = "fp32", threads: int | None = None):
