@@ -73,6 +73,28 @@ def test_batches_pad_to_the_engines_multiple_within_the_models_length():
     assert [b.feeds["input_ids"].shape for b in padded] == [(3, 32), (3, 32)]
 
 
+def test_batches_end_where_lengths_drop_not_at_a_fixed_count():
+    from types import SimpleNamespace
+
+    from finerank.models.tokenization import batches
+
+    def shapes(lengths, batch_size=32, max_tokens=4096):
+        encodings = [SimpleNamespace(ids=[5] * n, attention_mask=[1] * n, type_ids=[0] * n) for n in lengths]
+        cut = batches(encodings, batch_size, max_tokens)
+        assert sorted(i for b in cut for i in b.positions) == list(range(len(lengths)))  # each input once
+        return [b.feeds["input_ids"].shape for b in cut]
+
+    # padding three short pairs to 400 tokens costs more than one more call: two batches
+    assert shapes([400, 390, 380, 60, 55, 50]) == [(3, 400), (3, 60)]
+    # a few tokens of padding cost less than a call: one batch
+    assert shapes([100, 98, 96, 95]) == [(4, 100)]
+    # the cap on inputs and the token budget still hold; a lone input over the budget still runs
+    assert sorted(rows for rows, _ in shapes([10] * 70)) == [6, 32, 32]
+    assert all(rows * width <= 300 for rows, width in shapes([100] * 7, max_tokens=300))
+    assert shapes([500, 20], max_tokens=300) == [(1, 500), (1, 20)]
+    assert shapes([]) == []
+
+
 def test_auto_picks_openvino_bf16_and_one_backend_serves_threads(tiny_ce, passages):
     from concurrent.futures import ThreadPoolExecutor
 

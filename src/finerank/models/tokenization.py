@@ -96,31 +96,34 @@ def usable_positions(config: dict) -> int | None:
     return positions
 
 
+BATCH_OVERHEAD = 128  # what one more engine call costs, in padded tokens' work (docs/performance.md)
+
+
 def batches(
     encodings: list, batch_size: int, max_tokens: int, pad_id: int = 0, multiple: int = 1, max_width: int | None = None
 ) -> list[Batch]:
     """Sort by length (longest first) and cut into batches of at most ``batch_size`` inputs and
-    ``max_tokens`` padded tokens, so little compute goes to padding. Each batch is padded to a
-    multiple of ``multiple`` tokens (never past ``max_width``, the model's usable length): what an
-    engine's matrix units take whole (:func:`finerank.models.backends.width_multiple`)."""
+    ``max_tokens`` padded tokens. Each batch is padded to a multiple of ``multiple`` tokens (never
+    past ``max_width``, the model's usable length): what an engine's matrix units take whole
+    (:func:`finerank.models.backends.width_multiple`). The cuts are the cheapest ones: fewest
+    padded tokens plus :data:`BATCH_OVERHEAD` per batch, so a batch ends where lengths drop."""
     lengths = np.array([len(e.ids) for e in encodings])
     order = np.argsort(-lengths, kind="stable")
-
-    def width(longest: int) -> int:
-        return padded_width(int(longest), multiple, max_width)
-
-    groups: list[list[int]] = []
-    for i in order:
-        if (
-            groups
-            and len(groups[-1]) < batch_size
-            and (len(groups[-1]) + 1) * width(lengths[groups[-1][0]]) <= max_tokens
-        ):
-            groups[-1].append(int(i))
-        else:
-            groups.append([int(i)])
+    widths = np.array([padded_width(int(n), multiple, max_width) for n in lengths[order]])
+    # cost[end]: the cheapest cut of the ``end`` longest inputs; start[end]: where its last batch starts
+    cost, start = np.zeros(len(order) + 1), np.zeros(len(order) + 1, dtype=int)
+    for end in range(1, len(order) + 1):
+        first = np.arange(max(0, end - batch_size), end)
+        padded = (end - first) * widths[first]
+        total = np.where((padded <= max_tokens) | (first == end - 1), cost[first] + padded + BATCH_OVERHEAD, np.inf)
+        start[end] = first[np.argmin(total)]
+        cost[end] = total.min()
+    cuts, end = [], len(order)
+    while end:
+        cuts.append((start[end], end))
+        end = start[end]
     return [
-        Batch(np.array(group), pad([encodings[i] for i in group], pad_id, width(lengths[group[0]]))) for group in groups
+        Batch(order[a:b], pad([encodings[i] for i in order[a:b]], pad_id, int(widths[a]))) for a, b in reversed(cuts)
     ]
 
 
