@@ -26,10 +26,11 @@ Rows (``--engines`` takes these labels, with or without dashes for spaces, or ``
 - ``finerank auto``: ``finerank.CrossEncoder(model)`` (FINERANK_AUTOTUNE unset); timed after its measurement
   of the engines has finished, so on the engine it chose ("runs as").
 
-The sentence-transformers rows need ``pip install -e ".[bench]"`` (sentence-transformers[onnx,openvino] and
-datasets; for both extras together pip resolves sentence-transformers 5.7 with transformers 4.57, so a venv
-with ``--system-site-packages`` keeps the main environment as it is); a row whose package is missing is skipped
-with a note. Their exports go to a temporary folder, removed after the row.
+The sentence-transformers rows need ``pip install -e ".[bench]"`` (sentence-transformers[openvino] 6.3 or later,
+whose ``predict`` sorts pairs by length as finerank does, and datasets), its ONNX rows ``pip install -e
+".[bench-onnx]"`` in an environment of their own (optimum-onnx pins transformers below 4.58, and pip then
+resolves sentence-transformers 5.7, which pads each batch of 32 in the order given); a row whose package is
+missing is skipped with a note. Their exports go to a temporary folder, removed after the row.
 
 Yardstick ("of attainable", replacing a square product's "peak", which is no stable measure on these CPUs):
 the model's own matrix products (Q/K/V/output projections, FFN up and down, attention's QK^T and PV at its
