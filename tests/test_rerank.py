@@ -309,3 +309,22 @@ def test_every_fast_path_matches_the_reference_on_a_real_model(minilm_dir, passa
                 atol, tau = tolerance[precision]
                 assert np.abs(scores - reference).max() <= atol, (backend, precision, batching)
                 assert kendall_tau(scores, reference) >= tau, (backend, precision, batching)
+
+
+def test_int8_weights_keep_to_7_bits_where_8_would_overflow(tiny_ce):
+    """x86 CPUs without VNNI sum two u8 x s8 products in 16 bits, which saturates with full 8-bit
+    weights; there the int8 export's weights stay within 7 bits, elsewhere they use all 8."""
+    import onnx
+    from onnx import numpy_helper
+
+    from finerank.models.backends import int8_saturates
+
+    scorer = CrossEncoder(tiny_ce, backend="onnx", precision="int8")
+    path = scorer.backend.path
+    assert path.name.endswith("-int8-w7.onnx" if int8_saturates() else "-int8.onnx")
+    weights = [
+        numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer if t.data_type == onnx.TensorProto.INT8
+    ]
+    assert weights
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert largest <= 64 if int8_saturates() else largest == 127

@@ -5,7 +5,9 @@ batches it is given are padded to a multiple of that many tokens."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import platform
 import threading
 from pathlib import Path
 
@@ -17,12 +19,28 @@ from .files import load_torch_model, model_inputs, onnx_file, torch_available
 HEADS = ("classification", "encoder")
 
 
-def cpu_has_bf16() -> bool:
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo is not to be had)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+        return frozenset()
+    return frozenset(
+        flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()
+    )
+
+
+def cpu_has_bf16() -> bool:
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def int8_saturates() -> bool:
+    """Whether int8 products may overflow here: x86 CPUs without VNNI multiply unsigned by signed
+    bytes with VPMADDUBSW, whose 16-bit sum of two products saturates when both weights are large.
+    On such CPUs the int8 export keeps its weights to 7 bits (what that saves: docs/performance.md)."""
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+    return x86 and not {"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags()
 
 
 def choose_backend(backend: str, precision: str) -> tuple[str, str]:
@@ -76,12 +94,13 @@ class OnnxBackend:
     def __init__(self, model_dir: Path, head: str, precision: str = "fp32", threads: int | None = None):
         import onnxruntime as ort
 
-        path = onnx_file(model_dir, head, precision)
+        path = onnx_file(model_dir, head, precision, weight_bits=7 if precision == "int8" and int8_saturates() else 8)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or 0
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.width_multiple = width_multiple(precision)

@@ -90,16 +90,18 @@ def model_inputs(model) -> list[str]:
 EXPORT_VERSION = 2
 
 
-def export_name(head: str, precision: str = "fp32") -> str:
-    return f"finerank-{head}-v{EXPORT_VERSION}" + ("" if precision == "fp32" else f"-{precision}") + ".onnx"
+def export_name(head: str, precision: str = "fp32", weight_bits: int = 8) -> str:
+    tag = "" if precision == "fp32" else f"-{precision}" + ("" if weight_bits == 8 else f"-w{weight_bits}")
+    return f"finerank-{head}-v{EXPORT_VERSION}{tag}.onnx"
 
 
-def onnx_file(model_dir: Path, head: str, precision: str = "fp32") -> Path:
+def onnx_file(model_dir: Path, head: str, precision: str = "fp32", weight_bits: int = 8) -> Path:
     """The ONNX export of a model, made from its torch weights once and cached in the user cache
     (``$FINERANK_CACHE``, default ~/.cache/finerank; never beside the model, which may lie in
     site-packages). A model folder that ships its own export in ``onnx/`` is read from there.
-    ``int8``: the export with dynamic int8 quantization of its matrix products (per-channel)."""
-    name = export_name(head, precision)
+    ``int8``: the export with dynamic int8 quantization of its matrix products (per-channel), its
+    weights in ``weight_bits`` bits (7 where 8 would overflow: :func:`~.backends.int8_saturates`)."""
+    name = export_name(head, precision, weight_bits)
     for candidate in (model_dir / "onnx" / name, cache_dir(model_dir) / name):
         if candidate.is_file() and candidate.stat().st_mtime >= weights_mtime(model_dir):
             return candidate
@@ -109,18 +111,19 @@ def onnx_file(model_dir: Path, head: str, precision: str = "fp32") -> Path:
     if precision == "fp32":
         export_onnx(model_dir, head, target)
     else:
-        quantize_onnx(onnx_file(model_dir, head), target)
+        quantize_onnx(onnx_file(model_dir, head), target, weight_bits)
     return target
 
 
-def quantize_onnx(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization (per-channel weights) after onnxruntime's pre-processing."""
+def quantize_onnx(source: Path, target: Path, weight_bits: int = 8) -> None:
+    """Dynamic int8 quantization (per-channel weights in ``weight_bits`` bits: 8 or 7) after
+    onnxruntime's pre-processing."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with replaced(target) as tmp:
         quant_pre_process(source, tmp, skip_symbolic_shape=True)
-        quantize_dynamic(tmp, tmp, weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(tmp, tmp, weight_type=QuantType.QInt8, per_channel=True, reduce_range=weight_bits == 7)
 
 
 def weights_mtime(model_dir: Path) -> float:
