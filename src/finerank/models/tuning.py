@@ -5,9 +5,10 @@ torch (:func:`starting_engine`) while :class:`Background` measures, then switche
 
 Which engine is fastest differs between CPUs (openvino's fused bf16 attention wins on one, torch
 or onnxruntime int8 on another; docs/performance.md), so a fixed order is wrong somewhere. Each
-installed backend x precision scores one sample request (a query and 24 passages, most of 115
-to 200 words, English and Chinese) after a warm-up; the fastest whose Kendall tau with the fp32
-reference (over the pairs the reference tells apart) is at least :data:`MIN_TAU` wins.
+installed backend x precision (bf16 only on CPUs with bf16 units) scores one sample request (a
+query and 24 passages, most of 115 to 200 words, English and Chinese) after a warm-up; the fastest
+whose Kendall tau with the fp32 reference (over the pairs the reference tells apart) is at least
+:data:`MIN_TAU` wins.
 ``FINERANK_AUTOTUNE=0`` skips the measurement and takes the fixed rule of
 :func:`~finerank.models.backends.choose_backend`.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .._storage import replaced
-from .backends import BACKENDS, choose_backend
+from .backends import BACKENDS, choose_backend, cpu_has_bf16
 from .files import cache_dir, torch_available, weights_mtime
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,9 @@ def measure(scorer, threads: int | None, repeats: int = 2, quality=None) -> list
         disable=not logger.isEnabledFor(logging.WARNING),
     )
     for backend, precision in bar:
+        if precision == "bf16" and not cpu_has_bf16():  # torch would emulate it (6x slower), openvino run fp32
+            trials.append(Trial(backend, precision, error="this CPU has no bf16 units"))
+            continue
         try:
             SERVING.wait_quiet()  # exports and compilation too: a query being answered comes first
             probe.backend = BACKENDS[backend](scorer.model_dir, scorer.head, precision, threads)
