@@ -36,7 +36,10 @@ Yardstick ("of attainable", replacing a square product's "peak", which is no sta
 the model's own matrix products (Q/K/V/output projections, FFN up and down, attention's QK^T and PV at its
 head dimension), each timed alone with torch, best of 10, at each request kind's shape (batch 32 x the mean
 padded length of its pairs sorted into batches of 32), at the precision the engine runs it in: fp32, bf16,
-or int8 (``torch._int_mm``) for the weight products of int8 engines. Attention's products stay in floats in
+or int8 for the weight products of int8 engines (the faster of ``torch._int_mm`` and onnxruntime's
+``MatMulInteger`` of unsigned activations by signed weights: on CPUs without VNNI torch's int8 product is
+far slower than onnxruntime's). OpenVINO runs bf16 as fp32 on CPUs without bf16 units; "runs as" says what
+it compiled. Attention's products stay in floats in
 finerank's int8 and in OpenVINO's; sentence-transformers' dynamic ONNX int8 quantizes them too, and those are
 rated at fp32 (torch has no batched int8 product). Attainable seconds per pair = the sum over the pairs'
 products of FLOPs / that product's rate; a row's share = attainable / its measured time per pair (the
@@ -59,6 +62,7 @@ made by ``finerank train``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -235,13 +239,18 @@ def st_quantized(backend: str, model: Path, threads: int, work: Path):
     return STCrossEncoder(str(copy), device="cpu", max_length=512, backend=backend, model_kwargs=kwargs)
 
 
+def compiled_precision(compiled) -> str:
+    """The precision an OpenVINO compiled model runs its floating-point work in."""
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    return {"bf16": "bf16", "f32": "fp32"}.get(hint, hint)
+
+
 def openvino_precision(st) -> str:
     """The precision OpenVINO chose for a sentence-transformers model's floating-point work."""
     ov_model = st.model
     if ov_model.request is None:
         ov_model.compile()
-    hint = ov_model.request.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-    return {"bf16": "bf16", "f32": "fp32"}.get(hint, hint)
+    return compiled_precision(ov_model.request)
 
 
 def st_scorer(backend: str, precision: str, model: Path, threads: int, work: Path):
@@ -303,7 +312,10 @@ def finerank_scorer(backend: str, precision: str, model: Path, threads: int):
         ce.measuring.join()
     # finerank's int8 quantizes the weight products only; attention runs in fp32
     floats = "fp32" if ce.precision == "int8" else ce.precision
-    return lambda q, texts: ce.score(q, texts, raw=True), (ce.backend_name, ce.precision, floats)
+    if ce.backend_name == "openvino":  # bf16 asked for, fp32 compiled where the CPU has no bf16 units
+        floats = compiled_precision(ce.backend._request.get_compiled_model())
+    linear = "int8" if ce.precision == "int8" else floats
+    return lambda q, texts: ce.score(q, texts, raw=True), (ce.backend_name, linear, floats)
 
 
 def make_scorer(label: str, model: Path, threads: int, work: Path):
@@ -400,8 +412,27 @@ def request_shapes(lengths_by_kind: dict[str, list[int]]) -> dict[str, int]:
     return shapes
 
 
-def product_call(name: str, precision: str, dims: dict, n: int):
-    """(one product of the model at batch 32 x n tokens, as a function, its FLOPs)."""
+def onnx_int8_product(x, w, threads: int):
+    """onnxruntime's int8 product alone (MatMulInteger, uint8 activations x int8 weights), as a function."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["x", "w"], ["y"])],
+        "int8",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [x.shape[0], w.shape[1]])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"x": x})
+
+
+def product_calls(name: str, precision: str, dims: dict, n: int, threads: int):
+    """([ways to run one product of the model at batch 32 x n tokens, as functions], its FLOPs)."""
     import torch
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -409,15 +440,18 @@ def product_call(name: str, precision: str, dims: dict, n: int):
         groups, d = BATCH * dims["heads"], dims["hidden"] // dims["heads"]
         left = torch.randn(groups, n, d if name == "QK^T" else n, dtype=dtype)
         right = torch.randn(groups, d if name == "QK^T" else n, n if name == "QK^T" else d, dtype=dtype)
-        return (lambda: torch.bmm(left, right)), 2 * groups * n * n * d
+        return [lambda: torch.bmm(left, right)], 2 * groups * n * n * d
     k, m = (dims[side] for side in LINEAR[name])
     rows = BATCH * n
     if precision == "int8":
         x = torch.randint(-64, 64, (rows, k), dtype=torch.int8)
         w = torch.randint(-64, 64, (k, m), dtype=torch.int8)
-        return (lambda: torch._int_mm(x, w)), 2 * rows * k * m
+        calls = [lambda: torch._int_mm(x, w)]
+        if importlib.util.find_spec("onnxruntime"):
+            calls.append(onnx_int8_product((x.numpy().astype(np.int16) + 64).astype(np.uint8), w.numpy(), threads))
+        return calls, 2 * rows * k * m
     x, w = torch.randn(rows, k, dtype=dtype), torch.randn(m, k, dtype=dtype)
-    return (lambda: torch.nn.functional.linear(x, w)), 2 * rows * k * m
+    return [lambda: torch.nn.functional.linear(x, w)], 2 * rows * k * m
 
 
 def best_seconds(product) -> float:
@@ -440,8 +474,8 @@ def measure_rates(dims: dict, shapes: dict[str, int], needs: dict[str, set[str]]
         for kind, n in shapes.items():
             for name in [p for p in [*LINEAR, *ATTENTION] if p in products]:
                 try:
-                    product, flops = product_call(name, precision, dims, n)
-                    rate = flops / best_seconds(product)
+                    products, flops = product_calls(name, precision, dims, n, threads)
+                    rate = max(flops / best_seconds(product) for product in products)
                 except RuntimeError as err:  # a product torch does not run at this precision here
                     print(f"no attainable rate for {name} in {precision}: {err}", file=sys.stderr)
                     continue
