@@ -474,8 +474,8 @@ def measure_rates(dims: dict, shapes: dict[str, int], needs: dict[str, set[str]]
         for kind, n in shapes.items():
             for name in [p for p in [*LINEAR, *ATTENTION] if p in products]:
                 try:
-                    products, flops = product_calls(name, precision, dims, n, threads)
-                    rate = max(flops / best_seconds(product) for product in products)
+                    calls, flops = product_calls(name, precision, dims, n, threads)
+                    rate = max(flops / best_seconds(call) for call in calls)
                 except RuntimeError as err:  # a product torch does not run at this precision here
                     print(f"no attainable rate for {name} in {precision}: {err}", file=sys.stderr)
                     continue
