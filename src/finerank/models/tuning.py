@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .._storage import replaced
-from .backends import BACKENDS, choose_backend, cpu_has_bf16
+from .backends import BACKENDS, choose_backend, cpu_flags, cpu_has_bf16
 from .files import cache_dir, torch_available, weights_mtime
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def cpu_key(threads: int | None) -> str:
         (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
         platform.processor(),
     )
-    flags = sorted({f for f in info.split() if f.startswith(("amx", "avx512", "avx2", "avx_vnni"))})
+    flags = sorted(f for f in cpu_flags() if f.startswith(("amx", "avx512", "avx2", "avx_vnni")))
     return f"{name} | {' '.join(flags)} | threads={threads or os.cpu_count()}"
 
 
