@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def encoder():
-    return load_encoder(threads=2)
+    # its embeddings remembered: the smaller indexes below are built from documents the fixtures read
+    return load_encoder(threads=2, cache_size=100_000)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_dense_and_hybrid_retrieve_well_on_vaswani(datasets, vaswani, encoder):
 def test_bi_encoder_second_stage_reads_the_stored_vectors(datasets, vaswani, tiny_ce):
     from finerank import BM25, Pipeline, load_reranker
 
-    reranker = load_reranker("minilm-fused", threads=2)
+    reranker = load_reranker("minilm-fused", threads=2, cache_size=100_000)  # candidates both stages find: read once
     queries = read_queries(datasets / "vaswani" / "queries.jsonl")
     qrels = read_qrels(datasets / "vaswani" / "qrels" / "test.tsv")
     ids = [q for q in queries if q in qrels][:6]

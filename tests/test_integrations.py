@@ -209,14 +209,16 @@ def scifact(datasets):
 
 @pytest.fixture(scope="module")
 def reranker():
-    """``auto``, loaded once and shared (the components also load it by name: see the docs test)."""
-    return finerank.load_reranker()
+    """``auto``, loaded once and shared (the components also load it by name: see the docs test);
+    it remembers embeddings, so the three frameworks read the same documents once."""
+    return finerank.load_reranker(cache_size=100_000)
 
 
 @pytest.fixture(scope="module")
-def unfused(reranker):
-    """The model ``auto`` reads English with, unfused: what a server's plain-list rerank scores with."""
-    return finerank.SecondStage(reranker.route("Does vitamin D prevent fractures?").scorer)
+def unfused():
+    """The model ``auto`` reads English with, unfused: what a server's plain-list rerank scores
+    with (loaded apart, without the cache, so the server and the local model both compute)."""
+    return finerank.SecondStage(finerank.load_reranker().route("Does vitamin D prevent fractures?").scorer)
 
 
 @pytest.fixture(scope="module")

@@ -58,14 +58,15 @@ def test_chinese_questions_find_english_paragraphs(datasets, e5):
     half by its best 32-token window and half by its whole text beats windows alone (0.82 ->
     0.90 nDCG@10 on all 632 questions) and whole paragraphs (0.87)."""
     dataset = load_dataset(datasets / "xquad-zh", "dev", QUESTIONS)
-    docs = list(read_corpus(datasets / "xquad-en"))
-    results = {}
-    for name, encoder in (
-        ("windows and whole", e5),
-        ("windows", load_encoder(MULTILINGUAL_ENCODER, whole_document=0.0)),
-    ):
-        results[name] = scores(Pipeline(Dense(Index.build(docs, encoder=encoder), encoder), top_k=10), dataset)
+    index = Index.build(read_corpus(datasets / "xquad-en"), encoder=e5)
     assert e5.whole_document == 0.5
+    results = {"windows and whole": scores(Pipeline(Dense(index, e5), top_k=10), dataset)}
+    # windows alone: the same rows less each paragraph's whole text (its last row, where it has several)
+    windows = [r[:-1] if len(r) > 1 else r for r in index.vectors.rows(range(len(index.documents)))]
+    best = [[float((w @ q).max()) for w in windows] for q in e5.embed_queries(list(dataset.queries.values()))]
+    ids = [d.id for d in index.documents]
+    run = {q: [ids[i] for i in np.argsort(-np.array(b), kind="stable")[:10]] for q, b in zip(dataset.queries, best)}
+    results["windows"] = mean_scores(run, dataset.qrels)
     assert (
         results["windows and whole"]["ndcg@10"] >= 0.85
         and results["windows and whole"]["ndcg@10"] > results["windows"]["ndcg@10"] + 0.03

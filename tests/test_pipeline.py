@@ -25,7 +25,8 @@ def scifact_index(scifact_docs):
 
 @pytest.fixture(scope="module")
 def bi_encoder():
-    return load_reranker("all-minilm-l6-v2")
+    # its embeddings remembered: the cascade test reads the candidates the tests before it read
+    return load_reranker("all-minilm-l6-v2", cache_size=100_000)
 
 
 def test_pipeline_reranks_first_stage_candidates(datasets, scifact_index, bi_encoder):

@@ -146,10 +146,11 @@ def test_in_bf16_neighbours_move_a_score_by_little(passages, backend):
     if backend == "openvino":
         pytest.importorskip("openvino")
     scorer = load_scorer("all-minilm-l6-v2", backend=backend, precision="bf16")
-    longest = sorted(passages, key=len)[-4:]
-    alone = np.array([scorer.score(QUERY, [p], raw=True)[0] for p in passages[:12]])
-    beside = np.array([scorer.score(QUERY, [p, *longest], raw=True)[0] for p in passages[:12]])
-    assert np.abs(scorer.score(QUERY, passages[:12], raw=True) - alone).max() < 4e-3
+    # 8 passages, each beside the 2 longest (on a CPU without bf16 units torch emulates it: 0.6 s a pair)
+    longest = sorted(passages, key=len)[-2:]
+    alone = np.array([scorer.score(QUERY, [p], raw=True)[0] for p in passages[:8]])
+    beside = np.array([scorer.score(QUERY, [p, *longest], raw=True)[0] for p in passages[:8]])
+    assert np.abs(scorer.score(QUERY, passages[:8], raw=True) - alone).max() < 4e-3
     assert np.abs(beside - alone).max() < 4e-3
 
 
@@ -293,6 +294,7 @@ def test_every_fast_path_matches_the_reference_on_a_real_model(minilm_dir, passa
     from finerank import BiEncoder
     from finerank.models.backends import BACKENDS
 
+    passages = passages[:20]  # the half of them: on a CPU without bf16 units torch emulates bf16 (0.6 s a passage)
     reference = BiEncoder(minilm_dir, backend="torch", precision="fp32", batch_size=64).score(QUERY, passages, raw=True)
     tolerance = {"fp32": (1e-5, 1.0), "bf16": (5e-3, 0.98), "int8": (0.05, 0.85)}  # max |cosine diff|, min Kendall tau
     for backend, cls in BACKENDS.items():
