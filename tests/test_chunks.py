@@ -19,7 +19,8 @@ FILLER_END = re.compile(r"^.*? \|")  # the filler ends at its first " |"
 
 @pytest.fixture(scope="module")
 def scorer():
-    return load_scorer("all-minilm-l6-v2", precision="fp32")  # reads 256 tokens per text
+    # reads 256 tokens per text; remembers embeddings, so a distractor read whole and as its one window is read once
+    return load_scorer("all-minilm-l6-v2", precision="fp32", cache_size=100_000)
 
 
 @pytest.fixture(scope="module")
