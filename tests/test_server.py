@@ -536,7 +536,7 @@ def test_full_queue_answers_429(reference):
 @pytest.mark.slow
 def test_openapi_fuzz_never_500(tmp_path, scifact_docs, reference):
     """Every operation, the index administration included, fuzzed from the served spec on a
-    server and index of its own: 50 examples per operation, no 5xx."""
+    server and index of its own: 30 examples per operation, no 5xx."""
     from hypothesis import given
 
     path = tmp_path / "fuzzed"
