@@ -78,6 +78,25 @@ def test_auto_measures_once_and_keeps_the_fastest_that_agrees(
     assert [(t.backend, t.precision, t.ndcg) for t in tuning.last_trials(ce, 2) if not t.error] == [
         (t.backend, t.precision, t.ndcg) for t in judged
     ]
+    # the verdicts travel with the model: measured elsewhere (another CPU, a new environment) with no dev split,
+    # each engine takes its kept verdict instead of the sample's tau; newer weights void them
+    past = time.time() - 60
+    os.utime(model / "model.safetensors", (past, past))
+    kept = tuning.verdicts(ce)
+    assert entry["verdicts"] == str(tuning.verdicts_file(ce)) and tuning.verdicts_file(ce).parent == model
+    assert kept["on"] == "nfcorpus dev (5 queries, BM25 top 10)" and set(kept["engines"]) == {
+        tuning.engine_label(t.backend, t.precision) for t in judged
+    }
+    with monkeypatch.context() as mp:
+        mp.setattr(tuning, "cpu_key", lambda threads: "another CPU")
+        elsewhere = [t for t in tuning.measure(ce, 2) if not t.error]
+    assert [(t.backend, t.precision, t.ndcg, t.ndcg_loss) for t in elsewhere] == [
+        (t.backend, t.precision, t.ndcg, t.ndcg_loss) for t in judged
+    ]
+    admitted = max((t for t in elsewhere if t.ndcg_loss <= tuning.MAX_NDCG_LOSS), key=lambda t: t.pairs_per_s)
+    assert tuning.pick(elsewhere) == (admitted.backend, admitted.precision)
+    os.utime(model / "model.safetensors", (future, future))
+    assert tuning.verdicts(ce) == {}
 
 
 def test_the_first_load_serves_at_once_while_measuring(tiny_ce, tmp_path, autotune, monkeypatch):

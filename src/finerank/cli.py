@@ -1177,6 +1177,7 @@ def _doctor(args: argparse.Namespace) -> int:
                 "choice": list(choice),
                 "measured": bool(trials),
                 "trials": [dataclasses.asdict(t) for t in trials or tuning.last_trials(scorer, args.threads)],
+                "verdicts": str(tuning.verdicts_file(scorer)) if quality else None,
             }
         )
     if args.json:
@@ -1204,6 +1205,8 @@ def _doctor(args: argparse.Namespace) -> int:
             if not t["error"] and t["ndcg"] == t["ndcg"]:
                 verdict += f"  nDCG@10 {t['ndcg']:.4f} ({-t['ndcg_loss']:+.4f})"
             print(f"  {t['backend']:9} {t['precision']:5} {verdict}")
+        if model.get("verdicts"):
+            print(f"the nDCG@10 verdicts, kept for `auto` on any CPU the model goes to: {model['verdicts']}")
     return 0
 
 

@@ -500,6 +500,7 @@ def dev_quality(
         rankings = Reranking(scorer, top_k=candidates, source=bm25.name).rerank_many(pools)
         return float(np.mean([ndcg([h.id for h in r.hits], data.qrels[q]) for q, r in zip(data.queries, rankings)]))
 
+    quality.source = f"{Path(folder).name} {split} ({len(data.queries)} queries, BM25 top {candidates})"
     return quality
 
 

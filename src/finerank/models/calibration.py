@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ModelError
-from .files import cache_root
+from .files import kept_with
 
 METHODS = ("platt", "isotonic")
 FILE = "finerank-calibration.json"
@@ -99,13 +98,9 @@ def _isotonic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def location(model_dir: Path, key: str) -> Path:
     """Where a model's calibration for ``key`` (the scorer's ``calibration_key``: how it reads)
-    is kept: its folder when writable (and not an installed package), else the user cache; one
-    file per key, so fits at two token limits do not overwrite each other."""
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    if os.access(model_dir, os.W_OK) and "site-packages" not in model_dir.resolve().parts:
-        return model_dir / f"finerank-calibration-{digest}.json"
-    cached = hashlib.sha256(f"{model_dir.resolve()}|{key}".encode()).hexdigest()[:16]
-    return cache_root() / "calibration" / f"{cached}.json"
+    is kept (:func:`~finerank.models.files.kept_with`): fits at two token limits do not overwrite
+    each other."""
+    return kept_with(model_dir, "calibration", key)
 
 
 def save(calibration: Calibration, path: Path) -> Path:

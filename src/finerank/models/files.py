@@ -135,6 +135,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("FINERANK_CACHE", Path.home() / ".cache" / "finerank"))
 
 
+def kept_with(model_dir: Path, kind: str, key: str) -> Path:
+    """Where a finding about a model (``kind``: a calibration, the nDCG verdicts of its engines)
+    for ``key`` (how it reads) is kept: its folder when writable (and not an installed package),
+    so it travels with the model, else the user cache; one file per key."""
+    if os.access(model_dir, os.W_OK) and "site-packages" not in model_dir.resolve().parts:
+        return model_dir / f"finerank-{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    return cache_root() / kind / f"{hashlib.sha256(f'{model_dir.resolve()}|{key}'.encode()).hexdigest()[:16]}.json"
+
+
 def cache_dir(model_dir: Path) -> Path:
     key = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
     return cache_root() / "onnx" / key

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from .._storage import replaced
-from .backends import BACKENDS, choose_backend, cpu_flags, cpu_has_bf16
-from .files import cache_dir, torch_available, weights_mtime
+from .backends import BACKENDS, choose_backend, cpu_flags, cpu_has_bf16, int8_saturates
+from .files import cache_dir, kept_with, torch_available, weights_mtime
 
 logger = logging.getLogger(__name__)
 
@@ -181,16 +181,58 @@ def rate(scorer, threads: int | None, backend: str, precision: str) -> float | N
     return found[0] if found else None
 
 
+def engine_label(backend: str, precision: str) -> str:
+    """An engine as its nDCG verdict names it: onnx int8 with 7-bit weights (where 8 saturate,
+    :func:`~finerank.models.backends.int8_saturates`) rounds otherwise than with 8, so it is
+    another engine."""
+    return f"{backend} {precision}" + (" w7" if (backend, precision) == ("onnx", "int8") and int8_saturates() else "")
+
+
+def verdicts_file(scorer) -> Path:
+    """Where the nDCG verdicts of a model's engines are kept (with the model where it can be)."""
+    return kept_with(scorer.model_dir, "engines", scorer.calibration_key)
+
+
+def verdicts(scorer) -> dict:
+    """The nDCG@10 verdicts a dev split gave this model's engines (``finerank doctor --dataset``),
+    kept with the model, as ``{"on": what they were measured on, "engines": {label: {"ndcg",
+    "loss"}}}``; empty when there are none or the weights are newer. Integer products give the
+    same sums on every CPU, so a verdict holds wherever the model is taken."""
+    path = verdicts_file(scorer)
+    try:
+        if path.stat().st_mtime >= weights_mtime(scorer.model_dir):
+            found = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(found.get("engines"), dict):
+                return found
+    except (OSError, ValueError, AttributeError):
+        pass
+    return {}
+
+
+def _keep_verdicts(scorer, trials: list[Trial], on: str) -> None:
+    engines = {
+        engine_label(t.backend, t.precision): {"ndcg": t.ndcg, "loss": t.ndcg_loss}
+        for t in trials
+        if not t.error and t.ndcg == t.ndcg
+    }
+    path = verdicts_file(scorer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replaced(path) as tmp:
+        Path(tmp).write_text(json.dumps({"on": on, "engines": engines}, indent=1), encoding="utf-8")
+
+
 def measure(scorer, threads: int | None, repeats: int = 2, quality=None) -> list[Trial]:
     """Every installed backend x precision on the sample request, with ``scorer``'s own reading
     (its tokenization, head and pooling), on a copy of it: the scorer keeps serving with its own
     engine meanwhile. Each step waits until the scorers being measured have served no batch for
     a second (:data:`SERVING`), and a timed run that a batch overlapped is run again, so serving
     is not slowed by measuring, nor the numbers by serving. ``quality``: a function of a scorer
-    giving its nDCG@10 on a dev split, measured per engine."""
+    giving its nDCG@10 on a dev split, measured per engine; without it, an engine takes the
+    verdict kept with the model (:func:`verdicts`) where there is one."""
     from tqdm.auto import tqdm
 
     texts, trials, reference, reference_quality = sample_texts(), [], None, None
+    kept = {} if quality is not None else verdicts(scorer).get("engines", {})
     probe = copy.copy(scorer)
     if getattr(probe, "cache_size", 0):  # a bi-encoder that remembers embeddings would answer from memory
         probe.cache_size, probe._cache = 0, {}
@@ -229,15 +271,12 @@ def measure(scorer, threads: int | None, repeats: int = 2, quality=None) -> list
             probe.backend = None
         if reference is None:
             reference, reference_quality = scores, ndcg
+        loss = reference_quality - ndcg
+        verdict = kept.get(engine_label(backend, precision))
+        if verdict:
+            ndcg, loss = float(verdict["ndcg"]), float(verdict["loss"])
         trials.append(
-            Trial(
-                backend,
-                precision,
-                len(texts) / best,
-                kendall_tau(scores, reference),
-                ndcg=ndcg,
-                ndcg_loss=reference_quality - ndcg,
-            )
+            Trial(backend, precision, len(texts) / best, kendall_tau(scores, reference), ndcg=ndcg, ndcg_loss=loss)
         )
     return trials
 
@@ -263,11 +302,17 @@ def choose(scorer, threads: int | None, *, again: bool = False, quality=None) ->
     choice = pick(trials) or choose_backend("auto", "auto")
     path = _file(scorer, threads)
     path.parent.mkdir(parents=True, exist_ok=True)
-    gate = (
-        f"nDCG@10 on a dev split within {MAX_NDCG_LOSS} of fp32"
-        if quality
-        else f"Kendall tau >= {MIN_TAU} with fp32 on the sample"
-    )
+    if quality:
+        on = getattr(quality, "source", "a dev split")
+        _keep_verdicts(scorer, trials, on)
+        gate = f"nDCG@10 on {on} within {MAX_NDCG_LOSS} of fp32"
+    elif verdicts(scorer):
+        gate = (
+            f"nDCG@10 on {verdicts(scorer)['on']} within {MAX_NDCG_LOSS} of fp32 (kept with the model) "
+            f"where measured, else Kendall tau >= {MIN_TAU} with fp32 on the sample"
+        )
+    else:
+        gate = f"Kendall tau >= {MIN_TAU} with fp32 on the sample"
     record = {
         "model": str(scorer.model_dir),
         "cpu": cpu_key(threads),
