@@ -95,7 +95,10 @@ def test_auto_measures_once_and_keeps_the_fastest_that_agrees(
     ]
     admitted = max((t for t in elsewhere if t.ndcg_loss <= tuning.MAX_NDCG_LOSS), key=lambda t: t.pairs_per_s)
     assert tuning.pick(elsewhere) == (admitted.backend, admitted.precision)
-    os.utime(model / "model.safetensors", (future, future))
+    assert tuning.cached(ce, 2) == tuple(entry["choice"])
+    os.utime(tuning.verdicts_file(ce), (future, future))  # verdicts newer than a CPU's choice: it measures again
+    assert tuning.cached(ce, 2) is None
+    os.utime(model / "model.safetensors", (future + 60, future + 60))
     assert tuning.verdicts(ce) == {}
 
 

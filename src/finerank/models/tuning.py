@@ -152,9 +152,12 @@ def _version(distribution: str) -> str | None:
 
 
 def cached(scorer, threads: int | None) -> tuple[str, str] | None:
+    """The choice stored for this CPU, unless the weights or the kept verdicts are newer."""
     path = _file(scorer, threads)
+    verdicts_path = verdicts_file(scorer)
     try:
-        if path.stat().st_mtime >= weights_mtime(scorer.model_dir):
+        newest = max(weights_mtime(scorer.model_dir), verdicts_path.stat().st_mtime if verdicts_path.exists() else 0)
+        if path.stat().st_mtime >= newest:
             choice = json.loads(path.read_text(encoding="utf-8"))["choice"]
             if choice[0] in BACKENDS and installed(choice[0]):  # a cache shared by environments may name one not here
                 return choice[0], choice[1]
