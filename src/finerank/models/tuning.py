@@ -8,7 +8,8 @@ or onnxruntime int8 on another; docs/performance.md), so a fixed order is wrong 
 installed backend x precision (bf16 only on CPUs with bf16 units) scores one sample request (a
 query and 24 passages, most of 115 to 200 words, English and Chinese) after a warm-up; the fastest
 whose Kendall tau with the fp32 reference (over the pairs the reference tells apart) is at least
-:data:`MIN_TAU` wins.
+:data:`MIN_TAU` wins; an engine a dev split has judged (``finerank doctor --dataset``, whose
+verdicts are kept with the model: :func:`verdicts`) is admitted by its nDCG@10 instead.
 ``FINERANK_AUTOTUNE=0`` skips the measurement and takes the fixed rule of
 :func:`~finerank.models.backends.choose_backend`.
 """
