@@ -96,6 +96,13 @@ def test_auto_measures_once_and_keeps_the_fastest_that_agrees(
     admitted = max((t for t in elsewhere if t.ndcg_loss <= tuning.MAX_NDCG_LOSS), key=lambda t: t.pairs_per_s)
     assert tuning.pick(elsewhere) == (admitted.backend, admitted.precision)
     assert tuning.cached(ce, 2) == tuple(entry["choice"])
+    good = tuning.verdicts_file(ce).read_text()
+    for damaged in ("{not json", '{"engines": [1]}', '{"engines": {"onnx int8": {"ndcg": "high"}}}'):
+        tuning.verdicts_file(ce).write_text(damaged)
+        assert tuning.verdicts(ce) == {}  # no verdict, and measuring falls back on the tau gate
+    tuning.verdicts_file(ce).write_text(good)
+    os.utime(tuning.verdicts_file(ce), (past + 30, past + 30))
+    assert tuning.verdicts(ce) == kept
     os.utime(tuning.verdicts_file(ce), (future, future))  # verdicts newer than a CPU's choice: it measures again
     assert tuning.cached(ce, 2) is None
     os.utime(model / "model.safetensors", (future + 60, future + 60))
